@@ -1,0 +1,150 @@
+// Package api is the gateway's operator surface on the HTTP port: the list
+// of channels with their live stats, Prometheus metrics and a health check.
+package api
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"lightspeed/gateway/hub"
+)
+
+// Config is what the API serves from.
+type Config struct {
+	Hubs     *hub.Registry
+	Channels func() []uint32     // channels with a stream key, listed even when offline
+	Gatherer prometheus.Gatherer // what /metrics serves
+	Logger   *slog.Logger
+}
+
+// Handler returns the API's routes: GET /api/channels, /metrics, /healthz.
+func Handler(c Config) http.Handler {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/channels", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, c.Logger, channelList(c, time.Now()))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(c.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, log *slog.Logger, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		log.Debug("api: write response", "err", err)
+	}
+}
+
+// Channel is one entry of GET /api/channels.
+type Channel struct {
+	Channel       uint32     `json:"channel"`
+	Live          bool       `json:"live"`
+	Since         *time.Time `json:"since,omitempty"` // start of the current or last stream
+	UptimeSeconds float64    `json:"uptime_seconds"`  // 0 when offline
+	Publisher     *Publisher `json:"publisher,omitempty"`
+	Video         *Video     `json:"video,omitempty"`
+	Audio         *Audio     `json:"audio,omitempty"`
+	Subscribers   int        `json:"subscribers"`
+	Publishes     int        `json:"publishes"`
+	PacketsIn     uint64     `json:"packets_in"`
+	PacketsOut    uint64     `json:"packets_out"`
+	Lost          uint64     `json:"lost"`
+	Late          uint64     `json:"late"`
+	NACKsSent     uint64     `json:"nacks_sent"`
+	Recovered     uint64     `json:"recovered"`
+	Dropped       uint64     `json:"dropped"`
+}
+
+// Publisher describes who streams to a channel.
+type Publisher struct {
+	Software string `json:"software"`
+	Remote   string `json:"remote"`
+}
+
+// Video is a channel's video track.
+type Video struct {
+	Codec              string  `json:"codec"`
+	Width              int     `json:"width"`
+	Height             int     `json:"height"`
+	BitrateBps         float64 `json:"bitrate_bps"`
+	FrameRate          float64 `json:"frame_rate"`
+	KeyframeIntervalMs int64   `json:"keyframe_interval_ms"`
+}
+
+// Audio is a channel's audio track.
+type Audio struct {
+	Codec string `json:"codec"`
+}
+
+// channelList merges the configured channels with those that have a hub,
+// sorted by channel id.
+func channelList(c Config, now time.Time) []Channel {
+	out := []Channel{}
+	seen := map[uint32]bool{}
+	for _, h := range c.Hubs.List() {
+		st := h.Stats()
+		seen[st.Channel] = true
+		out = append(out, channelOf(st, now))
+	}
+	if c.Channels != nil {
+		for _, id := range c.Channels() {
+			if !seen[id] {
+				out = append(out, Channel{Channel: id})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Channel) int { return int(int64(a.Channel) - int64(b.Channel)) })
+	return out
+}
+
+func channelOf(st hub.Stats, now time.Time) Channel {
+	ch := Channel{
+		Channel:     st.Channel,
+		Live:        st.Live,
+		Subscribers: st.Subscribers,
+		Publishes:   st.Publishes,
+		PacketsIn:   st.PacketsIn,
+		PacketsOut:  st.PacketsOut,
+		Lost:        st.Lost,
+		Late:        st.Late,
+		NACKsSent:   st.NACKsSent,
+		Recovered:   st.Recovered,
+		Dropped:     st.Dropped,
+	}
+	if st.Publishes == 0 {
+		return ch
+	}
+	since := st.Since
+	ch.Since = &since
+	if st.Live {
+		ch.UptimeSeconds = now.Sub(st.Since).Seconds()
+	}
+	ch.Publisher = &Publisher{Software: st.Publisher.Software, Remote: st.Publisher.Remote}
+	ch.Video = &Video{
+		Codec:              st.Publisher.VideoCodec,
+		Width:              st.Width,
+		Height:             st.Height,
+		BitrateBps:         st.Bitrate,
+		FrameRate:          st.FrameRate,
+		KeyframeIntervalMs: st.KeyframeInterval.Milliseconds(),
+	}
+	if st.Publisher.AudioCodec != "" {
+		ch.Audio = &Audio{Codec: st.Publisher.AudioCodec}
+	}
+	return ch
+}

@@ -1,0 +1,65 @@
+package hub
+
+// gopMax bounds the GOP cache; a longer GOP leaves the cache invalid until
+// the next keyframe.
+const gopMax = 4096
+
+// gopCache holds copies of the packets released since the last keyframe:
+// every video packet from the keyframe's first one on and every audio
+// packet released after it, in release order. Its storage is reused from
+// one GOP to the next, so it stops allocating once grown.
+type gopCache struct {
+	valid   bool // starts at a keyframe and is complete
+	entries []gopEntry
+	data    []byte // the packets' bytes, back to back
+}
+
+type gopEntry struct {
+	off      int
+	n        uint16
+	seq      uint16
+	ts       uint32
+	track    Track
+	keyframe bool
+}
+
+// reset empties the cache at a keyframe.
+func (c *gopCache) reset() {
+	c.valid = true
+	c.entries = c.entries[:0]
+	c.data = c.data[:0]
+}
+
+// invalidate empties the cache until the next keyframe.
+func (c *gopCache) invalidate() {
+	c.reset()
+	c.valid = false
+}
+
+// add appends a copy of p if the cache is valid.
+func (c *gopCache) add(p Packet) {
+	if !c.valid {
+		return
+	}
+	if len(c.entries) == gopMax {
+		c.invalidate()
+		return
+	}
+	c.entries = append(c.entries, gopEntry{
+		off: len(c.data), n: uint16(len(p.Data)),
+		seq: p.Seq, ts: p.Timestamp, track: p.Track, keyframe: p.Keyframe,
+	})
+	c.data = append(c.data, p.Data...)
+}
+
+// packet returns cached packet i; its Data aliases the cache.
+func (c *gopCache) packet(i int) Packet {
+	e := c.entries[i]
+	return Packet{
+		Track:     e.track,
+		Data:      c.data[e.off : e.off+int(e.n)],
+		Seq:       e.seq,
+		Timestamp: e.ts,
+		Keyframe:  e.keyframe,
+	}
+}

@@ -1,0 +1,328 @@
+// Package hub normalizes the RTP stream of one live channel. Ingest writes
+// publisher packets into a Hub; subscribers read one clean, continuous
+// stream per track: stable SSRC, output sequence numbers and timestamps that
+// continue across publisher reconnects, packets no larger than
+// MaxPacketSize, keyframe starts marked. A Hub also keeps a retransmission
+// ring and the packets since the last keyframe for late joiners.
+package hub
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"lightspeed/shared/h264"
+)
+
+// Track names one of the two tracks of a channel.
+type Track uint8
+
+// The tracks of a channel.
+const (
+	Video Track = iota // H.264, 90 kHz, output payload type 96
+	Audio              // Opus, 48 kHz, output payload type 97
+)
+
+const numTracks = 2
+
+// String returns "video" or "audio".
+func (t Track) String() string {
+	switch t {
+	case Video:
+		return "video"
+	case Audio:
+		return "audio"
+	}
+	return fmt.Sprintf("track(%d)", uint8(t))
+}
+
+// MaxPacketSize is the size limit of every output packet: a 12-byte RTP
+// header (no CSRC, no extensions) and at most 1188 bytes of payload.
+const MaxPacketSize = 1200
+
+const (
+	headerSize     = 12
+	maxPayloadSize = MaxPacketSize - headerSize
+
+	// DefaultMaxHold is the default of Options.MaxHold.
+	DefaultMaxHold = 40 * time.Millisecond
+)
+
+// ErrClosed is returned by Subscription.Next once the subscription or its
+// hub is closed.
+var ErrClosed = errors.New("hub: closed")
+
+// Options configure every hub of a Registry.
+type Options struct {
+	MaxHold time.Duration    // how long packets behind a missing one are held; default 40ms
+	Logger  *slog.Logger     // default slog.Default()
+	Now     func() time.Time // clock; default time.Now (tests inject one)
+}
+
+// withDefaults returns o with its zero fields set to their defaults.
+func (o Options) withDefaults() Options {
+	if o.MaxHold <= 0 {
+		o.MaxHold = DefaultMaxHold
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// PublisherInfo describes the publisher of one session (from the FTL handshake).
+type PublisherInfo struct {
+	Software         string // e.g. "OBS Studio 29.1.3"
+	Remote           string // publisher address
+	VideoCodec       string // "H264"
+	AudioCodec       string // "OPUS"
+	VideoPayloadType uint8
+	AudioPayloadType uint8
+}
+
+// TrackInfo describes one output track, as a downstream SDP needs it.
+type TrackInfo struct {
+	Track       Track
+	SSRC        uint32
+	PayloadType uint8
+	Codec       string // "H264" or "OPUS"
+	ClockRate   uint32
+	Channels    uint16 // 2 for Opus, 0 for video
+	Fmtp        string
+}
+
+// Output parameters of the tracks.
+const (
+	videoPayloadType = 96
+	audioPayloadType = 97
+	videoClockRate   = 90000
+	audioClockRate   = 48000
+
+	// defaultVideoFmtp is announced until an SPS tells the real profile:
+	// constrained baseline, level 3.1.
+	defaultVideoFmtp = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+	audioFmtp        = "minptime=10;useinbandfec=1"
+)
+
+// Hub normalizes the stream of one channel. All its methods are safe for
+// concurrent use; one mutex guards the whole hub, and no method ever waits
+// for a subscriber.
+type Hub struct {
+	channel uint32
+	opts    Options
+	log     *slog.Logger
+
+	mu        sync.Mutex
+	closed    bool
+	live      bool
+	since     time.Time
+	publisher PublisherInfo
+	publishes int
+
+	tracks [numTracks]track
+	subs   []*Subscription
+	gop    gopCache
+
+	frag h264.Fragmenter
+	out  [MaxPacketSize]byte // the output packet being built
+
+	timer         *time.Timer // fires ReleaseExpired; armed only while something is held
+	timerSet      bool
+	timerDeadline time.Time
+
+	// what Stats reports
+	width, height    int
+	fmtp             string
+	sps              [256]byte // the last SPS parsed, to parse each one once
+	spsLen           int
+	bits, frames     rateWindow
+	lastKeyframe     time.Time
+	keyframeInterval time.Duration
+	counters         counters
+}
+
+// counters are the packet counts Stats reports.
+type counters struct {
+	packetsIn, packetsOut, lost, late, nacks, recovered, dropped uint64
+	discontinuities                                              uint64
+}
+
+// New returns the hub of channel. Its output SSRCs, first sequence numbers
+// and first timestamps are random and the SSRCs stay for the hub's life.
+func New(channel uint32, opts Options) *Hub {
+	opts = opts.withDefaults()
+	h := &Hub{
+		channel: channel,
+		opts:    opts,
+		log:     opts.Logger.With("channel", channel),
+		fmtp:    defaultVideoFmtp,
+	}
+	h.tracks[Video].init(Video, videoPayloadType, videoClockRate, 3000)
+	h.tracks[Audio].init(Audio, audioPayloadType, audioClockRate, 960)
+	for h.tracks[Audio].ssrc == h.tracks[Video].ssrc {
+		h.tracks[Audio].ssrc = rand.Uint32()
+	}
+	return h
+}
+
+// Channel returns the channel id of the hub.
+func (h *Hub) Channel() uint32 { return h.channel }
+
+// StartPublish begins a new publisher session. A session already running
+// ends first, as with EndPublish. The first packet released in each track
+// continues the output: sequence number last+1, timestamp advanced by the
+// wall-clock pause since the last released packet.
+func (h *Hub) StartPublish(info PublisherInfo) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	if h.live {
+		h.endPublish()
+	}
+	for i := range h.tracks {
+		h.tracks[i].startSession()
+	}
+	h.live = true
+	h.since = h.opts.Now()
+	h.publisher = info
+	h.publishes++
+	h.log.Info("hub: publish started", "remote", info.Remote, "software", info.Software)
+}
+
+// EndPublish ends the publisher session: packets held behind missing ones
+// are released (the missing ones counted as lost) and the channel goes
+// offline. The hub and its subscriptions stay, waiting for the next
+// session; packets written until then are dropped.
+func (h *Hub) EndPublish() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.live {
+		h.endPublish()
+	}
+}
+
+// endPublish is EndPublish with h.mu held and h.live set.
+func (h *Hub) endPublish() {
+	for i := range h.tracks {
+		h.flush(&h.tracks[i])
+	}
+	h.armTimer(h.opts.Now())
+	h.gop.invalidate() // the next session starts with its own keyframe
+	h.live = false
+	c := h.counters
+	h.log.Info("hub: publish ended", "duration", h.opts.Now().Sub(h.since).Round(time.Millisecond),
+		"packets_in", c.packetsIn, "lost", c.lost, "late", c.late)
+}
+
+// Close ends every subscription (their Next returns ErrClosed) and stops
+// the hub's timer. Later writes are ignored.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.closed = true
+	h.live = false
+	if h.timer != nil {
+		h.timer.Stop()
+		h.timerSet = false
+	}
+	for _, s := range h.subs {
+		s.shut()
+	}
+	h.subs = nil
+}
+
+// Tracks describes the two output tracks. The video fmtp carries the
+// profile and level of the last SPS seen, or constrained baseline 3.1
+// (42e01f) until one is seen.
+func (h *Hub) Tracks() []TrackInfo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return []TrackInfo{
+		{Track: Video, SSRC: h.tracks[Video].ssrc, PayloadType: videoPayloadType, Codec: "H264", ClockRate: videoClockRate, Fmtp: h.fmtp},
+		{Track: Audio, SSRC: h.tracks[Audio].ssrc, PayloadType: audioPayloadType, Codec: "OPUS", ClockRate: audioClockRate, Channels: 2, Fmtp: audioFmtp},
+	}
+}
+
+// AddNACKs counts n NACKs that ingest sent to the publisher.
+func (h *Hub) AddNACKs(n int) {
+	h.mu.Lock()
+	h.counters.nacks += uint64(max(n, 0))
+	h.mu.Unlock()
+}
+
+// AddRecovered counts n retransmitted packets that ingest received.
+func (h *Hub) AddRecovered(n int) {
+	h.mu.Lock()
+	h.counters.recovered += uint64(max(n, 0))
+	h.mu.Unlock()
+}
+
+// Retransmit copies the output packet seq of track t into dst if the
+// retransmission ring still holds it. dst should have room for
+// MaxPacketSize bytes; ok is false when the packet is gone or dst is too
+// small.
+func (h *Hub) Retransmit(t Track, seq uint16, dst []byte) (n int, ok bool) {
+	if t >= numTracks {
+		return 0, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.tracks[t].ring.load(seq, dst)
+}
+
+// Subscribe adds a subscription to the hub's output. With FromKeyframe the
+// packets released since the last keyframe (video and audio, in release
+// order) are queued first, atomically with joining the live stream, and the
+// capacity is raised to hold them plus 256; when no keyframe is cached the
+// subscription starts with the live stream. On a closed hub the
+// subscription is closed already.
+func (h *Hub) Subscribe(o SubscribeOptions) *Subscription {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	capacity := o.Capacity
+	if capacity <= 0 {
+		capacity = DefaultCapacity
+	}
+	fromCache := o.FromKeyframe && h.gop.valid
+	if fromCache {
+		capacity = max(capacity, len(h.gop.entries)+256)
+	}
+	s := newSubscription(h, capacity)
+	if h.closed {
+		s.shut()
+		return s
+	}
+	if fromCache {
+		for i := range h.gop.entries {
+			s.push(h.gop.packet(i))
+		}
+	}
+	h.subs = append(h.subs, s)
+	return s
+}
+
+// unsubscribe removes s from the hub's fan-out.
+func (h *Hub) unsubscribe(s *Subscription) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, x := range h.subs {
+		if x == s {
+			last := len(h.subs) - 1
+			copy(h.subs[i:], h.subs[i+1:])
+			h.subs[last] = nil
+			h.subs = h.subs[:last]
+			return
+		}
+	}
+}

@@ -1,0 +1,242 @@
+package hub
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"lightspeed/shared/h264"
+)
+
+// track is the state of one output track.
+type track struct {
+	kind      Track
+	ssrc      uint32
+	pt        uint8
+	clockRate uint32
+	minStep   uint32 // one frame in clock ticks: the least timestamp step across a reconnect
+
+	buf  reorder
+	ring *ring // allocated with the first session
+
+	// output numbering
+	seq         uint16 // sequence number of the next output packet
+	baseTS      uint32 // first output timestamp of the hub's life
+	tsOffset    uint32 // output timestamp = publisher timestamp + tsOffset
+	newSession  bool   // tsOffset is set by the next released packet
+	released    bool   // a packet was released in an earlier session
+	lastTS      uint32 // timestamp of the last output packet
+	lastRelease time.Time
+
+	// access-unit tracking (video)
+	auSeen    bool   // auTS and auEnded describe the last released packet
+	auTS      uint32 // publisher timestamp of the current access unit
+	auEnded   bool   // the last released packet had the marker bit
+	auKeyable bool   // the access unit has carried nothing but SEI, AUD and the like so far
+}
+
+// init sets the fixed parameters of the track and its random start.
+func (tr *track) init(kind Track, pt uint8, clockRate, minStep uint32) {
+	tr.kind, tr.pt, tr.clockRate, tr.minStep = kind, pt, clockRate, minStep
+	tr.ssrc = rand.Uint32()
+	tr.seq = uint16(rand.Uint32())
+	tr.baseTS = rand.Uint32()
+}
+
+// startSession prepares the track for a new publisher session: the
+// publisher's numbering and timestamps start afresh.
+func (tr *track) startSession() {
+	if tr.buf.slots == nil {
+		tr.buf.slots = new([reorderSize]heldPacket)
+		tr.ring = new(ring)
+	}
+	tr.buf.started = false
+	tr.buf.farBehind = 0
+	tr.newSession = true
+	tr.auSeen = false
+}
+
+// ticks converts a duration to clock ticks of the track.
+func (tr *track) ticks(d time.Duration) uint32 {
+	if d <= 0 {
+		return 0
+	}
+	return uint32(uint64(d/time.Microsecond) * uint64(tr.clockRate) / 1e6)
+}
+
+// release sends one publisher packet downstream: video is cut into pieces
+// of at most MaxPacketSize bytes, each gets the next output sequence
+// number. A packet that cannot be sent (an audio payload over 1188 bytes,
+// an unparseable video payload over 1188 bytes, an empty one) counts as
+// lost and leaves one output sequence number unused.
+func (h *Hub) release(tr *track, ts uint32, marker bool, payload []byte, arrival time.Time) {
+	if tr.newSession {
+		if tr.released {
+			// Continue from the last output timestamp plus the pause, so
+			// that decoders never see time jump back.
+			step := max(tr.ticks(arrival.Sub(tr.lastRelease)), tr.minStep)
+			tr.tsOffset = tr.lastTS + step - ts
+		} else {
+			tr.tsOffset = tr.baseTS - ts
+		}
+		tr.newSession = false
+	}
+	tr.released = true
+	tr.lastRelease = arrival
+	outTS := ts + tr.tsOffset
+
+	if tr.kind != Video {
+		if len(payload) == 0 || len(payload) > maxPayloadSize {
+			h.counters.lost++
+			tr.seq++
+			return
+		}
+		copy(h.out[headerSize:], payload)
+		h.emit(tr, headerSize+len(payload), outTS, marker, false)
+		return
+	}
+
+	keyframe := h.inspectVideo(tr, ts, marker, payload, arrival)
+	h.frag.Reset(payload, maxPayloadSize)
+	sent := false
+	for {
+		n, last := h.frag.Next(h.out[headerSize:])
+		if n == 0 {
+			break
+		}
+		h.emit(tr, headerSize+n, outTS, marker && last, keyframe && !sent)
+		sent = true
+		if last {
+			break
+		}
+	}
+	if !sent {
+		h.counters.lost++
+		tr.seq++
+	}
+}
+
+// inspectVideo follows access units and reports whether payload starts a
+// keyframe: it is the first packet of its access unit that carries an SPS,
+// PPS or IDR slice, and only SEI, AUD and the like came before it in the
+// access unit. An access unit starts after a packet with the marker bit or
+// when the timestamp changes. It also counts frames and reads SPSs.
+func (h *Hub) inspectVideo(tr *track, ts uint32, marker bool, payload []byte, arrival time.Time) bool {
+	if !tr.auSeen || tr.auEnded || ts != tr.auTS {
+		tr.auKeyable = true
+		h.frames.add(arrival, 1)
+	}
+	tr.auSeen, tr.auTS, tr.auEnded = true, ts, marker
+
+	info, err := h264.Inspect(payload)
+	if err != nil {
+		tr.auKeyable = false
+		return false
+	}
+	if info.HasSPS {
+		h.readSPS(h264.SPSOf(payload))
+	}
+	keyframe := tr.auKeyable && info.Keyframe
+	if !keyframe && info.Start && info.End && info.NALType >= h264.NALSEI && info.NALType < h264.NALSTAPA {
+		return false // SEI, AUD and other units a decoder may start after
+	}
+	tr.auKeyable = false
+	if keyframe {
+		if !h.lastKeyframe.IsZero() {
+			h.keyframeInterval = arrival.Sub(h.lastKeyframe)
+		}
+		h.lastKeyframe = arrival
+	}
+	return keyframe
+}
+
+// readSPS takes the resolution and the profile from an SPS, parsing each
+// distinct SPS once.
+func (h *Hub) readSPS(nal []byte) {
+	if len(nal) == 0 || bytes.Equal(nal, h.sps[:h.spsLen]) {
+		return
+	}
+	sps, err := h264.ParseSPS(nal)
+	if err != nil {
+		return
+	}
+	if len(nal) <= len(h.sps) {
+		h.spsLen = copy(h.sps[:], nal)
+	}
+	if sps.Width != h.width || sps.Height != h.height {
+		h.log.Info("hub: video resolution", "width", sps.Width, "height", sps.Height)
+	}
+	h.width, h.height = sps.Width, sps.Height
+	h.fmtp = fmt.Sprintf("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=%02x%02x%02x",
+		sps.ProfileIDC, sps.ConstraintFlags, sps.LevelIDC)
+}
+
+// emit finishes the output packet in h.out (payload already at
+// h.out[headerSize:n]) and hands it to the retransmission ring, the GOP
+// cache and every subscription.
+func (h *Hub) emit(tr *track, n int, ts uint32, marker, keyframe bool) {
+	hdr := rtp.Header{
+		Version:        2,
+		Marker:         marker,
+		PayloadType:    tr.pt,
+		SequenceNumber: tr.seq,
+		Timestamp:      ts,
+		SSRC:           tr.ssrc,
+	}
+	if _, err := hdr.MarshalTo(h.out[:headerSize]); err != nil {
+		panic(err) // headerSize fits a header without CSRC and extensions
+	}
+	p := Packet{Track: tr.kind, Data: h.out[:n], Seq: tr.seq, Timestamp: ts, Keyframe: keyframe}
+	tr.ring.store(p.Seq, p.Data)
+	if keyframe {
+		h.gop.reset()
+	}
+	h.gop.add(p)
+	for _, s := range h.subs {
+		if !s.push(p) {
+			h.counters.dropped++
+		}
+	}
+	h.counters.packetsOut++
+	tr.seq++
+	tr.lastTS = ts
+}
+
+// ringSize is the number of output packets per track kept for
+// retransmission. It divides 2^16, so seq%ringSize is continuous across
+// the wrap-around.
+const ringSize = 2048
+
+// ring is the retransmission ring of one track, indexed by output sequence
+// number; each slot records its sequence number to detect overwrites.
+type ring struct {
+	slots [ringSize]ringSlot
+}
+
+type ringSlot struct {
+	seq  uint16
+	n    uint16 // 0: empty
+	data [MaxPacketSize]byte
+}
+
+// store keeps a copy of output packet seq.
+func (r *ring) store(seq uint16, pkt []byte) {
+	s := &r.slots[seq%ringSize]
+	s.seq = seq
+	s.n = uint16(copy(s.data[:], pkt))
+}
+
+// load copies output packet seq into dst if it is still held.
+func (r *ring) load(seq uint16, dst []byte) (n int, ok bool) {
+	if r == nil {
+		return 0, false
+	}
+	s := &r.slots[seq%ringSize]
+	if s.n == 0 || s.seq != seq || len(dst) < int(s.n) {
+		return 0, false
+	}
+	return copy(dst, s.data[:s.n]), true
+}

@@ -1,0 +1,141 @@
+package hub
+
+import (
+	"context"
+	"sync"
+)
+
+// DefaultCapacity is the default of SubscribeOptions.Capacity.
+const DefaultCapacity = 1024
+
+// SubscribeOptions configure a subscription.
+type SubscribeOptions struct {
+	Capacity     int  // slots in the subscription's queue; default 1024
+	FromKeyframe bool // start with the cached packets since the last keyframe (then live), atomically
+}
+
+// Packet is one output RTP packet.
+type Packet struct {
+	Track     Track
+	Data      []byte // marshalled RTP packet, <= MaxPacketSize; valid until the next call of Next on the same Subscription
+	Seq       uint16
+	Timestamp uint32
+	Keyframe  bool // first packet of a keyframe (a subscriber may start here)
+}
+
+// Subscription is one reader of a hub's output: a queue of fixed slots,
+// allocated once, that the hub fills without ever waiting. When the queue
+// is full the hub drops the packet and counts it.
+type Subscription struct {
+	hub    *Hub
+	notify chan struct{} // a token after each push
+	done   chan struct{} // closed by shut
+
+	mu      sync.Mutex
+	closed  bool
+	meta    []queued
+	data    []byte // len(meta) slots of MaxPacketSize bytes
+	head    int
+	count   int
+	dropped uint64
+
+	cur [MaxPacketSize]byte // the packet last returned by Next
+}
+
+// queued describes the packet in one slot of the queue.
+type queued struct {
+	n        uint16
+	seq      uint16
+	ts       uint32
+	track    Track
+	keyframe bool
+}
+
+func newSubscription(h *Hub, capacity int) *Subscription {
+	return &Subscription{
+		hub:    h,
+		notify: make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		meta:   make([]queued, capacity),
+		data:   make([]byte, capacity*MaxPacketSize),
+	}
+}
+
+// push queues a copy of p. It reports false when the queue is full and p
+// is dropped.
+func (s *Subscription) push(p Packet) bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return true
+	}
+	if s.count == len(s.meta) {
+		s.dropped++
+		s.mu.Unlock()
+		return false
+	}
+	i := (s.head + s.count) % len(s.meta)
+	n := copy(s.data[i*MaxPacketSize:(i+1)*MaxPacketSize], p.Data)
+	s.meta[i] = queued{n: uint16(n), seq: p.Seq, ts: p.Timestamp, track: p.Track, keyframe: p.Keyframe}
+	s.count++
+	s.mu.Unlock()
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// Next returns the next packet, waiting for one until ctx is done. A queued
+// packet is returned even when ctx is done already, so a cancelled context
+// drains the queue without waiting. Packet.Data is valid until the next
+// call of Next; Next must not be called concurrently with itself. Once the
+// subscription or its hub is closed, Next returns ErrClosed.
+func (s *Subscription) Next(ctx context.Context) (Packet, error) {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return Packet{}, ErrClosed
+		}
+		if s.count > 0 {
+			q := s.meta[s.head]
+			i := s.head * MaxPacketSize
+			n := copy(s.cur[:], s.data[i:i+int(q.n)])
+			s.head = (s.head + 1) % len(s.meta)
+			s.count--
+			s.mu.Unlock()
+			return Packet{Track: q.track, Data: s.cur[:n], Seq: q.seq, Timestamp: q.ts, Keyframe: q.keyframe}, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.notify:
+		case <-s.done:
+		case <-ctx.Done():
+			return Packet{}, ctx.Err()
+		}
+	}
+}
+
+// Dropped returns how many packets were dropped because the queue was full.
+func (s *Subscription) Dropped() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dropped
+}
+
+// Close leaves the hub; a waiting Next returns ErrClosed.
+func (s *Subscription) Close() {
+	s.hub.unsubscribe(s)
+	s.shut()
+}
+
+// shut marks the subscription closed and wakes a waiting Next.
+func (s *Subscription) shut() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		close(s.done)
+	}
+}

@@ -1,0 +1,143 @@
+package keys
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func run(t *testing.T, s *Store, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	err := Command(args, s, &out)
+	return out.String(), err
+}
+
+func TestCommandManagesKeys(t *testing.T) {
+	s, _ := openTemp(t)
+
+	out, err := run(t, s, "add")
+	if err != nil {
+		t.Fatal(err)
+	}
+	added, err := Parse(strings.TrimSuffix(out, "\n"))
+	if err != nil || added.Channel != DefaultChannel || !strings.HasSuffix(out, "\n") || strings.Count(out, "\n") != 1 {
+		t.Fatalf("add printed %q; want one line with a key for channel 77", out)
+	}
+
+	out, err = run(t, s, "add", "5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	five, _ := Parse(strings.TrimSpace(out))
+	if five.Channel != 5 {
+		t.Fatalf("add 5 printed %q", out)
+	}
+
+	out, err = run(t, s, "list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := five.String() + "\n" + added.String() + "\n"; out != want {
+		t.Fatalf("list printed %q, want %q", out, want)
+	}
+
+	out, err = run(t, s, "rotate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, _ := Parse(strings.TrimSpace(out))
+	if rotated.Channel != DefaultChannel || rotated.Secret == added.Secret {
+		t.Fatalf("rotate printed %q; want a new key for channel 77", out)
+	}
+	if secret, _ := s.Secret(DefaultChannel); secret != rotated.Secret {
+		t.Fatalf("store has %q after rotate, want %q", secret, rotated.Secret)
+	}
+
+	out, err = run(t, s, "rotate", "5")
+	if err != nil || !strings.HasPrefix(out, "5-") {
+		t.Fatalf("rotate 5 printed %q, %v", out, err)
+	}
+
+	out, err = run(t, s, "remove", "5")
+	if err != nil || out != "removed the key of channel 5\n" {
+		t.Fatalf("remove 5 printed %q, %v", out, err)
+	}
+	out, _ = run(t, s, "list")
+	if out != rotated.String()+"\n" {
+		t.Fatalf("list after remove printed %q", out)
+	}
+}
+
+func TestCommandListOfAnEmptyStorePrintsNothing(t *testing.T) {
+	s, _ := openTemp(t)
+	out, err := run(t, s, "list")
+	if err != nil || out != "" {
+		t.Fatalf("list printed %q, %v; want nothing", out, err)
+	}
+}
+
+func TestCommandHelpPrintsUsage(t *testing.T) {
+	s, _ := openTemp(t)
+	out, err := run(t, s, "help")
+	if err != nil || !strings.Contains(out, "gateway keys rotate [channel]") {
+		t.Fatalf("help printed %q, %v", out, err)
+	}
+}
+
+func TestCommandErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		usage   bool // the error wraps ErrUsage
+		wantErr string
+	}{
+		{"no command", nil, true, "keys: missing command"},
+		{"unknown command", []string{"delete", "77"}, true, `keys: unknown command "delete"`},
+		{"list with an argument", []string{"list", "77"}, true, "keys: list takes no arguments"},
+		{"remove without a channel", []string{"remove"}, true, "keys: remove needs a channel"},
+		{"add with two channels", []string{"add", "1", "2"}, true, "keys: add takes one channel, got 2 arguments"},
+		{"channel that is not a number", []string{"rotate", "seventy"}, false, `keys: rotate: channel id "seventy" is not a decimal number`},
+		{"channel 0", []string{"add", "0"}, false, "keys: add: channel id 0 is not allowed"},
+		{"adding an existing key", []string{"add", "77"}, false, "keys: channel 77: already has a key"},
+		{"rotating a missing key", []string{"rotate", "9"}, false, "keys: channel 9: has no key"},
+		{"removing a missing key", []string{"remove", "9"}, false, "keys: channel 9: has no key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := openTemp(t)
+			s.Add(77)
+			out, err := run(t, s, tt.args...)
+			if err == nil {
+				t.Fatalf("no error; printed %q", out)
+			}
+			if out != "" {
+				t.Errorf("printed %q on error", out)
+			}
+			if !strings.HasPrefix(err.Error(), tt.wantErr) {
+				t.Errorf("error %q does not start with %q", err, tt.wantErr)
+			}
+			if got := errors.Is(err, ErrUsage); got != tt.usage {
+				t.Errorf("errors.Is(err, ErrUsage) = %v, want %v", got, tt.usage)
+			}
+			if tt.usage && !strings.Contains(err.Error(), "gateway keys add [channel]") {
+				t.Errorf("usage error %q does not show the usage", err)
+			}
+		})
+	}
+}
+
+func TestCommandOnAStaticStore(t *testing.T) {
+	s := NewStatic(Key{Channel: 77, Secret: "fromenv"})
+	out, err := run(t, s, "list")
+	if err != nil || out != "77-fromenv\n" {
+		t.Fatalf("list printed %q, %v", out, err)
+	}
+	for _, args := range [][]string{{"add", "5"}, {"rotate"}, {"remove", "77"}} {
+		_, err := run(t, s, args...)
+		if !errors.Is(err, ErrStatic) {
+			t.Errorf("%v on a static store: %v; want %v", args, err, ErrStatic)
+		}
+	}
+}

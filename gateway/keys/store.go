@@ -1,0 +1,344 @@
+package keys
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+)
+
+// FileName is the name of the key file inside the data directory.
+const FileName = "keys.json"
+
+var (
+	// ErrExists is returned by Add when the channel already has a key.
+	ErrExists = errors.New("already has a key")
+	// ErrNotFound is returned by Rotate and Remove when the channel has
+	// no key.
+	ErrNotFound = errors.New("has no key")
+	// ErrStatic is returned by every change to a store made by NewStatic.
+	ErrStatic = errors.New("LS_STREAM_KEY is set; keys are not stored")
+)
+
+// Store holds the stream keys of all channels. It is safe for concurrent
+// use.
+//
+// A store opened on a data directory keeps the keys in FileName there and
+// picks up changes other processes make to it (such as "gateway keys
+// rotate" run beside a running gateway): every lookup checks whether the
+// file was replaced and reads it again if so. When that read fails, lookups
+// keep answering from the keys last read; changes return the error.
+// Changes from two processes at the same instant are not merged: the last
+// write wins.
+type Store struct {
+	path string // key file; "" for a static store
+
+	mu   sync.Mutex
+	keys map[uint32]string
+	seen fs.FileInfo // the key file as last read or written
+}
+
+// fileData is the layout of the key file.
+type fileData struct {
+	Keys []fileKey `json:"keys"`
+}
+
+type fileKey struct {
+	Channel uint32 `json:"channel"`
+	Secret  string `json:"secret"`
+}
+
+// Open opens the key store in dir, the data directory. It creates dir
+// (mode 0700) and an empty key file (mode 0600) when they are missing, and
+// narrows the mode of an existing key file to 0600; an existing directory
+// keeps its mode. A key file that cannot be read is an error: Open never
+// starts over with an empty store.
+func Open(dir string) (*Store, error) {
+	if dir == "" {
+		return nil, errors.New("keys: data directory not set")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("keys: create data directory: %w", err)
+	}
+	s := &Store{path: filepath.Join(dir, FileName)}
+	err := s.refresh()
+	if errors.Is(err, fs.ErrNotExist) {
+		s.keys = map[uint32]string{}
+		err = s.write(s.keys)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s.seen.Mode().Perm()&^0o600 != 0 {
+		if err := os.Chmod(s.path, 0o600); err != nil {
+			return nil, fmt.Errorf("keys: %s: restrict mode to 0600: %w", s.path, err)
+		}
+	}
+	return s, nil
+}
+
+// NewStatic returns a store that holds exactly k, in memory, and refuses
+// every change with ErrStatic. It serves LS_STREAM_KEY; k comes from Parse.
+func NewStatic(k Key) *Store {
+	return &Store{keys: map[uint32]string{k.Channel: k.Secret}}
+}
+
+// Secret returns the secret of channel's stream key, and whether the
+// channel has one.
+func (s *Store) Secret(channel uint32) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_ = s.refresh() // on failure, answer from the keys last read
+	secret, ok := s.keys[channel]
+	return secret, ok
+}
+
+// List returns every key, sorted by channel.
+func (s *Store) List() []Key {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_ = s.refresh() // on failure, answer from the keys last read
+	return sorted(s.keys)
+}
+
+// Add creates a key with a new secret for channel, which must not have one.
+func (s *Store) Add(channel uint32) (Key, error) {
+	return s.change(channel, func(keys map[uint32]string) (Key, error) {
+		if _, ok := keys[channel]; ok {
+			return Key{}, ErrExists
+		}
+		return Generate(channel)
+	})
+}
+
+// Rotate gives channel's key a new secret. The old secret stops working at
+// once; a publisher already streaming is not disconnected.
+func (s *Store) Rotate(channel uint32) (Key, error) {
+	return s.change(channel, func(keys map[uint32]string) (Key, error) {
+		if _, ok := keys[channel]; !ok {
+			return Key{}, ErrNotFound
+		}
+		return Generate(channel)
+	})
+}
+
+// Remove deletes channel's key.
+func (s *Store) Remove(channel uint32) error {
+	_, err := s.change(channel, func(keys map[uint32]string) (Key, error) {
+		if _, ok := keys[channel]; !ok {
+			return Key{}, ErrNotFound
+		}
+		return Key{Channel: channel}, nil // empty secret: delete
+	})
+	return err
+}
+
+// EnsureDefault makes sure the store holds a key. When the store is empty
+// it creates a key for channel and returns it with created true. Otherwise
+// it returns channel's key if there is one, else the key with the lowest
+// channel, with created false. The gateway calls it on every start with
+// DefaultChannel and prints OBSInstructions when created is true.
+func (s *Store) EnsureDefault(channel uint32) (k Key, created bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.refresh(); err != nil {
+		return Key{}, false, err
+	}
+	if secret, ok := s.keys[channel]; ok {
+		return Key{Channel: channel, Secret: secret}, false, nil
+	}
+	if len(s.keys) > 0 {
+		return sorted(s.keys)[0], false, nil
+	}
+	k, err = s.changeLocked(channel, func(map[uint32]string) (Key, error) {
+		return Generate(channel)
+	})
+	if err != nil {
+		return Key{}, false, err
+	}
+	return k, true, nil
+}
+
+// change applies one change to channel's key: edit returns the new key, or
+// a key with an empty secret to delete it. The store and the file change
+// together or not at all.
+func (s *Store) change(channel uint32, edit func(map[uint32]string) (Key, error)) (Key, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.refresh(); err != nil {
+		return Key{}, err
+	}
+	return s.changeLocked(channel, edit)
+}
+
+// changeLocked is change for a caller that holds s.mu and has refreshed.
+func (s *Store) changeLocked(channel uint32, edit func(map[uint32]string) (Key, error)) (Key, error) {
+	if s.path == "" {
+		return Key{}, fmt.Errorf("keys: %w", ErrStatic)
+	}
+	if channel == 0 {
+		return Key{}, errors.New("keys: channel id 0 is not allowed")
+	}
+	k, err := edit(s.keys)
+	if err != nil {
+		return Key{}, fmt.Errorf("keys: channel %d: %w", channel, err)
+	}
+	next := maps.Clone(s.keys)
+	if next == nil {
+		next = map[uint32]string{}
+	}
+	if k.Secret == "" {
+		delete(next, channel)
+	} else {
+		next[channel] = k.Secret
+	}
+	if err := s.write(next); err != nil {
+		return Key{}, err
+	}
+	s.keys = next
+	return k, nil
+}
+
+// refresh reads the key file again when it changed since it was last read
+// or written. It does nothing for a static store. The caller holds s.mu.
+func (s *Store) refresh() error {
+	if s.path == "" {
+		return nil
+	}
+	f, err := os.Open(s.path)
+	if err != nil {
+		return fmt.Errorf("keys: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("keys: %w", err)
+	}
+	if s.seen != nil && os.SameFile(fi, s.seen) &&
+		fi.ModTime().Equal(s.seen.ModTime()) && fi.Size() == s.seen.Size() {
+		return nil
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return fmt.Errorf("keys: read %s: %w", s.path, err)
+	}
+	keys, err := decode(data)
+	if err != nil {
+		return fmt.Errorf("keys: %s: damaged key file (fix or remove it): %w", s.path, err)
+	}
+	s.keys, s.seen = keys, fi
+	return nil
+}
+
+// decode parses and checks the contents of a key file.
+func decode(data []byte) (map[uint32]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var fd fileData
+	if err := dec.Decode(&fd); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("data after the JSON object")
+	}
+	if fd.Keys == nil {
+		return nil, errors.New(`no "keys" list`)
+	}
+	keys := make(map[uint32]string, len(fd.Keys))
+	for i, fk := range fd.Keys {
+		k := Key{Channel: fk.Channel, Secret: fk.Secret}
+		if err := k.validate(); err != nil {
+			return nil, fmt.Errorf("key %d: %w", i+1, err)
+		}
+		if _, dup := keys[k.Channel]; dup {
+			return nil, fmt.Errorf("key %d: channel %d has two keys", i+1, k.Channel)
+		}
+		keys[k.Channel] = k.Secret
+	}
+	return keys, nil
+}
+
+// write replaces the key file with keys atomically: a private temporary
+// file in the same directory, synced, then renamed over the old one. The
+// caller holds s.mu.
+func (s *Store) write(keys map[uint32]string) (err error) {
+	fd := fileData{Keys: []fileKey{}}
+	for _, k := range sorted(keys) {
+		fd.Keys = append(fd.Keys, fileKey(k))
+	}
+	data, err := json.MarshalIndent(fd, "", "  ")
+	if err != nil {
+		return fmt.Errorf("keys: encode: %w", err)
+	}
+	data = append(data, '\n')
+
+	dir := filepath.Dir(s.path)
+	f, err := os.CreateTemp(dir, "."+FileName+".*.tmp") // mode 0600
+	if err != nil {
+		return fmt.Errorf("keys: write %s: %w", s.path, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return fmt.Errorf("keys: write %s: %w", s.path, err)
+	}
+	// Keep the owner of the file replaced, or of the directory for a new
+	// one (see keepOwner).
+	if ref := s.seen; ref != nil {
+		keepOwner(f, ref)
+	} else if ref, err := os.Stat(dir); err == nil {
+		keepOwner(f, ref)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("keys: write %s: %w", s.path, err)
+	}
+	// Rename keeps the inode, so this is the file a later refresh sees
+	// unless someone else replaces it.
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("keys: write %s: %w", s.path, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("keys: write %s: %w", s.path, err)
+	}
+	if err = os.Rename(f.Name(), s.path); err != nil {
+		return fmt.Errorf("keys: write %s: %w", s.path, err)
+	}
+	// Make the rename itself durable. Some file systems cannot sync a
+	// directory; the file is in place either way, so that is not an error.
+	if d, derr := os.Open(dir); derr == nil {
+		d.Sync()
+		d.Close()
+	}
+	s.seen = fi
+	return nil
+}
+
+// sorted returns the keys of m ordered by channel.
+func sorted(m map[uint32]string) []Key {
+	out := make([]Key, 0, len(m))
+	for ch, secret := range m {
+		out = append(out, Key{Channel: ch, Secret: secret})
+	}
+	slices.SortFunc(out, func(a, b Key) int {
+		switch {
+		case a.Channel < b.Channel:
+			return -1
+		case a.Channel > b.Channel:
+			return 1
+		}
+		return 0
+	})
+	return out
+}

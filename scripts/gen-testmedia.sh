@@ -1,0 +1,34 @@
+#!/bin/sh
+# gen-testmedia.sh regenerates the committed test media in shared/testmedia:
+#
+#   video.h264  H.264 Annex B, constrained baseline, 1280x720, 30 fps, 4 s,
+#               a keyframe every second, SPS and PPS before every IDR, no SEI,
+#               no AUD, one slice per frame, ~2 Mbit/s (many NAL units are
+#               larger than one FTL packet, so FU-A is exercised);
+#   audio.ogg   Opus, 48 kHz stereo, 20 ms packets, 4 s of a sine tone, Ogg.
+#
+# The picture is ffmpeg's testsrc2 (moving pattern, timecode and frame
+# counter) with a little temporal noise so that every frame costs bits, as
+# a camera picture would. Run from anywhere: ./scripts/gen-testmedia.sh
+set -eu
+
+out="$(cd "$(dirname "$0")/.." && pwd)/shared/testmedia"
+seconds=4
+
+ffmpeg -hide_banner -loglevel error -y \
+	-f lavfi -i "testsrc2=size=1280x720:rate=30,noise=alls=12:allf=t" \
+	-t "$seconds" -an \
+	-c:v libx264 -profile:v baseline -pix_fmt yuv420p -preset veryfast \
+	-b:v 2M -maxrate 2.5M -bufsize 2M \
+	-g 30 -keyint_min 30 -sc_threshold 0 -bf 0 -threads 1 \
+	-x264-params "repeat-headers=1:slices=1:aud=0" \
+	-bsf:v "filter_units=remove_types=6|9" \
+	-f h264 "$out/video.h264"
+
+ffmpeg -hide_banner -loglevel error -y \
+	-f lavfi -i "sine=frequency=440:sample_rate=48000" \
+	-t "$seconds" -vn \
+	-ac 2 -ar 48000 -c:a libopus -b:a 64k -frame_duration 20 -application audio \
+	-f ogg "$out/audio.ogg"
+
+ls -l "$out/video.h264" "$out/audio.ogg"
