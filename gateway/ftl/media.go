@@ -13,6 +13,7 @@ import (
 	"github.com/pion/rtp"
 
 	"lightspeed/gateway/hub"
+	"lightspeed/shared/nack"
 )
 
 const (
@@ -52,7 +53,7 @@ type session struct {
 	gotMedia  bool
 	gotVideo  bool
 	lastMedia time.Time
-	nack      nackTracker
+	nack      nack.Tracker
 	nackSeqs  []uint16
 	speedTest uint64 // audio packets before the first video packet (dropped)
 	nacksSent uint64
@@ -152,7 +153,7 @@ func (sess *session) end(reason string, code int) {
 			"video_packets", sess.video.packets, "audio_packets", sess.audio.packets,
 			"bytes", sess.video.bytes+sess.audio.bytes, "speed_test_dropped", sess.speedTest,
 			"nacks_sent", sess.nacksSent, "recovered", sess.recovered, "lost", st.Lost,
-			"evicted_nacks", sess.nack.evicted)
+			"evicted_nacks", sess.nack.Evicted())
 	})
 }
 
@@ -293,7 +294,7 @@ func (sess *session) onRTP(pkt *rtp.Packet, size int, from netip.AddrPort, now t
 	track.bytes += uint64(size)
 	if isVideo {
 		sess.gotVideo = true
-		recovered, opened := sess.nack.received(pkt.SequenceNumber, now)
+		recovered, opened := sess.nack.Received(pkt.SequenceNumber, now)
 		if recovered {
 			sess.recovered++
 			sess.hub.AddRecovered(1)
@@ -311,10 +312,10 @@ func (sess *session) onRTP(pkt *rtp.Packet, size int, from netip.AddrPort, now t
 // sendNACKs sends one generic NACK for the video packets due to be asked
 // for again. Called with sess.mu held.
 func (sess *session) sendNACKs(now time.Time) {
-	if !sess.addr.IsValid() || sess.nack.outstanding() == 0 {
+	if !sess.addr.IsValid() || sess.nack.Outstanding() == 0 {
 		return
 	}
-	sess.nackSeqs = sess.nack.due(now, sess.nackSeqs[:0])
+	sess.nackSeqs = sess.nack.Due(now, sess.nackSeqs[:0])
 	if len(sess.nackSeqs) == 0 {
 		return
 	}

@@ -110,33 +110,18 @@ func (s *Store) List() []Key {
 
 // Add creates a key with a new secret for channel, which must not have one.
 func (s *Store) Add(channel uint32) (Key, error) {
-	return s.change(channel, func(keys map[uint32]string) (Key, error) {
-		if _, ok := keys[channel]; ok {
-			return Key{}, ErrExists
-		}
-		return Generate(channel)
-	})
+	return s.change(channel, opAdd)
 }
 
 // Rotate gives channel's key a new secret. The old secret stops working at
 // once; a publisher already streaming is not disconnected.
 func (s *Store) Rotate(channel uint32) (Key, error) {
-	return s.change(channel, func(keys map[uint32]string) (Key, error) {
-		if _, ok := keys[channel]; !ok {
-			return Key{}, ErrNotFound
-		}
-		return Generate(channel)
-	})
+	return s.change(channel, opRotate)
 }
 
 // Remove deletes channel's key.
 func (s *Store) Remove(channel uint32) error {
-	_, err := s.change(channel, func(keys map[uint32]string) (Key, error) {
-		if _, ok := keys[channel]; !ok {
-			return Key{}, ErrNotFound
-		}
-		return Key{Channel: channel}, nil // empty secret: delete
-	})
+	_, err := s.change(channel, opRemove)
 	return err
 }
 
@@ -157,46 +142,60 @@ func (s *Store) EnsureDefault(channel uint32) (k Key, created bool, err error) {
 	if len(s.keys) > 0 {
 		return sorted(s.keys)[0], false, nil
 	}
-	k, err = s.changeLocked(channel, func(map[uint32]string) (Key, error) {
-		return Generate(channel)
-	})
+	k, err = s.changeLocked(channel, opAdd)
 	if err != nil {
 		return Key{}, false, err
 	}
 	return k, true, nil
 }
 
-// change applies one change to channel's key: edit returns the new key, or
-// a key with an empty secret to delete it. The store and the file change
-// together or not at all.
-func (s *Store) change(channel uint32, edit func(map[uint32]string) (Key, error)) (Key, error) {
+// op is a change to one channel's key.
+type op int
+
+const (
+	opAdd    op = iota // a new key; the channel has none
+	opRotate           // a new secret for the channel's key
+	opRemove           // no key for the channel
+)
+
+// change applies o to channel's key and returns the new key. The store and
+// the file change together or not at all.
+func (s *Store) change(channel uint32, o op) (Key, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.refresh(); err != nil {
 		return Key{}, err
 	}
-	return s.changeLocked(channel, edit)
+	return s.changeLocked(channel, o)
 }
 
 // changeLocked is change for a caller that holds s.mu and has refreshed.
-func (s *Store) changeLocked(channel uint32, edit func(map[uint32]string) (Key, error)) (Key, error) {
+func (s *Store) changeLocked(channel uint32, o op) (Key, error) {
 	if s.path == "" {
 		return Key{}, fmt.Errorf("keys: %w", ErrStatic)
 	}
 	if channel == 0 {
 		return Key{}, errors.New("keys: channel id 0 is not allowed")
 	}
-	k, err := edit(s.keys)
-	if err != nil {
-		return Key{}, fmt.Errorf("keys: channel %d: %w", channel, err)
+	_, exists := s.keys[channel]
+	switch {
+	case o == opAdd && exists:
+		return Key{}, fmt.Errorf("keys: channel %d: %w", channel, ErrExists)
+	case o != opAdd && !exists:
+		return Key{}, fmt.Errorf("keys: channel %d: %w", channel, ErrNotFound)
 	}
 	next := maps.Clone(s.keys)
 	if next == nil {
 		next = map[uint32]string{}
 	}
-	if k.Secret == "" {
+	k := Key{Channel: channel}
+	if o == opRemove {
 		delete(next, channel)
 	} else {
+		var err error
+		if k, err = Generate(channel); err != nil {
+			return Key{}, err
+		}
 		next[channel] = k.Secret
 	}
 	if err := s.write(next); err != nil {

@@ -1,0 +1,150 @@
+package hub_test
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"lightspeed/gateway/hub"
+)
+
+// The fuzz input is a program of operations, each a byte op followed by
+// its arguments:
+//
+//	op%16 == 0: EndPublish
+//	op%16 == 1: StartPublish
+//	op%16 == 2: advance the clock by the next byte in ms, ReleaseExpired
+//	op%16 == 3: add a FromKeyframe subscriber (at most two in all)
+//	otherwise:  a packet of track op&1 with marker op&2; arguments: seq
+//	            step (int8), timestamp step (×100), payload length (uint16,
+//	            mod 3000); the payload is the following bytes, padded
+const (
+	opEnd = iota
+	opStart
+	opWait
+	opJoin
+	opPacket = 4
+)
+
+func packetOp(t hub.Track, marker bool, seqStep int8, tsStep byte, payload []byte) []byte {
+	op := byte(opPacket) | byte(t)
+	if marker {
+		op |= 2
+	}
+	b := []byte{op, byte(seqStep), tsStep, byte(len(payload) >> 8), byte(len(payload))}
+	return append(b, payload...)
+}
+
+func program(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+func FuzzWriteRTP(f *testing.F) {
+	var fu []byte
+	for _, p := range ftlPayloads(nal(5, 3000, 1)) {
+		fu = append(fu, packetOp(hub.Video, len(fu) > 0, 1, 0, p)...)
+	}
+	f.Add(program(
+		packetOp(hub.Video, false, 0, 0, nal(7, 10, 0)),
+		packetOp(hub.Video, false, 1, 0, nal(8, 4, 0)),
+		fu,
+		packetOp(hub.Audio, false, 0, 0, []byte{0xfc, 1, 2}),
+		packetOp(hub.Video, true, 1, 30, nal(1, 1380, 2)),
+	))
+	f.Add(program( // reordered, lost, late
+		packetOp(hub.Video, true, 0, 0, nal(1, 10, 0)),
+		packetOp(hub.Video, true, 2, 30, nal(1, 10, 0)),
+		packetOp(hub.Video, true, -1, 30, nal(1, 10, 0)),
+		packetOp(hub.Video, true, 3, 30, nal(1, 10, 0)),
+		[]byte{opWait, 50},
+		packetOp(hub.Video, true, -1, 0, nal(1, 10, 0)),
+		packetOp(hub.Video, true, 100, 0, nal(1, 10, 0)),
+		[]byte{opJoin},
+	))
+	f.Add(program( // reconnect, jumps
+		packetOp(hub.Audio, false, 0, 0, []byte{1, 2, 3}),
+		[]byte{opEnd, opWait, 200, opStart},
+		packetOp(hub.Audio, false, 0x7f, 0, bytes.Repeat([]byte{0x5c}, 1300)),
+		packetOp(hub.Video, false, -128, 0, bytes.Repeat([]byte{0x7c}, 2999)),
+	))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		clk := &clock{t: t0}
+		h := hub.New(1, testOptions(clk))
+		defer h.Close()
+		h.StartPublish(hub.PublisherInfo{})
+		tracks := h.Tracks()
+		subs := []*fuzzSub{{s: h.Subscribe(hub.SubscribeOptions{Capacity: 2048})}}
+		var seq [2]uint16
+		var ts [2]uint32
+		retrans := make([]byte, hub.MaxPacketSize)
+
+		for len(data) > 0 {
+			op := data[0]
+			data = data[1:]
+			switch {
+			case op%16 == opEnd:
+				h.EndPublish()
+			case op%16 == opStart:
+				h.StartPublish(hub.PublisherInfo{})
+			case op%16 == opWait:
+				if len(data) > 0 {
+					clk.Advance(time.Duration(data[0]) * time.Millisecond)
+					data = data[1:]
+				}
+				h.ReleaseExpired(clk.Now())
+			case op%16 == opJoin:
+				if len(subs) < 3 {
+					subs = append(subs, &fuzzSub{s: h.Subscribe(hub.SubscribeOptions{FromKeyframe: true})})
+				}
+			default:
+				if len(data) < 4 {
+					return
+				}
+				tr := hub.Track(op & 1)
+				seq[tr] += uint16(int8(data[0]))
+				ts[tr] += uint32(data[1]) * 100
+				n := int(data[2])<<8 | int(data[3])
+				n %= 3000
+				data = data[4:]
+				payload := make([]byte, n)
+				k := copy(payload, data)
+				data = data[k:]
+				for i := k; i < n; i++ {
+					payload[i] = byte(i)
+				}
+				p := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq[tr], Timestamp: ts[tr], Marker: op&2 != 0}, Payload: payload}
+				h.WriteRTP(tr, p, clk.Now())
+			}
+
+			for i, fs := range subs {
+				for _, p := range drain(t, fs.s) {
+					if len(p.Data) > hub.MaxPacketSize {
+						t.Fatalf("output packet of %d bytes", len(p.Data))
+					}
+					info := tracks[p.Track]
+					if p.rtp.SSRC != info.SSRC || p.rtp.PayloadType != info.PayloadType || p.rtp.SequenceNumber != p.Seq {
+						t.Fatalf("output header %+v of %v", p.rtp.Header, p.Track)
+					}
+					if fs.seen[p.Track] && int16(p.Seq-fs.last[p.Track]) <= 0 {
+						t.Fatalf("subscriber %d: %v output seq %d after %d", i, p.Track, p.Seq, fs.last[p.Track])
+					}
+					fs.seen[p.Track], fs.last[p.Track] = true, p.Seq
+					if i == 0 {
+						n, ok := h.Retransmit(p.Track, p.Seq, retrans)
+						if !ok || !bytes.Equal(retrans[:n], p.Data) {
+							t.Fatalf("Retransmit(%v, %d) = %v, differs from the packet sent", p.Track, p.Seq, ok)
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// fuzzSub follows the output numbering one subscriber sees.
+type fuzzSub struct {
+	s    *hub.Subscription
+	seen [2]bool
+	last [2]uint16
+}
