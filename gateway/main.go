@@ -10,10 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"lightspeed/gateway/app"
@@ -36,7 +34,7 @@ func run(args []string) error {
 	if err := envconfig.Load(&cfg, "gateway [keys add|list|rotate|remove [channel]]", args, os.Stdout); err != nil {
 		return err
 	}
-	log, err := newLogger(cfg.LogLevel, cfg.LogFormat)
+	log, err := envconfig.NewLogger(cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		return err
 	}
@@ -68,19 +66,4 @@ func run(args []string) error {
 	err = g.Run(ctx)
 	log.Info("gateway: stopped")
 	return err
-}
-
-func newLogger(level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("LS_LOG_LEVEL: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	switch strings.ToLower(format) {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("LS_LOG_FORMAT: want text or json, got %q", format)
 }

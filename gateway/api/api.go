@@ -19,6 +19,7 @@ import (
 type Config struct {
 	Hubs     *hub.Registry
 	Channels func() []uint32     // channels with a stream key, listed even when offline
+	Viewers  func(uint32) int    // viewers of a channel; nil: none counted
 	Gatherer prometheus.Gatherer // what /metrics serves
 	Logger   *slog.Logger
 }
@@ -59,6 +60,7 @@ type Channel struct {
 	Publisher     *Publisher `json:"publisher,omitempty"`
 	Video         *Video     `json:"video,omitempty"`
 	Audio         *Audio     `json:"audio,omitempty"`
+	Viewers       int        `json:"viewers"`
 	Subscribers   int        `json:"subscribers"`
 	Publishes     int        `json:"publishes"`
 	PacketsIn     uint64     `json:"packets_in"`
@@ -101,6 +103,7 @@ func channelList(c Config, now time.Time) []Channel {
 		seen[st.Channel] = true
 		out = append(out, channelOf(st, now))
 	}
+
 	if c.Channels != nil {
 		for _, id := range c.Channels() {
 			if !seen[id] {
@@ -109,6 +112,11 @@ func channelList(c Config, now time.Time) []Channel {
 		}
 	}
 	slices.SortFunc(out, func(a, b Channel) int { return int(int64(a.Channel) - int64(b.Channel)) })
+	if c.Viewers != nil {
+		for i := range out {
+			out[i].Viewers = c.Viewers(out[i].Channel)
+		}
+	}
 	return out
 }
 

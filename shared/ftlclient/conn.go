@@ -243,10 +243,15 @@ func (c *Conn) Close() error {
 func (c *Conn) shutdown(graceful bool) error {
 	c.closeOnce.Do(func() {
 		c.stop(ErrClosed)
-		// Wake the readers blocked on their sockets.
-		past := time.Unix(1, 0)
-		c.udp.SetReadDeadline(past)
-		c.ctrl.conn.SetReadDeadline(past)
+		// Wake the readers blocked on their sockets. The control reader
+		// sets a deadline before each read, so its side is shut instead;
+		// writing DISCONNECT stays possible.
+		c.udp.SetReadDeadline(time.Unix(1, 0))
+		if tcp, ok := c.ctrl.conn.(*net.TCPConn); ok {
+			tcp.CloseRead()
+		} else {
+			c.ctrl.conn.SetReadDeadline(time.Unix(1, 0))
+		}
 		c.group.Wait()
 		if graceful {
 			if err := c.ctrl.send("DISCONNECT"); err != nil {

@@ -1,0 +1,156 @@
+// Package app wires a function (edge worker): the relay client that
+// connects it to the gateway and the WebRTC fan-out that serves viewers.
+// It is a value, so the gateway can embed one and a test can run several.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"lightspeed/function/fanout"
+	"lightspeed/function/relay"
+	"lightspeed/shared/relaywire"
+)
+
+// Config is every setting of a function, read from LS_ variables.
+type Config struct {
+	GatewayAddr      string        `env:"GATEWAY_ADDR" envDefault:"127.0.0.1:4433" help:"the gateway's relay address (QUIC); on Fly: <gateway app>.internal:4433"`
+	RelaySecret      string        `env:"RELAY_SECRET" help:"shared secret of the relay; default: read from the gateway's data dir (one machine)"`
+	RelayFingerprint string        `env:"RELAY_FINGERPRINT" help:"SHA-256 (hex) of the gateway's relay certificate; default: from the data dir"`
+	RelayCA          string        `env:"RELAY_CA" help:"CA file to verify the gateway's relay certificate instead of a fingerprint"`
+	DataDir          string        `env:"DATA_DIR" envDefault:"./data" help:"the gateway's data dir, for the one-machine relay settings"`
+	WebRTCUDPAddr    string        `env:"WEBRTC_UDP_ADDR" envDefault:":8189" help:"UDP address of all WebRTC media (ICE UDP mux)"`
+	PublicIPs        []string      `env:"PUBLIC_IPS" envSeparator:"," help:"IPs advertised to viewers (NAT 1:1), comma-separated; default: the interface addresses"`
+	Region           string        `env:"REGION" help:"region code (Fly region); default: FLY_REGION"`
+	MachineID        string        `env:"MACHINE_ID" help:"machine id; default: FLY_MACHINE_ID or the host name"`
+	Capacity         int           `env:"CAPACITY" envDefault:"500" help:"most viewers this function takes"`
+	IdleExit         time.Duration `env:"IDLE_EXIT" envDefault:"0s" help:"exit after this long with no viewers (0: never)"`
+	LogLevel         string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+	LogFormat        string        `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
+
+	// Loopback makes the fan-out offer loopback candidates only (tests and
+	// the embedded function of a one-machine setup without public IPs).
+	Loopback bool `env:"-"`
+}
+
+// Function is one running function.
+type Function struct {
+	cfg    Config
+	log    *slog.Logger
+	client *relay.Client
+	fan    *fanout.Fanout
+}
+
+// New binds the function's WebRTC port and prepares its relay client.
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Function, error) {
+	if cfg.Region == "" {
+		cfg.Region = os.Getenv("FLY_REGION")
+	}
+	if cfg.MachineID == "" {
+		cfg.MachineID = os.Getenv("FLY_MACHINE_ID")
+	}
+	if cfg.MachineID == "" {
+		cfg.MachineID, _ = os.Hostname()
+	}
+	if cfg.RelaySecret == "" || (cfg.RelayFingerprint == "" && cfg.RelayCA == "") {
+		li, err := relaywire.ReadLocalInfo(cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("function: no LS_RELAY_SECRET/LS_RELAY_FINGERPRINT and no local relay settings: %w", err)
+		}
+		if cfg.RelaySecret == "" {
+			cfg.RelaySecret = li.Secret
+		}
+		if cfg.RelayFingerprint == "" && cfg.RelayCA == "" {
+			cfg.RelayFingerprint = li.Fingerprint
+		}
+	}
+	client := relay.NewClient(relay.Config{
+		GatewayAddr: cfg.GatewayAddr,
+		Secret:      cfg.RelaySecret,
+		Fingerprint: cfg.RelayFingerprint,
+		CAFile:      cfg.RelayCA,
+		Region:      cfg.Region,
+		MachineID:   cfg.MachineID,
+		Capacity:    cfg.Capacity,
+		Logger:      log,
+		Registerer:  reg,
+	})
+	fan, err := fanout.New(fanout.Config{
+		UDPAddr:    cfg.WebRTCUDPAddr,
+		PublicIPs:  cfg.PublicIPs,
+		Loopback:   cfg.Loopback,
+		Capacity:   cfg.Capacity,
+		Logger:     log,
+		Registerer: reg,
+	}, client)
+	if err != nil {
+		return nil, err
+	}
+	client.SetMediaAddr(mediaAddr(cfg, fan.Addr()))
+	return &Function{cfg: cfg, log: log, client: client, fan: fan}, nil
+}
+
+// mediaAddr is the public address viewers reach the fan-out at.
+func mediaAddr(cfg Config, bound net.Addr) string {
+	port := bound.(*net.UDPAddr).Port
+	host := "127.0.0.1"
+	if len(cfg.PublicIPs) > 0 {
+		host = strings.TrimSpace(cfg.PublicIPs[0])
+	}
+	return net.JoinHostPort(host, fmt.Sprint(port))
+}
+
+// Fanout is the function's WebRTC fan-out.
+func (f *Function) Fanout() *fanout.Fanout { return f.fan }
+
+// Client is the function's relay client.
+func (f *Function) Client() *relay.Client { return f.client }
+
+// errIdle ends Run when the function was idle for IdleExit.
+var errIdle = errors.New("function: idle")
+
+// Run serves until ctx is done (or, with IdleExit, until the function has
+// had no viewers for that long), then closes every viewer.
+func (f *Function) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return f.client.Run(ctx, f.fan) })
+	if f.cfg.IdleExit > 0 {
+		g.Go(func() error { return f.idleWatch(ctx) })
+	}
+	err := g.Wait()
+	f.fan.Close()
+	if errors.Is(err, errIdle) {
+		f.log.Info("function: exiting after being idle", "idle", f.cfg.IdleExit.String())
+		return nil
+	}
+	return err
+}
+
+func (f *Function) idleWatch(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	idleSince := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			if f.fan.Load().Viewers > 0 {
+				idleSince = now
+			} else if now.Sub(idleSince) >= f.cfg.IdleExit {
+				return errIdle
+			}
+		}
+	}
+}

@@ -1,0 +1,182 @@
+// Package signaling is where viewers meet functions: WHEP and the original
+// Lightspeed websocket protocol. The gateway picks a function for each
+// viewer and forwards offers, answers and ICE candidates to it over the
+// relay; media then flows from the function to the viewer directly.
+package signaling
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"lightspeed/gateway/hub"
+	"lightspeed/gateway/relay"
+	"lightspeed/gateway/scheduler"
+	"lightspeed/shared/relaywire"
+)
+
+// Relay is the part of the relay server that signaling uses.
+type Relay interface {
+	StartSession(ctx context.Context, functionID string, channel uint32, offer string) (*relay.Session, error)
+	SetAnswer(ctx context.Context, sessionID, sdp string) error
+	AddCandidate(sessionID string, c relaywire.Candidate) error
+	CloseSession(sessionID, reason string)
+}
+
+// Picker chooses a function for a viewer.
+type Picker interface {
+	Pick(region string, exclude ...string) (scheduler.Function, error)
+	Release(functionID string)
+}
+
+// Config is what signaling works with.
+type Config struct {
+	Hubs           *hub.Registry
+	Relay          Relay
+	Picker         Picker
+	Known          func(channel uint32) bool // the channel has a stream key
+	DefaultChannel uint32                    // for a websocket that names none
+	SessionTimeout time.Duration             // to get an answer from a function; default 15 s
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
+}
+
+// Signaling serves WHEP and the Lightspeed websocket.
+type Signaling struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	sessions map[string]*session // by relay session id
+	viewers  map[uint32]int      // sessions per channel
+	sockets  map[*wsConn]struct{}
+
+	sessionsStarted *prometheus.CounterVec
+	sessionErrors   *prometheus.CounterVec
+}
+
+// session is one viewer's session on a function.
+type session struct {
+	*relay.Session
+	kind string // "whep" or "websocket"
+}
+
+// New returns signaling over cfg.
+func New(cfg Config) *Signaling {
+	if cfg.SessionTimeout == 0 {
+		cfg.SessionTimeout = 15 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Signaling{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		sessions: make(map[string]*session),
+		viewers:  make(map[uint32]int),
+		sockets:  make(map[*wsConn]struct{}),
+		sessionsStarted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lightspeed_viewer_sessions_total", Help: "Viewer sessions started, by protocol."}, []string{"protocol"}),
+		sessionErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lightspeed_viewer_session_errors_total", Help: "Viewer session requests refused, by reason."}, []string{"reason"}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.sessionsStarted, s.sessionErrors, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "lightspeed_viewers", Help: "Viewer sessions open through signaling."}, func() float64 { return float64(s.totalViewers()) }))
+	}
+	return s
+}
+
+// Viewers is the number of open viewer sessions of channel.
+func (s *Signaling) Viewers(channel uint32) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.viewers[channel]
+}
+
+func (s *Signaling) totalViewers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, v := range s.viewers {
+		n += v
+	}
+	return n
+}
+
+// live reports whether channel has a publisher now.
+func (s *Signaling) live(channel uint32) bool {
+	h := s.cfg.Hubs.Get(channel)
+	return h != nil && h.Stats().Live
+}
+
+// known reports whether channel exists (a key, or a hub).
+func (s *Signaling) known(channel uint32) bool {
+	return s.cfg.Hubs.Get(channel) != nil || (s.cfg.Known != nil && s.cfg.Known(channel))
+}
+
+var errNoCapacity = errors.New("no function can take another viewer")
+
+// start picks a function for a viewer in region and opens a session on it.
+// A function that vanished meanwhile is skipped, up to three tries.
+func (s *Signaling) start(ctx context.Context, kind, region string, channel uint32, offer string) (*session, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.SessionTimeout)
+	defer cancel()
+	var tried []string
+	for range 3 {
+		fn, err := s.cfg.Picker.Pick(region, tried...)
+		if err != nil {
+			s.sessionErrors.WithLabelValues("no_capacity").Inc()
+			return nil, errNoCapacity
+		}
+		rs, err := s.cfg.Relay.StartSession(ctx, fn.ID, channel, offer)
+		if err != nil {
+			s.cfg.Picker.Release(fn.ID)
+			if errors.Is(err, relay.ErrFunctionGone) && ctx.Err() == nil {
+				tried = append(tried, fn.ID)
+				continue
+			}
+			s.sessionErrors.WithLabelValues("function").Inc()
+			return nil, err
+		}
+		sess := &session{Session: rs, kind: kind}
+		s.mu.Lock()
+		s.sessions[rs.ID] = sess
+		s.viewers[channel]++
+		s.mu.Unlock()
+		s.sessionsStarted.WithLabelValues(kind).Inc()
+		s.log.Info("signaling: viewer session started", "session", rs.ID, "function", fn.ID, "channel", channel, "protocol", kind, "region", region)
+		go s.watch(sess)
+		s.broadcastInfo()
+		return sess, nil
+	}
+	s.sessionErrors.WithLabelValues("no_capacity").Inc()
+	return nil, errNoCapacity
+}
+
+// watch forgets a session once it is over, wherever it ended.
+func (s *Signaling) watch(sess *session) {
+	<-sess.Done()
+	s.mu.Lock()
+	if s.sessions[sess.ID] == sess {
+		delete(s.sessions, sess.ID)
+		s.viewers[sess.Channel]--
+		if s.viewers[sess.Channel] <= 0 {
+			delete(s.viewers, sess.Channel)
+		}
+	}
+	s.mu.Unlock()
+	s.cfg.Picker.Release(sess.FunctionID)
+	s.log.Info("signaling: viewer session ended", "session", sess.ID, "function", sess.FunctionID, "channel", sess.Channel)
+	s.broadcastInfo()
+}
+
+func (s *Signaling) lookup(id string) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[id]
+}

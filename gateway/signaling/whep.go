@@ -1,0 +1,244 @@
+package signaling
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/pion/sdp/v3"
+
+	"lightspeed/gateway/scheduler"
+	"lightspeed/shared/relaywire"
+)
+
+const maxSDP = 64 << 10 // largest offer or trickle fragment accepted
+
+// Handler returns the signaling routes: WHEP under /api/whep/ and the
+// Lightspeed websocket at /websocket.
+func (s *Signaling) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/whep/{channel}", s.whepPost)
+	mux.HandleFunc("PATCH /api/whep/{channel}/{session}", s.whepPatch)
+	mux.HandleFunc("DELETE /api/whep/{channel}/{session}", s.whepDelete)
+	mux.HandleFunc("OPTIONS /api/whep/", s.whepOptions)
+	mux.HandleFunc("GET /websocket", s.serveWebsocket)
+	return mux
+}
+
+// cors lets WHEP players on other origins talk to us.
+func cors(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "POST, PATCH, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization, If-Match")
+	h.Set("Access-Control-Expose-Headers", "Location, Link, ETag, Retry-After")
+}
+
+func (s *Signaling) whepOptions(w http.ResponseWriter, r *http.Request) {
+	cors(w)
+	w.Header().Set("Accept-Post", "application/sdp")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// httpError writes a plain-text error a person can read.
+func httpError(w http.ResponseWriter, code int, format string, args ...any) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, format+"\n", args...)
+}
+
+func parseChannel(s string) (uint32, bool) {
+	n, err := strconv.ParseUint(s, 10, 32)
+	return uint32(n), err == nil && n > 0
+}
+
+// readBody reads a request body of the wanted media type, at most maxSDP.
+func readBody(w http.ResponseWriter, r *http.Request, want string) (string, bool) {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != want {
+		httpError(w, http.StatusUnsupportedMediaType, "want Content-Type %s", want)
+		return "", false
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSDP))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			httpError(w, http.StatusRequestEntityTooLarge, "body larger than %d bytes", maxSDP)
+		} else {
+			httpError(w, http.StatusBadRequest, "read body: %v", err)
+		}
+		return "", false
+	}
+	return string(b), true
+}
+
+// checkOffer returns why offer is not a usable WebRTC offer, or "".
+func checkOffer(offer string) string {
+	var d sdp.SessionDescription
+	if err := d.UnmarshalString(offer); err != nil {
+		return "malformed SDP: " + err.Error()
+	}
+	media := 0
+	for _, m := range d.MediaDescriptions {
+		if m.MediaName.Media == "audio" || m.MediaName.Media == "video" {
+			media++
+		}
+	}
+	if media == 0 {
+		return "the offer has no audio or video section"
+	}
+	if _, ok := d.Attribute("ice-ufrag"); !ok {
+		if len(d.MediaDescriptions) == 0 || !hasAttr(d.MediaDescriptions[0].Attributes, "ice-ufrag") {
+			return "the offer has no ICE credentials (a=ice-ufrag)"
+		}
+	}
+	if _, ok := d.Attribute("fingerprint"); !ok {
+		if len(d.MediaDescriptions) == 0 || !hasAttr(d.MediaDescriptions[0].Attributes, "fingerprint") {
+			return "the offer has no DTLS fingerprint (a=fingerprint)"
+		}
+	}
+	return ""
+}
+
+func hasAttr(attrs []sdp.Attribute, key string) bool {
+	for _, a := range attrs {
+		if a.Key == key {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Signaling) whepPost(w http.ResponseWriter, r *http.Request) {
+	cors(w)
+	channel, ok := parseChannel(r.PathValue("channel"))
+	if !ok || !s.known(channel) {
+		s.sessionErrors.WithLabelValues("unknown_channel").Inc()
+		httpError(w, http.StatusNotFound, "unknown channel %q", r.PathValue("channel"))
+		return
+	}
+	if !s.live(channel) {
+		s.sessionErrors.WithLabelValues("not_live").Inc()
+		httpError(w, http.StatusNotFound, "channel %d is not live", channel)
+		return
+	}
+	offer, ok := readBody(w, r, "application/sdp")
+	if !ok {
+		return
+	}
+	if why := checkOffer(offer); why != "" {
+		s.sessionErrors.WithLabelValues("bad_offer").Inc()
+		httpError(w, http.StatusBadRequest, "%s", why)
+		return
+	}
+	sess, err := s.start(r.Context(), "whep", scheduler.RegionFromRequest(r), channel, offer)
+	if errors.Is(err, errNoCapacity) {
+		w.Header().Set("Retry-After", "5")
+		httpError(w, http.StatusServiceUnavailable, "no server can take another viewer now; try again shortly")
+		return
+	}
+	if err != nil {
+		s.log.Warn("signaling: whep session failed", "channel", channel, "err", err)
+		httpError(w, http.StatusBadGateway, "the media server refused the session: %v", err)
+		return
+	}
+	w.Header().Set("Location", fmt.Sprintf("/api/whep/%d/%s", channel, sess.ID))
+	w.Header().Set("Content-Type", "application/sdp")
+	w.Header().Set("ETag", `"`+sess.ID+`"`)
+	w.WriteHeader(http.StatusCreated)
+	io.WriteString(w, sess.SDP)
+}
+
+// sessionOf finds the session of a WHEP resource URL.
+func (s *Signaling) sessionOf(w http.ResponseWriter, r *http.Request) *session {
+	channel, _ := parseChannel(r.PathValue("channel"))
+	sess := s.lookup(r.PathValue("session"))
+	if sess == nil || sess.Channel != channel || sess.kind != "whep" {
+		httpError(w, http.StatusNotFound, "no such session")
+		return nil
+	}
+	return sess
+}
+
+func (s *Signaling) whepDelete(w http.ResponseWriter, r *http.Request) {
+	cors(w)
+	sess := s.sessionOf(w, r)
+	if sess == nil {
+		return
+	}
+	s.cfg.Relay.CloseSession(sess.ID, "viewer left")
+	w.WriteHeader(http.StatusOK)
+}
+
+// whepPatch takes trickled ICE candidates (RFC 8840 SDP fragment).
+func (s *Signaling) whepPatch(w http.ResponseWriter, r *http.Request) {
+	cors(w)
+	sess := s.sessionOf(w, r)
+	if sess == nil {
+		return
+	}
+	frag, ok := readBody(w, r, "application/trickle-ice-sdpfrag")
+	if !ok {
+		return
+	}
+	cands, err := parseSDPFrag(frag)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	for _, c := range cands {
+		if err := s.cfg.Relay.AddCandidate(sess.ID, c); err != nil {
+			httpError(w, http.StatusNotFound, "session ended: %v", err)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// parseSDPFrag reads the candidates of a trickle-ice-sdpfrag body: a=mid
+// and a=ice-ufrag set the context of the a=candidate lines that follow;
+// a=end-of-candidates gives an empty candidate.
+func parseSDPFrag(frag string) ([]relaywire.Candidate, error) {
+	var (
+		out        []relaywire.Candidate
+		mid, ufrag *string
+		mline      *uint16
+		index      uint16
+	)
+	for _, line := range strings.Split(frag, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "m="):
+			i := index
+			mline = &i
+			index++
+		case strings.HasPrefix(line, "a=mid:"):
+			v := strings.TrimPrefix(line, "a=mid:")
+			mid = &v
+		case strings.HasPrefix(line, "a=ice-ufrag:"):
+			v := strings.TrimPrefix(line, "a=ice-ufrag:")
+			ufrag = &v
+		case strings.HasPrefix(line, "a=candidate:"):
+			if len(out) >= 64 {
+				return nil, errors.New("more than 64 candidates")
+			}
+			c := relaywire.Candidate{Candidate: strings.TrimPrefix(line, "a="), SDPMid: mid, SDPMLineIndex: mline, UsernameFragment: ufrag}
+			if mid == nil && mline == nil {
+				zero := uint16(0)
+				c.SDPMLineIndex = &zero
+			}
+			out = append(out, c)
+		case line == "a=end-of-candidates":
+			out = append(out, relaywire.Candidate{SDPMid: mid, SDPMLineIndex: mline, UsernameFragment: ufrag})
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no a=candidate or a=end-of-candidates line")
+	}
+	return out, nil
+}

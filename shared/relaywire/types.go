@@ -1,0 +1,66 @@
+// Package relaywire is the wire format between the gateway and its
+// functions (docs/relay.md): control-stream messages and RTP-over-QUIC
+// datagrams.
+package relaywire
+
+// ALPN is the QUIC application protocol of the relay.
+const ALPN = "lightspeed-relay/1"
+
+// Version is the relay protocol version sent in Hello.
+const Version = 1
+
+// Track is a media track of a channel.
+type Track uint8
+
+// The tracks of a channel.
+const (
+	Video Track = 0
+	Audio Track = 1
+)
+
+func (t Track) String() string {
+	if t == Video {
+		return "video"
+	}
+	return "audio"
+}
+
+// Flow is the datagram flow id of one track of one channel.
+type Flow uint64
+
+// FlowOf returns the flow id of a channel's track.
+func FlowOf(channel uint32, t Track) Flow { return Flow(channel)<<1 | Flow(t&1) }
+
+// Channel is the flow's channel.
+func (f Flow) Channel() uint32 { return uint32(f >> 1) }
+
+// Track is the flow's track.
+func (f Flow) Track() Track { return Track(f & 1) }
+
+// TrackInfo describes one track of a subscribed channel.
+type TrackInfo struct {
+	Flow        Flow   `json:"flow"`
+	Track       string `json:"track"` // "video" or "audio"
+	Codec       string `json:"codec"` // "H264" or "OPUS"
+	PayloadType uint8  `json:"payload_type"`
+	ClockRate   uint32 `json:"clock_rate"`
+	Channels    uint16 `json:"channels,omitempty"`
+	Fmtp        string `json:"fmtp,omitempty"`
+	SSRC        uint32 `json:"ssrc"`
+}
+
+// Candidate is an ICE candidate in the browser's RTCIceCandidateInit form.
+// An empty Candidate string means the end of candidates.
+type Candidate struct {
+	Candidate        string  `json:"candidate"`
+	SDPMid           *string `json:"sdpMid,omitempty"`
+	SDPMLineIndex    *uint16 `json:"sdpMLineIndex,omitempty"`
+	UsernameFragment *string `json:"usernameFragment,omitempty"`
+}
+
+// Load is what a function reports every second.
+type Load struct {
+	Viewers   int     `json:"viewers"`
+	EgressBps float64 `json:"egress_bps"`
+	CPU       float64 `json:"cpu"` // 0..1 of the machine
+}
