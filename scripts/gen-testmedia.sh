@@ -9,8 +9,11 @@
 #
 # The picture is ffmpeg's testsrc2 (moving pattern, timecode and frame
 # counter) with a little temporal noise so that every frame costs bits, as
-# a camera picture would. Run from anywhere: ./scripts/gen-testmedia.sh
+# a camera picture would. The output is bit-exact: the same ffmpeg makes
+# the same bytes. Run from anywhere: ./scripts/gen-testmedia.sh
 set -eu
+
+command -v ffmpeg >/dev/null || { echo "gen-testmedia.sh: ffmpeg is required" >&2; exit 1; }
 
 out="$(cd "$(dirname "$0")/.." && pwd)/shared/testmedia"
 seconds=4
@@ -23,12 +26,14 @@ ffmpeg -hide_banner -loglevel error -y \
 	-g 30 -keyint_min 30 -sc_threshold 0 -bf 0 -threads 1 \
 	-x264-params "repeat-headers=1:slices=1:aud=0" \
 	-bsf:v "filter_units=remove_types=6|9" \
+	-fflags +bitexact -flags:v +bitexact \
 	-f h264 "$out/video.h264"
 
 ffmpeg -hide_banner -loglevel error -y \
 	-f lavfi -i "sine=frequency=440:sample_rate=48000" \
 	-t "$seconds" -vn \
 	-ac 2 -ar 48000 -c:a libopus -b:a 64k -frame_duration 20 -application audio \
+	-fflags +bitexact -flags:a +bitexact \
 	-f ogg "$out/audio.ogg"
 
 ls -l "$out/video.h264" "$out/audio.ogg"

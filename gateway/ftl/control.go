@@ -121,7 +121,8 @@ func (s *Server) handleControl(conn net.Conn) {
 			continue
 		}
 		if errors.Is(err, errDisconnect) {
-			c.sess.end("publisher disconnected", 0)
+			// Media sent just before DISCONNECT may still be on its way.
+			c.sess.drain(time.Now())
 			return
 		}
 		var re *replyError

@@ -21,6 +21,8 @@ const (
 	maxPingPacket  = 64   // an FTL ping is 24 bytes (12 on Windows)
 	rtcpSR         = 200
 	tickInterval   = 10 * time.Millisecond
+	drainQuiet     = 100 * time.Millisecond // after DISCONNECT, end once media is quiet this long
+	drainMax       = time.Second            // and at the latest after this
 )
 
 // trackState is what the handshake negotiated for one track, and counts.
@@ -59,6 +61,7 @@ type session struct {
 	nacksSent uint64
 	recovered uint64
 	srs       uint64
+	draining  time.Time // when DISCONNECT came; zero while streaming
 }
 
 func newSession(s *Server, c *control, channel uint32, ip netip.Addr) *session {
@@ -116,9 +119,11 @@ func (sess *session) watch() {
 		case now := <-t.C:
 			sess.mu.Lock()
 			sess.sendNACKs(now)
-			got, last := sess.gotMedia, sess.lastMedia
+			got, last, draining := sess.gotMedia, sess.lastMedia, sess.draining
 			sess.mu.Unlock()
 			switch {
+			case !draining.IsZero() && (now.Sub(last) > drainQuiet || now.Sub(draining) > drainMax):
+				sess.end("publisher disconnected", 0)
 			case !got && now.Sub(sess.started) > sess.srv.cfg.MediaTimeout:
 				sess.end("no media within "+sess.srv.cfg.MediaTimeout.String(), codeNoMedia)
 			case got && now.Sub(last) > sess.srv.cfg.SilenceTimeout:
@@ -126,6 +131,21 @@ func (sess *session) watch() {
 			}
 		}
 	}
+}
+
+// drain ends the stream once the media sent before DISCONNECT has arrived.
+func (sess *session) drain(now time.Time) {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.draining.IsZero() {
+		sess.draining = now
+	}
+}
+
+func (sess *session) isDraining() bool {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return !sess.draining.IsZero()
 }
 
 // end stops the stream once: the channel goes offline, the publisher gets

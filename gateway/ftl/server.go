@@ -201,10 +201,13 @@ func (s *Server) claim(sess *session) bool {
 		return true
 	}
 	s.mu.Unlock()
-	if old.alive(time.Now(), s.cfg.SilenceTimeout) {
+	if old.isDraining() {
+		old.end("publisher disconnected", 0) // the publisher is back: stop waiting for stragglers
+	} else if old.alive(time.Now(), s.cfg.SilenceTimeout) {
 		return false
+	} else {
+		old.end("replaced by a new publisher", codeTerminated)
 	}
-	old.end("replaced by a new publisher", codeTerminated)
 	<-old.done
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -59,7 +59,6 @@ func BenchmarkWriteRTP(b *testing.B) {
 	step := [2]uint32{30 * 3000, 50 * 960} // one GOP of timestamps
 	arrival := t0
 	b.ReportAllocs()
-	b.SetBytes(int64(len(video[1].Payload)))
 	i := 0
 	for b.Loop() {
 		p := &in[i%len(in)]

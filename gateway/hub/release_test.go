@@ -74,11 +74,11 @@ func TestVideoIsRefragmentedToMaxPacketSize(t *testing.T) {
 	s := subscribe(t, h, hub.SubscribeOptions{})
 	frames := [][][]byte{
 		{nal(7, 12, 1), nal(8, 4, 2), nal(5, 20000, 3)}, // SPS, PPS, IDR of 15 FU-A fragments
-		{nal(1, 1380, 4)},                               // the largest single NAL unit FTL sends
-		{nal(1, 1188, 5)},                               // fits an output packet as it is
-		{nal(1, 1189, 6)},                               // one byte too many
-		{nal(1, 1381, 7)},                               // the smallest FU-A FTL sends
-		{nal(6, 30, 8), nal(1, 2757, 9)},                // an SEI and a slice of two full FU-A fragments and one byte
+		{nal(1, 1380, 4)},                // the largest single NAL unit FTL sends
+		{nal(1, 1188, 5)},                // fits an output packet as it is
+		{nal(1, 1189, 6)},                // one byte too many
+		{nal(1, 1381, 7)},                // the smallest FU-A FTL sends
+		{nal(6, 30, 8), nal(1, 2757, 9)}, // an SEI and a slice of two full FU-A fragments and one byte
 	}
 	var pub publisher
 	var want []byte

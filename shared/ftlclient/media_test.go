@@ -505,6 +505,7 @@ func BenchmarkSendVideoNAL(b *testing.B) {
 	nal := make([]byte, 5000) // four packets
 	nal[0] = 0x41
 	b.ReportAllocs()
+	b.ResetTimer()
 	b.SetBytes(int64(len(nal)))
 	for i := range b.N {
 		if err := c.sendVideoNAL(nal, int64(i)*33333, true); err != nil {
@@ -517,6 +518,7 @@ func BenchmarkSendAudio(b *testing.B) {
 	c := newBareConn(b)
 	payload := make([]byte, 160)
 	b.ReportAllocs()
+	b.ResetTimer()
 	for i := range b.N {
 		if err := c.sendAudio(payload, int64(i)*20000); err != nil {
 			b.Fatal(err)
@@ -536,6 +538,7 @@ func BenchmarkHandleNACK(b *testing.B) {
 	from := netip.MustParseAddrPort("127.0.0.1:8084")
 	now := time.Now()
 	b.ReportAllocs()
+	b.ResetTimer()
 	for range b.N {
 		c.handleDatagram(pkt, from, now)
 	}
@@ -548,6 +551,7 @@ func BenchmarkHandlePingEcho(b *testing.B) {
 	putPing(ping[:], now)
 	from := netip.MustParseAddrPort("127.0.0.1:8084")
 	b.ReportAllocs()
+	b.ResetTimer()
 	for range b.N {
 		c.handleDatagram(ping[:], from, now.Add(time.Millisecond))
 	}

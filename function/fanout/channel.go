@@ -1,0 +1,201 @@
+package fanout
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"lightspeed/shared/h264"
+	"lightspeed/shared/relaywire"
+)
+
+// channel is one subscribed channel of the fan-out: the shared caches of
+// its tracks and the viewers its packets go to.
+type channel struct {
+	id    uint32
+	ready chan struct{} // closed when the subscription was answered
+
+	// Set before ready is closed.
+	tracks []relaywire.TrackInfo
+	err    error
+
+	// Guarded by Fanout.mu.
+	refs       int  // sessions of the channel, connected or not
+	subscribed bool // Subscribe was called
+	gone       bool // removed from the fan-out
+	grace      *time.Timer
+	graceGen   int
+
+	mu      sync.RWMutex // guards media and viewers; writers of viewers read the caches under RLock
+	media   [2]trackMedia
+	viewers []*viewer // joined viewers
+
+	in, invalid, duplicates atomic.Uint64
+}
+
+// trackMedia is the state of one track of a channel.
+type trackMedia struct {
+	cache *packetCache
+	clock uint32 // RTP clock rate
+
+	// The output numbering. Packets keep their relayed sequence numbers and
+	// timestamps, shifted by seqOff/tsOff, which change only when the
+	// relayed stream restarts (a new SSRC, as after a gateway restart), so
+	// that viewers see one continuous stream.
+	started       bool
+	ssrc, oldSSRC uint32
+	seqOff        uint16
+	tsOff         uint32
+	lastTS        uint32    // output timestamp of the newest packet
+	lastAt        time.Time // when the newest packet arrived
+}
+
+func newChannel(id uint32) *channel {
+	ch := &channel{id: id, ready: make(chan struct{})}
+	ch.media[relaywire.Video] = trackMedia{cache: newPacketCache(videoSlots), clock: 90000}
+	ch.media[relaywire.Audio] = trackMedia{cache: newPacketCache(audioSlots), clock: 48000}
+	return ch
+}
+
+// setTracks records the answer to the subscription.
+func (ch *channel) setTracks(tracks []relaywire.TrackInfo) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for _, ti := range tracks {
+		t := relaywire.Audio
+		if ti.Track == "video" {
+			t = relaywire.Video
+		}
+		if ti.ClockRate != 0 {
+			ch.media[t].clock = ti.ClockRate
+		}
+	}
+}
+
+// videoFmtp is the channel's H.264 fmtp line, or "" if the subscription
+// did not say.
+func (ch *channel) videoFmtp() string {
+	for _, ti := range ch.tracks {
+		if ti.Track == "video" {
+			return ti.Fmtp
+		}
+	}
+	return ""
+}
+
+// ingest stores a relayed packet in the track's cache and queues it for
+// every viewer that takes it. It never waits for a viewer.
+func (ch *channel) ingest(t relaywire.Track, pkt []byte, now time.Time) {
+	ch.in.Add(1)
+	h, payload, ok := parseRTP(pkt)
+	if !ok || len(payload) > maxPayload {
+		ch.invalid.Add(1)
+		return
+	}
+	var info h264.PayloadInfo
+	if t == relaywire.Video {
+		info, _ = h264.Inspect(payload) // a payload it cannot read is forwarded, never a keyframe
+	}
+
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	m := &ch.media[t]
+	switch {
+	case !m.started:
+		m.started, m.ssrc = true, h.ssrc
+	case h.ssrc == m.ssrc:
+	case h.ssrc == m.oldSSRC:
+		ch.duplicates.Add(1) // a straggler of the stream before the restart
+		return
+	default:
+		ch.restart(t, h, now)
+	}
+	p := incoming{
+		seq:      h.seq + m.seqOff,
+		ts:       h.ts + m.tsOff,
+		marker:   h.marker,
+		keyframe: info.Keyframe,
+		hasSPS:   info.HasSPS,
+		payload:  payload,
+	}
+	stored, keyframeStart := m.cache.store(p)
+	if !stored {
+		ch.duplicates.Add(1)
+		return
+	}
+	if p.seq == m.cache.last {
+		m.lastTS, m.lastAt = p.ts, now
+	}
+	e := entry{track: t, seq: p.seq}
+	for _, v := range ch.viewers {
+		if t == relaywire.Video && !v.videoLive {
+			if !keyframeStart {
+				continue
+			}
+			v.videoLive = true
+		}
+		v.queue.push(e)
+	}
+}
+
+// restart continues the output numbering of track t across a restart of
+// the relayed stream: the first new packet follows the last old one, and
+// its timestamp is advanced by the wall-clock pause. Viewers' video waits
+// for the new stream's first keyframe.
+func (ch *channel) restart(t relaywire.Track, h rtpHeader, now time.Time) {
+	m := &ch.media[t]
+	ticks := uint32(now.Sub(m.lastAt).Seconds() * float64(m.clock))
+	if ticks == 0 {
+		ticks = 1
+	}
+	m.oldSSRC, m.ssrc = m.ssrc, h.ssrc
+	m.seqOff = m.cache.last + 1 - h.seq
+	m.tsOff = m.lastTS + ticks - h.ts
+	m.cache.fresh = true
+	if t == relaywire.Video {
+		for _, v := range ch.viewers {
+			v.videoLive = false
+		}
+	}
+}
+
+// join makes v receive the channel's packets: under one lock it takes the
+// range of the cached keyframe as v's burst and starts queueing live
+// packets, so no packet is missed or sent twice. Without a cached keyframe
+// v's video waits for the next one.
+func (ch *channel) join(v *viewer) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	from, n, ok := ch.media[relaywire.Video].cache.gop()
+	v.burstFrom, v.burstLen, v.videoLive = from, n, ok
+	ch.viewers = append(ch.viewers, v)
+}
+
+// leave stops queueing packets for v.
+func (ch *channel) leave(v *viewer) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for i, w := range ch.viewers {
+		if w == v {
+			last := len(ch.viewers) - 1
+			ch.viewers[i] = ch.viewers[last]
+			ch.viewers[last] = nil
+			ch.viewers = ch.viewers[:last]
+			return
+		}
+	}
+}
+
+// load copies the cached payload of seq of track t into buf.
+func (ch *channel) load(t relaywire.Track, seq uint16, buf []byte) (cached, bool) {
+	ch.mu.RLock()
+	defer ch.mu.RUnlock()
+	return ch.media[t].cache.load(seq, buf)
+}
+
+// clock is the RTP clock rate of track t.
+func (ch *channel) clock(t relaywire.Track) uint32 {
+	ch.mu.RLock()
+	defer ch.mu.RUnlock()
+	return ch.media[t].clock
+}

@@ -1,0 +1,377 @@
+// Package fanout is the function's WebRTC fan-out: it takes the RTP packets
+// of the channels its viewers watch, as the relay delivers them, and writes
+// each packet once to each viewer's PeerConnection.
+//
+// Every channel track has one shared cache (a ring of fixed slots by
+// sequence number) that also holds the packets since the last keyframe.
+// A viewer that connects is sent the cached keyframe and what followed,
+// then the live packets; NACKs are answered from the same cache. Each
+// viewer has a bounded queue of references into that cache and its own
+// writer goroutine, so a slow viewer drops its own packets and never holds
+// up the relay or the other viewers. All WebRTC media uses one UDP port
+// (an ICE UDP mux).
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v2"
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/webrtc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"lightspeed/shared/relaywire"
+)
+
+// Upstream is the relay client as the fan-out sees it.
+type Upstream interface {
+	// Subscribe asks the gateway for the channel's tracks and their packets.
+	Subscribe(ctx context.Context, channel uint32) ([]relaywire.TrackInfo, error)
+	// Unsubscribe stops the channel's packets.
+	Unsubscribe(channel uint32)
+	// SendCandidate sends a local ICE candidate of a session to its viewer.
+	SendCandidate(session string, c relaywire.Candidate)
+	// SessionClosed tells the gateway that the fan-out ended a session.
+	SessionClosed(session, reason string)
+}
+
+// Config configures a Fanout. The zero value of a field means its default.
+type Config struct {
+	UDPAddr   string   // ICE UDP mux listen address, default ":8189" (all WebRTC media on this one port)
+	PublicIPs []string // advertised with NAT 1:1 (host candidates); empty = the real interface addresses
+	Loopback  bool     // include loopback candidates and gather only on "lo" (tests on 127.0.0.1)
+	Capacity  int      // max viewers, default 500
+
+	ICEDisconnectedTimeout time.Duration // default 5 s
+	ICEFailedTimeout       time.Duration // default 10 s
+	ICEKeepalive           time.Duration // default 2 s
+
+	// UnsubscribeGrace is how long a channel stays subscribed after its
+	// last viewer left, default 10 s.
+	UnsubscribeGrace time.Duration
+
+	Logger     *slog.Logger          // default slog.Default()
+	Registerer prometheus.Registerer // where the metrics are registered; nil: nowhere
+}
+
+func (c Config) withDefaults() Config {
+	if c.UDPAddr == "" {
+		c.UDPAddr = ":8189"
+	}
+	if c.Capacity <= 0 {
+		c.Capacity = 500
+	}
+	if c.ICEDisconnectedTimeout <= 0 {
+		c.ICEDisconnectedTimeout = 5 * time.Second
+	}
+	if c.ICEFailedTimeout <= 0 {
+		c.ICEFailedTimeout = 10 * time.Second
+	}
+	if c.ICEKeepalive <= 0 {
+		c.ICEKeepalive = 2 * time.Second
+	}
+	if c.UnsubscribeGrace <= 0 {
+		c.UnsubscribeGrace = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Errors of the session methods.
+var (
+	ErrFull           = errors.New("fanout: full, no room for another viewer")
+	ErrClosed         = errors.New("fanout: closed")
+	ErrUnknownSession = errors.New("fanout: unknown session")
+	ErrSessionExists  = errors.New("fanout: session already exists")
+)
+
+// Stats are the fan-out's counts since New.
+type Stats struct {
+	Viewers          int    // sessions, connected or not
+	Channels         int    // subscribed channels
+	PacketsIn        uint64 // packets handed to WriteRTP for a subscribed channel
+	PacketsInvalid   uint64 // of those, not RTP or longer than the cache's slots
+	PacketsDuplicate uint64 // of those, already cached or too old for the cache
+	PacketsSent      uint64 // RTP packets written to viewers
+	BytesSent        uint64 // SRTP bytes written to viewers
+	QueueDrops       uint64 // packets dropped because a viewer's queue was full
+	NACKed           uint64 // packets viewers asked for again
+	Retransmits      uint64 // of those, queued to be sent again
+	CacheMisses      uint64 // queued packets no longer in the cache when their turn came
+	PLIs, FIRs       uint64 // keyframe requests, which FTL cannot honour
+}
+
+// hooks let tests watch and hold the fan-out's goroutines.
+type hooks struct {
+	queueSize  func(session string) int // size of the session's queue; 0 = default
+	beforeSend func(session string)     // called by the writer before each batch
+	joined     func(session string)     // called when the session joined its channel
+}
+
+// Fanout serves the viewers of one function. Its methods are safe for
+// concurrent use.
+type Fanout struct {
+	cfg  Config
+	log  *slog.Logger
+	up   Upstream
+	api  *webrtc.API
+	conn net.PacketConn
+	mux  ice.UDPMux
+
+	// chans is the channel map WriteRTP reads without locking; it is
+	// replaced, never changed, under mu.
+	chans atomic.Pointer[map[uint32]*channel]
+
+	mu            sync.Mutex
+	closed        bool
+	sessions      map[string]*viewer
+	channels      map[uint32]*channel
+	unsubscribing map[uint32]chan struct{} // closed when the Unsubscribe call returned
+	running       map[*viewer]struct{}     // viewers whose goroutines still run
+	totals        Stats                    // counts of retired viewers and removed channels
+
+	wg    sync.WaitGroup // every goroutine and pending grace timer
+	load  loadMeter
+	hooks hooks
+}
+
+// New binds the ICE UDP mux and returns a fan-out that subscribes channels
+// through up.
+func New(cfg Config, up Upstream) (*Fanout, error) {
+	cfg = cfg.withDefaults()
+	addr, err := net.ResolveUDPAddr("udp", cfg.UDPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("fanout: udp address %q: %w", cfg.UDPAddr, err)
+	}
+	conn, err := net.ListenUDP("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("fanout: listen %s: %w", cfg.UDPAddr, err)
+	}
+	loggers := pionLoggers{log: cfg.Logger}
+	f := &Fanout{
+		cfg:           cfg,
+		log:           cfg.Logger,
+		up:            up,
+		conn:          conn,
+		mux:           webrtc.NewICEUDPMux(loggers.NewLogger("ice"), conn),
+		sessions:      make(map[string]*viewer),
+		channels:      make(map[uint32]*channel),
+		unsubscribing: make(map[uint32]chan struct{}),
+		running:       make(map[*viewer]struct{}),
+	}
+	f.chans.Store(&map[uint32]*channel{})
+	f.load.reset(time.Now())
+	if f.api, err = f.newAPI(loggers); err != nil {
+		f.mux.Close()
+		return nil, err
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(collector{f}); err != nil {
+			f.mux.Close()
+			return nil, fmt.Errorf("fanout: register metrics: %w", err)
+		}
+	}
+	f.log.Info("fanout: listening", "addr", f.Addr().String(), "public_ips", strings.Join(cfg.PublicIPs, ","))
+	return f, nil
+}
+
+// newAPI builds the fan-out's own pion API: the codecs it sends, one UDP
+// port for all ICE traffic, and sender reports as the only interceptor
+// (NACKs are answered from the shared caches, not from per-viewer copies).
+func (f *Fanout) newAPI(loggers pionLoggers) (*webrtc.API, error) {
+	me := &webrtc.MediaEngine{}
+	for _, c := range h264Codecs() {
+		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
+			return nil, fmt.Errorf("fanout: register H264: %w", err)
+		}
+	}
+	if err := me.RegisterCodec(opusCodec, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, fmt.Errorf("fanout: register opus: %w", err)
+	}
+	if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: playoutDelayURI}, webrtc.RTPCodecTypeVideo); err != nil {
+		return nil, fmt.Errorf("fanout: register playout-delay: %w", err)
+	}
+
+	reports, err := report.NewSenderInterceptor(report.WithSenderLoggerFactory(loggers))
+	if err != nil {
+		return nil, fmt.Errorf("fanout: sender reports: %w", err)
+	}
+	ir := &interceptor.Registry{}
+	ir.Add(reports)
+
+	se := webrtc.SettingEngine{LoggerFactory: loggers}
+	se.SetICEUDPMux(f.mux)
+	se.SetLite(false)
+	se.SetICETimeouts(f.cfg.ICEDisconnectedTimeout, f.cfg.ICEFailedTimeout, f.cfg.ICEKeepalive)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	var ips []string
+	for _, ip := range f.cfg.PublicIPs {
+		if ip = strings.TrimSpace(ip); ip != "" {
+			ips = append(ips, ip)
+		}
+	}
+	if f.cfg.Loopback {
+		se.SetIncludeLoopbackCandidate(true)
+		se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+		if len(ips) == 0 {
+			ips = []string{"127.0.0.1"}
+		}
+	}
+	if len(ips) > 0 {
+		se.SetNAT1To1IPs(ips, webrtc.ICECandidateTypeHost)
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(ir)), nil
+}
+
+// Addr is the bound address of the ICE UDP mux.
+func (f *Fanout) Addr() net.Addr { return f.conn.LocalAddr() }
+
+// WriteRTP hands the fan-out one relayed RTP packet of a channel's track.
+// pkt is only read during the call. WriteRTP copies the packet into the
+// track's cache and queues it for the channel's viewers; it never waits
+// for a viewer. Packets of channels without viewers are ignored.
+func (f *Fanout) WriteRTP(channel uint32, t relaywire.Track, pkt []byte) {
+	if t != relaywire.Video && t != relaywire.Audio {
+		return
+	}
+	ch := (*f.chans.Load())[channel]
+	if ch == nil {
+		return
+	}
+	ch.ingest(t, pkt, time.Now())
+}
+
+// Viewers is the number of sessions of a channel, connected or not.
+func (f *Fanout) Viewers(channel uint32) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ch := f.channels[channel]; ch != nil {
+		return ch.refs
+	}
+	return 0
+}
+
+// Load is what the function reports to the gateway: viewers, egress bits
+// per second over the last 2 s, and the process's share of the machine's
+// CPU over the same time.
+func (f *Fanout) Load() relaywire.Load {
+	s := f.Stats()
+	return f.load.sample(time.Now(), s.Viewers, s.BytesSent)
+}
+
+// Stats returns the fan-out's counts.
+func (f *Fanout) Stats() Stats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.totals
+	s.Viewers = len(f.sessions)
+	s.Channels = len(f.channels)
+	for v := range f.running {
+		v.addCounters(&s)
+	}
+	for _, ch := range f.channels {
+		ch.addCounters(&s)
+	}
+	return s
+}
+
+func (v *viewer) addCounters(s *Stats) {
+	c := &v.counters
+	s.PacketsSent += c.sent.Load()
+	s.BytesSent += c.bytes.Load()
+	s.QueueDrops += v.queue.dropped.Load()
+	s.NACKed += c.nacked.Load()
+	s.Retransmits += c.retransmits.Load()
+	s.CacheMisses += c.misses.Load()
+	s.PLIs += c.plis.Load()
+	s.FIRs += c.firs.Load()
+}
+
+func (ch *channel) addCounters(s *Stats) {
+	s.PacketsIn += ch.in.Load()
+	s.PacketsInvalid += ch.invalid.Load()
+	s.PacketsDuplicate += ch.duplicates.Load()
+}
+
+// retire adds the counts of a viewer whose goroutines all ended to the
+// totals.
+func (f *Fanout) retire(v *viewer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v.addCounters(&f.totals)
+	delete(f.running, v)
+}
+
+// publishChannels replaces the map WriteRTP reads. Called with mu held.
+func (f *Fanout) publishChannels() {
+	m := make(map[uint32]*channel, len(f.channels))
+	for id, ch := range f.channels {
+		m[id] = ch
+	}
+	f.chans.Store(&m)
+}
+
+// removeChannel forgets ch. Called with mu held.
+func (f *Fanout) removeChannel(ch *channel) {
+	if ch.gone {
+		return
+	}
+	ch.gone = true
+	if f.channels[ch.id] == ch {
+		delete(f.channels, ch.id)
+		f.publishChannels()
+	}
+	ch.addCounters(&f.totals)
+}
+
+// Close ends every session, closes the UDP mux and waits for the
+// fan-out's goroutines. It does not notify the Upstream: when the function
+// goes away, its relay connection does too, and the gateway ends the
+// sessions and subscriptions of the connection.
+func (f *Fanout) Close() error {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return nil
+	}
+	f.closed = true
+	vs := make([]*viewer, 0, len(f.sessions))
+	for _, v := range f.sessions {
+		vs = append(vs, v)
+	}
+	for _, ch := range f.channels {
+		if ch.grace != nil && ch.grace.Stop() {
+			f.wg.Done()
+		}
+		ch.grace = nil
+	}
+	f.mu.Unlock()
+
+	for _, v := range vs {
+		f.closeViewer(v, "function closing", false)
+	}
+	f.wg.Wait()
+
+	f.mu.Lock()
+	for _, ch := range f.channels {
+		f.removeChannel(ch)
+	}
+	f.mu.Unlock()
+	if err := f.mux.Close(); err != nil {
+		return fmt.Errorf("fanout: close udp mux: %w", err)
+	}
+	f.log.Info("fanout: closed")
+	return nil
+}

@@ -1,0 +1,370 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pion/webrtc/v3"
+
+	"lightspeed/shared/relaywire"
+)
+
+// maxPendingCandidates bounds the remote candidates kept until a viewer's
+// answer arrives.
+const maxPendingCandidates = 64
+
+// errSessionEnded is returned by StartSession when the session was closed
+// while it was being set up.
+var errSessionEnded = errors.New("session closed while starting")
+
+// StartSession sets up the PeerConnection of a new viewer of channel. With
+// an offer (WHEP) it answers it; with offer == "" (the Lightspeed
+// websocket) it makes a sendonly offer of H.264 video and Opus audio. Either
+// way it returns the SDP once ICE gathering completed, so the candidates are
+// inside and nothing is trickled. The channel is subscribed through the
+// Upstream when its first viewer arrives. StartSession fails with ErrFull
+// when the fan-out has Capacity sessions.
+func (f *Fanout) StartSession(ctx context.Context, session string, channel uint32, offer string) (sdpType, sdp string, err error) {
+	v, err := f.reserve(session, channel)
+	if err != nil {
+		return "", "", fmt.Errorf("fanout: session %s: channel %d: %w", session, channel, err)
+	}
+	sdpType, sdp, err = f.negotiate(ctx, v, offer)
+	if err != nil {
+		f.closeViewer(v, "start failed", false)
+		return "", "", fmt.Errorf("fanout: session %s: channel %d: %w", session, channel, err)
+	}
+	f.log.Info("fanout: session started", "viewer", session, "channel", channel, "sdp", sdpType)
+	return sdpType, sdp, nil
+}
+
+// reserve counts a new session against the capacity and its channel,
+// creating the channel on its first session.
+func (f *Fanout) reserve(session string, id uint32) (*viewer, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.closed:
+		return nil, ErrClosed
+	case f.sessions[session] != nil:
+		return nil, ErrSessionExists
+	case len(f.sessions) >= f.cfg.Capacity:
+		return nil, ErrFull
+	}
+	ch := f.channels[id]
+	if ch == nil {
+		ch = newChannel(id)
+		f.channels[id] = ch
+		f.publishChannels()
+	}
+	ch.refs++
+	if ch.grace != nil {
+		if ch.grace.Stop() {
+			f.wg.Done()
+		}
+		ch.grace = nil
+		ch.graceGen++
+	}
+	size := defaultQueueSize
+	if f.hooks.queueSize != nil {
+		if n := f.hooks.queueSize(session); n > 0 {
+			size = n
+		}
+	}
+	v := newViewer(f, session, ch, size)
+	f.sessions[session] = v
+	return v, nil
+}
+
+// subscribe makes sure the channel of v is subscribed: the first session
+// of a channel calls the Upstream, the others wait for its answer.
+func (f *Fanout) subscribe(ctx context.Context, v *viewer) error {
+	ch := v.ch
+	f.mu.Lock()
+	if v.closed || ch.gone {
+		f.mu.Unlock()
+		return errSessionEnded
+	}
+	first := !ch.subscribed
+	ch.subscribed = true
+	prev := f.unsubscribing[ch.id]
+	f.mu.Unlock()
+
+	if first {
+		if prev != nil {
+			<-prev // the previous subscription of the channel must end first
+		}
+		tracks, err := f.up.Subscribe(ctx, ch.id)
+		if err == nil {
+			ch.tracks = tracks
+			ch.setTracks(tracks)
+			f.log.Info("fanout: channel subscribed", "channel", ch.id, "tracks", len(tracks))
+		} else {
+			ch.err = err
+			f.mu.Lock()
+			f.removeChannel(ch)
+			f.mu.Unlock()
+		}
+		close(ch.ready)
+	}
+	select {
+	case <-ch.ready:
+		if ch.err != nil {
+			return fmt.Errorf("subscribe: %w", ch.err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// negotiate creates the viewer's PeerConnection and makes its SDP.
+func (f *Fanout) negotiate(ctx context.Context, v *viewer, offer string) (string, string, error) {
+	if err := f.subscribe(ctx, v); err != nil {
+		return "", "", err
+	}
+	pc, err := f.api.NewPeerConnection(webrtc.Configuration{BundlePolicy: webrtc.BundlePolicyMaxBundle})
+	if err != nil {
+		return "", "", fmt.Errorf("new peer connection: %w", err)
+	}
+	v.tracks[relaywire.Video] = newViewerTrack(webrtc.RTPCodecTypeVideo, preferH264(v.ch.videoFmtp()))
+	v.tracks[relaywire.Audio] = newViewerTrack(webrtc.RTPCodecTypeAudio, []webrtc.RTPCodecParameters{opusCodec})
+	var senders [2]*webrtc.RTPSender
+	for t, track := range v.tracks {
+		tr, err := pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
+			pc.Close()
+			return "", "", fmt.Errorf("add %s transceiver: %w", track.ID(), err)
+		}
+		// The codec that matches the channel's stream comes first in the SDP.
+		if err := tr.SetCodecPreferences(track.prefs); err != nil {
+			pc.Close()
+			return "", "", fmt.Errorf("%s codec preferences: %w", track.ID(), err)
+		}
+		senders[t] = tr.Sender()
+	}
+	// Media starts at `connected`: before SRTP is ready pion drops writes.
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		switch s {
+		case webrtc.PeerConnectionStateConnected:
+			v.join()
+		case webrtc.PeerConnectionStateFailed:
+			f.closeViewer(v, "connection failed", true)
+		case webrtc.PeerConnectionStateClosed:
+			f.closeViewer(v, "connection closed", true)
+		}
+	})
+	if !f.attach(v, pc, senders) {
+		pc.Close()
+		return "", "", errSessionEnded
+	}
+
+	var local webrtc.SessionDescription
+	if offer != "" {
+		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+			return "", "", fmt.Errorf("set offer: %w", err)
+		}
+		f.flushCandidates(v, pc)
+		if local, err = pc.CreateAnswer(nil); err != nil {
+			return "", "", fmt.Errorf("create answer: %w", err)
+		}
+	} else if local, err = pc.CreateOffer(nil); err != nil {
+		return "", "", fmt.Errorf("create offer: %w", err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(local); err != nil {
+		return "", "", fmt.Errorf("set local %s: %w", local.Type, err)
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return "", "", ctx.Err()
+	case <-v.done:
+		return "", "", errSessionEnded
+	}
+	desc := pc.LocalDescription()
+	if desc == nil {
+		return "", "", errSessionEnded
+	}
+	return desc.Type.String(), desc.SDP, nil
+}
+
+// attach hands v its PeerConnection and starts its goroutines, unless the
+// session or the fan-out was closed meanwhile.
+func (f *Fanout) attach(v *viewer, pc *webrtc.PeerConnection, senders [2]*webrtc.RTPSender) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if v.closed || f.closed {
+		return false
+	}
+	v.pc = pc
+	f.running[v] = struct{}{}
+	v.running.Store(3)
+	f.wg.Add(3)
+	go func() {
+		defer f.wg.Done()
+		v.write()
+	}()
+	for t, s := range senders {
+		go func() {
+			defer f.wg.Done()
+			v.readRTCP(relaywire.Track(t), s)
+		}()
+	}
+	return true
+}
+
+// SetAnswer applies the viewer's answer to the offer StartSession made.
+func (f *Fanout) SetAnswer(session, sdp string) error {
+	v, pc, err := f.peer(session)
+	if err != nil {
+		return err
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
+		return fmt.Errorf("fanout: session %s: set answer: %w", session, err)
+	}
+	f.flushCandidates(v, pc)
+	return nil
+}
+
+// AddCandidate adds a remote ICE candidate of the viewer; an empty
+// candidate string ends the viewer's candidates. Candidates that come
+// before the viewer's SDP are kept until it comes.
+func (f *Fanout) AddCandidate(session string, c relaywire.Candidate) error {
+	init := webrtc.ICECandidateInit{
+		Candidate:        c.Candidate,
+		SDPMid:           c.SDPMid,
+		SDPMLineIndex:    c.SDPMLineIndex,
+		UsernameFragment: c.UsernameFragment,
+	}
+	f.mu.Lock()
+	v := f.sessions[session]
+	if v == nil {
+		f.mu.Unlock()
+		return fmt.Errorf("fanout: session %s: %w", session, ErrUnknownSession)
+	}
+	if !v.remoteSet {
+		if len(v.pending) < maxPendingCandidates {
+			v.pending = append(v.pending, init)
+		}
+		f.mu.Unlock()
+		return nil
+	}
+	pc := v.pc
+	f.mu.Unlock()
+	if err := pc.AddICECandidate(init); err != nil {
+		return fmt.Errorf("fanout: session %s: add candidate: %w", session, err)
+	}
+	return nil
+}
+
+// flushCandidates adds the candidates kept until the remote description
+// was set.
+func (f *Fanout) flushCandidates(v *viewer, pc *webrtc.PeerConnection) {
+	f.mu.Lock()
+	v.remoteSet = true
+	pending := v.pending
+	v.pending = nil
+	f.mu.Unlock()
+	for _, c := range pending {
+		if err := pc.AddICECandidate(c); err != nil {
+			f.log.Debug("fanout: remote candidate", "viewer", v.id, "err", err)
+		}
+	}
+}
+
+// peer returns the session's viewer and PeerConnection.
+func (f *Fanout) peer(session string) (*viewer, *webrtc.PeerConnection, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v := f.sessions[session]
+	if v == nil {
+		return nil, nil, fmt.Errorf("fanout: session %s: %w", session, ErrUnknownSession)
+	}
+	if v.pc == nil {
+		return nil, nil, fmt.Errorf("fanout: session %s: no peer connection yet", session)
+	}
+	return v, v.pc, nil
+}
+
+// CloseSession ends a session at the gateway's request.
+func (f *Fanout) CloseSession(session, reason string) {
+	f.mu.Lock()
+	v := f.sessions[session]
+	f.mu.Unlock()
+	if v != nil {
+		f.closeViewer(v, reason, false)
+	}
+}
+
+// closeViewer ends a session once: it leaves its channel, its goroutines
+// end and its PeerConnection closes. notify tells the gateway, when the
+// fan-out ended the session on its own.
+func (f *Fanout) closeViewer(v *viewer, reason string, notify bool) {
+	v.closeOnce.Do(func() {
+		f.mu.Lock()
+		if f.sessions[v.id] == v {
+			delete(f.sessions, v.id)
+		}
+		v.closed = true
+		pc := v.pc
+		f.release(v.ch)
+		f.mu.Unlock()
+
+		v.ch.leave(v)
+		close(v.done)
+		if pc != nil {
+			if err := pc.GracefulClose(); err != nil {
+				f.log.Debug("fanout: close peer connection", "viewer", v.id, "err", err)
+			}
+		}
+		if notify {
+			f.up.SessionClosed(v.id, reason)
+		}
+		f.log.Info("fanout: session closed", "viewer", v.id, "channel", v.ch.id, "reason", reason)
+	})
+}
+
+// release drops a session's hold on its channel; the last one arms the
+// unsubscribe grace timer. Called with mu held.
+func (f *Fanout) release(ch *channel) {
+	ch.refs--
+	if ch.refs > 0 || ch.gone || f.closed {
+		return
+	}
+	ch.graceGen++
+	gen := ch.graceGen
+	f.wg.Add(1)
+	ch.grace = time.AfterFunc(f.cfg.UnsubscribeGrace, func() { f.expire(ch, gen) })
+}
+
+// expire unsubscribes a channel whose grace ran out without a new viewer.
+func (f *Fanout) expire(ch *channel, gen int) {
+	defer f.wg.Done()
+	f.mu.Lock()
+	if gen != ch.graceGen || ch.refs > 0 || ch.gone || f.closed {
+		f.mu.Unlock()
+		return
+	}
+	ch.grace = nil
+	f.removeChannel(ch)
+	if !ch.subscribed {
+		f.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	f.unsubscribing[ch.id] = done
+	f.mu.Unlock()
+
+	<-ch.ready
+	if ch.err == nil {
+		f.up.Unsubscribe(ch.id)
+		f.log.Info("fanout: channel unsubscribed", "channel", ch.id)
+	}
+	f.mu.Lock()
+	delete(f.unsubscribing, ch.id)
+	f.mu.Unlock()
+	close(done)
+}

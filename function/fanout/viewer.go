@@ -1,0 +1,296 @@
+package fanout
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v3"
+
+	"lightspeed/shared/relaywire"
+)
+
+// burstSpeedup is how much faster than real time a late joiner's cached
+// keyframe and the packets after it are sent: a 4 s GOP goes out in about
+// 0.3 s, fast enough to start at once, slow enough not to flood the path.
+const burstSpeedup = 12
+
+// srtpWait bounds how long the writer waits for pion's SRTP context after
+// `connected` (pion drops writes silently until it exists).
+const srtpWait = 5 * time.Second
+
+// viewer is one viewer's session: its PeerConnection, its two tracks, its
+// queue and the goroutines that serve it (one writer, one RTCP reader per
+// track).
+type viewer struct {
+	f  *Fanout
+	id string
+	ch *channel
+
+	tracks [2]*viewerTrack
+	queue  *queue
+	joined chan struct{} // closed when the viewer joined the live stream
+	done   chan struct{} // closed when the session ends
+
+	joinOnce  sync.Once
+	closeOnce sync.Once
+	running   atomic.Int32 // goroutines still running; the last one retires the viewer
+
+	// Guarded by Fanout.mu.
+	pc        *webrtc.PeerConnection
+	closed    bool
+	remoteSet bool                      // the viewer's SDP is set: its candidates can be added
+	pending   []webrtc.ICECandidateInit // remote candidates that came before it
+
+	// Guarded by ch.mu. burstFrom/burstLen are set before joined is closed
+	// and only read by the writer after that.
+	videoLive bool
+	burstFrom uint16
+	burstLen  int
+
+	// The writer's own scratch: header and payload buffer of the packet
+	// being sent, so that sending allocates nothing.
+	hdr       [2]rtp.Header
+	playout   [3]byte  // playout-delay min = max = 0
+	playoutID [2]uint8 // the extension id set in hdr[t].Extensions
+	buf       [maxPayload]byte
+	srtpSeen  bool
+
+	counters viewerCounters
+}
+
+// viewerCounters are a viewer's counts; they are added to the fan-out's
+// totals when the viewer retires.
+type viewerCounters struct {
+	sent, bytes, retransmits, misses, nacked, plis, firs atomic.Uint64
+}
+
+func newViewer(f *Fanout, id string, ch *channel, queueSize int) *viewer {
+	v := &viewer{
+		f:      f,
+		id:     id,
+		ch:     ch,
+		queue:  newQueue(queueSize),
+		joined: make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	for i := range v.hdr {
+		v.hdr[i] = rtp.Header{Version: 2}
+	}
+	return v
+}
+
+// join starts the viewer: from now on it gets the channel's packets, video
+// from the cached keyframe on.
+func (v *viewer) join() {
+	v.joinOnce.Do(func() {
+		v.ch.join(v)
+		close(v.joined)
+		if h := v.f.hooks.joined; h != nil {
+			h(v.id)
+		}
+	})
+}
+
+// exit is deferred by each of the viewer's goroutines.
+func (v *viewer) exit() {
+	if v.running.Add(-1) == 0 {
+		v.f.retire(v)
+	}
+}
+
+// write is the viewer's writer goroutine: it waits for the viewer to join,
+// sends the burst, then drains the queue until the session ends.
+func (v *viewer) write() {
+	defer v.exit()
+	select {
+	case <-v.joined:
+	case <-v.done:
+		return
+	}
+	if !v.sendBurst() {
+		return
+	}
+	var batch [64]entry
+	for {
+		n := v.queue.pop(batch[:])
+		if n == 0 {
+			select {
+			case <-v.queue.notify:
+				continue
+			case <-v.done:
+				return
+			}
+		}
+		if h := v.f.hooks.beforeSend; h != nil {
+			h(v.id)
+		}
+		for _, e := range batch[:n] {
+			if !v.send(e.track, e.seq) {
+				return
+			}
+		}
+	}
+}
+
+// sendBurst sends the cached packets from the keyframe on, paced at
+// burstSpeedup times their timestamps' pace.
+func (v *viewer) sendBurst() bool {
+	if v.burstLen == 0 {
+		return true
+	}
+	clock := time.Duration(v.ch.clock(relaywire.Video))
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var (
+		start    time.Time
+		ts0      uint32
+		furthest time.Duration
+		first    = true
+	)
+	for i := 0; i < v.burstLen; i++ {
+		seq := v.burstFrom + uint16(i)
+		m, ok := v.ch.load(relaywire.Video, seq, v.buf[:])
+		if !ok {
+			continue
+		}
+		if first {
+			start, ts0, first = time.Now(), m.ts, false
+		} else if d := time.Duration(int32(m.ts-ts0)) * time.Second / clock / burstSpeedup; d > furthest {
+			furthest = d
+			if wait := time.Until(start.Add(d)); wait > 0 {
+				timer.Reset(wait)
+				select {
+				case <-timer.C:
+				case <-v.done:
+					return false
+				}
+			}
+		}
+		if !v.writeRTP(relaywire.Video, m, true) {
+			return false
+		}
+	}
+	return true
+}
+
+// send writes packet seq of track t from the shared cache.
+func (v *viewer) send(t relaywire.Track, seq uint16) bool {
+	m, ok := v.ch.load(t, seq, v.buf[:])
+	if !ok {
+		v.counters.misses.Add(1)
+		return true
+	}
+	return v.writeRTP(t, m, false)
+}
+
+// writeRTP writes the payload in v.buf described by m with the viewer's
+// SSRC and payload type. It reports false when the session ended.
+func (v *viewer) writeRTP(t relaywire.Track, m cached, burst bool) bool {
+	b := v.tracks[t].bound.Load()
+	if b == nil {
+		return true // the track was not negotiated
+	}
+	h := &v.hdr[t]
+	h.Marker = m.marker()
+	h.PayloadType = b.pt
+	h.SequenceNumber = m.seq
+	h.Timestamp = m.ts
+	h.SSRC = b.ssrc
+	h.Extension = false
+	if burst && b.playoutID != 0 {
+		if v.playoutID[t] != b.playoutID { // once per binding: SetExtension appends
+			h.Extensions = h.Extensions[:0]
+			_ = h.SetExtension(b.playoutID, v.playout[:])
+			v.playoutID[t] = b.playoutID
+		}
+		h.Extension = true
+	}
+	payload := v.buf[:m.n]
+	var deadline time.Time
+	for {
+		n, err := b.writer.WriteRTP(h, payload)
+		if err != nil {
+			select {
+			case <-v.done:
+				return false
+			default:
+				return true // counted as lost; the viewer may NACK it
+			}
+		}
+		if n > 0 || v.srtpSeen {
+			v.srtpSeen = true
+			v.counters.sent.Add(1)
+			v.counters.bytes.Add(uint64(n))
+			return true
+		}
+		// pion returns 0 without error until its SRTP context exists.
+		if deadline.IsZero() {
+			deadline = time.Now().Add(srtpWait)
+		} else if time.Now().After(deadline) {
+			v.srtpSeen = true
+			return true
+		}
+		select {
+		case <-v.done:
+			return false
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// readRTCP reads the RTCP the viewer sends about track t until the sender
+// stops.
+func (v *viewer) readRTCP(t relaywire.Track, s *webrtc.RTPSender) {
+	defer v.exit()
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := s.Read(buf)
+		if err != nil {
+			return
+		}
+		v.handleRTCP(t, buf[:n])
+	}
+}
+
+// handleRTCP answers the generic NACKs about track t from the shared cache
+// (through the viewer's queue) and counts keyframe requests, which FTL
+// cannot honour.
+func (v *viewer) handleRTCP(t relaywire.Track, raw []byte) {
+	pkts, err := rtcp.Unmarshal(raw)
+	if err != nil {
+		return
+	}
+	b := v.tracks[t].bound.Load()
+	if b == nil {
+		return
+	}
+	for _, p := range pkts {
+		switch p := p.(type) {
+		case *rtcp.TransportLayerNack:
+			if p.MediaSSRC != b.ssrc {
+				continue
+			}
+			for _, pair := range p.Nacks {
+				pair.Range(func(seq uint16) bool {
+					v.counters.nacked.Add(1)
+					if v.queue.push(entry{track: t, seq: seq}) {
+						v.counters.retransmits.Add(1)
+					}
+					return true
+				})
+			}
+		case *rtcp.PictureLossIndication:
+			if p.MediaSSRC == b.ssrc {
+				v.counters.plis.Add(1)
+			}
+		case *rtcp.FullIntraRequest:
+			if p.MediaSSRC == b.ssrc {
+				v.counters.firs.Add(1)
+			}
+		}
+	}
+}

@@ -1,0 +1,420 @@
+// Package relay is the function's side of the relay to the gateway
+// (docs/relay.md): a QUIC client that authenticates, receives the RTP of
+// the channels its viewers watch as datagrams, recovers relay losses with
+// NACKs and carries the signalling of viewer sessions to a Handler.
+package relay
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
+
+	"lightspeed/shared/nack"
+	"lightspeed/shared/relaywire"
+)
+
+// Timings of the client.
+const (
+	dialTimeout     = 10 * time.Second
+	authTimeout     = 5 * time.Second // hello to welcome
+	writeTimeout    = 5 * time.Second // one control message
+	streamTimeout   = 2 * time.Second // one packet on a fallback stream
+	keepAlivePeriod = 5 * time.Second
+	idleTimeout     = 15 * time.Second
+	nackInterval    = 10 * time.Millisecond
+	loadInterval    = time.Second // load reports and subscription retries
+	minBackoff      = 250 * time.Millisecond
+	maxBackoff      = 5 * time.Second
+)
+
+// nackPolicy is how the client asks for relay losses again.
+var nackPolicy = nack.Policy{Tries: 3, Retry: 20 * time.Millisecond, Timeout: time.Second}
+
+// ErrStopped is returned by the methods that wait for a connection once
+// Run has returned.
+var ErrStopped = errors.New("relay: client stopped")
+
+// Config configures a Client.
+type Config struct {
+	GatewayAddr string // the gateway's relay address, e.g. "127.0.0.1:4433"
+	Secret      string // the shared secret; required
+	Fingerprint string // lowercase hex SHA-256 of the gateway certificate's DER, pinned; or
+	CAFile      string // PEM file of the CA that signed the gateway certificate
+
+	Region    string // told to the gateway in hello
+	MachineID string // unique per machine; the gateway uses it as the function id
+	MediaAddr string // public ip:port of the WebRTC UDP mux
+	Capacity  int    // max viewers
+
+	Logger     *slog.Logger // default slog.Default()
+	Registerer prometheus.Registerer
+
+	// DropDatagram, if set, is asked about each received datagram (its raw
+	// bytes, valid during the call) and drops it when it returns true: a
+	// test hook to simulate relay loss.
+	DropDatagram func(datagram []byte) bool
+}
+
+// Handler is what the client drives: the WebRTC fan-out.
+type Handler interface {
+	// WriteRTP takes one RTP packet of a subscribed channel. It is called
+	// by one goroutine at a time, must not block, and pkt is valid only
+	// during the call.
+	WriteRTP(channel uint32, t relaywire.Track, pkt []byte)
+	// StartSession starts a viewer session: with the viewer's offer it
+	// returns ("answer", sdp); with offer "" it returns ("offer", sdp). The
+	// SDP is complete (ICE gathering finished). It runs in its own
+	// goroutine; ctx ends when the gateway closes the session or the
+	// connection is lost.
+	StartSession(ctx context.Context, session string, channel uint32, offer string) (sdpType, sdp string, err error)
+	// SetAnswer applies the viewer's answer to the offer StartSession made.
+	SetAnswer(session, sdp string) error
+	// AddCandidate adds a viewer's trickled ICE candidate.
+	AddCandidate(session string, c relaywire.Candidate) error
+	// CloseSession ends a session the gateway closed.
+	CloseSession(session, reason string)
+	// Load reports the function's load; it is called every second.
+	Load() relaywire.Load
+}
+
+// ClientStats counts what a Client received and recovered.
+type ClientStats struct {
+	Received     uint64 // RTP packets received, from datagrams and streams
+	Duplicates   uint64 // packets received again or given up on already, not handed on
+	Lost         uint64 // sequence numbers found missing on arrival
+	NACKsSent    uint64 // sequence numbers asked for again
+	Recovered    uint64 // missing packets that arrived after all
+	Reconnects   uint64 // connections established after the first
+	ConnectFails uint64 // connection attempts that failed before welcome
+}
+
+// counters are the atomics behind ClientStats.
+type counters struct {
+	received, duplicates, lost, nacks, recovered, reconnects, fails, connections atomic.Uint64
+}
+
+// Client is the relay's function end. Its methods are safe for concurrent
+// use.
+type Client struct {
+	cfg   Config
+	log   *slog.Logger
+	stats counters
+
+	mu      sync.Mutex
+	cur     *conn               // the authenticated connection, or nil
+	changed chan struct{}       // closed and replaced whenever cur changes or Run stops
+	stopped bool                // Run has returned
+	want    map[uint32]struct{} // channels subscribed again after reconnects
+
+	starts sync.WaitGroup // Handler.StartSession goroutines
+}
+
+// NewClient returns a Client; Run connects it.
+func NewClient(cfg Config) *Client {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Client{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		changed: make(chan struct{}),
+		want:    make(map[uint32]struct{}),
+	}
+	if cfg.Registerer != nil {
+		c.register(cfg.Registerer)
+	}
+	return c
+}
+
+// Run connects to the gateway, authenticates and serves h until ctx is
+// done, reconnecting with exponential backoff (250 ms doubling to 5 s,
+// jittered) whenever the connection fails or ends. It returns nil when ctx
+// is done, or an error for a configuration it cannot use. Run must be
+// called once.
+func (c *Client) Run(ctx context.Context, h Handler) error {
+	defer c.stop()
+	if c.cfg.Secret == "" {
+		return errors.New("relay: no secret")
+	}
+	tlsConf, err := c.tlsConfig()
+	if err != nil {
+		return err
+	}
+	backoff := minBackoff
+	for {
+		established, err := c.connect(ctx, h, tlsConf)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if established {
+			backoff = minBackoff
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		backoff = min(2*backoff, maxBackoff)
+		if established {
+			c.log.Warn("relay: disconnected from the gateway", "err", err, "retry_in", wait.Round(time.Millisecond))
+		} else {
+			c.log.Warn("relay: cannot connect to the gateway", "addr", c.cfg.GatewayAddr, "err", err, "retry_in", wait.Round(time.Millisecond))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// stop marks the client stopped, wakes the waiters and waits for the
+// session goroutines.
+func (c *Client) stop() {
+	c.mu.Lock()
+	c.stopped = true
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+	c.starts.Wait()
+}
+
+// tlsConfig verifies the gateway by its pinned fingerprint or by a CA.
+func (c *Client) tlsConfig() (*tls.Config, error) {
+	conf := &tls.Config{NextProtos: []string{relaywire.ALPN}, MinVersion: tls.VersionTLS13}
+	switch {
+	case c.cfg.Fingerprint != "":
+		want, err := hex.DecodeString(strings.ToLower(strings.ReplaceAll(c.cfg.Fingerprint, ":", "")))
+		if err != nil || len(want) != sha256.Size {
+			return nil, fmt.Errorf("relay: fingerprint %q is not a hex SHA-256", c.cfg.Fingerprint)
+		}
+		// The pin replaces the name and CA checks.
+		conf.InsecureSkipVerify = true
+		conf.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return errors.New("relay: gateway sent no certificate")
+			}
+			sum := sha256.Sum256(raw[0])
+			if subtle.ConstantTimeCompare(sum[:], want) != 1 {
+				return fmt.Errorf("relay: gateway certificate fingerprint %x, want %x", sum, want)
+			}
+			return nil
+		}
+	case c.cfg.CAFile != "":
+		pem, err := os.ReadFile(c.cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("relay: CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("relay: CA file %s: no certificate", c.cfg.CAFile)
+		}
+		conf.RootCAs = pool
+		if host, _, err := net.SplitHostPort(c.cfg.GatewayAddr); err == nil {
+			conf.ServerName = host
+		}
+	default:
+		return nil, errors.New("relay: neither a fingerprint nor a CA file to verify the gateway")
+	}
+	return conf, nil
+}
+
+func quicConfig() *quic.Config {
+	return &quic.Config{
+		EnableDatagrams:      true,
+		KeepAlivePeriod:      keepAlivePeriod,
+		MaxIdleTimeout:       idleTimeout,
+		HandshakeIdleTimeout: authTimeout,
+		MaxIncomingStreams:   -1, // the gateway opens only unidirectional streams
+	}
+}
+
+// connect makes one connection and serves it until it ends. established
+// reports whether it got as far as welcome.
+func (c *Client) connect(ctx context.Context, h Handler, tlsConf *tls.Config) (established bool, err error) {
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	qc, err := quic.DialAddr(dctx, c.cfg.GatewayAddr, tlsConf, quicConfig())
+	cancel()
+	if err != nil {
+		c.stats.fails.Add(1)
+		return false, fmt.Errorf("relay: dial %s: %w", c.cfg.GatewayAddr, err)
+	}
+	cc, err := c.handshake(ctx, qc, h)
+	if err != nil {
+		c.stats.fails.Add(1)
+		qc.CloseWithError(relaywire.CodeNone, "")
+		return false, err
+	}
+	if c.stats.connections.Add(1) > 1 {
+		c.stats.reconnects.Add(1)
+	}
+	return true, cc.run(ctx)
+}
+
+// current returns the authenticated connection, or nil.
+func (c *Client) current() *conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur
+}
+
+// setCurrent makes cc (or nil) the connection and wakes the waiters.
+func (c *Client) setCurrent(cc *conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cur = cc
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// waitConn waits for an authenticated connection.
+func (c *Client) waitConn(ctx context.Context) (*conn, error) {
+	for {
+		c.mu.Lock()
+		cur, changed, stopped := c.cur, c.changed, c.stopped
+		c.mu.Unlock()
+		switch {
+		case cur != nil:
+			return cur, nil
+		case stopped:
+			return nil, ErrStopped
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("relay: waiting for the gateway: %w", context.Cause(ctx))
+		}
+	}
+}
+
+// Connected reports whether the client is connected and authenticated.
+func (c *Client) Connected() bool { return c.current() != nil }
+
+// Draining reports whether the gateway asked this connection to take no
+// new sessions.
+func (c *Client) Draining() bool {
+	cc := c.current()
+	return cc != nil && cc.isDraining()
+}
+
+// Subscribe asks for a channel's tracks, waiting for a connection first,
+// and returns them once the gateway has answered. Datagrams of the channel
+// reach Handler.WriteRTP from then on (the first ones possibly before
+// Subscribe returns). The channel is remembered and subscribed again after
+// every reconnect until Unsubscribe. Subscribing a subscribed channel
+// returns its tracks again.
+func (c *Client) Subscribe(ctx context.Context, channel uint32) ([]relaywire.TrackInfo, error) {
+	c.mu.Lock()
+	_, wanted := c.want[channel]
+	c.want[channel] = struct{}{}
+	c.mu.Unlock()
+	for {
+		cc, err := c.waitConn(ctx)
+		if err == nil {
+			var tracks []relaywire.TrackInfo
+			tracks, err = cc.subscribe(ctx, channel)
+			if errors.Is(err, errConnLost) {
+				continue
+			}
+			if err == nil {
+				return tracks, nil
+			}
+		}
+		if !wanted {
+			c.mu.Lock()
+			delete(c.want, channel)
+			c.mu.Unlock()
+		}
+		return nil, err
+	}
+}
+
+// Unsubscribe stops a channel's datagrams and forgets it.
+func (c *Client) Unsubscribe(channel uint32) {
+	c.mu.Lock()
+	delete(c.want, channel)
+	c.mu.Unlock()
+	if cc := c.current(); cc != nil {
+		cc.unsubscribe(channel)
+	}
+}
+
+// wanted returns the channels to subscribe on every connection.
+func (c *Client) wanted() []uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]uint32, 0, len(c.want))
+	for ch := range c.want {
+		out = append(out, ch)
+	}
+	return out
+}
+
+// SendCandidate trickles one of a session's ICE candidates to the gateway.
+// Without a connection it is dropped.
+func (c *Client) SendCandidate(session string, cand relaywire.Candidate) {
+	if cc := c.current(); cc != nil {
+		cc.write(&relaywire.CandidateMsg{Session: session, Candidate: cand})
+	}
+}
+
+// SessionClosed tells the gateway that a session ended on this side.
+// Without a connection it is dropped.
+func (c *Client) SessionClosed(session, reason string) {
+	if cc := c.current(); cc != nil {
+		cc.write(&relaywire.SessionClose{Session: session, Reason: reason})
+	}
+}
+
+// Stats returns the client's counts.
+func (c *Client) Stats() ClientStats {
+	s := &c.stats
+	return ClientStats{
+		Received:     s.received.Load(),
+		Duplicates:   s.duplicates.Load(),
+		Lost:         s.lost.Load(),
+		NACKsSent:    s.nacks.Load(),
+		Recovered:    s.recovered.Load(),
+		Reconnects:   s.reconnects.Load(),
+		ConnectFails: s.fails.Load(),
+	}
+}
+
+// register exposes the counts as metrics.
+func (c *Client) register(reg prometheus.Registerer) {
+	counter := func(name, help string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(v.Load()) })
+	}
+	s := &c.stats
+	reg.MustRegister(
+		counter("lightspeed_relay_client_received_total", "RTP packets received from the gateway.", &s.received),
+		counter("lightspeed_relay_client_duplicates_total", "RTP packets received again or too late.", &s.duplicates),
+		counter("lightspeed_relay_client_lost_total", "Sequence numbers found missing on arrival.", &s.lost),
+		counter("lightspeed_relay_client_nacks_sent_total", "Sequence numbers asked for again.", &s.nacks),
+		counter("lightspeed_relay_client_recovered_total", "Missing packets that arrived after a NACK.", &s.recovered),
+		counter("lightspeed_relay_client_reconnects_total", "Connections to the gateway after the first.", &s.reconnects),
+		counter("lightspeed_relay_client_connect_failures_total", "Connection attempts that failed before welcome.", &s.fails),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lightspeed_relay_client_connected", Help: "1 while connected to the gateway."},
+			func() float64 {
+				if c.Connected() {
+					return 1
+				}
+				return 0
+			}),
+	)
+}

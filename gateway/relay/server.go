@@ -1,0 +1,340 @@
+// Package relay is the gateway's side of the relay to functions
+// (docs/relay.md): a QUIC server that authenticates each function, sends it
+// the RTP of the channels it subscribes as datagrams, answers its NACKs
+// from the hubs' retransmission rings and carries the signalling of its
+// viewer sessions.
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
+
+	"lightspeed/gateway/hub"
+	"lightspeed/shared/relaywire"
+)
+
+// Timings and bounds of the relay.
+const (
+	authTimeout          = 5 * time.Second  // from accept to welcome
+	writeTimeout         = 5 * time.Second  // one control message; a stalled function is disconnected
+	keepAlivePeriod      = 5 * time.Second  // QUIC keep-alive
+	idleTimeout          = 15 * time.Second // QUIC idle timeout
+	subscriptionCapacity = 2048             // packets queued per (function, channel)
+	nackQueue            = 64               // NACK messages waiting per function
+	candidateBuffer      = 32               // trickled candidates waiting per session
+)
+
+// Errors of the session API.
+var (
+	ErrNoSession    = errors.New("relay: no such session")
+	ErrFunctionGone = errors.New("relay: function gone")
+)
+
+// Config configures a Server.
+type Config struct {
+	Addr       string          // UDP listen address; default ":4433"
+	Secret     string          // shared secret functions prove they know; required
+	Cert       tls.Certificate // the certificate functions pin; required
+	Logger     *slog.Logger    // default slog.Default()
+	Registerer prometheus.Registerer
+}
+
+func (c *Config) setDefaults() {
+	if c.Addr == "" {
+		c.Addr = ":4433"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// quicConfig is the QUIC configuration of both ends: datagrams on, one
+// control stream opened by the function, unidirectional streams only from
+// the gateway (the datagram fallback).
+func quicConfig() *quic.Config {
+	return &quic.Config{
+		EnableDatagrams:       true,
+		KeepAlivePeriod:       keepAlivePeriod,
+		MaxIdleTimeout:        idleTimeout,
+		HandshakeIdleTimeout:  authTimeout,
+		MaxIncomingStreams:    1,
+		MaxIncomingUniStreams: -1,
+	}
+}
+
+// Server is the relay's gateway end.
+type Server struct {
+	cfg     Config
+	hubs    *hub.Registry
+	log     *slog.Logger
+	metrics *metrics
+
+	// maxDatagram, when positive, sends larger datagrams on a stream as if
+	// QUIC had refused them (tests).
+	maxDatagram int
+
+	ln *quic.Listener
+	wg sync.WaitGroup // connection handlers
+
+	mu       sync.Mutex
+	conns    map[*quic.Conn]struct{}
+	funcs    map[string]*function // authenticated, by id
+	sessions map[string]*Session
+
+	dropMu      sync.Mutex
+	subs        map[*hub.Subscription]struct{} // live subscriptions, for the dropped count
+	closedDrops uint64                         // packets dropped by subscriptions closed since
+}
+
+// NewServer returns a Server that relays the hubs of hubs. Call Listen,
+// then Serve.
+func NewServer(cfg Config, hubs *hub.Registry) *Server {
+	cfg.setDefaults()
+	s := &Server{
+		cfg:      cfg,
+		hubs:     hubs,
+		log:      cfg.Logger,
+		conns:    make(map[*quic.Conn]struct{}),
+		funcs:    make(map[string]*function),
+		sessions: make(map[string]*Session),
+		subs:     make(map[*hub.Subscription]struct{}),
+	}
+	s.metrics = newMetrics(cfg.Registerer, s.dropped)
+	return s
+}
+
+// Listen binds the UDP socket.
+func (s *Server) Listen() error {
+	if s.cfg.Secret == "" {
+		return errors.New("relay: no secret")
+	}
+	if len(s.cfg.Cert.Certificate) == 0 {
+		return errors.New("relay: no certificate")
+	}
+	tlsConf := &tls.Config{
+		Certificates: []tls.Certificate{s.cfg.Cert},
+		NextProtos:   []string{relaywire.ALPN},
+		MinVersion:   tls.VersionTLS13,
+	}
+	ln, err := quic.ListenAddr(s.cfg.Addr, tlsConf, quicConfig())
+	if err != nil {
+		return fmt.Errorf("relay: listen %s: %w", s.cfg.Addr, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the bound UDP address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve accepts functions until ctx is done, then closes every connection,
+// waits for their goroutines and returns nil.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.ln == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	s.log.Info("relay: listening", "addr", s.ln.Addr().String(), "fingerprint", Fingerprint(s.cfg.Cert))
+	var err error
+	for {
+		qc, aerr := s.ln.Accept(ctx)
+		if aerr != nil {
+			if ctx.Err() == nil {
+				err = fmt.Errorf("relay: accept: %w", aerr)
+			}
+			break
+		}
+		s.mu.Lock()
+		s.conns[qc] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(qc)
+			s.mu.Lock()
+			delete(s.conns, qc)
+			s.mu.Unlock()
+		}()
+	}
+	s.ln.Close()
+	s.mu.Lock()
+	for qc := range s.conns {
+		qc.CloseWithError(relaywire.CodeNone, "gateway shutting down")
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
+}
+
+// Function describes a connected, authenticated function.
+type Function struct {
+	ID        string
+	Region    string
+	MachineID string
+	MediaAddr string // public ip:port of its WebRTC UDP mux
+	Capacity  int    // max viewers
+	Viewers   int
+	EgressBps float64
+	CPU       float64 // 0..1 of its machine
+	Draining  bool
+	Connected time.Time
+}
+
+// Functions returns the authenticated functions, sorted by ID.
+func (s *Server) Functions() []Function {
+	s.mu.Lock()
+	fns := make([]*function, 0, len(s.funcs))
+	for _, f := range s.funcs {
+		fns = append(fns, f)
+	}
+	s.mu.Unlock()
+	out := make([]Function, 0, len(fns))
+	for _, f := range fns {
+		out = append(out, f.info())
+	}
+	slices.SortFunc(out, func(a, b Function) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Drain tells a function to take no new sessions and keep its current
+// ones.
+func (s *Server) Drain(functionID, reason string) error {
+	f := s.function(functionID)
+	if f == nil {
+		return fmt.Errorf("relay: function %s: %w", functionID, ErrFunctionGone)
+	}
+	f.mu.Lock()
+	f.draining = true
+	f.mu.Unlock()
+	if err := f.write(&relaywire.Drain{Reason: reason}); err != nil {
+		return fmt.Errorf("relay: function %s: drain: %w", functionID, ErrFunctionGone)
+	}
+	f.log.Info("relay: draining", "reason", reason)
+	return nil
+}
+
+func (s *Server) function(id string) *function {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.funcs[id]
+}
+
+// register adds an authenticated function. An older connection of the same
+// id (the same machine, reconnected) is closed.
+func (s *Server) register(f *function) {
+	s.mu.Lock()
+	old := s.funcs[f.id]
+	s.funcs[f.id] = f
+	s.mu.Unlock()
+	s.metrics.functions.Inc()
+	if old != nil {
+		old.log.Warn("relay: replaced by a newer connection of the same machine")
+		old.qc.CloseWithError(relaywire.CodeReplaced, "replaced by a newer connection")
+	}
+}
+
+// unregister removes a function that disconnected and ends its sessions.
+func (s *Server) unregister(f *function) {
+	s.mu.Lock()
+	if s.funcs[f.id] == f {
+		delete(s.funcs, f.id)
+	}
+	var ended []*Session
+	for id, ss := range s.sessions {
+		if ss.fn == f {
+			delete(s.sessions, id)
+			ended = append(ended, ss)
+		}
+	}
+	s.mu.Unlock()
+	s.metrics.functions.Dec()
+	for _, ss := range ended {
+		ss.end(ErrFunctionGone)
+	}
+}
+
+// trackSub and untrackSub keep the live subscriptions for the dropped
+// count.
+func (s *Server) trackSub(sub *hub.Subscription) {
+	s.dropMu.Lock()
+	s.subs[sub] = struct{}{}
+	s.dropMu.Unlock()
+}
+
+func (s *Server) untrackSub(sub *hub.Subscription) {
+	s.dropMu.Lock()
+	if _, ok := s.subs[sub]; ok {
+		delete(s.subs, sub)
+		s.closedDrops += sub.Dropped()
+	}
+	s.dropMu.Unlock()
+}
+
+// dropped counts the packets that full subscriptions dropped: functions
+// slower than their channels.
+func (s *Server) dropped() float64 {
+	s.dropMu.Lock()
+	defer s.dropMu.Unlock()
+	n := s.closedDrops
+	for sub := range s.subs {
+		n += sub.Dropped()
+	}
+	return float64(n)
+}
+
+// newID returns 16 random hex characters.
+func newID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+type metrics struct {
+	functions     prometheus.Gauge
+	datagrams     prometheus.Counter
+	streamed      prometheus.Counter
+	dropped       prometheus.CounterFunc
+	nacks         prometheus.Counter
+	retransmitted prometheus.Counter
+	unrecoverable prometheus.Counter
+	authFailures  *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, dropped func() float64) *metrics {
+	m := &metrics{
+		functions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lightspeed_relay_functions", Help: "Functions connected and authenticated."}),
+		datagrams: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lightspeed_relay_datagrams_sent_total", Help: "RTP packets sent to functions as datagrams, retransmissions included."}),
+		streamed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lightspeed_relay_stream_packets_total", Help: "RTP packets sent on a stream because they did not fit a datagram."}),
+		dropped: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "lightspeed_relay_dropped_total", Help: "RTP packets dropped because a function's subscription queue was full."}, dropped),
+		nacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lightspeed_relay_nacks_received_total", Help: "Sequence numbers functions asked for again."}),
+		retransmitted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lightspeed_relay_retransmitted_total", Help: "RTP packets sent again after a NACK."}),
+		unrecoverable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lightspeed_relay_unrecoverable_total", Help: "Sequence numbers asked for again that were no longer held."}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lightspeed_relay_auth_failures_total", Help: "Function connections refused before welcome, by reason."}, []string{"reason"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.functions, m.datagrams, m.streamed, m.dropped, m.nacks, m.retransmitted, m.unrecoverable, m.authFailures)
+	}
+	return m
+}

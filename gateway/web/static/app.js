@@ -1,0 +1,113 @@
+// The page's entry point. "/watch/{channel}" plays that channel; "/" lists
+// the channels and, when exactly one is live, plays it in place.
+//
+// For automated tests, window.lightspeed reflects the player at all times
+// and <body data-state> follows its state.
+
+import { Player } from "./player.js";
+import { ChannelPoller, ChannelList } from "./channels.js";
+
+const poller = new ChannelPoller("/api/channels", 3000);
+let player = null;
+let pageState = "connecting"; // the state when no player is shown
+
+function setState(state) {
+  document.body.dataset.state = state;
+}
+
+window.lightspeed = {
+  get state() {
+    return player ? player.state : pageState;
+  },
+  get channel() {
+    return player ? player.channel : null;
+  },
+  framesDecoded() {
+    return player ? player.framesDecoded() : 0;
+  },
+  get videoWidth() {
+    return player ? player.video.videoWidth : 0;
+  },
+  get videoHeight() {
+    return player ? player.video.videoHeight : 0;
+  },
+  get pc() {
+    return player ? player.pc : null;
+  },
+  get reconnects() {
+    return player ? player.reconnects : 0;
+  },
+  get stats() {
+    return player ? player.snap || null : null;
+  },
+};
+
+function play(channel) {
+  player?.destroy();
+  const stage = document.getElementById("stage");
+  stage.hidden = false;
+  player = new Player(stage, channel, { onStateChange: setState });
+  setState(player.state);
+  player.start();
+}
+
+// entryOf finds a channel in a poll result: undefined when it is not
+// listed, null when the list could not be fetched.
+function entryOf(channels, channel) {
+  return channels === null ? null : channels.find((c) => c.channel === channel);
+}
+
+function watchPage(channel) {
+  document.title = `Channel ${channel} · Lightspeed`;
+  play(channel);
+  poller.subscribe((channels) => player.setInfo(entryOf(channels, channel)));
+}
+
+function listPage() {
+  const section = document.getElementById("channels");
+  const title = section.querySelector(".section-title");
+  const empty = document.getElementById("channels-empty");
+  const failed = document.getElementById("channels-error");
+  const list = new ChannelList(document.getElementById("channel-list"));
+  section.hidden = false;
+
+  poller.subscribe((channels) => {
+    failed.hidden = channels !== null;
+    if (channels === null) return;
+    list.render(channels);
+    empty.hidden = channels.length > 0;
+
+    const live = channels.filter((c) => c.live);
+    if (live.length === 1 && player?.channel !== live[0].channel) {
+      play(live[0].channel);
+      document.title = `Channel ${live[0].channel} · Lightspeed`;
+    }
+    title.textContent = player ? "All channels" : "Channels";
+    if (player) {
+      player.setInfo(entryOf(channels, player.channel));
+    } else {
+      pageState = "offline";
+      setState(pageState);
+    }
+  });
+}
+
+const match = location.pathname.match(/^\/watch\/(\d+)$/);
+if (match) {
+  watchPage(Number(match[1]));
+} else {
+  listPage();
+}
+poller.start();
+
+// Leaving ends the session on the server (keepalive DELETE); a page
+// restored from the back/forward cache starts again.
+addEventListener("pagehide", () => {
+  poller.stop();
+  player?.stop();
+});
+addEventListener("pageshow", (e) => {
+  if (!e.persisted) return;
+  poller.start();
+  player?.start();
+});

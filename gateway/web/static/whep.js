@@ -1,0 +1,114 @@
+// WHEP client (draft-ietf-wish-whep): one POST of a complete offer, one
+// DELETE of the session to leave. No trickle ICE: the offer is sent once
+// ICE gathering completes, or after a short wait, whichever comes first.
+
+/** OfflineError: the channel is unknown or not live (404). */
+export class OfflineError extends Error {
+  constructor(message) {
+    super(message || "channel is offline");
+    this.name = "OfflineError";
+  }
+}
+
+/** BusyError: no server can take the viewer now (503); retry after retryAfterMs. */
+export class BusyError extends Error {
+  constructor(retryAfterMs) {
+    super("all servers are busy");
+    this.name = "BusyError";
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** HTTPError: any other unexpected reply. */
+export class HTTPError extends Error {
+  constructor(status, message) {
+    super(`WHEP: HTTP ${status}${message ? ": " + message : ""}`);
+    this.name = "HTTPError";
+    this.status = status;
+  }
+}
+
+/**
+ * retryAfterMs reads a Retry-After header (seconds or an HTTP date) into
+ * milliseconds, between 1 s and 60 s; fallbackMs when absent or unreadable.
+ */
+export function retryAfterMs(header, fallbackMs = 2000, now = Date.now()) {
+  let ms = NaN;
+  const value = (header || "").trim();
+  if (/^\d+$/.test(value)) {
+    ms = Number(value) * 1000;
+  } else if (value !== "") {
+    ms = Date.parse(value) - now;
+  }
+  if (!Number.isFinite(ms)) return fallbackMs;
+  return Math.min(60000, Math.max(1000, ms));
+}
+
+/** waitForGathering resolves when ICE gathering completes or after timeoutMs. */
+export function waitForGathering(pc, timeoutMs) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", onState);
+      pc.removeEventListener("icecandidate", onCandidate);
+      resolve();
+    };
+    const onState = () => {
+      if (pc.iceGatheringState === "complete") done();
+    };
+    // A null candidate also marks the end, for browsers that are late
+    // to update iceGatheringState.
+    const onCandidate = (e) => {
+      if (!e.candidate) done();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    pc.addEventListener("icegatheringstatechange", onState);
+    pc.addEventListener("icecandidate", onCandidate);
+  });
+}
+
+/**
+ * connect makes the offer on pc, posts it to url and applies the answer.
+ * It resolves to the absolute URL of the session (to DELETE when leaving),
+ * or rejects with OfflineError, BusyError, HTTPError or a network error.
+ */
+export async function connect(pc, url, { gatherTimeoutMs = 1000 } = {}) {
+  await pc.setLocalDescription(await pc.createOffer());
+  await waitForGathering(pc, gatherTimeoutMs);
+
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/sdp" },
+    body: pc.localDescription.sdp,
+    cache: "no-store",
+  });
+  if (res.status === 404) {
+    throw new OfflineError((await res.text()).trim());
+  }
+  if (res.status === 503) {
+    throw new BusyError(retryAfterMs(res.headers.get("Retry-After")));
+  }
+  if (res.status !== 201) {
+    throw new HTTPError(res.status, (await res.text()).trim().slice(0, 200));
+  }
+  const location = res.headers.get("Location");
+  const session = location ? new URL(location, res.url || url).href : null;
+  const answer = await res.text();
+  try {
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+  } catch (err) {
+    remove(session);
+    throw err;
+  }
+  return session;
+}
+
+/**
+ * remove ends a session. keepalive lets the request outlive the page, so
+ * it also works from a pagehide handler.
+ */
+export function remove(session) {
+  if (!session) return;
+  fetch(session, { method: "DELETE", keepalive: true }).catch(() => {});
+}

@@ -1,0 +1,319 @@
+package web
+
+import (
+	"encoding/json"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// get sends one request to the handler and returns the recorded response.
+func get(t *testing.T, h http.Handler, method, target string, header http.Header) *http.Response {
+	t.Helper()
+	r := httptest.NewRequest(method, target, nil)
+	for k, v := range header {
+		r.Header[k] = v
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w.Result()
+}
+
+func body(t *testing.T, res *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestRoutesAnswerWithStatusTypeAndPolicy(t *testing.T) {
+	h := Handler()
+	tests := []struct {
+		name        string
+		method      string
+		target      string
+		status      int
+		contentType string
+		cache       string
+		bodyHas     []string
+	}{
+		{"root is the page", "GET", "/", 200, "text/html; charset=utf-8", "no-cache", []string{`src="/static/app.js"`}},
+		{"head of root has no body but the same headers", "HEAD", "/", 200, "text/html; charset=utf-8", "no-cache", nil},
+		{"watch of a numeric channel is the page", "GET", "/watch/77", 200, "text/html; charset=utf-8", "no-cache", []string{"<video autoplay muted playsinline>"}},
+		{"watch of channel zero is the page", "GET", "/watch/0", 200, "text/html; charset=utf-8", "no-cache", nil},
+		{"watch of the largest channel id is the page", "GET", "/watch/4294967295", 200, "text/html; charset=utf-8", "no-cache", nil},
+		{"watch of a name is not found", "GET", "/watch/abc", 404, "text/html; charset=utf-8", "no-store", []string{"&#34;abc&#34; is not a channel", "numbers"}},
+		{"watch of a negative number is not found", "GET", "/watch/-1", 404, "text/html; charset=utf-8", "no-store", nil},
+		{"watch of a channel beyond 32 bits is not found", "GET", "/watch/4294967296", 404, "text/html; charset=utf-8", "no-store", nil},
+		{"watch with a trailing slash is not found", "GET", "/watch/77/", 404, "text/html; charset=utf-8", "no-store", nil},
+		{"script is javascript", "GET", "/static/app.js", 200, "text/javascript; charset=utf-8", "no-cache", []string{"import"}},
+		{"stylesheet is css", "GET", "/static/style.css", 200, "text/css; charset=utf-8", "no-cache", nil},
+		{"icon is svg", "GET", "/static/icon.svg", 200, "image/svg+xml", "no-cache", []string{"<svg"}},
+		{"missing static file is not found", "GET", "/static/missing.js", 404, "text/html; charset=utf-8", "no-store", nil},
+		{"static directory is not listed", "GET", "/static/", 404, "text/html; charset=utf-8", "no-store", nil},
+		{"config is json", "GET", "/config.json", 200, "application/json", "no-store", []string{`"wsUrl"`}},
+		{"unknown path is not found", "GET", "/nothing-here", 404, "text/html; charset=utf-8", "no-store", []string{"Page not found"}},
+		{"post to the page is not allowed", "POST", "/", 405, "", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := get(t, h, tt.method, tt.target, nil)
+			if res.StatusCode != tt.status {
+				t.Fatalf("status = %d, want %d", res.StatusCode, tt.status)
+			}
+			if got := res.Header.Get("Content-Security-Policy"); got != contentSecurityPolicy {
+				t.Errorf("Content-Security-Policy = %q, want %q", got, contentSecurityPolicy)
+			}
+			if tt.contentType != "" {
+				if got := res.Header.Get("Content-Type"); got != tt.contentType {
+					t.Errorf("Content-Type = %q, want %q", got, tt.contentType)
+				}
+			}
+			if got := res.Header.Get("Cache-Control"); got != tt.cache && tt.cache != "" {
+				t.Errorf("Cache-Control = %q, want %q", got, tt.cache)
+			}
+			b := body(t, res)
+			if tt.method == "HEAD" && b != "" {
+				t.Errorf("HEAD body = %d bytes, want none", len(b))
+			}
+			for _, s := range tt.bodyHas {
+				if !strings.Contains(b, s) {
+					t.Errorf("body lacks %q", s)
+				}
+			}
+		})
+	}
+}
+
+func TestPolicyIsStrict(t *testing.T) {
+	for _, directive := range []string{
+		"default-src 'self'",
+		"connect-src 'self' ws: wss:",
+		"media-src 'self' blob:",
+		"img-src 'self' data:",
+	} {
+		if !strings.Contains(contentSecurityPolicy, directive+";") && !strings.HasSuffix(contentSecurityPolicy, directive) {
+			t.Errorf("policy %q lacks %q", contentSecurityPolicy, directive)
+		}
+	}
+	if strings.Contains(contentSecurityPolicy, "unsafe") {
+		t.Errorf("policy %q allows unsafe sources", contentSecurityPolicy)
+	}
+}
+
+// The policy forbids inline code: the pages must not carry any.
+func TestPagesHaveNoInlineScriptOrStyle(t *testing.T) {
+	inline := regexp.MustCompile(`(?i)<script(?:\s[^>]*)?>\s*[^<\s]|<style|\sstyle="|\son[a-z]+="`)
+	for _, name := range []string{"index.html", "notfound.html"} {
+		b, err := files.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loc := inline.FindIndex(b); loc != nil {
+			t.Errorf("%s has inline code at byte %d: %q", name, loc[0], b[loc[0]:min(loc[1]+20, len(b))])
+		}
+	}
+}
+
+var (
+	attrRef   = regexp.MustCompile(`\s(?:src|href)="([^"]*)"`)
+	moduleRef = regexp.MustCompile(`(?m)^\s*(?:import|export)\s[^"'\n;]*\bfrom\s*["']([^"']+)["']`)
+)
+
+// Every file a page or a script refers to is served with the content type
+// of its kind, so the page never meets a 404 or a type the policy rejects.
+func TestEveryReferencedAssetIsServed(t *testing.T) {
+	h := Handler()
+	checked := map[string]bool{}
+	var check func(from, ref string)
+	check = func(from, ref string) {
+		if strings.Contains(ref, "://") || strings.HasPrefix(ref, "data:") || strings.HasPrefix(ref, "#") {
+			return
+		}
+		target := ref
+		if !strings.HasPrefix(ref, "/") {
+			target = path.Join(path.Dir(from), ref)
+		}
+		if target == "/" || strings.HasPrefix(target, "/watch/") || checked[target] {
+			return
+		}
+		checked[target] = true
+		res := get(t, h, "GET", target, nil)
+		if res.StatusCode != 200 {
+			t.Errorf("%s refers to %s: status %d", from, ref, res.StatusCode)
+			return
+		}
+		if want := contentTypes[path.Ext(target)]; res.Header.Get("Content-Type") != want {
+			t.Errorf("%s: Content-Type = %q, want %q", target, res.Header.Get("Content-Type"), want)
+		}
+		if path.Ext(target) == ".js" {
+			for _, m := range moduleRef.FindAllStringSubmatch(body(t, res), -1) {
+				check(target, m[1])
+			}
+		}
+	}
+	for _, page := range []string{"/", "/watch/77", "/watch/abc"} {
+		res := get(t, h, "GET", page, nil)
+		refs := attrRef.FindAllStringSubmatch(body(t, res), -1)
+		if len(refs) == 0 {
+			t.Errorf("%s refers to nothing; the pattern is broken", page)
+		}
+		for _, m := range refs {
+			check(page, m[1])
+		}
+	}
+	for _, want := range []string{"/static/app.js", "/static/player.js", "/static/whep.js", "/static/style.css"} {
+		if !checked[want] {
+			t.Errorf("%s was never reached from the pages", want)
+		}
+	}
+}
+
+func TestEveryEmbeddedFileIsServed(t *testing.T) {
+	h := Handler()
+	err := fs.WalkDir(files, "static", func(name string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		want, _ := files.ReadFile(name)
+		res := get(t, h, "GET", "/"+name, nil)
+		if res.StatusCode != 200 {
+			t.Errorf("/%s: status %d", name, res.StatusCode)
+		} else if got := body(t, res); got != string(want) {
+			t.Errorf("/%s: served %d bytes, want the %d embedded", name, len(got), len(want))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStaticFileRevalidatesWithItsETag(t *testing.T) {
+	h := Handler()
+	first := get(t, h, "GET", "/static/player.js", nil)
+	etag := first.Header.Get("ETag")
+	if etag == "" {
+		t.Fatal("no ETag")
+	}
+	again := get(t, h, "GET", "/static/player.js", http.Header{"If-None-Match": {etag}})
+	if again.StatusCode != http.StatusNotModified {
+		t.Errorf("status with a matching If-None-Match = %d, want 304", again.StatusCode)
+	}
+	other := get(t, h, "GET", "/static/style.css", nil).Header.Get("ETag")
+	if other == etag {
+		t.Errorf("two different files share the ETag %s", etag)
+	}
+}
+
+func TestConfigPointsAtTheWebsocketOfTheRequestedHost(t *testing.T) {
+	tests := []struct {
+		name   string
+		target string
+		host   string
+		proto  string
+		want   string
+	}{
+		{"plain http gives ws", "http://example.com/config.json", "", "", "ws://example.com/websocket"},
+		{"the port is kept", "http://127.0.0.1:8080/config.json", "", "", "ws://127.0.0.1:8080/websocket"},
+		{"tls gives wss", "https://live.example.com/config.json", "", "", "wss://live.example.com/websocket"},
+		{"a proxy's https gives wss", "http://app.internal/config.json", "live.example.com", "https", "wss://live.example.com/websocket"},
+		{"the first of several proxies counts", "http://x/config.json", "", "https, http", "wss://x/websocket"},
+		{"the proxy header is case blind", "http://x/config.json", "", "HTTPS", "wss://x/websocket"},
+		{"a proxy's http gives ws", "http://x/config.json", "", "http", "ws://x/websocket"},
+		{"an ipv6 host stays bracketed", "http://[::1]:8080/config.json", "", "", "ws://[::1]:8080/websocket"},
+	}
+	h := Handler()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", tt.target, nil)
+			if tt.host != "" {
+				r.Host = tt.host
+			}
+			if tt.proto != "" {
+				r.Header.Set("X-Forwarded-Proto", tt.proto)
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			var cfg struct {
+				WSURL string `json:"wsUrl"`
+			}
+			if err := json.Unmarshal(w.Body.Bytes(), &cfg); err != nil {
+				t.Fatalf("body %q: %v", w.Body, err)
+			}
+			if cfg.WSURL != tt.want {
+				t.Errorf("wsUrl = %q, want %q", cfg.WSURL, tt.want)
+			}
+		})
+	}
+}
+
+// nodeDir copies the scripts into a temporary ES module package (with the
+// JavaScript tests beside them) and returns its path; it skips the test
+// when node is not installed.
+func nodeDir(t *testing.T) (node, dir string) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed")
+	}
+	dir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "package.json"), []byte(`{"type":"module"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(filepath.Join(dir, "static"), mustSub(t, files, "static")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(filepath.Join(dir, "testdata"), mustSub(t, os.DirFS("testdata"), "js")); err != nil {
+		t.Fatal(err)
+	}
+	return node, dir
+}
+
+func mustSub(t *testing.T, fsys fs.FS, dir string) fs.FS {
+	t.Helper()
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub
+}
+
+func TestScriptsParse(t *testing.T) {
+	node, dir := nodeDir(t)
+	scripts, _ := filepath.Glob(filepath.Join(dir, "static", "*.js"))
+	if len(scripts) == 0 {
+		t.Fatal("no scripts")
+	}
+	for _, s := range scripts {
+		out, err := exec.Command(node, "--check", s).CombinedOutput()
+		if err != nil {
+			t.Errorf("%s: %v\n%s", filepath.Base(s), err, out)
+		}
+	}
+}
+
+// The page's pure logic (formatting, stats, Retry-After, backoff) has its
+// own tests in testdata/js, run with node's test runner.
+func TestScriptLogic(t *testing.T) {
+	node, dir := nodeDir(t)
+	tests, _ := filepath.Glob(filepath.Join(dir, "testdata", "*.test.js"))
+	if len(tests) == 0 {
+		t.Fatal("no script tests")
+	}
+	cmd := exec.Command(node, append([]string{"--test"}, tests...)...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("node --test: %v\n%s", err, out)
+	}
+}

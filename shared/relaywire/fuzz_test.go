@@ -1,0 +1,90 @@
+package relaywire
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"reflect"
+	"testing"
+)
+
+// FuzzReadMessage reads a control stream of arbitrary bytes: it must never
+// panic, must fail only with an I/O or protocol error, and every message it
+// returns must encode and decode to itself.
+func FuzzReadMessage(f *testing.F) {
+	for _, m := range everyMessage() {
+		b, err := AppendMessage(nil, m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add(frame(byte(TypeNACK), `{"flow":1,"seqs":[1,2,3]}`))
+	f.Add(frame(17, `{}`))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bufio.NewReader(bytes.NewReader(data))
+		for {
+			m, err := ReadMessage(r)
+			if err != nil {
+				if err != io.EOF && !errors.Is(err, ErrProtocol) && !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Fatalf("unexpected error %v", err)
+				}
+				return
+			}
+			b, err := AppendMessage(nil, m)
+			if err != nil {
+				t.Fatalf("re-encode %s: %v", m.Type(), err)
+			}
+			again, err := ReadMessage(bufio.NewReader(bytes.NewReader(b)))
+			if err != nil {
+				t.Fatalf("decode re-encoded %s: %v", m.Type(), err)
+			}
+			if !reflect.DeepEqual(normalize(m), normalize(again)) {
+				t.Fatalf("%s changed: %+v then %+v", m.Type(), m, again)
+			}
+		}
+	})
+}
+
+// normalize makes empty and nil slices equal, as JSON's omitempty does.
+func normalize(m Message) Message {
+	switch v := m.(type) {
+	case *Subscribed:
+		c := *v
+		if len(c.Tracks) == 0 {
+			c.Tracks = nil
+		}
+		return &c
+	case *NACK:
+		c := *v
+		if len(c.Seqs) == 0 {
+			c.Seqs = nil
+		}
+		return &c
+	}
+	return m
+}
+
+// FuzzParseDatagram parses arbitrary datagrams: it must never panic, and an
+// accepted one must re-encode to the same flow and packet.
+func FuzzParseDatagram(f *testing.F) {
+	f.Add(AppendDatagram(nil, FlowOf(77, Video), rtpPacket(1, 20)))
+	f.Add(AppendDatagram(nil, FlowOf(^uint32(0), Audio), rtpPacket(65535, 0)))
+	f.Add([]byte{0x40})
+	f.Add([]byte{0xc0, 0, 0, 2, 0, 0, 0, 0, 0x80})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		flow, rtp, err := ParseDatagram(b)
+		if err != nil {
+			return
+		}
+		if len(rtp) < 12 || rtp[0]>>6 != 2 {
+			t.Fatalf("accepted %d bytes of RTP, first byte %#x", len(rtp), rtp[0])
+		}
+		again, rtp2, err := ParseDatagram(AppendDatagram(nil, flow, rtp))
+		if err != nil || again != flow || !bytes.Equal(rtp2, rtp) {
+			t.Fatalf("re-encoded datagram differs: %v", err)
+		}
+	})
+}
