@@ -301,6 +301,23 @@ func (c *Client) waitConn(ctx context.Context) (*conn, error) {
 	}
 }
 
+// SetMediaAddr sets the public ip:port of the WebRTC UDP mux told to the
+// gateway (Config.MediaAddr), from the next connection on; call it before
+// Run when the address is known only after binding.
+func (c *Client) SetMediaAddr(addr string) {
+	c.mu.Lock()
+	c.cfg.MediaAddr = addr
+	c.mu.Unlock()
+}
+
+// hello returns the hello message of a new connection.
+func (c *Client) hello() *relaywire.Hello {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return &relaywire.Hello{Version: relaywire.Version, Region: c.cfg.Region, MachineID: c.cfg.MachineID,
+		MediaAddr: c.cfg.MediaAddr, Capacity: c.cfg.Capacity}
+}
+
 // Connected reports whether the client is connected and authenticated.
 func (c *Client) Connected() bool { return c.current() != nil }
 

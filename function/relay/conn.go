@@ -127,9 +127,7 @@ func (c *Client) handshake(ctx context.Context, qc *quic.Conn, h Handler) (*conn
 		return m, nil
 	}
 
-	hello := &relaywire.Hello{Version: relaywire.Version, Region: c.cfg.Region, MachineID: c.cfg.MachineID,
-		MediaAddr: c.cfg.MediaAddr, Capacity: c.cfg.Capacity}
-	if err := relaywire.WriteMessage(str, hello); err != nil {
+	if err := relaywire.WriteMessage(str, c.hello()); err != nil {
 		return nil, fmt.Errorf("relay: authenticate: %w", err)
 	}
 	m, err := read(relaywire.TypeChallenge)
