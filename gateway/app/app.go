@@ -27,6 +27,7 @@ type Config struct {
 	FTLAddr         string        `env:"FTL_ADDR" envDefault:":8084" help:"FTL control listen address (TCP); OBS always uses port 8084"`
 	FTLMediaAddr    string        `env:"FTL_MEDIA_ADDR" help:"FTL media listen address (UDP); default: the control port on all addresses (on Fly: fly-global-services:8084)"`
 	FTLAnnouncePort int           `env:"FTL_ANNOUNCE_PORT" help:"UDP port told to publishers; default: the media socket's port"`
+	FTLProxyProto   bool          `env:"FTL_PROXY_PROTOCOL" help:"FTL control connections carry a PROXY protocol header with the publisher's address (true behind Fly's proxy_proto handler)"`
 	HTTPAddr        string        `env:"HTTP_ADDR" envDefault:":8080" help:"HTTP listen address (API, metrics, health)"`
 	DataDir         string        `env:"DATA_DIR" envDefault:"./data" help:"directory of the stream key file"`
 	StreamKey       string        `env:"STREAM_KEY" help:"the only stream key, <channel>-<secret>; keys are then not stored"`
@@ -69,11 +70,12 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (*Gateway, error) {
 	reg.MustRegister(api.NewHubCollector(hubs))
 
 	ingest := ftl.NewServer(ftl.Config{
-		ControlAddr:  cfg.FTLAddr,
-		MediaAddr:    cfg.FTLMediaAddr,
-		AnnouncePort: cfg.FTLAnnouncePort,
-		Logger:       log,
-		Registerer:   reg,
+		ControlAddr:   cfg.FTLAddr,
+		MediaAddr:     cfg.FTLMediaAddr,
+		AnnouncePort:  cfg.FTLAnnouncePort,
+		ProxyProtocol: cfg.FTLProxyProto,
+		Logger:        log,
+		Registerer:    reg,
 	}, store, hubs)
 	if err := ingest.Listen(); err != nil {
 		hubs.Close()

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"lightspeed/gateway/proxyproto"
 )
 
 // Reply codes of the FTL control protocol (ftl-sdk ftl_private.h).
@@ -83,11 +85,24 @@ func (s *Server) handleControl(conn net.Conn) {
 	s.metrics.connections.Inc()
 	remote, _ := netip.ParseAddrPort(conn.RemoteAddr().String())
 	c := &control{srv: s, conn: conn, remote: remote, attrs: make(map[string]string)}
-	log := s.log.With("remote", conn.RemoteAddr().String())
 	defer conn.Close()
 
 	r := bufio.NewReaderSize(conn, maxLine)
 	deadline := time.Now().Add(s.cfg.AuthTimeout)
+	if s.cfg.ProxyProtocol {
+		_ = conn.SetReadDeadline(deadline)
+		client, err := proxyproto.ReadHeader(r)
+		if err != nil {
+			s.log.Warn("ftl: connection refused", "remote", remote.String(), "code", codeBadRequest, "reason", err.Error())
+			c.reply(strconv.Itoa(codeBadRequest))
+			linger(conn)
+			return
+		}
+		if client.IsValid() {
+			c.remote = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+		}
+	}
+	log := s.log.With("remote", c.remote.String())
 	for {
 		if c.state == stateLive {
 			deadline = time.Now().Add(s.cfg.IdleTimeout)

@@ -330,3 +330,33 @@ func TestFailedAuthenticationsAreRateLimitedPerIP(t *testing.T) {
 	}
 	c.expectClosed()
 }
+
+func TestProxyProtocolGivesThePublisherAddress(t *testing.T) {
+	s := startServer(t, Config{ProxyProtocol: true})
+	c := dial(t, s)
+	c.conn.Write([]byte("PROXY TCP4 127.0.0.5 127.0.0.1 40000 8084\r\n"))
+	c.publish(77, testSecret, sdkAttributes)
+	// Media must now come from the proxied client's IP, not the proxy's.
+	pub := udpFrom(t, s, "127.0.0.5")
+	send(t, pub, rtpBytes(t, 78, 96, 1, 0, true, idrPayload))
+	barrier(t, pub)
+	if got := s.hubs.Get(77).Stats().PacketsIn; got != 1 {
+		t.Fatalf("media from the proxied address: hub got %d packets, want 1", got)
+	}
+	direct := udpFrom(t, s, "127.0.0.1")
+	send(t, direct, rtpBytes(t, 78, 96, 2, 0, true, idrPayload))
+	barrier(t, pub)
+	if got := s.hubs.Get(77).Stats().PacketsIn; got != 1 {
+		t.Fatalf("media from the proxy's address reached the hub")
+	}
+}
+
+func TestProxyProtocolRequiredWhenEnabled(t *testing.T) {
+	s := startServer(t, Config{ProxyProtocol: true})
+	c := dial(t, s)
+	c.send("HMAC")
+	if got := c.read(); got != "400\n" {
+		t.Fatalf("reply %q, want 400", got)
+	}
+	c.expectClosed()
+}

@@ -36,6 +36,7 @@ type Config struct {
 	MediaTimeout   time.Duration // from "." to the first media packet; default 10 s
 	SilenceTimeout time.Duration // media silence that ends a live stream; default 10 s
 	IdleTimeout    time.Duration // control silence (no PING) that ends a live stream; default 30 s
+	ProxyProtocol  bool          // control connections start with a PROXY protocol header (Fly.io's proxy_proto handler)
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer // metrics; nil: not registered
 }

@@ -316,7 +316,13 @@ export class Player {
     notice.hidden = state === "playing";
     spinner.hidden = state !== "connecting";
     this.parts["notice-text"].textContent = text || messages[state] || "";
+    this.renderUnmute();
     if (changed) this.onStateChange(state);
+  }
+
+  // renderUnmute offers sound while there is a picture to go with it.
+  renderUnmute() {
+    this.parts.unmute.hidden = !(this.video.muted && this.state === "playing");
   }
 
   renderInfo() {
@@ -368,9 +374,7 @@ export class Player {
         v.muted = true;
       });
     });
-    v.addEventListener("volumechange", () => {
-      unmute.hidden = !v.muted;
-    });
+    v.addEventListener("volumechange", () => this.renderUnmute());
     this.parts["stats-toggle"].addEventListener("click", () => this.toggleStats());
 
     const canFullscreen = this.screen.requestFullscreen || v.webkitEnterFullscreen;

@@ -1,0 +1,192 @@
+package fanout
+
+import (
+	"bytes"
+	"testing"
+)
+
+// pk is a cache input in tests: kind "sps", "idr", "p" (keyframe flags
+// follow h264.Inspect), marker on the last packet of a frame.
+func pk(seq uint16, kind string, marker bool) incoming {
+	p := incoming{seq: seq, ts: uint32(seq) * 100, marker: marker, payload: []byte{byte(seq), byte(seq >> 8), 0xaa}}
+	switch kind {
+	case "sps":
+		p.keyframe, p.hasSPS = true, true
+	case "idr":
+		p.keyframe = true
+	}
+	return p
+}
+
+func TestPacketCacheKeyframes(t *testing.T) {
+	tests := []struct {
+		name     string
+		in       []incoming
+		wantFrom uint16
+		wantN    int
+		wantOK   bool
+	}{
+		{
+			name:   "no keyframe yet: no GOP",
+			in:     []incoming{pk(1, "p", true), pk(2, "p", true)},
+			wantOK: false,
+		},
+		{
+			name:     "the first packet of a stream starts a keyframe if it carries an SPS",
+			in:       []incoming{pk(10, "sps", false), pk(11, "idr", false), pk(12, "idr", true), pk(13, "p", true)},
+			wantFrom: 10, wantN: 4, wantOK: true,
+		},
+		{
+			name:   "the first packet of a stream without SPS does not start a keyframe",
+			in:     []incoming{pk(10, "idr", false), pk(11, "idr", true), pk(12, "p", true)},
+			wantOK: false,
+		},
+		{
+			name: "a keyframe starts after a packet with the marker bit",
+			in: []incoming{
+				pk(1, "p", true), pk(2, "sps", false), pk(3, "idr", false), pk(4, "idr", true),
+				pk(5, "p", false), pk(6, "p", true),
+			},
+			wantFrom: 2, wantN: 5, wantOK: true,
+		},
+		{
+			name: "a second IDR slice of the same frame is not a new keyframe",
+			in: []incoming{
+				pk(1, "p", true), pk(2, "sps", false), pk(3, "idr", false), pk(4, "idr", true),
+			},
+			wantFrom: 2, wantN: 3, wantOK: true,
+		},
+		{
+			name: "the newest keyframe wins",
+			in: []incoming{
+				pk(1, "p", true), pk(2, "sps", false), pk(3, "idr", true),
+				pk(4, "p", true), pk(5, "sps", false), pk(6, "idr", true), pk(7, "p", true),
+			},
+			wantFrom: 5, wantN: 3, wantOK: true,
+		},
+		{
+			name: "a keyframe whose previous packet was lost is not a start",
+			in: []incoming{
+				pk(1, "p", true), pk(3, "sps", false), pk(4, "idr", true),
+			},
+			wantOK: false,
+		},
+		{
+			name: "a late marker packet reveals the keyframe after it",
+			in: []incoming{
+				pk(1, "p", true), pk(3, "sps", false), pk(4, "idr", true), pk(2, "p", true),
+			},
+			wantFrom: 3, wantN: 2, wantOK: true,
+		},
+		{
+			name: "wrap-around of sequence numbers",
+			in: []incoming{
+				pk(65534, "p", true), pk(65535, "sps", false), pk(0, "idr", true), pk(1, "p", true),
+			},
+			wantFrom: 65535, wantN: 3, wantOK: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newPacketCache(64)
+			for _, p := range tt.in {
+				if ok, _ := c.store(p); !ok {
+					t.Fatalf("store(%d) refused", p.seq)
+				}
+			}
+			from, n, ok := c.gop()
+			if ok != tt.wantOK || (ok && (from != tt.wantFrom || n != tt.wantN)) {
+				t.Fatalf("gop() = %d, %d, %v; want %d, %d, %v", from, n, ok, tt.wantFrom, tt.wantN, tt.wantOK)
+			}
+		})
+	}
+}
+
+func TestPacketCacheReportsKeyframeStartOnlyForTheNewestPacket(t *testing.T) {
+	c := newPacketCache(64)
+	steps := []struct {
+		p    incoming
+		want bool
+	}{
+		{pk(1, "p", true), false},
+		{pk(2, "sps", false), true},
+		{pk(3, "idr", true), false},
+		{pk(5, "sps", false), false}, // its previous packet is missing
+		{pk(4, "p", true), false},    // late: 5 becomes the cached keyframe, but viewers already passed it
+	}
+	for _, s := range steps {
+		if _, got := c.store(s.p); got != s.want {
+			t.Fatalf("store(%d) keyframeStart = %v, want %v", s.p.seq, got, s.want)
+		}
+	}
+	if from, _, ok := c.gop(); !ok || from != 5 {
+		t.Fatalf("gop starts at %d (%v), want 5", from, ok)
+	}
+}
+
+func TestPacketCacheStoreAndLoad(t *testing.T) {
+	c := newPacketCache(8)
+	buf := make([]byte, maxPayload)
+
+	t.Run("a stored payload loads byte for byte", func(t *testing.T) {
+		p := pk(100, "p", true)
+		c.store(p)
+		m, ok := c.load(100, buf)
+		if !ok || !bytes.Equal(buf[:m.n], p.payload) || m.ts != p.ts || !m.marker() || m.seq != 100 {
+			t.Fatalf("load = %+v %v %x", m, ok, buf[:m.n])
+		}
+	})
+	t.Run("a duplicate is refused", func(t *testing.T) {
+		if ok, _ := c.store(pk(100, "p", true)); ok {
+			t.Fatal("duplicate stored")
+		}
+	})
+	t.Run("a packet older than its slot's is refused", func(t *testing.T) {
+		c.store(pk(108, "p", true)) // same slot as 100, newer
+		if ok, _ := c.store(pk(100, "p", true)); ok {
+			t.Fatal("old packet overwrote a newer one")
+		}
+		if _, ok := c.load(100, buf); ok {
+			t.Fatal("100 still loads after 108 took its slot")
+		}
+	})
+	t.Run("a payload longer than a slot is refused", func(t *testing.T) {
+		p := pk(109, "p", true)
+		p.payload = make([]byte, maxPayload+1)
+		if ok, _ := c.store(p); ok {
+			t.Fatal("oversize payload stored")
+		}
+	})
+	t.Run("an unknown sequence number does not load", func(t *testing.T) {
+		if _, ok := c.load(7, buf); ok {
+			t.Fatal("loaded a packet never stored")
+		}
+	})
+}
+
+func TestPacketCacheForgetsAKeyframeItOverwrote(t *testing.T) {
+	c := newPacketCache(8)
+	c.store(pk(1, "p", true))
+	c.store(pk(2, "sps", false))
+	c.store(pk(3, "idr", true))
+	for seq := uint16(4); seq < 10; seq++ {
+		c.store(pk(seq, "p", true))
+		if _, _, ok := c.gop(); !ok {
+			t.Fatalf("GOP lost at %d while the cache still holds it", seq)
+		}
+	}
+	c.store(pk(10, "p", true)) // slot of 2
+	if _, _, ok := c.gop(); ok {
+		t.Fatal("GOP still offered after its keyframe was overwritten")
+	}
+}
+
+func TestPacketCacheGOPLongerThanTheCacheAfterAJump(t *testing.T) {
+	c := newPacketCache(8)
+	c.store(pk(1, "p", true))
+	c.store(pk(2, "sps", true))
+	c.store(pk(20, "p", true)) // a jump past the ring, not touching slot 2
+	if _, _, ok := c.gop(); ok {
+		t.Fatal("GOP offered though it spans more than the cache")
+	}
+}

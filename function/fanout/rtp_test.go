@@ -1,0 +1,94 @@
+package fanout
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/pion/rtp"
+)
+
+func marshal(t testing.TB, p *rtp.Packet) []byte {
+	t.Helper()
+	b, err := p.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestParseRTP(t *testing.T) {
+	payload := []byte{0x65, 1, 2, 3, 4}
+	withExt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: 7, Timestamp: 9, SSRC: 11}, Payload: payload}
+	if err := withExt.SetExtension(3, []byte{0xde, 0xad}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		pkt     []byte
+		want    rtpHeader
+		payload []byte
+		ok      bool
+	}{
+		{
+			name:    "plain packet",
+			pkt:     marshal(t, &rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, PayloadType: 96, SequenceNumber: 65535, Timestamp: 0xfffffff0, SSRC: 0xcafe}, Payload: payload}),
+			want:    rtpHeader{marker: true, seq: 65535, ts: 0xfffffff0, ssrc: 0xcafe},
+			payload: payload, ok: true,
+		},
+		{
+			name:    "CSRCs are skipped",
+			pkt:     marshal(t, &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: 1, CSRC: []uint32{1, 2}}, Payload: payload}),
+			want:    rtpHeader{seq: 1},
+			payload: payload, ok: true,
+		},
+		{
+			name:    "a header extension is skipped",
+			pkt:     marshal(t, withExt),
+			want:    rtpHeader{seq: 7, ts: 9, ssrc: 11},
+			payload: payload, ok: true,
+		},
+		{
+			name:    "padding is removed",
+			pkt:     marshal(t, &rtp.Packet{Header: rtp.Header{Version: 2, Padding: true, SequenceNumber: 2}, Payload: payload, PaddingSize: 3}),
+			want:    rtpHeader{seq: 2},
+			payload: payload, ok: true,
+		},
+		{name: "too short", pkt: make([]byte, 11)},
+		{name: "version 1", pkt: append([]byte{0x40}, make([]byte, 15)...)},
+		{name: "CSRC count beyond the packet", pkt: append([]byte{0x8f}, make([]byte, 20)...)},
+		{name: "extension header cut", pkt: append([]byte{0x90}, make([]byte, 13)...)},
+		{name: "extension length beyond the packet", pkt: append([]byte{0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xbe, 0xde, 0, 9}, 0)},
+		{name: "padding count zero", pkt: append([]byte{0xa0}, make([]byte, 15)...)},
+		{name: "padding longer than the payload", pkt: append(append([]byte{0xa0}, make([]byte, 12)...), 9)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, p, ok := parseRTP(tt.pkt)
+			if ok != tt.ok || h != tt.want || !bytes.Equal(p, tt.payload) {
+				t.Fatalf("parseRTP = %+v %x %v; want %+v %x %v", h, p, ok, tt.want, tt.payload, tt.ok)
+			}
+		})
+	}
+}
+
+func FuzzParseRTP(f *testing.F) {
+	f.Add(marshal(f, &rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, SequenceNumber: 1}, Payload: []byte{0x67, 0x42}}))
+	f.Add(marshal(f, &rtp.Packet{Header: rtp.Header{Version: 2, Padding: true, CSRC: []uint32{5}}, Payload: []byte{1}, PaddingSize: 4}))
+	f.Add([]byte{0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xbe, 0xde, 0, 1, 0x10, 0xff, 0, 0, 0x41})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, payload, ok := parseRTP(b)
+		if !ok {
+			return
+		}
+		var p rtp.Packet
+		if err := p.Unmarshal(b); err != nil {
+			t.Fatalf("parseRTP accepted what pion rejects (%v): %x", err, b)
+		}
+		if p.SequenceNumber != h.seq || p.Timestamp != h.ts || p.SSRC != h.ssrc || p.Marker != h.marker {
+			t.Fatalf("header %+v, pion %+v", h, p.Header)
+		}
+		if !bytes.Equal(p.Payload, payload) {
+			t.Fatalf("payload %x, pion %x", payload, p.Payload)
+		}
+	})
+}
