@@ -1,25 +1,36 @@
 // Package app wires the gateway's packages into one value: the FTL ingest,
-// the channel hubs and the HTTP surface. A test can start several in one
-// process.
+// the channel hubs, the relay to functions, the scheduler, signaling and
+// the HTTP surface, and in the one-machine setup an embedded function. A
+// test can start several in one process.
 package app
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	functionapp "lightspeed/function/app"
 	"lightspeed/gateway/api"
 	"lightspeed/gateway/ftl"
 	"lightspeed/gateway/hub"
 	"lightspeed/gateway/keys"
+	"lightspeed/gateway/relay"
+	"lightspeed/gateway/scheduler"
+	"lightspeed/gateway/signaling"
+	"lightspeed/gateway/web"
+	"lightspeed/shared/relaywire"
 )
 
 // Config is every setting of the gateway, read from LS_ variables.
@@ -34,19 +45,36 @@ type Config struct {
 	DefaultChannel  uint32        `env:"DEFAULT_CHANNEL" envDefault:"77" help:"channel whose key is created on first start"`
 	PublicHost      string        `env:"PUBLIC_HOST" envDefault:"localhost" help:"host name publishers use, printed in the OBS settings"`
 	HubMaxHold      time.Duration `env:"HUB_MAX_HOLD" envDefault:"40ms" help:"how long the hub waits for a missing publisher packet"`
-	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
-	LogFormat       string        `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
+	RelayAddr       string        `env:"RELAY_ADDR" envDefault:":4433" help:"relay listen address (QUIC, UDP) that functions connect to"`
+	RelaySecret     string        `env:"RELAY_SECRET" help:"secret functions prove they know; default: generated and kept in the data dir"`
+	RelayCert       string        `env:"RELAY_CERT" help:"relay TLS certificate file (PEM); default: self-signed, kept in the data dir"`
+	RelayKey        string        `env:"RELAY_KEY" help:"relay TLS key file (PEM)"`
+	Region          string        `env:"REGION" help:"the gateway's region (Fly region code), for routing viewers that name none; default: FLY_REGION"`
+	EmbedFunction   bool          `env:"EMBEDDED_FUNCTION" envDefault:"true" help:"run a function inside the gateway (one-machine setup)"`
+	WebRTCUDPAddr   string        `env:"WEBRTC_UDP_ADDR" envDefault:":8189" help:"embedded function: UDP address of all WebRTC media"`
+	PublicIPs       []string      `env:"PUBLIC_IPS" envSeparator:"," help:"embedded function: IPs advertised to viewers, comma-separated; default: the interface addresses"`
+	FunctionCap     int           `env:"FUNCTION_CAPACITY" envDefault:"500" help:"embedded function: most viewers it takes"`
+
+	// Loopback makes the embedded function offer loopback candidates only
+	// (Go tests on 127.0.0.1).
+	Loopback  bool   `env:"-"`
+	LogLevel  string `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+	LogFormat string `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
 }
 
 // Gateway is one running gateway.
 type Gateway struct {
-	cfg    Config
-	log    *slog.Logger
-	keys   *keys.Store
-	hubs   *hub.Registry
-	ingest *ftl.Server
-	httpLn net.Listener
-	http   *http.Server
+	cfg       Config
+	log       *slog.Logger
+	keys      *keys.Store
+	hubs      *hub.Registry
+	ingest    *ftl.Server
+	relay     *relay.Server
+	scheduler *scheduler.Scheduler
+	signaling *signaling.Signaling
+	function  *functionapp.Function // embedded; nil unless cfg.EmbedFunction
+	httpLn    net.Listener
+	http      *http.Server
 }
 
 // OpenKeys returns the key store cfg asks for: the static LS_STREAM_KEY, or
@@ -62,46 +90,178 @@ func OpenKeys(cfg Config) (*keys.Store, error) {
 	return keys.Open(cfg.DataDir)
 }
 
-// New binds every socket of the gateway; Run serves them.
-func New(cfg Config, store *keys.Store, log *slog.Logger) (*Gateway, error) {
+// New binds every socket of the gateway (and of its embedded function);
+// Run serves them.
+func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error) {
+	if cfg.Region == "" {
+		cfg.Region = os.Getenv("FLY_REGION")
+	}
+	g = &Gateway{cfg: cfg, log: log, keys: store}
+	var closers []func()
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	hubs := hub.NewRegistry(hub.Options{MaxHold: cfg.HubMaxHold, Logger: log})
-	reg.MustRegister(api.NewHubCollector(hubs))
+	g.hubs = hub.NewRegistry(hub.Options{MaxHold: cfg.HubMaxHold, Logger: log})
+	closers = append(closers, g.hubs.Close)
+	reg.MustRegister(api.NewHubCollector(g.hubs))
 
-	ingest := ftl.NewServer(ftl.Config{
+	g.ingest = ftl.NewServer(ftl.Config{
 		ControlAddr:   cfg.FTLAddr,
 		MediaAddr:     cfg.FTLMediaAddr,
 		AnnouncePort:  cfg.FTLAnnouncePort,
 		ProxyProtocol: cfg.FTLProxyProto,
 		Logger:        log,
 		Registerer:    reg,
-	}, store, hubs)
-	if err := ingest.Listen(); err != nil {
-		hubs.Close()
+	}, store, g.hubs)
+	if err := g.ingest.Listen(); err != nil {
 		return nil, err
 	}
-	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	closers = append(closers, g.ingest.Close)
+
+	cert, secret, err := relayCredentials(cfg)
 	if err != nil {
-		hubs.Close()
-		ingest.Close()
+		return nil, err
+	}
+	g.relay = relay.NewServer(relay.Config{
+		Addr:       cfg.RelayAddr,
+		Secret:     secret,
+		Cert:       cert,
+		Logger:     log,
+		Registerer: reg,
+	}, g.hubs)
+	if err := g.relay.Listen(); err != nil {
+		return nil, err
+	}
+	closers = append(closers, g.relay.Close)
+	local := relaywire.LocalInfo{Secret: secret, Fingerprint: relay.Fingerprint(cert), Addr: localAddr(g.relay.Addr())}
+	if cfg.RelaySecret == "" {
+		// Functions started by hand on this machine find the relay here.
+		if err := relaywire.WriteLocalInfo(cfg.DataDir, local); err != nil {
+			return nil, err
+		}
+	}
+
+	g.scheduler = scheduler.New(g.functions, cfg.Region)
+	g.signaling = signaling.New(signaling.Config{
+		Hubs:           g.hubs,
+		Relay:          g.relay,
+		Picker:         g.scheduler,
+		Known:          g.known,
+		DefaultChannel: cfg.DefaultChannel,
+		Logger:         log,
+		Registerer:     reg,
+	})
+
+	if cfg.EmbedFunction {
+		g.function, err = functionapp.New(functionapp.Config{
+			GatewayAddr:      local.Addr,
+			RelaySecret:      local.Secret,
+			RelayFingerprint: local.Fingerprint,
+			WebRTCUDPAddr:    cfg.WebRTCUDPAddr,
+			PublicIPs:        cfg.PublicIPs,
+			Region:           cfg.Region,
+			MachineID:        "embedded",
+			Capacity:         cfg.FunctionCap,
+			Loopback:         cfg.Loopback,
+		}, log.With("function", "embedded"), prometheus.WrapRegistererWithPrefix("lightspeed_embedded_", reg))
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, func() { g.function.Fanout().Close() })
+	}
+
+	g.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
 		return nil, fmt.Errorf("http: listen: %w", err)
 	}
-	g := &Gateway{cfg: cfg, log: log, keys: store, hubs: hubs, ingest: ingest, httpLn: httpLn}
-	g.http = &http.Server{
-		Handler: api.Handler(api.Config{
-			Hubs:     hubs,
-			Channels: g.channels,
-			Gatherer: reg,
-			Logger:   log,
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	apiHandler := api.Handler(api.Config{
+		Hubs:     g.hubs,
+		Channels: g.channels,
+		Viewers:  g.signaling.Viewers,
+		Gatherer: reg,
+		Logger:   log,
+	})
+	sig := g.signaling.Handler()
+	mux := http.NewServeMux()
+	mux.Handle("/api/whep/", sig)
+	mux.Handle("GET /websocket", sig)
+	mux.Handle("GET /api/channels", apiHandler)
+	mux.Handle("GET /metrics", apiHandler)
+	mux.Handle("GET /healthz", apiHandler)
+	mux.Handle("/", web.Handler())
+	g.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return g, nil
+}
+
+// relayCredentials returns the relay's certificate and secret: from the
+// configuration, or made once and kept in the data dir.
+func relayCredentials(cfg Config) (tls.Certificate, string, error) {
+	var cert tls.Certificate
+	var err error
+	if cfg.RelayCert != "" {
+		cert, err = tls.LoadX509KeyPair(cfg.RelayCert, cfg.RelayKey)
+	} else {
+		cert, err = relay.LoadOrCreateCert(cfg.DataDir)
+	}
+	if err != nil {
+		return cert, "", fmt.Errorf("relay: certificate: %w", err)
+	}
+	secret := cfg.RelaySecret
+	if secret == "" {
+		if li, err := relaywire.ReadLocalInfo(cfg.DataDir); err == nil && li.Secret != "" {
+			secret = li.Secret
+		} else {
+			b := make([]byte, 32)
+			if _, err := rand.Read(b); err != nil {
+				return cert, "", err
+			}
+			secret = hex.EncodeToString(b)
+		}
+	}
+	return cert, secret, nil
+}
+
+// localAddr is how a function on this machine reaches a listener bound to
+// addr: an unspecified address becomes loopback.
+func localAddr(addr net.Addr) string {
+	ua := addr.(*net.UDPAddr)
+	ip := ua.IP
+	if ip == nil || ip.IsUnspecified() {
+		ip = net.IPv4(127, 0, 0, 1)
+	}
+	return net.JoinHostPort(ip.String(), fmt.Sprint(ua.Port))
+}
+
+// functions is the scheduler's view of the connected functions.
+func (g *Gateway) functions() []scheduler.Function {
+	fs := g.relay.Functions()
+	out := make([]scheduler.Function, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, scheduler.Function{ID: f.ID, Region: f.Region, Capacity: f.Capacity, Viewers: f.Viewers, Draining: f.Draining})
+	}
+	return out
+}
+
+func (g *Gateway) known(channel uint32) bool {
+	_, ok := g.keys.Secret(channel)
+	return ok
 }
 
 // Hubs is the gateway's hub registry.
 func (g *Gateway) Hubs() *hub.Registry { return g.hubs }
+
+// Relay is the gateway's relay server.
+func (g *Gateway) Relay() *relay.Server { return g.relay }
+
+// Function is the embedded function, or nil.
+func (g *Gateway) Function() *functionapp.Function { return g.function }
 
 // FTLAddr is the bound FTL control address.
 func (g *Gateway) FTLAddr() net.Addr { return g.ingest.ControlAddr() }
@@ -111,6 +271,11 @@ func (g *Gateway) FTLMediaAddr() net.Addr { return g.ingest.MediaAddr() }
 
 // HTTPAddr is the bound HTTP address.
 func (g *Gateway) HTTPAddr() net.Addr { return g.httpLn.Addr() }
+
+// RelayLocalInfo is what a function on this machine needs to connect.
+func (g *Gateway) RelayLocalInfo() (relaywire.LocalInfo, error) {
+	return relaywire.ReadLocalInfo(g.cfg.DataDir)
+}
 
 func (g *Gateway) channels() []uint32 {
 	var ids []uint32
@@ -125,6 +290,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer g.hubs.Close()
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.ingest.Serve(ctx) })
+	eg.Go(func() error { return g.relay.Serve(ctx) })
+	if g.function != nil {
+		eg.Go(func() error { return g.function.Run(ctx) })
+	}
 	eg.Go(func() error {
 		g.log.Info("http: listening", "addr", g.httpLn.Addr().String())
 		if err := g.http.Serve(g.httpLn); !errors.Is(err, http.ErrServerClosed) {
@@ -136,6 +305,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		g.signaling.Close()
 		return g.http.Shutdown(shutdown)
 	})
 	return eg.Wait()

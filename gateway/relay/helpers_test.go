@@ -222,11 +222,20 @@ func startPublishing(hubs *hub.Registry, channel uint32) *publisher {
 // write writes packet index i of track t, with size payload bytes (at
 // least 3).
 func (p *publisher) write(t hub.Track, i int, size int) {
-	payload := make([]byte, max(size, 3))
-	payload[0] = 0xfc // an Opus TOC byte
+	head := byte(0xfc) // an Opus TOC byte
 	if t == hub.Video {
-		payload[0] = 0x41 // a non-IDR slice
+		head = 0x41 // a non-IDR slice
 	}
+	p.writeHead(t, i, size, head)
+}
+
+// keyframe writes an IDR slice carrying index i.
+func (p *publisher) keyframe(i int, size int) { p.writeHead(hub.Video, i, size, 0x65) }
+
+// writeHead writes a packet whose payload starts with head.
+func (p *publisher) writeHead(t hub.Track, i int, size int, head byte) {
+	payload := make([]byte, max(size, 3))
+	payload[0] = head
 	payload[1], payload[2] = byte(i>>8), byte(i)
 	for k := 3; k < len(payload); k++ {
 		payload[k] = byte(k + i)

@@ -180,3 +180,17 @@ func (s *Signaling) lookup(id string) *session {
 	defer s.mu.Unlock()
 	return s.sessions[id]
 }
+
+// Close ends every websocket page (HTTP shutdown does not end hijacked
+// connections); their sessions close with them.
+func (s *Signaling) Close() {
+	s.mu.Lock()
+	socks := make([]*wsConn, 0, len(s.sockets))
+	for c := range s.sockets {
+		socks = append(socks, c)
+	}
+	s.mu.Unlock()
+	for _, c := range socks {
+		c.close()
+	}
+}

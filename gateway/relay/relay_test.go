@@ -1,0 +1,869 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/quic-go/quic-go"
+
+	fnrelay "lightspeed/function/relay"
+	"lightspeed/gateway/hub"
+	"lightspeed/shared/relaywire"
+)
+
+func TestFunctionWithTheSecretIsWelcomedWithItsHelloAndLoad(t *testing.T) {
+	g := startGateway(t, "", nil)
+	before := time.Now()
+	f := startFunction(t, clientConfig(g, "machine-1"))
+	f.h.load.Store(&relaywire.Load{Viewers: 3, EgressBps: 4.5e6, CPU: 0.25})
+
+	waitFor(t, "the function's load report", func() bool {
+		fns := g.Functions()
+		return len(fns) == 1 && fns[0].Viewers == 3
+	})
+	got := g.Functions()[0]
+	want := Function{ID: "machine-1", Region: "ams", MachineID: "machine-1", MediaAddr: "203.0.113.7:8189",
+		Capacity: 100, Viewers: 3, EgressBps: 4.5e6, CPU: 0.25, Connected: got.Connected}
+	if got != want {
+		t.Errorf("Functions()[0] = %+v, want %+v", got, want)
+	}
+	if got.Connected.Before(before) || got.Connected.After(time.Now()) {
+		t.Errorf("Connected %v outside the test", got.Connected)
+	}
+	if !f.Connected() {
+		t.Error("client not Connected")
+	}
+	if n := testutil.ToFloat64(g.metrics.functions); n != 1 {
+		t.Errorf("functions gauge %v, want 1", n)
+	}
+}
+
+func TestFunctionsAreListedByIDAndLeaveWhenTheyDisconnect(t *testing.T) {
+	g := startGateway(t, "", nil)
+	b := startFunction(t, clientConfig(g, "b"))
+	startFunction(t, clientConfig(g, "a"))
+	anon := startFunction(t, clientConfig(g, ""))
+	waitFor(t, "three functions", func() bool { return len(g.Functions()) == 3 })
+	fns := g.Functions()
+	if fns[0].ID != "a" || fns[1].ID != "b" {
+		t.Errorf("functions %v, want a, b first", fns)
+	}
+	var anonID string
+	for _, fn := range fns {
+		if fn.MachineID == "" {
+			anonID = fn.ID
+		}
+	}
+	if len(anonID) != 16 {
+		t.Errorf("function without machine id got id %q, want 16 hex characters", anonID)
+	}
+	b.stop()
+	anon.stop()
+	waitFor(t, "the stopped functions to leave", func() bool { return len(g.Functions()) == 1 })
+	if n := testutil.ToFloat64(g.metrics.functions); n != 1 {
+		t.Errorf("functions gauge %v, want 1", n)
+	}
+}
+
+// rawDial connects to g with quic-go itself, as a function that does not
+// follow the protocol would.
+func rawDial(t *testing.T, g *gateway) *quic.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tlsConf := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{relaywire.ALPN}}
+	qc, err := quic.DialAddr(ctx, g.Addr().String(), tlsConf, &quic.Config{EnableDatagrams: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qc.CloseWithError(0, "") })
+	return qc
+}
+
+func TestConnectionsThatDoNotProveTheSecretAreRefusedAndGetNothing(t *testing.T) {
+	write := func(t *testing.T, str *quic.Stream, m relaywire.Message) {
+		t.Helper()
+		if err := relaywire.WriteMessage(str, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// challenge sends hello and returns the nonce of the answer.
+	challenge := func(t *testing.T, str *quic.Stream, br *bufio.Reader) []byte {
+		t.Helper()
+		write(t, str, &relaywire.Hello{Version: relaywire.Version, MachineID: "intruder"})
+		m, err := relaywire.ReadMessage(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nonce, _ := hex.DecodeString(m.(*relaywire.Challenge).Nonce)
+		return nonce
+	}
+	exporter := func(qc *quic.Conn) []byte {
+		state := qc.ConnectionState().TLS
+		b, err := state.ExportKeyingMaterial(relaywire.ExporterLabel, nil, relaywire.ExporterLength)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tests := []struct {
+		name   string
+		talk   func(t *testing.T, qc *quic.Conn, str *quic.Stream, br *bufio.Reader)
+		code   quic.ApplicationErrorCode
+		reason string
+	}{
+		{"subscribe instead of hello", func(t *testing.T, qc *quic.Conn, str *quic.Stream, br *bufio.Reader) {
+			write(t, str, &relaywire.Subscribe{Channel: 77})
+		}, relaywire.CodeProtocol, "protocol"},
+		{"garbage instead of hello", func(t *testing.T, qc *quic.Conn, str *quic.Stream, br *bufio.Reader) {
+			str.Write([]byte{0x05, 0x01, 'x', 'x', 'x', 'x'})
+		}, relaywire.CodeProtocol, "protocol"},
+		{"subscribe instead of auth", func(t *testing.T, qc *quic.Conn, str *quic.Stream, br *bufio.Reader) {
+			challenge(t, str, br)
+			write(t, str, &relaywire.Subscribe{Channel: 77})
+		}, relaywire.CodeProtocol, "protocol"},
+		{"wrong secret", func(t *testing.T, qc *quic.Conn, str *quic.Stream, br *bufio.Reader) {
+			nonce := challenge(t, str, br)
+			write(t, str, &relaywire.Auth{MAC: hex.EncodeToString(relaywire.AuthMAC("guess", exporter(qc), nonce))})
+			write(t, str, &relaywire.Subscribe{Channel: 77})
+		}, relaywire.CodeUnauthorized, "bad_mac"},
+		{"proof of another connection", func(t *testing.T, qc *quic.Conn, str *quic.Stream, br *bufio.Reader) {
+			nonce := challenge(t, str, br)
+			other := make([]byte, relaywire.ExporterLength)
+			write(t, str, &relaywire.Auth{MAC: hex.EncodeToString(relaywire.AuthMAC(testSecret, other, nonce))})
+			write(t, str, &relaywire.Subscribe{Channel: 77})
+		}, relaywire.CodeUnauthorized, "bad_mac"},
+		{"silence", func(t *testing.T, qc *quic.Conn, str *quic.Stream, br *bufio.Reader) {
+		}, relaywire.CodeUnauthorized, "timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := startGateway(t, "", nil)
+			pub := startPublishing(g.hubs, 77)
+			qc := rawDial(t, g)
+			for i := range 10 { // datagrams before welcome are ignored
+				qc.SendDatagram(relaywire.AppendDatagram(nil, relaywire.FlowOf(77, relaywire.Video), make([]byte, 12+i)))
+			}
+			if tt.name != "silence" {
+				str, err := qc.OpenStream()
+				if err != nil {
+					t.Fatal(err)
+				}
+				tt.talk(t, qc, str, bufio.NewReader(str))
+			}
+			for i := range 50 {
+				pub.write(hub.Video, i, 100)
+			}
+
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			d, err := qc.ReceiveDatagram(ctx)
+			if d != nil {
+				t.Fatalf("received a datagram of %d bytes", len(d))
+			}
+			var ae *quic.ApplicationError
+			if !errors.As(err, &ae) || !ae.Remote || ae.ErrorCode != tt.code {
+				t.Fatalf("connection ended with %v, want application error %#x from the gateway", err, tt.code)
+			}
+			if fns := g.Functions(); len(fns) != 0 {
+				t.Errorf("Functions() = %v", fns)
+			}
+			if n := pub.h.Stats().Subscribers; n != 0 {
+				t.Errorf("hub has %d subscribers", n)
+			}
+			if n := testutil.ToFloat64(g.metrics.authFailures.WithLabelValues(tt.reason)); n != 1 {
+				t.Errorf("auth failures %q = %v, want 1", tt.reason, n)
+			}
+		})
+	}
+}
+
+func TestFunctionWithAWrongSecretNeverAppears(t *testing.T) {
+	g := startGateway(t, "", nil)
+	startPublishing(g.hubs, 77)
+	cfg := clientConfig(g, "m")
+	cfg.Secret = "not the secret"
+	f := startFunction(t, cfg)
+	subscribed := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		_, err := f.Subscribe(ctx, 77)
+		subscribed <- err
+	}()
+	waitFor(t, "two refused attempts", func() bool { return f.Stats().ConnectFails >= 2 })
+	if fns := g.Functions(); len(fns) != 0 {
+		t.Errorf("Functions() = %v", fns)
+	}
+	if f.Connected() || f.Stats().Received != 0 {
+		t.Errorf("refused client connected or received %d packets", f.Stats().Received)
+	}
+	if n := testutil.ToFloat64(g.metrics.authFailures.WithLabelValues("bad_mac")); n < 2 {
+		t.Errorf("bad_mac failures %v, want >= 2", n)
+	}
+	cancel()
+	if err := <-subscribed; err == nil {
+		t.Error("Subscribe succeeded without a connection")
+	}
+}
+
+func TestFunctionPinningAnotherCertificateRefusesToConnect(t *testing.T) {
+	g := startGateway(t, "", nil)
+	other, err := LoadOrCreateCert(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := clientConfig(g, "m")
+	cfg.Fingerprint = Fingerprint(other)
+	f := startFunction(t, cfg)
+	waitFor(t, "two failed attempts", func() bool { return f.Stats().ConnectFails >= 2 })
+	if f.Connected() || len(g.Functions()) != 0 {
+		t.Error("connected to a gateway with another certificate")
+	}
+	// The handshake failed on the function's side: the gateway never got
+	// as far as authentication.
+	if n := testutil.CollectAndCount(g.metrics.authFailures); n != 0 {
+		t.Errorf("%d auth failure series on the gateway", n)
+	}
+}
+
+func TestFunctionVerifiesTheGatewayWithACAFile(t *testing.T) {
+	g := startGateway(t, "", nil)
+	writePEM := func(cert tls.Certificate) string {
+		path := filepath.Join(t.TempDir(), "ca.pem")
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	cfg := clientConfig(g, "trusting")
+	cfg.Fingerprint, cfg.CAFile = "", writePEM(testCert())
+	f := startFunction(t, cfg)
+	waitFor(t, "the function to connect", f.Connected)
+
+	other, err := LoadOrCreateCert(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = clientConfig(g, "distrusting")
+	cfg.Fingerprint, cfg.CAFile = "", writePEM(other)
+	d := startFunction(t, cfg)
+	waitFor(t, "a failed attempt", func() bool { return d.Stats().ConnectFails >= 1 })
+	if d.Connected() {
+		t.Error("connected with an unrelated CA")
+	}
+}
+
+func TestClientWithoutAWayToVerifyTheGatewayDoesNotRun(t *testing.T) {
+	c := fnrelay.NewClient(fnrelay.Config{GatewayAddr: "127.0.0.1:1", Secret: "s", Logger: quiet()})
+	if err := c.Run(context.Background(), newRecorder()); err == nil {
+		t.Fatal("Run without fingerprint or CA returned nil")
+	}
+	c = fnrelay.NewClient(fnrelay.Config{GatewayAddr: "127.0.0.1:1", Secret: "s", Fingerprint: "abc", Logger: quiet()})
+	if err := c.Run(context.Background(), newRecorder()); err == nil {
+		t.Fatal("Run with a malformed fingerprint returned nil")
+	}
+}
+
+// writeBatches writes n packets per track in batches, waiting after each
+// batch until the function got all but the dropped ones: the pace keeps
+// quic-go's 128-datagram receive queue from overflowing.
+func writeBatches(t *testing.T, pub *publisher, f *edge, n, size int) {
+	t.Helper()
+	const batch = 20
+	start := f.h.count.Load()
+	for i := 0; i < n; i += batch {
+		for k := i; k < min(i+batch, n); k++ {
+			pub.write(hub.Video, k, size)
+			pub.write(hub.Audio, k, size/4)
+		}
+		want := start + int64(2*min(i+batch, n))
+		waitFor(t, "a batch to arrive", func() bool { return f.h.count.Load() >= want })
+	}
+}
+
+func TestSubscribedChannelArrivesByteIdenticalInOrderUntilUnsubscribed(t *testing.T) {
+	g := startGateway(t, "", nil)
+	pub := startPublishing(g.hubs, 77)
+	ref := pub.h.Subscribe(hub.SubscribeOptions{Capacity: 4096})
+	defer ref.Close()
+	f := startFunction(t, clientConfig(g, "m"))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tracks, err := f.Subscribe(ctx, 77)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := trackInfos(77, pub.h.Tracks())
+	if !slices.Equal(tracks, want) {
+		t.Errorf("tracks %+v, want %+v", tracks, want)
+	}
+	if want[0].Flow != relaywire.FlowOf(77, relaywire.Video) || want[1].Codec != "OPUS" {
+		t.Errorf("unexpected tracks %+v", want)
+	}
+
+	const n = 300
+	writeBatches(t, pub, f, n, 1100)
+
+	var sent [2][][]byte
+	for range 2 * n {
+		p, err := ref.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent[p.Track] = append(sent[p.Track], bytes.Clone(p.Data))
+	}
+	for tr, flow := range []relaywire.Flow{relaywire.FlowOf(77, relaywire.Video), relaywire.FlowOf(77, relaywire.Audio)} {
+		got := f.h.packets(flow)
+		if len(got) != n {
+			t.Fatalf("flow %d: %d packets, want %d", flow, len(got), n)
+		}
+		for i := range got {
+			if !bytes.Equal(got[i], sent[tr][i]) {
+				t.Fatalf("flow %d: packet %d differs from the hub's", flow, i)
+			}
+		}
+	}
+	if n := testutil.ToFloat64(g.metrics.datagrams); n < 2*300 {
+		t.Errorf("datagrams sent %v, want >= 600", n)
+	}
+
+	// Unsubscribe, then subscribe another channel: the gateway handles
+	// both in order, so once 78 answers, 77 has no subscription left.
+	pub78 := startPublishing(g.hubs, 78)
+	f.Unsubscribe(77)
+	if _, err := f.Subscribe(ctx, 78); err != nil {
+		t.Fatal(err)
+	}
+	if n := pub.h.Stats().Subscribers; n != 1 {
+		t.Errorf("channel 77 has %d subscribers after unsubscribe, want only the test's", n)
+	}
+	before := len(f.h.packets(relaywire.FlowOf(77, relaywire.Video)))
+	for i := range 20 {
+		pub.write(hub.Video, i, 100)
+		pub78.write(hub.Video, i, 100)
+	}
+	waitFor(t, "channel 78", func() bool { return len(f.h.packets(relaywire.FlowOf(78, relaywire.Video))) == 20 })
+	if after := len(f.h.packets(relaywire.FlowOf(77, relaywire.Video))); after != before {
+		t.Errorf("%d packets of channel 77 after unsubscribe", after-before)
+	}
+}
+
+func TestSubscribingAChannelWithoutStreamFails(t *testing.T) {
+	g := startGateway(t, "", nil)
+	f := startFunction(t, clientConfig(g, "m"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := f.Subscribe(ctx, 5)
+	if err == nil || !strings.Contains(err.Error(), "channel 5 has no stream") {
+		t.Fatalf("Subscribe = %v, want the gateway's error", err)
+	}
+}
+
+func TestSubscriptionStartsAtTheLastKeyframe(t *testing.T) {
+	g := startGateway(t, "", nil)
+	pub := startPublishing(g.hubs, 77)
+	pub.write(hub.Video, 0, 50) // before the keyframe: not sent
+	pub.keyframe(1, 50)
+	pub.write(hub.Video, 2, 50)
+	pub.write(hub.Audio, 3, 50)
+	f := startFunction(t, clientConfig(g, "m"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := f.Subscribe(ctx, 77); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the cached packets", func() bool { return f.h.count.Load() >= 3 })
+	video := f.h.packets(relaywire.FlowOf(77, relaywire.Video))
+	if len(video) != 2 || index(video[0]) != 1 || index(video[1]) != 2 {
+		t.Errorf("video starts with %d packets, want indexes 1, 2", len(video))
+	}
+}
+
+func TestRelayLossIsRecoveredByNACK(t *testing.T) {
+	g := startGateway(t, "", nil)
+	pub := startPublishing(g.hubs, 77)
+
+	// Drop the first arrival of every 20th packet of each track (5 %), and
+	// the first two arrivals of every 100th: the retransmission is lost
+	// too, and the NACK asked again.
+	var mu sync.Mutex
+	drops := make(map[[2]int]int) // (flow, index) → times dropped
+	var dropped int
+	cfg := clientConfig(g, "lossy")
+	cfg.DropDatagram = func(d []byte) bool {
+		f, p, err := relaywire.ParseDatagram(d)
+		if err != nil {
+			t.Errorf("bad datagram: %v", err)
+			return false
+		}
+		i := index(p)
+		key := [2]int{int(f), i}
+		mu.Lock()
+		defer mu.Unlock()
+		limit := 0
+		switch {
+		case i%100 == 13:
+			limit = 2
+		case i%20 == 7:
+			limit = 1
+		}
+		if drops[key] < limit {
+			drops[key]++
+			dropped++
+			return true
+		}
+		return false
+	}
+	f := startFunction(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := f.Subscribe(ctx, 77); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 400
+	const batch = 20 // a batch's last index (19 mod 20) is never dropped, so every hole is seen at once
+	for i := 0; i < n; i += batch {
+		for k := i; k < i+batch; k++ {
+			pub.write(hub.Video, k, 800)
+			pub.write(hub.Audio, k, 200)
+		}
+		last := i + batch - 1
+		waitFor(t, "a batch's last packet", func() bool {
+			for _, fl := range []relaywire.Flow{relaywire.FlowOf(77, relaywire.Video), relaywire.FlowOf(77, relaywire.Audio)} {
+				p := f.h.packets(fl)
+				if len(p) == 0 || !slices.ContainsFunc(p, func(b []byte) bool { return index(b) == last }) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	for _, fl := range []relaywire.Flow{relaywire.FlowOf(77, relaywire.Video), relaywire.FlowOf(77, relaywire.Audio)} {
+		waitFor(t, "every packet", func() bool { return len(f.h.packets(fl)) >= n })
+		seen := make(map[int]int)
+		for _, p := range f.h.packets(fl) {
+			seen[index(p)]++
+		}
+		for i := range n {
+			if seen[i] != 1 {
+				t.Errorf("flow %d: packet %d handed on %d times", fl, i, seen[i])
+			}
+		}
+	}
+	st := f.Stats()
+	mu.Lock()
+	wantDropped := dropped
+	mu.Unlock()
+	if wantDropped != 2*(n/20+n/100) {
+		t.Errorf("dropped %d datagrams, want %d", wantDropped, 2*(n/20+n/100))
+	}
+	if st.Recovered != uint64(2*(n/20)) || st.Lost != st.Recovered {
+		t.Errorf("stats %+v: want %d lost and recovered", st, 2*(n/20))
+	}
+	if st.NACKsSent < uint64(wantDropped) {
+		t.Errorf("%d sequence numbers asked for, want >= %d", st.NACKsSent, wantDropped)
+	}
+	if r := testutil.ToFloat64(g.metrics.retransmitted); r < float64(wantDropped) {
+		t.Errorf("retransmitted %v, want >= %d", r, wantDropped)
+	}
+	if n := testutil.ToFloat64(g.metrics.nacks); n != float64(st.NACKsSent) {
+		t.Errorf("gateway counted %v NACKed sequence numbers, function sent %d", n, st.NACKsSent)
+	}
+}
+
+func TestSlowFunctionBlocksNeitherIngestNorOtherFunctions(t *testing.T) {
+	g := startGateway(t, "", nil)
+	pub := startPublishing(g.hubs, 77)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// The slow function's path stalls: nothing the gateway sends reaches
+	// it, its congestion window fills, SendDatagram blocks.
+	proxy := newUDPProxy(t, g.Addr())
+	slowCfg := clientConfig(g, "slow")
+	slowCfg.GatewayAddr = proxy.Addr()
+	slow := startFunction(t, slowCfg)
+	if _, err := slow.Subscribe(ctx, 77); err != nil {
+		t.Fatal(err)
+	}
+	fast := startFunction(t, clientConfig(g, "fast"))
+	if _, err := fast.Subscribe(ctx, 77); err != nil {
+		t.Fatal(err)
+	}
+	proxy.stalled.Store(true)
+
+	const n = 2500 // per track: more than the slow subscription holds
+	writeBatches(t, pub, fast, n, 1000)
+
+	waitFor(t, "the slow function's subscription to drop", func() bool { return testutil.ToFloat64(g.metrics.dropped) > 0 })
+	for _, fl := range []relaywire.Flow{relaywire.FlowOf(77, relaywire.Video), relaywire.FlowOf(77, relaywire.Audio)} {
+		got := fast.h.packets(fl)
+		if len(got) != n {
+			t.Fatalf("fast function got %d packets of flow %d, want %d", len(got), fl, n)
+		}
+		for i, p := range got {
+			if index(p) != i%65536 {
+				t.Fatalf("fast function: packet %d carries index %d", i, index(p))
+			}
+		}
+	}
+	if d := pub.h.Stats().Dropped; d == 0 {
+		t.Error("hub counted no drops")
+	}
+	if got := slow.Stats().Received; got >= 2*n {
+		t.Errorf("the stalled function received %d packets", got)
+	}
+}
+
+func TestPacketsTooLargeForADatagramGoOnStreams(t *testing.T) {
+	g := startGateway(t, "", nil, func(s *Server) { s.maxDatagram = 300 })
+	pub := startPublishing(g.hubs, 77)
+	f := startFunction(t, clientConfig(g, "m"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := f.Subscribe(ctx, 77); err != nil {
+		t.Fatal(err)
+	}
+	const n = 60
+	writeBatches(t, pub, f, n, 1000) // video on streams, audio (250 bytes) as datagrams
+	if s := testutil.ToFloat64(g.metrics.streamed); s != n {
+		t.Errorf("streamed %v packets, want %d", s, n)
+	}
+	for i, p := range f.h.packets(relaywire.FlowOf(77, relaywire.Video)) {
+		if index(p) != i || len(p) != 12+1000 {
+			t.Fatalf("video packet %d: index %d, %d bytes", i, index(p), len(p))
+		}
+	}
+}
+
+func TestNACKsForPacketsNoLongerHeldAreCountedUnrecoverable(t *testing.T) {
+	g := startGateway(t, "", nil)
+	pub := startPublishing(g.hubs, 77)
+	qc, str, _ := rawFunction(t, g)
+	write := func(m relaywire.Message) {
+		if err := relaywire.WriteMessage(str, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(&relaywire.Subscribe{Channel: 77})
+	waitFor(t, "the subscription", func() bool { return pub.h.Stats().Subscribers == 1 })
+	pub.write(hub.Video, 0, 100)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := qc.ReceiveDatagram(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, p, _ := relaywire.ParseDatagram(d)
+	seq := relaywire.RTPSequence(p)
+
+	write(&relaywire.NACK{Flow: relaywire.FlowOf(77, relaywire.Video), Seqs: []uint16{seq, seq + 1, seq - 1}})
+	write(&relaywire.NACK{Flow: relaywire.FlowOf(78, relaywire.Video), Seqs: []uint16{1}}) // not subscribed
+	again, err := qc.ReceiveDatagram(ctx)
+	if err != nil || !bytes.Equal(again, d) {
+		t.Fatalf("retransmission %x, %v; want %x", again, err, d)
+	}
+	waitFor(t, "the unrecoverable count", func() bool { return testutil.ToFloat64(g.metrics.unrecoverable) == 3 })
+	if r := testutil.ToFloat64(g.metrics.retransmitted); r != 1 {
+		t.Errorf("retransmitted %v, want 1", r)
+	}
+}
+
+func TestProtocolErrorAfterWelcomeClosesTheConnection(t *testing.T) {
+	tests := []struct {
+		name string
+		send []byte
+	}{
+		{"gateway-only message", mustFrame(t, &relaywire.Welcome{FunctionID: "x"})},
+		{"unknown type", []byte{0x03, 99, '{', '}'}},
+		{"oversized message", []byte{0x80, 0x02, 0x00, 0x00}},
+		{"too many NACKed sequence numbers", mustFrame(t, &relaywire.NACK{Flow: 1, Seqs: make([]uint16, 65)})},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := startGateway(t, "", nil)
+			qc, str, _ := rawFunction(t, g)
+			waitFor(t, "the function", func() bool { return len(g.Functions()) == 1 })
+			str.Write(tt.send)
+			<-qc.Context().Done()
+			var ae *quic.ApplicationError
+			if err := context.Cause(qc.Context()); !errors.As(err, &ae) || ae.ErrorCode != relaywire.CodeProtocol {
+				t.Fatalf("closed with %v, want %#x", err, relaywire.CodeProtocol)
+			}
+			waitFor(t, "the function to leave", func() bool { return len(g.Functions()) == 0 })
+		})
+	}
+}
+
+func mustFrame(t *testing.T, m relaywire.Message) []byte {
+	b, err := relaywire.AppendMessage(nil, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// rawFunction authenticates with quic-go itself and returns the
+// connection after welcome.
+func rawFunction(t *testing.T, g *gateway) (*quic.Conn, *quic.Stream, *bufio.Reader) {
+	t.Helper()
+	qc := rawDial(t, g)
+	str, err := qc.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(str)
+	relaywire.WriteMessage(str, &relaywire.Hello{Version: relaywire.Version, MachineID: "raw"})
+	m, err := relaywire.ReadMessage(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce, _ := hex.DecodeString(m.(*relaywire.Challenge).Nonce)
+	state := qc.ConnectionState().TLS
+	exp, _ := state.ExportKeyingMaterial(relaywire.ExporterLabel, nil, relaywire.ExporterLength)
+	relaywire.WriteMessage(str, &relaywire.Auth{MAC: hex.EncodeToString(relaywire.AuthMAC(testSecret, exp, nonce))})
+	m, err = relaywire.ReadMessage(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.(*relaywire.Welcome); !ok {
+		t.Fatalf("got %s, want welcome", m.Type())
+	}
+	return qc, str, br
+}
+
+func TestGatewayRestartReconnectsAndResubscribes(t *testing.T) {
+	g := startGateway(t, "", nil)
+	addr := g.Addr().String()
+	pub := startPublishing(g.hubs, 77)
+	f := startFunction(t, clientConfig(g, "m"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := f.Subscribe(ctx, 77); err != nil {
+		t.Fatal(err)
+	}
+	writeBatches(t, pub, f, 20, 200)
+
+	g.stop()
+	// A new gateway on the same address with new hubs; channel 77 goes
+	// live only after the function is back, so its first re-subscription
+	// is refused and retried.
+	g2 := startGateway(t, addr, nil)
+	waitFor(t, "the function to reconnect", func() bool { return len(g2.Functions()) == 1 && f.Connected() })
+	pub2 := startPublishing(g2.hubs, 77)
+	waitFor(t, "the re-subscription", func() bool { return pub2.h.Stats().Subscribers == 1 })
+	before := f.h.count.Load()
+	writeBatches(t, pub2, f, 20, 200)
+	if got := f.h.count.Load() - before; got != 40 {
+		t.Errorf("%d packets after the restart, want 40", got)
+	}
+	if st := f.Stats(); st.Reconnects < 1 {
+		t.Errorf("stats %+v: no reconnect counted", st)
+	}
+}
+
+func TestSessionsAreSignalledThroughTheFunction(t *testing.T) {
+	g := startGateway(t, "", nil)
+	f := startFunction(t, clientConfig(g, "m"))
+	waitFor(t, "the function", func() bool { return len(g.Functions()) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	type call struct {
+		session, offer string
+		channel        uint32
+	}
+	calls := make(chan call, 4)
+	f.h.start = func(ctx context.Context, session string, channel uint32, offer string) (string, string, error) {
+		calls <- call{session, offer, channel}
+		switch offer {
+		case "":
+			return "offer", "function offer", nil
+		case "refuse":
+			return "", "", errors.New("no capacity")
+		}
+		return "answer", "answer to " + offer, nil
+	}
+
+	ss, err := g.StartSession(ctx, "m", 77, "viewer offer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := <-calls; c.session != ss.ID || c.channel != 77 || c.offer != "viewer offer" {
+		t.Errorf("handler called with %+v, session %s", c, ss.ID)
+	}
+	if ss.Type != "answer" || ss.SDP != "answer to viewer offer" || ss.FunctionID != "m" || ss.Channel != 77 || len(ss.ID) != 16 {
+		t.Errorf("session %+v", ss)
+	}
+
+	// Candidates both ways.
+	mid := "0"
+	fc := relaywire.Candidate{Candidate: "candidate:1 1 udp 1 127.0.0.1 8189 typ host", SDPMid: &mid}
+	f.SendCandidate(ss.ID, fc)
+	if got := <-ss.Candidates(); got.Candidate != fc.Candidate || *got.SDPMid != "0" {
+		t.Errorf("gateway got candidate %+v", got)
+	}
+	vc := relaywire.Candidate{Candidate: "candidate:2 1 udp 1 192.0.2.1 5000 typ host"}
+	if err := g.AddCandidate(ss.ID, vc); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-f.h.candidates; got.Candidate != vc.Candidate {
+		t.Errorf("function got candidate %+v", got)
+	}
+
+	// The gateway closes the session.
+	g.CloseSession(ss.ID, "viewer left")
+	if got := <-f.h.closed; got != [2]string{ss.ID, "viewer left"} {
+		t.Errorf("handler closed %v", got)
+	}
+	<-ss.Done()
+	if err := g.AddCandidate(ss.ID, vc); !errors.Is(err, ErrNoSession) {
+		t.Errorf("AddCandidate after close: %v", err)
+	}
+
+	// The function makes the offer; the viewer's answer reaches it.
+	ss2, err := g.StartSession(ctx, "m", 77, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-calls
+	if ss2.Type != "offer" || ss2.SDP != "function offer" {
+		t.Errorf("session %+v", ss2)
+	}
+	if err := g.SetAnswer(ctx, ss2.ID, "viewer answer"); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-f.h.answers; got != [2]string{ss2.ID, "viewer answer"} {
+		t.Errorf("handler got answer %v", got)
+	}
+	// The function ends it.
+	f.SessionClosed(ss2.ID, "ice failed")
+	<-ss2.Done()
+
+	// The function refuses one.
+	_, err = g.StartSession(ctx, "m", 77, "refuse")
+	<-calls
+	if err == nil || !strings.Contains(err.Error(), "no capacity") {
+		t.Errorf("refused session: %v", err)
+	}
+
+	// Unknown functions and sessions.
+	if _, err := g.StartSession(ctx, "nobody", 77, "x"); !errors.Is(err, ErrFunctionGone) {
+		t.Errorf("StartSession on an unknown function: %v", err)
+	}
+	if err := g.SetAnswer(ctx, "0123456789abcdef", "x"); !errors.Is(err, ErrNoSession) {
+		t.Errorf("SetAnswer on an unknown session: %v", err)
+	}
+
+	// The function disconnects: its sessions end, it is gone.
+	ss3, err := g.StartSession(ctx, "m", 77, "last")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-calls
+	f.stop()
+	<-ss3.Done()
+	waitFor(t, "the function to leave", func() bool { return len(g.Functions()) == 0 })
+	if _, err := g.StartSession(ctx, "m", 77, "x"); !errors.Is(err, ErrFunctionGone) {
+		t.Errorf("StartSession after the function left: %v", err)
+	}
+}
+
+func TestCancelledSessionStartReachesTheHandler(t *testing.T) {
+	g := startGateway(t, "", nil)
+	f := startFunction(t, clientConfig(g, "m"))
+	waitFor(t, "the function", func() bool { return len(g.Functions()) == 1 })
+	started := make(chan struct{})
+	cancelled := make(chan struct{})
+	f.h.start = func(ctx context.Context, session string, channel uint32, offer string) (string, string, error) {
+		close(started)
+		<-ctx.Done()
+		close(cancelled)
+		return "", "", ctx.Err()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := g.StartSession(ctx, "m", 77, "offer")
+		errc <- err
+	}()
+	<-started
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("StartSession = %v, want context.Canceled", err)
+	}
+	<-cancelled
+}
+
+func TestDrainedFunctionTakesNoNewSessions(t *testing.T) {
+	g := startGateway(t, "", nil)
+	f := startFunction(t, clientConfig(g, "m"))
+	waitFor(t, "the function", func() bool { return len(g.Functions()) == 1 })
+	if err := g.Drain("m", "scale down"); err != nil {
+		t.Fatal(err)
+	}
+	if !g.Functions()[0].Draining {
+		t.Error("Functions() does not show the drain")
+	}
+	waitFor(t, "the function to drain", f.Draining)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := g.StartSession(ctx, "m", 77, "offer"); err == nil || !strings.Contains(err.Error(), "draining") {
+		t.Errorf("StartSession on a draining function: %v", err)
+	}
+	if err := g.Drain("nobody", ""); !errors.Is(err, ErrFunctionGone) {
+		t.Errorf("Drain of an unknown function: %v", err)
+	}
+}
+
+func TestNewerConnectionOfTheSameMachineReplacesTheOlder(t *testing.T) {
+	g := startGateway(t, "", nil)
+	old, _, _ := rawFunction(t, g)
+	waitFor(t, "the first connection", func() bool { return len(g.Functions()) == 1 })
+	f := startFunction(t, clientConfig(g, "raw"))
+	waitFor(t, "the second connection", f.Connected)
+	<-old.Context().Done()
+	var ae *quic.ApplicationError
+	if err := context.Cause(old.Context()); !errors.As(err, &ae) || ae.ErrorCode != relaywire.CodeReplaced {
+		t.Errorf("older connection closed with %v", err)
+	}
+	waitFor(t, "one function", func() bool { return len(g.Functions()) == 1 })
+	if fns := g.Functions(); fns[0].MediaAddr != "203.0.113.7:8189" {
+		t.Errorf("Functions() = %+v, want the newer connection", fns)
+	}
+}
+
+func TestServeAndRunLeaveNoGoroutinesBehind(t *testing.T) {
+	checkGoroutines(t)
+	g := startGateway(t, "", nil)
+	pub := startPublishing(g.hubs, 77)
+	f := startFunction(t, clientConfig(g, "m"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := f.Subscribe(ctx, 77); err != nil {
+		t.Fatal(err)
+	}
+	writeBatches(t, pub, f, 20, 500)
+	if _, err := g.StartSession(ctx, "m", 77, "offer"); err != nil {
+		t.Fatal(err)
+	}
+	f.stop()
+	g.stop()
+	g.hubs.Close()
+}
