@@ -37,9 +37,11 @@ type Config struct {
 	LogLevel         string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	LogFormat        string        `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
 
-	// Loopback makes the fan-out offer loopback candidates only (tests and
-	// the embedded function of a one-machine setup without public IPs).
+	// Loopback makes the fan-out offer loopback candidates only (tests).
 	Loopback bool `env:"-"`
+	// DropDatagram, when set, drops the relay datagrams it returns true
+	// for (tests of relay loss).
+	DropDatagram func() bool `env:"-"`
 }
 
 // Function is one running function.
@@ -74,15 +76,16 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Function, er
 		}
 	}
 	client := relay.NewClient(relay.Config{
-		GatewayAddr: cfg.GatewayAddr,
-		Secret:      cfg.RelaySecret,
-		Fingerprint: cfg.RelayFingerprint,
-		CAFile:      cfg.RelayCA,
-		Region:      cfg.Region,
-		MachineID:   cfg.MachineID,
-		Capacity:    cfg.Capacity,
-		Logger:      log,
-		Registerer:  reg,
+		GatewayAddr:  cfg.GatewayAddr,
+		Secret:       cfg.RelaySecret,
+		Fingerprint:  cfg.RelayFingerprint,
+		CAFile:       cfg.RelayCA,
+		Region:       cfg.Region,
+		MachineID:    cfg.MachineID,
+		Capacity:     cfg.Capacity,
+		Logger:       log,
+		Registerer:   reg,
+		DropDatagram: cfg.DropDatagram,
 	})
 	fan, err := fanout.New(fanout.Config{
 		UDPAddr:    cfg.WebRTCUDPAddr,
