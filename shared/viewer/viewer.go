@@ -61,6 +61,9 @@ func newPeerConnection(o Options) (*webrtc.PeerConnection, error) {
 		}
 	}
 	var se webrtc.SettingEngine
+	// Chromium's SRTP replay window is 1024 packets; pion's default of 64
+	// would throw away packets recovered late (by NACK) during a burst.
+	se.SetSRTPReplayProtectionWindow(1024)
 	if o.Loopback {
 		se.SetIncludeLoopbackCandidate(true)
 		se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
