@@ -83,9 +83,10 @@ func (c *packetCache) lookup(seq uint16) (cached, bool) {
 // a keyframe: a viewer waiting for one may begin with it.
 //
 // A keyframe starts at a packet carrying an IDR slice, SPS or PPS whose
-// previous packet ended a frame (marker bit), or at the first packet of a
-// stream if it carries an SPS. A late packet with a marker bit makes the
-// packet after it a keyframe start too, so reordering does not hide one.
+// previous packet ended a frame (marker bit, or another timestamp), or at
+// the first packet of a stream if it carries an SPS. A late packet with a
+// marker bit makes the packet after it a keyframe start too, so reordering
+// does not hide one.
 func (c *packetCache) store(p incoming) (stored, keyframeStart bool) {
 	if len(p.payload) > maxPayload {
 		return false, false
@@ -119,7 +120,7 @@ func (c *packetCache) store(p incoming) (stored, keyframeStart bool) {
 
 	if p.keyframe {
 		prev, ok := c.lookup(p.seq - 1)
-		if (ok && prev.marker()) || (fresh && p.hasSPS) {
+		if (ok && (prev.marker() || prev.ts != p.ts)) || (fresh && p.hasSPS) {
 			c.markKeyframe(p.seq)
 			keyframeStart = newest
 		}

@@ -6,15 +6,21 @@ import (
 )
 
 // pk is a cache input in tests: kind "sps", "idr", "p" (keyframe flags
-// follow h264.Inspect), marker on the last packet of a frame.
+// follow h264.Inspect), marker on the last packet of a frame. All have the
+// same timestamp unless a test sets one with tsOf.
 func pk(seq uint16, kind string, marker bool) incoming {
-	p := incoming{seq: seq, ts: uint32(seq) * 100, marker: marker, payload: []byte{byte(seq), byte(seq >> 8), 0xaa}}
+	p := incoming{seq: seq, ts: 100, marker: marker, payload: []byte{byte(seq), byte(seq >> 8), 0xaa}}
 	switch kind {
 	case "sps":
 		p.keyframe, p.hasSPS = true, true
 	case "idr":
 		p.keyframe = true
 	}
+	return p
+}
+
+func tsOf(p incoming, ts uint32) incoming {
+	p.ts = ts
 	return p
 }
 
@@ -48,6 +54,13 @@ func TestPacketCacheKeyframes(t *testing.T) {
 				pk(5, "p", false), pk(6, "p", true),
 			},
 			wantFrom: 2, wantN: 5, wantOK: true,
+		},
+		{
+			name: "a keyframe starts after a packet of another frame whose marker bit is missing",
+			in: []incoming{
+				pk(1, "p", false), tsOf(pk(2, "sps", false), 500), tsOf(pk(3, "idr", true), 500),
+			},
+			wantFrom: 2, wantN: 2, wantOK: true,
 		},
 		{
 			name: "a second IDR slice of the same frame is not a new keyframe",

@@ -144,7 +144,8 @@ func (ch *channel) ingest(t relaywire.Track, pkt []byte, now time.Time) {
 // for the new stream's first keyframe.
 func (ch *channel) restart(t relaywire.Track, h rtpHeader, now time.Time) {
 	m := &ch.media[t]
-	ticks := uint32(now.Sub(m.lastAt).Seconds() * float64(m.clock))
+	pause := min(max(now.Sub(m.lastAt), 0), time.Hour) // an hour of ticks fits in 32 bits
+	ticks := uint32(pause.Seconds() * float64(m.clock))
 	if ticks == 0 {
 		ticks = 1
 	}

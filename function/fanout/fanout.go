@@ -48,7 +48,7 @@ type Upstream interface {
 type Config struct {
 	UDPAddr   string   // ICE UDP mux listen address, default ":8189" (all WebRTC media on this one port)
 	PublicIPs []string // advertised with NAT 1:1 (host candidates); empty = the real interface addresses
-	Loopback  bool     // include loopback candidates and gather only on "lo" (tests on 127.0.0.1)
+	Loopback  bool     // include loopback candidates, gather only on the loopback interface, NAT 1:1 127.0.0.1 if PublicIPs is empty (tests on 127.0.0.1)
 	Capacity  int      // max viewers, default 500
 
 	ICEDisconnectedTimeout time.Duration // default 5 s
@@ -58,6 +58,10 @@ type Config struct {
 	// UnsubscribeGrace is how long a channel stays subscribed after its
 	// last viewer left, default 10 s.
 	UnsubscribeGrace time.Duration
+	// ConnectTimeout ends a session that is not connected this long after
+	// StartSession (an offer never answered, ICE that never starts),
+	// default 30 s.
+	ConnectTimeout time.Duration
 
 	Logger     *slog.Logger          // default slog.Default()
 	Registerer prometheus.Registerer // where the metrics are registered; nil: nowhere
@@ -81,6 +85,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.UnsubscribeGrace <= 0 {
 		c.UnsubscribeGrace = 10 * time.Second
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -224,7 +231,7 @@ func (f *Fanout) newAPI(loggers pionLoggers) (*webrtc.API, error) {
 	}
 	if f.cfg.Loopback {
 		se.SetIncludeLoopbackCandidate(true)
-		se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+		se.SetInterfaceFilter(isLoopback)
 		if len(ips) == 0 {
 			ips = []string{"127.0.0.1"}
 		}
@@ -233,6 +240,13 @@ func (f *Fanout) newAPI(loggers pionLoggers) (*webrtc.API, error) {
 		se.SetNAT1To1IPs(ips, webrtc.ICECandidateTypeHost)
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(ir)), nil
+}
+
+// isLoopback reports whether the named interface is the loopback ("lo" on
+// Linux, "lo0" elsewhere).
+func isLoopback(name string) bool {
+	ifi, err := net.InterfaceByName(name)
+	return err == nil && ifi.Flags&net.FlagLoopback != 0
 }
 
 // Addr is the bound address of the ICE UDP mux.

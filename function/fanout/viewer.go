@@ -1,6 +1,8 @@
 package fanout
 
 import (
+	"errors"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,13 +103,20 @@ func (v *viewer) exit() {
 	}
 }
 
-// write is the viewer's writer goroutine: it waits for the viewer to join,
-// sends the burst, then drains the queue until the session ends.
+// write is the viewer's writer goroutine: it waits for the viewer to join
+// (and ends the session if that takes longer than ConnectTimeout), sends
+// the burst, then drains the queue until the session ends.
 func (v *viewer) write() {
 	defer v.exit()
+	timeout := time.NewTimer(v.f.cfg.ConnectTimeout)
 	select {
 	case <-v.joined:
+		timeout.Stop()
 	case <-v.done:
+		timeout.Stop()
+		return
+	case <-timeout.C:
+		v.f.closeViewer(v, "not connected in time", true)
 		return
 	}
 	if !v.sendBurst() {
@@ -218,7 +227,7 @@ func (v *viewer) writeRTP(t relaywire.Track, m cached, burst bool) bool {
 			case <-v.done:
 				return false
 			default:
-				return true // counted as lost; the viewer may NACK it
+				return true // lost; the viewer may NACK it
 			}
 		}
 		if n > 0 || v.srtpSeen {
@@ -249,6 +258,9 @@ func (v *viewer) readRTCP(t relaywire.Track, s *webrtc.RTPSender) {
 	buf := make([]byte, 1500)
 	for {
 		n, _, err := s.Read(buf)
+		if errors.Is(err, io.ErrShortBuffer) {
+			continue // larger than pion's receive MTU: not from a real viewer
+		}
 		if err != nil {
 			return
 		}

@@ -1,0 +1,491 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v3"
+
+	"lightspeed/shared/relaywire"
+)
+
+func TestWHEPViewerReceivesEveryPacketFromItsFirstKeyframeOn(t *testing.T) {
+	h := newHarness(t, Config{}, hooks{})
+	p := newPeer(t, viewerAPI(t, true))
+	h.connectWHEP(p, "whep-1")
+
+	// Delta frames before any keyframe: the viewer cannot decode them and
+	// must not get them; its audio starts at once.
+	h.writeDeltas(3)
+	firstKey := len(h.sent[relaywire.Video])
+	for range 3 {
+		h.writeGOP(8)
+		p.waitAll(relaywire.Video, h.sent[relaywire.Video][firstKey:])
+	}
+	p.waitAll(relaywire.Audio, h.sent[relaywire.Audio])
+
+	p.checkExactly(relaywire.Video, h.sent[relaywire.Video][firstKey:])
+	p.checkExactly(relaywire.Audio, h.sent[relaywire.Audio])
+	if first := p.received(relaywire.Video)[0]; first.Payload[0]&0x1f != 7 {
+		t.Fatalf("first video packet carries NAL type %d, want an SPS", first.Payload[0]&0x1f)
+	}
+	subs, _, _ := h.up.calls()
+	if !slices.Equal(subs, []uint32{testChannel}) {
+		t.Fatalf("subscribed %v, want [%d]", subs, testChannel)
+	}
+}
+
+func TestViewerJoiningMidGOPStartsWithTheCachedKeyframe(t *testing.T) {
+	h := newHarness(t, Config{}, hooks{})
+	p := newPeer(t, viewerAPI(t, true))
+	typ, answer, err := h.f.StartSession(context.Background(), "late", testChannel, p.offer())
+	if err != nil || typ != "answer" {
+		t.Fatalf("StartSession: %q %v", typ, err)
+	}
+	// The stream runs before the viewer connects: one GOP, then into the next.
+	h.writeGOP(5)
+	secondKey := len(h.sent[relaywire.Video])
+	h.writeGOP(10)
+	audioBefore := len(h.sent[relaywire.Audio])
+
+	p.accept(answer)
+	h.waitJoined("late")
+	h.writeDeltas(5)
+	h.writeGOP(5)
+
+	want := h.sent[relaywire.Video][secondKey:]
+	p.waitAll(relaywire.Video, want)
+	p.checkExactly(relaywire.Video, want)
+	got := p.received(relaywire.Video)
+	if got[0].Payload[0]&0x1f != 7 || got[0].SequenceNumber != want[0].seq {
+		t.Fatalf("first video packet: seq %d NAL type %d; want seq %d, an SPS", got[0].SequenceNumber, got[0].Payload[0]&0x1f, want[0].seq)
+	}
+	p.waitAll(relaywire.Audio, h.sent[relaywire.Audio][audioBefore:])
+	p.checkExactly(relaywire.Audio, h.sent[relaywire.Audio][audioBefore:])
+}
+
+func TestWebsocketModeOffersSendonlyH264AndOpus(t *testing.T) {
+	h := newHarness(t, Config{}, hooks{})
+	typ, offer, err := h.f.StartSession(context.Background(), "ws-1", testChannel, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if typ != "offer" {
+		t.Fatalf("sdp type %q, want offer", typ)
+	}
+	for _, want := range []string{"H264/90000", "opus/48000/2", "a=sendonly", "profile-level-id=42e01f", "typ host", "127.0.0.1"} {
+		if !strings.Contains(offer, want) {
+			t.Errorf("offer lacks %q:\n%s", want, offer)
+		}
+	}
+
+	p := newPeer(t, viewerAPI(t, true))
+	if err := h.f.SetAnswer("ws-1", p.answer(offer)); err != nil {
+		t.Fatal(err)
+	}
+	h.waitJoined("ws-1")
+	h.writeGOP(10)
+	p.waitAll(relaywire.Video, h.sent[relaywire.Video])
+	p.waitAll(relaywire.Audio, h.sent[relaywire.Audio])
+	p.checkExactly(relaywire.Video, h.sent[relaywire.Video])
+	p.checkExactly(relaywire.Audio, h.sent[relaywire.Audio])
+}
+
+func TestNACKIsAnsweredFromTheSharedCache(t *testing.T) {
+	h := newHarness(t, Config{}, hooks{})
+	p := newPeer(t, viewerAPI(t, false)) // no NACK generator: every NACK is the test's
+	h.connectWHEP(p, "nacker")
+	h.writeGOP(6)
+	p.waitAll(relaywire.Video, h.sent[relaywire.Video])
+	p.waitAll(relaywire.Audio, h.sent[relaywire.Audio])
+
+	ask := []sent{h.sent[relaywire.Video][2], h.sent[relaywire.Video][5], h.sent[relaywire.Audio][1]}
+	p.mu.Lock()
+	ssrc := [2]uint32{uint32(p.remote[relaywire.Video].SSRC()), uint32(p.remote[relaywire.Audio].SSRC())}
+	p.mu.Unlock()
+	err := p.pc.WriteRTCP([]rtcp.Packet{
+		&rtcp.TransportLayerNack{MediaSSRC: ssrc[relaywire.Video], Nacks: rtcp.NackPairsFromSequenceNumbers([]uint16{ask[0].seq, ask[1].seq})},
+		&rtcp.TransportLayerNack{MediaSSRC: ssrc[relaywire.Audio], Nacks: rtcp.NackPairsFromSequenceNumbers([]uint16{ask[2].seq})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	copies := func(tr relaywire.Track, seq uint16) (n int, identical bool, payload []byte) {
+		identical = true
+		for _, pkt := range p.received(tr) {
+			if pkt.SequenceNumber == seq {
+				n++
+				if payload != nil && string(payload) != string(pkt.Payload) {
+					identical = false
+				}
+				payload = pkt.Payload
+			}
+		}
+		return n, identical, payload
+	}
+	for i, a := range ask {
+		tr := relaywire.Video
+		if i == 2 {
+			tr = relaywire.Audio
+		}
+		waitFor(t, "the retransmission", func() bool { n, _, _ := copies(tr, a.seq); return n >= 2 })
+		if n, identical, payload := copies(tr, a.seq); n != 2 || !identical || string(payload) != string(a.payload) {
+			t.Fatalf("%s seq %d: %d copies, identical %v", tr, a.seq, n, identical)
+		}
+	}
+	if s := h.f.Stats(); s.NACKed != 3 || s.Retransmits != 3 || s.CacheMisses != 0 {
+		t.Fatalf("stats %+v, want 3 NACKed, 3 retransmitted, no misses", s)
+	}
+}
+
+func TestKeyframeRequestsAreCountedNotHonoured(t *testing.T) {
+	h := newHarness(t, Config{}, hooks{})
+	p := newPeer(t, viewerAPI(t, false))
+	h.connectWHEP(p, "pli")
+	h.writeGOP(2)
+	p.waitAll(relaywire.Video, h.sent[relaywire.Video])
+	p.mu.Lock()
+	ssrc := uint32(p.remote[relaywire.Video].SSRC())
+	p.mu.Unlock()
+	if err := p.pc.WriteRTCP([]rtcp.Packet{
+		&rtcp.PictureLossIndication{MediaSSRC: ssrc},
+		&rtcp.FullIntraRequest{MediaSSRC: ssrc, FIR: []rtcp.FIREntry{{SSRC: ssrc}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the keyframe requests to be counted", func() bool { s := h.f.Stats(); return s.PLIs == 1 && s.FIRs == 1 })
+}
+
+func TestSlowViewerDropsItsOwnPacketsOnly(t *testing.T) {
+	release := make(chan struct{})
+	h := newHarness(t, Config{}, hooks{
+		queueSize: func(s string) int {
+			if s == "slow" {
+				return 4
+			}
+			return 0
+		},
+		beforeSend: func(s string) {
+			if s == "slow" {
+				<-release
+			}
+		},
+	})
+	defer close(release)
+	slow := newPeer(t, viewerAPI(t, true))
+	fast := newPeer(t, viewerAPI(t, true))
+	h.connectWHEP(slow, "slow")
+	h.connectWHEP(fast, "fast")
+
+	// The slow viewer's writer is held in its first batch from here on, so
+	// WriteRTP can only finish if it never waits for that viewer.
+	for range 4 {
+		h.writeGOP(10)
+		fast.waitAll(relaywire.Video, h.sent[relaywire.Video])
+	}
+	fast.waitAll(relaywire.Audio, h.sent[relaywire.Audio])
+	fast.checkExactly(relaywire.Video, h.sent[relaywire.Video])
+	fast.checkExactly(relaywire.Audio, h.sent[relaywire.Audio])
+
+	total := uint64(len(h.sent[relaywire.Video]) + len(h.sent[relaywire.Audio]))
+	if s := h.f.Stats(); s.QueueDrops < total-4-64 {
+		t.Fatalf("dropped %d of %d packets for the held viewer (queue of 4)", s.QueueDrops, total)
+	}
+	if n := len(slow.received(relaywire.Video)) + len(slow.received(relaywire.Audio)); n > 64 {
+		t.Fatalf("held viewer received %d packets, more than one batch", n)
+	}
+}
+
+func TestViewerLeavingIsCleanedUp(t *testing.T) {
+	tests := []struct {
+		name       string
+		cfg        Config
+		leave      func(h *harness, p *peer)
+		wantClosed string // reason passed to Upstream.SessionClosed, "" if not called
+	}{
+		{
+			name: "the viewer closes its PeerConnection",
+			// Short ICE timeouts, so that the silence of the viewer is noticed
+			// soon; long enough for the connection to be set up on a busy
+			// machine (pion fails a check that takes longer than both).
+			cfg: Config{
+				ICEDisconnectedTimeout: time.Second,
+				ICEFailedTimeout:       2 * time.Second,
+				ICEKeepalive:           200 * time.Millisecond,
+				UnsubscribeGrace:       50 * time.Millisecond,
+			},
+			leave:      func(_ *harness, p *peer) { p.pc.Close() },
+			wantClosed: "connection failed",
+		},
+		{
+			name:  "the gateway closes the session",
+			cfg:   Config{UnsubscribeGrace: 50 * time.Millisecond},
+			leave: func(h *harness, _ *peer) { h.f.CloseSession("leaver", "viewer left") },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := runtime.NumGoroutine()
+			h := newHarness(t, tt.cfg, hooks{})
+			idle := runtime.NumGoroutine()
+			p := newPeer(t, viewerAPI(t, true))
+			h.connectWHEP(p, "leaver")
+			h.writeGOP(3)
+			p.waitAll(relaywire.Video, h.sent[relaywire.Video])
+			if n := h.f.Viewers(testChannel); n != 1 {
+				t.Fatalf("Viewers = %d, want 1", n)
+			}
+
+			tt.leave(h, p)
+			waitFor(t, "the viewer to be removed", func() bool { return h.f.Viewers(testChannel) == 0 && h.f.Load().Viewers == 0 })
+			waitFor(t, "the channel to be unsubscribed", func() bool {
+				_, unsubs, _ := h.up.calls()
+				return slices.Equal(unsubs, []uint32{testChannel})
+			})
+			h.writeGOP(1) // packets of an unsubscribed channel are ignored
+			_, _, closed := h.up.calls()
+			if closed["leaver"] != tt.wantClosed {
+				t.Fatalf("SessionClosed reason %q, want %q", closed["leaver"], tt.wantClosed)
+			}
+			p.pc.Close()
+			waitGoroutines(t, idle)
+
+			if err := h.f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			waitGoroutines(t, base)
+		})
+	}
+}
+
+func TestCloseEndsEverySession(t *testing.T) {
+	base := runtime.NumGoroutine()
+	h := newHarness(t, Config{}, hooks{})
+	p := newPeer(t, viewerAPI(t, true))
+	h.connectWHEP(p, "one")
+	_, offer, err := h.f.StartSession(context.Background(), "two", testChannel, "") // never answered
+	if err != nil || offer == "" {
+		t.Fatal(err)
+	}
+	h.writeGOP(2)
+	p.waitAll(relaywire.Video, h.sent[relaywire.Video])
+
+	if err := h.f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.f.Viewers(testChannel); n != 0 {
+		t.Fatalf("Viewers = %d after Close", n)
+	}
+	if _, _, err := h.f.StartSession(context.Background(), "three", testChannel, ""); !errors.Is(err, ErrClosed) {
+		t.Fatalf("StartSession after Close: %v, want ErrClosed", err)
+	}
+	h.f.WriteRTP(testChannel, relaywire.Video, h.syn.keyframe()[0]) // ignored, no panic
+	p.pc.Close()
+	waitGoroutines(t, base)
+}
+
+func TestStartSessionFailures(t *testing.T) {
+	t.Run("at capacity it fails with ErrFull", func(t *testing.T) {
+		h := newHarness(t, Config{Capacity: 1}, hooks{})
+		if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, ""); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := h.f.StartSession(context.Background(), "b", testChannel, "")
+		if !errors.Is(err, ErrFull) {
+			t.Fatalf("err %v, want ErrFull", err)
+		}
+		h.f.CloseSession("a", "done")
+		if _, _, err := h.f.StartSession(context.Background(), "b", testChannel, ""); err != nil {
+			t.Fatalf("after a session ended: %v", err)
+		}
+	})
+	t.Run("a session id is used once", func(t *testing.T) {
+		h := newHarness(t, Config{}, hooks{})
+		if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, ""); !errors.Is(err, ErrSessionExists) {
+			t.Fatalf("err %v, want ErrSessionExists", err)
+		}
+	})
+	t.Run("a failed subscription fails the session and is retried by the next one", func(t *testing.T) {
+		h := newHarness(t, Config{}, hooks{})
+		h.up.err = errors.New("channel 77 has no stream")
+		_, _, err := h.f.StartSession(context.Background(), "a", testChannel, "")
+		if err == nil || !strings.Contains(err.Error(), "no stream") {
+			t.Fatalf("err %v", err)
+		}
+		if n := h.f.Viewers(testChannel); n != 0 {
+			t.Fatalf("Viewers = %d after a failed start", n)
+		}
+		h.up.mu.Lock()
+		h.up.err = nil
+		h.up.mu.Unlock()
+		if _, _, err := h.f.StartSession(context.Background(), "b", testChannel, ""); err != nil {
+			t.Fatal(err)
+		}
+		if subs, _, _ := h.up.calls(); len(subs) != 2 {
+			t.Fatalf("subscribed %d times, want 2", len(subs))
+		}
+	})
+	t.Run("an offer that is not SDP fails and leaves nothing running", func(t *testing.T) {
+		base := runtime.NumGoroutine()
+		h := newHarness(t, Config{}, hooks{})
+		if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, "v=0 nonsense"); err == nil {
+			t.Fatal("no error")
+		}
+		if n := h.f.Load().Viewers; n != 0 {
+			t.Fatalf("%d viewers after a failed start", n)
+		}
+		h.f.Close()
+		waitGoroutines(t, base)
+	})
+	t.Run("unknown sessions", func(t *testing.T) {
+		h := newHarness(t, Config{}, hooks{})
+		if err := h.f.SetAnswer("nope", "v=0"); !errors.Is(err, ErrUnknownSession) {
+			t.Fatalf("SetAnswer: %v", err)
+		}
+		if err := h.f.AddCandidate("nope", relaywire.Candidate{}); !errors.Is(err, ErrUnknownSession) {
+			t.Fatalf("AddCandidate: %v", err)
+		}
+		h.f.CloseSession("nope", "x") // no panic
+	})
+}
+
+func TestChannelStaysSubscribedForANewViewerWithinTheGrace(t *testing.T) {
+	h := newHarness(t, Config{UnsubscribeGrace: time.Hour}, hooks{})
+	if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, ""); err != nil {
+		t.Fatal(err)
+	}
+	h.f.CloseSession("a", "left")
+	if _, _, err := h.f.StartSession(context.Background(), "b", testChannel, ""); err != nil {
+		t.Fatal(err)
+	}
+	subs, unsubs, _ := h.up.calls()
+	if len(subs) != 1 || len(unsubs) != 0 {
+		t.Fatalf("subscribes %v, unsubscribes %v; want one subscription kept", subs, unsubs)
+	}
+}
+
+func TestRemoteCandidatesBeforeTheAnswerAreKept(t *testing.T) {
+	h := newHarness(t, Config{}, hooks{})
+	_, offer, err := h.f.StartSession(context.Background(), "ws", testChannel, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPeer(t, viewerAPI(t, true))
+	answer := p.answer(offer)
+	// Send the viewer's candidates apart from its answer, first.
+	var cands []relaywire.Candidate
+	var lines []string
+	for _, l := range strings.Split(answer, "\r\n") {
+		if c, ok := strings.CutPrefix(l, "a="); ok && strings.HasPrefix(c, "candidate:") {
+			mid, idx := "0", uint16(0)
+			cands = append(cands, relaywire.Candidate{Candidate: c, SDPMid: &mid, SDPMLineIndex: &idx})
+			continue
+		}
+		lines = append(lines, l)
+	}
+	if len(cands) == 0 {
+		t.Fatal("viewer answer has no candidates")
+	}
+	cands = append(cands, relaywire.Candidate{}) // end of candidates
+	for _, c := range cands {
+		if err := h.f.AddCandidate("ws", c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.f.SetAnswer("ws", strings.Join(lines, "\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	h.waitJoined("ws")
+	h.writeGOP(2)
+	p.waitAll(relaywire.Video, h.sent[relaywire.Video])
+}
+
+func TestLoadCountsViewersAndEgress(t *testing.T) {
+	h := newHarness(t, Config{}, hooks{})
+	p := newPeer(t, viewerAPI(t, true))
+	h.connectWHEP(p, "v")
+	h.writeGOP(10)
+	p.waitAll(relaywire.Video, h.sent[relaywire.Video])
+	waitFor(t, "egress to show", func() bool {
+		l := h.f.Load()
+		return l.Viewers == 1 && l.EgressBps > 0 && l.CPU >= 0 && l.CPU <= 1
+	})
+	if s := h.f.Stats(); s.PacketsSent < uint64(len(h.sent[relaywire.Video])) || s.BytesSent == 0 || s.Channels != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestSDPPrefersTheChannelsProfile(t *testing.T) {
+	h := newHarness(t, Config{}, hooks{})
+	_, offer, err := h.f.StartSession(context.Background(), "ws", testChannel, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first H.264 payload type on the m=video line is the channel's profile.
+	var pts []string
+	for _, l := range strings.Split(offer, "\r\n") {
+		if rest, ok := strings.CutPrefix(l, "m=video "); ok {
+			pts = strings.Fields(rest)[2:]
+		}
+	}
+	if len(pts) == 0 || !strings.Contains(offer, "a=fmtp:"+pts[0]+" level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f") {
+		t.Fatalf("first video payload type %v is not 42e01f:\n%s", pts, offer)
+	}
+	_ = webrtc.MimeTypeH264
+}
+
+func TestSessionNeverConnectedEndsAfterTheConnectTimeout(t *testing.T) {
+	h := newHarness(t, Config{ConnectTimeout: 50 * time.Millisecond, UnsubscribeGrace: time.Millisecond}, hooks{})
+	if _, _, err := h.f.StartSession(context.Background(), "silent", testChannel, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the unanswered session to end", func() bool {
+		_, unsubs, closed := h.up.calls()
+		return h.f.Viewers(testChannel) == 0 && closed["silent"] == "not connected in time" && len(unsubs) == 1
+	})
+}
+
+func TestPacketsRecoveredLateByTheRelayAreForwarded(t *testing.T) {
+	h := newHarness(t, Config{}, hooks{})
+	p := newPeer(t, viewerAPI(t, true))
+	h.connectWHEP(p, "v")
+	for range 3 {
+		var held [][]byte
+		pkts := h.syn.keyframe()
+		for i := range 12 {
+			pkts = append(pkts, h.syn.delta(i)...)
+		}
+		for i, b := range pkts {
+			if i%7 == 3 { // lost on the relay, recovered a few packets later
+				held = append(held, b)
+				continue
+			}
+			h.write(relaywire.Video, b)
+			if len(held) > 0 && i%7 == 6 {
+				h.write(relaywire.Video, held...)
+				held = held[:0]
+			}
+		}
+		h.write(relaywire.Video, held...)
+		p.waitAll(relaywire.Video, h.sent[relaywire.Video])
+	}
+	// A packet recovered after a whole large frame went by.
+	var frame [][]byte
+	for i := range 40 {
+		frame = append(frame, h.syn.delta(i)...)
+	}
+	h.write(relaywire.Video, frame[1:]...)
+	h.write(relaywire.Video, frame[0])
+	p.waitAll(relaywire.Video, h.sent[relaywire.Video])
+	p.checkExactly(relaywire.Video, h.sent[relaywire.Video])
+}

@@ -1,0 +1,128 @@
+package fanout
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/pion/rtcp"
+
+	"lightspeed/shared/relaywire"
+)
+
+// The FuzzIngest input is a program of relayed packets, each an op byte
+// then its arguments:
+//
+//	op&1:    track (0 video, 1 audio)
+//	op&2:    marker bit
+//	op&4:    raw: the next byte is a length, the bytes after it the whole packet
+//	op&8:    the packet comes from another SSRC (a restarted stream)
+//	else:    seq step (int8), payload length (byte), payload bytes
+func fuzzProgram(ops ...[]byte) []byte {
+	var b []byte
+	for _, op := range ops {
+		b = append(b, op...)
+	}
+	return b
+}
+
+func FuzzIngest(f *testing.F) {
+	sps := []byte{0x67, 0x42, 0xc0, 0x1f}
+	idrStart := []byte{0x7c, 0x85, 1, 2, 3}
+	idrEnd := []byte{0x7c, 0x45, 4, 5}
+	slice := []byte{0x41, 9, 9}
+	pkt := func(op byte, step int8, payload []byte) []byte {
+		return append([]byte{op, byte(step), byte(len(payload))}, payload...)
+	}
+	f.Add(fuzzProgram(pkt(0, 1, sps), pkt(0, 1, idrStart), pkt(2, 1, idrEnd), pkt(2, 1, slice), pkt(1, 1, []byte{0xfc, 1})))
+	f.Add(fuzzProgram(pkt(2, 1, slice), pkt(0, 2, sps), pkt(2, -1, slice), pkt(2, 3, idrEnd), pkt(8, 1, sps), pkt(10, 1, idrEnd)))
+	f.Add(fuzzProgram([]byte{4, 12, 0x80, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0x11, 0x11}, pkt(2, 100, slice)))
+	f.Fuzz(func(t *testing.T, prog []byte) {
+		ch := newChannel(testChannel)
+		v := newViewer(nil, "fuzz", ch, 8)
+		ch.join(v)
+		seq := [2]uint16{100, 200}
+		ssrc := [2]uint32{testVideoSSRC, testAudioSSRC}
+		now := time.Unix(1000, 0)
+		buf := make([]byte, maxPayload)
+		var out [8]entry
+		for len(prog) > 0 {
+			op := prog[0]
+			prog = prog[1:]
+			tr := relaywire.Track(op & 1)
+			if op&8 != 0 {
+				ssrc[tr]++
+			}
+			var packet []byte
+			if op&4 != 0 {
+				if len(prog) < 1 {
+					return
+				}
+				n := min(int(prog[0]), len(prog)-1)
+				packet, prog = prog[1:1+n], prog[1+n:]
+			} else {
+				if len(prog) < 2 {
+					return
+				}
+				seq[tr] += uint16(int8(prog[0]))
+				n := min(int(prog[1]), len(prog)-2)
+				payload := prog[2 : 2+n]
+				prog = prog[2+n:]
+				packet = make([]byte, 12+len(payload))
+				packet[0] = 0x80
+				if op&2 != 0 {
+					packet[1] = 0x80
+				}
+				binary.BigEndian.PutUint16(packet[2:], seq[tr])
+				binary.BigEndian.PutUint32(packet[4:], uint32(seq[tr])*3000)
+				binary.BigEndian.PutUint32(packet[8:], ssrc[tr])
+				copy(packet[12:], payload)
+			}
+			now = now.Add(10 * time.Millisecond)
+			ch.ingest(tr, packet, now)
+
+			for i := range ch.media {
+				c := ch.media[i].cache
+				if from, n, ok := c.gop(); ok {
+					m, held := c.lookup(from)
+					if !held || m.flags&slotKeyframe == 0 || n < 1 || n > len(c.meta) {
+						t.Fatalf("track %d: GOP from %d (%d packets) does not start at a held keyframe: %+v", i, from, n, m)
+					}
+				}
+			}
+			for n := v.queue.pop(out[:]); n > 0; n = v.queue.pop(out[:]) {
+				for _, e := range out[:n] {
+					if m, ok := ch.load(e.track, e.seq, buf); ok && (m.seq != e.seq || int(m.n) > maxPayload) {
+						t.Fatalf("queued %+v loads %+v", e, m)
+					}
+				}
+			}
+		}
+	})
+}
+
+func FuzzHandleRTCP(f *testing.F) {
+	nack, _ := (&rtcp.TransportLayerNack{MediaSSRC: 1000, Nacks: rtcp.NackPairsFromSequenceNumbers([]uint16{1, 3, 20})}).Marshal()
+	pli, _ := (&rtcp.PictureLossIndication{MediaSSRC: 1000}).Marshal()
+	rr, _ := (&rtcp.ReceiverReport{SSRC: 5, Reports: []rtcp.ReceptionReport{{SSRC: 1001}}}).Marshal()
+	f.Add(append(rr, nack...))
+	f.Add(pli)
+	f.Add([]byte{0x81, 0xcd, 0x00, 0x03, 0, 0, 0, 1, 0, 0, 0x03, 0xe8, 0, 1, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		v := newViewer(nil, "fuzz", nil, 16)
+		for i := range v.tracks {
+			v.tracks[i] = &viewerTrack{}
+			v.tracks[i].bound.Store(&binding{ssrc: 1000 + uint32(i), writer: &fakeWriter{}})
+		}
+		v.handleRTCP(relaywire.Video, raw)
+		v.handleRTCP(relaywire.Audio, raw)
+		c := &v.counters
+		if c.retransmits.Load() > c.nacked.Load() || c.retransmits.Load() > 16 {
+			t.Fatalf("retransmits %d of %d NACKed, queue of 16", c.retransmits.Load(), c.nacked.Load())
+		}
+		var out [32]entry
+		if n := v.queue.pop(out[:]); uint64(n) != c.retransmits.Load() {
+			t.Fatalf("%d queued, %d counted", n, c.retransmits.Load())
+		}
+	})
+}
