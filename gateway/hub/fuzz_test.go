@@ -19,7 +19,9 @@ import (
 //	op%16 == 3: add a FromKeyframe subscriber (at most two in all)
 //	otherwise:  a packet of track op&1 with marker op&2; arguments: seq
 //	            step (int8), timestamp step (×100), payload length (uint16,
-//	            mod 3000); the payload is the following bytes, padded
+//	            mod 3000), the number k of payload bytes that follow; the
+//	            payload is those k bytes padded with a counting pattern,
+//	            which keeps inputs with large payloads small
 const (
 	opEnd = iota
 	opStart
@@ -28,44 +30,72 @@ const (
 	opPacket = 4
 )
 
-func packetOp(t hub.Track, marker bool, seqStep int8, tsStep byte, payload []byte) []byte {
+// packetOp encodes a packet of n payload bytes starting with prefix.
+func packetOp(t hub.Track, marker bool, seqStep int8, tsStep byte, n int, prefix []byte) []byte {
 	op := byte(opPacket) | byte(t)
 	if marker {
 		op |= 2
 	}
-	b := []byte{op, byte(seqStep), tsStep, byte(len(payload) >> 8), byte(len(payload))}
-	return append(b, payload...)
+	b := []byte{op, byte(seqStep), tsStep, byte(n >> 8), byte(n), byte(len(prefix))}
+	return append(b, prefix...)
+}
+
+// padded is the payload a packetOp of n bytes starting with prefix carries.
+func padded(n int, prefix []byte) []byte {
+	payload := make([]byte, n)
+	k := copy(payload, prefix)
+	for i := k; i < n; i++ {
+		payload[i] = byte(i)
+	}
+	return payload
+}
+
+// packetOf encodes payload as a packetOp, literally up to 8 bytes.
+func packetOf(t hub.Track, marker bool, seqStep int8, tsStep byte, payload []byte) []byte {
+	k := min(len(payload), 8)
+	if !bytes.Equal(padded(len(payload), payload[:k]), payload) {
+		k = len(payload)
+	}
+	return packetOp(t, marker, seqStep, tsStep, len(payload), payload[:k])
 }
 
 func program(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 func FuzzWriteRTP(f *testing.F) {
 	var fu []byte
-	for _, p := range ftlPayloads(nal(5, 3000, 1)) {
-		fu = append(fu, packetOp(hub.Video, len(fu) > 0, 1, 0, p)...)
+	for i, p := range ftlPayloads(nal(5, 3000, 1)) {
+		fu = append(fu, packetOp(hub.Video, false, 1, 0, len(p), p[:2+i%2])...)
 	}
 	f.Add(program(
-		packetOp(hub.Video, false, 0, 0, nal(7, 10, 0)),
-		packetOp(hub.Video, false, 1, 0, nal(8, 4, 0)),
+		packetOf(hub.Video, false, 0, 0, spsHigh1080),
+		packetOf(hub.Video, false, 1, 0, nal(8, 4, 0)),
 		fu,
-		packetOp(hub.Audio, false, 0, 0, []byte{0xfc, 1, 2}),
-		packetOp(hub.Video, true, 1, 30, nal(1, 1380, 2)),
-	))
-	f.Add(program( // reordered, lost, late
-		packetOp(hub.Video, true, 0, 0, nal(1, 10, 0)),
-		packetOp(hub.Video, true, 2, 30, nal(1, 10, 0)),
-		packetOp(hub.Video, true, -1, 30, nal(1, 10, 0)),
-		packetOp(hub.Video, true, 3, 30, nal(1, 10, 0)),
-		[]byte{opWait, 50},
-		packetOp(hub.Video, true, -1, 0, nal(1, 10, 0)),
-		packetOp(hub.Video, true, 100, 0, nal(1, 10, 0)),
+		packetOf(hub.Audio, false, 0, 0, []byte{0xfc, 1, 2}),
 		[]byte{opJoin},
+		packetOp(hub.Video, true, 1, 30, 1380, []byte{0x41}),
+		packetOp(hub.Video, true, 1, 30, 2757, []byte{0x41}),
 	))
-	f.Add(program( // reconnect, jumps
-		packetOp(hub.Audio, false, 0, 0, []byte{1, 2, 3}),
+	f.Add(program( // reordered, lost, late, jumps
+		packetOp(hub.Video, true, 0, 0, 10, []byte{0x41}),
+		packetOp(hub.Video, true, 2, 30, 10, []byte{0x41}),
+		packetOp(hub.Video, true, -1, 30, 10, []byte{0x41}),
+		packetOp(hub.Video, true, 3, 30, 10, []byte{0x41}),
+		[]byte{opWait, 50},
+		packetOp(hub.Video, true, -1, 0, 10, []byte{0x41}),
+		packetOp(hub.Video, true, 100, 0, 10, []byte{0x41}),
+		packetOp(hub.Video, true, 127, 0, 10, []byte{0x41}),
+		packetOp(hub.Video, true, 127, 0, 10, []byte{0x41}),
+		packetOp(hub.Video, true, 127, 0, 10, []byte{0x41}),
+		packetOp(hub.Video, true, 127, 0, 10, []byte{0x41}),
+		packetOp(hub.Video, true, 127, 0, 10, []byte{0x41}),
+	))
+	f.Add(program( // reconnect, oversized and aggregated payloads
+		packetOp(hub.Audio, false, 0, 0, 3, nil),
+		packetOp(hub.Audio, false, 2, 0, 3, nil),
 		[]byte{opEnd, opWait, 200, opStart},
-		packetOp(hub.Audio, false, 0x7f, 0, bytes.Repeat([]byte{0x5c}, 1300)),
-		packetOp(hub.Video, false, -128, 0, bytes.Repeat([]byte{0x7c}, 2999)),
+		packetOp(hub.Audio, false, 0x7f, 0, 1300, []byte{0x5c}),
+		packetOp(hub.Video, false, -128, 0, 2999, []byte{0x7c}),
+		packetOp(hub.Video, false, 1, 0, 1400, []byte{0x18, 0, 4, 0x67, 0x42, 0x05, 0xdc, 0x05, 0x6f, 0x41}),
 	))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -74,7 +104,7 @@ func FuzzWriteRTP(f *testing.F) {
 		defer h.Close()
 		h.StartPublish(hub.PublisherInfo{})
 		tracks := h.Tracks()
-		subs := []*fuzzSub{{s: h.Subscribe(hub.SubscribeOptions{Capacity: 2048})}}
+		subs := []*fuzzSub{{s: h.Subscribe(hub.SubscribeOptions{Capacity: 1024})}}
 		var seq [2]uint16
 		var ts [2]uint32
 		retrans := make([]byte, hub.MaxPacketSize)
@@ -98,21 +128,16 @@ func FuzzWriteRTP(f *testing.F) {
 					subs = append(subs, &fuzzSub{s: h.Subscribe(hub.SubscribeOptions{FromKeyframe: true})})
 				}
 			default:
-				if len(data) < 4 {
+				if len(data) < 5 {
 					return
 				}
 				tr := hub.Track(op & 1)
 				seq[tr] += uint16(int8(data[0]))
 				ts[tr] += uint32(data[1]) * 100
-				n := int(data[2])<<8 | int(data[3])
-				n %= 3000
-				data = data[4:]
-				payload := make([]byte, n)
-				k := copy(payload, data)
-				data = data[k:]
-				for i := k; i < n; i++ {
-					payload[i] = byte(i)
-				}
+				n := (int(data[2])<<8 | int(data[3])) % 3000
+				k := min(int(data[4]), n, len(data)-5)
+				payload := padded(n, data[5:5+k])
+				data = data[5+k:]
 				p := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq[tr], Timestamp: ts[tr], Marker: op&2 != 0}, Payload: payload}
 				h.WriteRTP(tr, p, clk.Now())
 			}

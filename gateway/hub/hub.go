@@ -237,7 +237,7 @@ func (h *Hub) Close() {
 		h.timerSet = false
 	}
 	for _, s := range h.subs {
-		_ = s
+		s.shut()
 	}
 	h.subs = nil
 }

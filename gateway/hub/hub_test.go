@@ -318,11 +318,13 @@ func TestHoldTimerReleasesWithoutReleaseExpiredCalls(t *testing.T) {
 	defer h.Close()
 	h.StartPublish(hub.PublisherInfo{})
 	s := h.Subscribe(hub.SubscribeOptions{})
-	writeSeqs(h, time.Now(), 1, 3)
+	now := time.Now()
+	writeSeqs(h, now, 1, 3)
+	writeSeqs(h, now.Add(5*time.Millisecond), 5) // held after 3 is released: the timer is armed again
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, want := range []uint16{1, 3} {
+	for _, want := range []uint16{1, 3, 5} {
 		p, err := s.Next(ctx)
 		if err != nil {
 			t.Fatalf("Next: %v (the hold timer never released publisher seq %d)", err, want)

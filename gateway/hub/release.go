@@ -20,7 +20,7 @@ type track struct {
 	minStep   uint32 // one frame in clock ticks: the least timestamp step across a reconnect
 
 	buf  reorder
-	ring *ring // allocated with the first session
+	ring ring
 
 	// output numbering
 	seq         uint16 // sequence number of the next output packet
@@ -49,10 +49,6 @@ func (tr *track) init(kind Track, pt uint8, clockRate, minStep uint32) {
 // startSession prepares the track for a new publisher session: the
 // publisher's numbering and timestamps start afresh.
 func (tr *track) startSession() {
-	if tr.buf.slots == nil {
-		tr.buf.slots = new([reorderSize]heldPacket)
-		tr.ring = new(ring)
-	}
 	tr.buf.started = false
 	tr.buf.farBehind = 0
 	tr.newSession = true
@@ -208,12 +204,17 @@ func (h *Hub) emit(tr *track, n int, ts uint32, marker, keyframe bool) {
 // ringSize is the number of output packets per track kept for
 // retransmission. It divides 2^16, so seq%ringSize is continuous across
 // the wrap-around.
-const ringSize = 2048
+const (
+	ringSize = 2048
+	ringPage = 64 // slots allocated together, when first used
+)
 
 // ring is the retransmission ring of one track, indexed by output sequence
-// number; each slot records its sequence number to detect overwrites.
+// number; each slot records its sequence number to detect overwrites. Its
+// slots are allocated a page at a time as the first packets pass, so a hub
+// that carries little costs little; after that, storing allocates nothing.
 type ring struct {
-	slots [ringSize]ringSlot
+	pages [ringSize / ringPage]*[ringPage]ringSlot
 }
 
 type ringSlot struct {
@@ -224,17 +225,25 @@ type ringSlot struct {
 
 // store keeps a copy of output packet seq.
 func (r *ring) store(seq uint16, pkt []byte) {
-	s := &r.slots[seq%ringSize]
+	i := int(seq % ringSize)
+	page := r.pages[i/ringPage]
+	if page == nil {
+		page = new([ringPage]ringSlot)
+		r.pages[i/ringPage] = page
+	}
+	s := &page[i%ringPage]
 	s.seq = seq
 	s.n = uint16(copy(s.data[:], pkt))
 }
 
 // load copies output packet seq into dst if it is still held.
 func (r *ring) load(seq uint16, dst []byte) (n int, ok bool) {
-	if r == nil {
+	i := int(seq % ringSize)
+	page := r.pages[i/ringPage]
+	if page == nil {
 		return 0, false
 	}
-	s := &r.slots[seq%ringSize]
+	s := &page[i%ringPage]
 	if s.n == 0 || s.seq != seq || len(dst) < int(s.n) {
 		return 0, false
 	}

@@ -42,7 +42,7 @@ type heldPacket struct {
 // sequence number modulo reorderSize. Every held packet is within
 // reorderSize ahead of next, so a slot holds at most one candidate.
 type reorder struct {
-	slots     *[reorderSize]heldPacket // allocated with the first session
+	slots     *[reorderSize]heldPacket // allocated when the first packet has to wait
 	started   bool                     // next is known (set by the first packet of a session)
 	next      uint16                   // the publisher sequence number to release next
 	held      int                      // present slots
@@ -55,6 +55,9 @@ type reorder struct {
 func (b *reorder) put(pkt *rtp.Packet, arrival time.Time) bool {
 	if len(pkt.Payload) > maxHeldPayload {
 		return true // not kept: skipped as lost when its turn passes
+	}
+	if b.slots == nil {
+		b.slots = new([reorderSize]heldPacket)
 	}
 	s := &b.slots[pkt.SequenceNumber%reorderSize]
 	if s.present {
@@ -71,6 +74,9 @@ func (b *reorder) put(pkt *rtp.Packet, arrival time.Time) bool {
 
 // head returns the slot of next if it holds next, else nil.
 func (b *reorder) head() *heldPacket {
+	if b.held == 0 {
+		return nil
+	}
 	s := &b.slots[b.next%reorderSize]
 	if s.present && s.seq == b.next {
 		return s
