@@ -104,7 +104,11 @@ func (sess *session) begin() {
 	s.metrics.streams.Inc()
 	s.log.Info("ftl: stream started", "channel", sess.channel, "remote", sess.ctl.remote.String(),
 		"software", sess.software, "video_ssrc", sess.video.ssrc, "audio_ssrc", sess.audio.ssrc)
-	go sess.watch()
+	s.watchers.Add(1)
+	go func() {
+		defer s.watchers.Done()
+		sess.watch()
+	}()
 }
 
 // watch asks again for lost video packets and ends the stream when media

@@ -76,6 +76,8 @@ type Server struct {
 	media *net.UDPConn
 	port  int // announced UDP port
 
+	watchers sync.WaitGroup // one per started session
+
 	mu     sync.Mutex
 	live   map[uint32]*session // by channel, from CONNECT on
 	bySSRC map[uint32]*session // by negotiated SSRC, from "." on
@@ -180,7 +182,18 @@ func (s *Server) Serve(ctx context.Context) error {
 			c.Close()
 		}
 		s.mu.Unlock()
-		conns.Wait() // every session has ended and left its hub
+		conns.Wait()
+		// Streams draining after DISCONNECT have no connection left: end them.
+		s.mu.Lock()
+		var live []*session
+		for _, sess := range s.live {
+			live = append(live, sess)
+		}
+		s.mu.Unlock()
+		for _, sess := range live {
+			sess.end("gateway shutting down", codeTerminated)
+		}
+		s.watchers.Wait() // every session has ended and left its hub
 		s.media.Close()
 		return nil
 	})

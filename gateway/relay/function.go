@@ -347,6 +347,7 @@ func (f *function) forward(ctx context.Context, fw *forward) {
 	video := relaywire.FlowOf(fw.channel, relaywire.Video)
 	audio := relaywire.FlowOf(fw.channel, relaywire.Audio)
 	buf := make([]byte, 0, relaywire.MaxDatagramSize)
+	var pace pacer
 	for {
 		p, err := fw.sub.Next(ctx)
 		if err != nil {
@@ -360,10 +361,41 @@ func (f *function) forward(ctx context.Context, fw *forward) {
 			flow = audio
 		}
 		buf = relaywire.AppendDatagram(buf[:0], flow, p.Data)
+		if d := pace.delay(time.Now()); d > 0 {
+			time.Sleep(d)
+		}
 		if err := f.send(buf); err != nil {
 			return
 		}
 	}
+}
+
+// Pacing of a forward: live streams (a few thousand packets a second at
+// most) pass untouched; the keyframe cache a subscription starts with
+// (thousands of packets at once) is spread out, so that it does not
+// overflow quic-go's 128-datagram receive queue at the function, which
+// drops silently.
+const (
+	paceRate  = 10000 // datagrams per second
+	paceBurst = 64    // datagrams sent back to back
+)
+
+// pacer spaces datagrams to paceRate after a burst of paceBurst (a
+// generic cell rate algorithm).
+type pacer struct {
+	tat time.Time // theoretical arrival time of the next datagram
+}
+
+// delay accounts for one datagram sent at now and returns how long to wait
+// before sending it.
+func (p *pacer) delay(now time.Time) time.Duration {
+	const interval = time.Second / paceRate
+	if p.tat.Before(now) {
+		p.tat = now
+	}
+	d := p.tat.Sub(now) - (paceBurst-1)*interval
+	p.tat = p.tat.Add(interval)
+	return max(d, 0)
 }
 
 // retransmit answers NACKs from the hubs' retransmission rings.

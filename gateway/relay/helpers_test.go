@@ -150,6 +150,7 @@ type recorder struct {
 	pkts  map[relaywire.Flow][][]byte // copies, in arrival order
 	count atomic.Int64
 
+	startMu    sync.Mutex
 	start      func(ctx context.Context, session string, channel uint32, offer string) (string, string, error)
 	answers    chan [2]string // session, sdp
 	candidates chan relaywire.Candidate
@@ -182,11 +183,21 @@ func (r *recorder) packets(f relaywire.Flow) [][]byte {
 	return append([][]byte(nil), r.pkts[f]...)
 }
 
+// onStart makes start answer StartSession.
+func (r *recorder) onStart(start func(ctx context.Context, session string, channel uint32, offer string) (string, string, error)) {
+	r.startMu.Lock()
+	r.start = start
+	r.startMu.Unlock()
+}
+
 func (r *recorder) StartSession(ctx context.Context, session string, channel uint32, offer string) (string, string, error) {
-	if r.start == nil {
+	r.startMu.Lock()
+	start := r.start
+	r.startMu.Unlock()
+	if start == nil {
 		return "answer", "answer to " + offer, nil
 	}
-	return r.start(ctx, session, channel, offer)
+	return start(ctx, session, channel, offer)
 }
 
 func (r *recorder) SetAnswer(session, sdp string) error {

@@ -86,8 +86,10 @@ type Server struct {
 	// QUIC had refused them (tests).
 	maxDatagram int
 
-	ln *quic.Listener
-	wg sync.WaitGroup // connection handlers
+	udp *net.UDPConn
+	tr  *quic.Transport
+	ln  *quic.Listener
+	wg  sync.WaitGroup // connection handlers
 
 	mu       sync.Mutex
 	conns    map[*quic.Conn]struct{}
@@ -129,19 +131,41 @@ func (s *Server) Listen() error {
 		NextProtos:   []string{relaywire.ALPN},
 		MinVersion:   tls.VersionTLS13,
 	}
-	ln, err := quic.ListenAddr(s.cfg.Addr, tlsConf, quicConfig())
+	ua, err := net.ResolveUDPAddr("udp", s.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("relay: listen %s: %w", s.cfg.Addr, err)
+		return fmt.Errorf("relay: address %q: %w", s.cfg.Addr, err)
 	}
-	s.ln = ln
+	udp, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return fmt.Errorf("relay: listen: %w", err)
+	}
+	// The server owns the socket and the transport, so that Serve can
+	// release the port as soon as it has closed the connections.
+	tr := &quic.Transport{Conn: udp}
+	ln, err := tr.Listen(tlsConf, quicConfig())
+	if err != nil {
+		tr.Close()
+		udp.Close()
+		return fmt.Errorf("relay: listen: %w", err)
+	}
+	s.udp, s.tr, s.ln = udp, tr, ln
 	return nil
+}
+
+// Close releases the socket of a Server that will not Serve.
+func (s *Server) Close() {
+	if s.ln != nil {
+		s.ln.Close()
+		s.tr.Close()
+		s.udp.Close()
+	}
 }
 
 // Addr is the bound UDP address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Serve accepts functions until ctx is done, then closes every connection,
-// waits for their goroutines and returns nil.
+// waits for their goroutines, releases the socket and returns nil.
 func (s *Server) Serve(ctx context.Context) error {
 	if s.ln == nil {
 		if err := s.Listen(); err != nil {
@@ -172,11 +196,17 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.ln.Close()
 	s.mu.Lock()
+	conns := make([]*quic.Conn, 0, len(s.conns))
 	for qc := range s.conns {
-		qc.CloseWithError(relaywire.CodeNone, "gateway shutting down")
+		conns = append(conns, qc)
 	}
 	s.mu.Unlock()
+	for _, qc := range conns {
+		qc.CloseWithError(relaywire.CodeNone, "gateway shutting down")
+	}
 	s.wg.Wait()
+	s.tr.Close()
+	s.udp.Close()
 	return err
 }
 
