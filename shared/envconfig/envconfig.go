@@ -74,7 +74,7 @@ func Usage(w io.Writer, command string, cfg any) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		name, ok := f.Tag.Lookup("env")
-		if !ok {
+		if !ok || name == "-" {
 			continue
 		}
 		def := f.Tag.Get("envDefault")
