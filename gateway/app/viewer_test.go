@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -393,5 +395,41 @@ func TestRoutingPrefersTheViewersRegionThenTheNearest(t *testing.T) {
 	watch(t, g, "ams") // ams is full: the nearest region with room serves
 	if a, f, s := ams.Fanout().Viewers(77), fra.Fanout().Viewers(77), syd.Fanout().Viewers(77); a != 1 || f != 1 || s != 1 {
 		t.Fatalf("viewers ams %d, fra %d, syd %d; want 1 each", a, f, s)
+	}
+}
+
+func TestWHEPSessionTrickleAndDelete(t *testing.T) {
+	g := startGateway(t, stackConfig(t))
+	streamForever(t, g)
+	v, _ := watch(t, g, "ams")
+	do := func(method, ctype, body string) int {
+		req, _ := http.NewRequest(method, v.Location(), strings.NewReader(body))
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := do("PATCH", "application/trickle-ice-sdpfrag", "a=mid:0\r\na=end-of-candidates\r\n"); got != http.StatusNoContent {
+		t.Fatalf("PATCH: %d", got)
+	}
+	if got := do("PATCH", "application/sdp", "a=end-of-candidates\r\n"); got != http.StatusUnsupportedMediaType {
+		t.Fatalf("PATCH with the wrong type: %d", got)
+	}
+	if n := g.signaling.Viewers(77); n != 1 {
+		t.Fatalf("viewers %d, want 1", n)
+	}
+	if got := do("DELETE", "", ""); got != http.StatusOK {
+		t.Fatalf("DELETE: %d", got)
+	}
+	waitUntil(t, "the session is gone", func() bool {
+		return g.signaling.Viewers(77) == 0 && g.Function().Fanout().Viewers(77) == 0
+	})
+	if got := do("DELETE", "", ""); got != http.StatusNotFound {
+		t.Fatalf("second DELETE: %d", got)
 	}
 }

@@ -286,6 +286,9 @@ func (v *Viewer) WaitConnected(ctx context.Context) error {
 	}
 }
 
+// Location is the WHEP session URL ("" for websocket viewers).
+func (v *Viewer) Location() string { return v.location }
+
 // PeerConnection is the viewer's PeerConnection.
 func (v *Viewer) PeerConnection() *webrtc.PeerConnection { return v.pc }
 
