@@ -28,7 +28,7 @@ type Config struct {
 	RelayFingerprint string        `env:"RELAY_FINGERPRINT" help:"SHA-256 (hex) of the gateway's relay certificate; default: from the data dir"`
 	RelayCA          string        `env:"RELAY_CA" help:"CA file to verify the gateway's relay certificate instead of a fingerprint"`
 	DataDir          string        `env:"DATA_DIR" envDefault:"./data" help:"the gateway's data dir, for the one-machine relay settings"`
-	WebRTCUDPAddr    string        `env:"WEBRTC_UDP_ADDR" envDefault:":8189" help:"UDP address of all WebRTC media (ICE UDP mux)"`
+	WebRTCUDPAddr    string        `env:"WEBRTC_UDP_ADDR" envDefault:":8189" help:"UDP address of all WebRTC media (ICE UDP mux); a loopback address offers loopback candidates only"`
 	PublicIPs        []string      `env:"PUBLIC_IPS" envSeparator:"," help:"IPs advertised to viewers (NAT 1:1), comma-separated; default: the interface addresses"`
 	Region           string        `env:"REGION" help:"region code (Fly region); default: FLY_REGION"`
 	MachineID        string        `env:"MACHINE_ID" help:"machine id; default: FLY_MACHINE_ID or the host name"`
@@ -59,6 +59,11 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Function, er
 	}
 	if cfg.MachineID == "" {
 		cfg.MachineID = os.Getenv("FLY_MACHINE_ID")
+	}
+	if host, _, err := net.SplitHostPort(cfg.WebRTCUDPAddr); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+			cfg.Loopback = true // media bound to loopback: offer loopback candidates only
+		}
 	}
 	if cfg.MachineID == "" {
 		cfg.MachineID, _ = os.Hostname()
