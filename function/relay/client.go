@@ -38,6 +38,7 @@ const (
 	keepAlivePeriod = 5 * time.Second
 	idleTimeout     = 15 * time.Second
 	nackInterval    = 10 * time.Millisecond
+	inboxSize       = 4096        // received datagrams not yet handed on: a keyframe cache
 	loadInterval    = time.Second // load reports and subscription retries
 	minBackoff      = 250 * time.Millisecond
 	maxBackoff      = 5 * time.Second
@@ -65,10 +66,10 @@ type Config struct {
 	Logger     *slog.Logger // default slog.Default()
 	Registerer prometheus.Registerer
 
-	// DropDatagram, if set, is asked about each received datagram (its raw
-	// bytes, valid during the call) and drops it when it returns true: a
-	// test hook to simulate relay loss.
-	DropDatagram func(datagram []byte) bool
+	// DropDatagram, if set, is asked about each received datagram, in
+	// arrival order, and drops it when it returns true: a test hook to
+	// simulate relay loss.
+	DropDatagram func() bool
 }
 
 // Handler is what the client drives: the WebRTC fan-out.
@@ -96,17 +97,19 @@ type Handler interface {
 // ClientStats counts what a Client received and recovered.
 type ClientStats struct {
 	Received     uint64 // RTP packets received, from datagrams and streams
-	Duplicates   uint64 // packets received again or given up on already, not handed on
+	Duplicates   uint64 // packets received again, not handed on
 	Lost         uint64 // sequence numbers found missing on arrival
 	NACKsSent    uint64 // sequence numbers asked for again
-	Recovered    uint64 // missing packets that arrived after all
+	Recovered    uint64 // missing packets that arrived while asked for
+	Late         uint64 // missing packets that arrived after their NACKs were given up
+	Overflows    uint64 // datagrams dropped because the handler fell 4096 behind
 	Reconnects   uint64 // connections established after the first
 	ConnectFails uint64 // connection attempts that failed before welcome
 }
 
 // counters are the atomics behind ClientStats.
 type counters struct {
-	received, duplicates, lost, nacks, recovered, reconnects, fails, connections atomic.Uint64
+	received, duplicates, lost, nacks, recovered, late, overflows, reconnects, fails, connections atomic.Uint64
 }
 
 // Client is the relay's function end. Its methods are safe for concurrent
@@ -406,6 +409,8 @@ func (c *Client) Stats() ClientStats {
 		Lost:         s.lost.Load(),
 		NACKsSent:    s.nacks.Load(),
 		Recovered:    s.recovered.Load(),
+		Late:         s.late.Load(),
+		Overflows:    s.overflows.Load(),
 		Reconnects:   s.reconnects.Load(),
 		ConnectFails: s.fails.Load(),
 	}
@@ -424,6 +429,8 @@ func (c *Client) register(reg prometheus.Registerer) {
 		counter("lightspeed_relay_client_lost_total", "Sequence numbers found missing on arrival.", &s.lost),
 		counter("lightspeed_relay_client_nacks_sent_total", "Sequence numbers asked for again.", &s.nacks),
 		counter("lightspeed_relay_client_recovered_total", "Missing packets that arrived after a NACK.", &s.recovered),
+		counter("lightspeed_relay_client_late_total", "Missing packets that arrived after their NACKs were given up.", &s.late),
+		counter("lightspeed_relay_client_overflows_total", "Datagrams dropped because the fan-out fell behind.", &s.overflows),
 		counter("lightspeed_relay_client_reconnects_total", "Connections to the gateway after the first.", &s.reconnects),
 		counter("lightspeed_relay_client_connect_failures_total", "Connection attempts that failed before welcome.", &s.fails),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lightspeed_relay_client_connected", Help: "1 while connected to the gateway."},

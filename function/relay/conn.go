@@ -39,8 +39,9 @@ type conn struct {
 	pending  map[string]*pendingSession
 	draining bool
 
-	deliverMu sync.Mutex // one packet handed on at a time
-	fmu       sync.Mutex // guards flows
+	inbox     chan []byte // received datagrams, waiting to be handed on
+	deliverMu sync.Mutex  // one packet handed on at a time
+	fmu       sync.Mutex  // guards flows
 	flows     map[relaywire.Flow]*flow
 }
 
@@ -66,37 +67,6 @@ type pendingSession struct {
 	cancel context.CancelFunc
 	closed bool // the gateway closed it meanwhile
 	reason string
-}
-
-// flow is the receive state of one track.
-type flow struct {
-	channel uint32
-	track   relaywire.Track
-	tracker nack.Tracker
-	started bool
-	highest uint16
-}
-
-// accept records the arrival of seq and reports whether to hand the packet
-// on: not when it is a duplicate or a hole given up already.
-func (f *flow) accept(seq uint16, now time.Time, st *counters) bool {
-	recovered, opened := f.tracker.Received(seq, now)
-	st.lost.Add(uint64(opened))
-	switch d := int16(seq - f.highest); {
-	case !f.started || d > 0:
-		f.started, f.highest = true, seq
-	case recovered:
-		st.recovered.Add(1)
-	case int(d) < -nack.MaxJump:
-		// Far behind: the numbering restarted; follow it.
-		f.tracker = nack.Tracker{Policy: nackPolicy}
-		f.tracker.Received(seq, now)
-		f.highest = seq
-	default:
-		st.duplicates.Add(1)
-		return false
-	}
-	return true
 }
 
 // handshake runs hello, challenge, auth and welcome on a new connection.
@@ -162,6 +132,7 @@ func (c *Client) handshake(ctx context.Context, qc *quic.Conn, h Handler) (*conn
 		subs:    make(map[uint32]*chanSub),
 		pending: make(map[string]*pendingSession),
 		flows:   make(map[relaywire.Flow]*flow),
+		inbox:   make(chan []byte, inboxSize),
 	}, nil
 }
 
@@ -173,6 +144,7 @@ func (cc *conn) run(ctx context.Context) error {
 	cc.log.Info("relay: connected to the gateway", "addr", cc.c.cfg.GatewayAddr)
 
 	g.Go(cc.receiveDatagrams)
+	g.Go(cc.deliverDatagrams)
 	g.Go(cc.receiveStreams)
 	g.Go(cc.readControl)
 	g.Go(cc.sendNACKs)
@@ -211,7 +183,9 @@ func (cc *conn) write(m relaywire.Message) error {
 	return nil
 }
 
-// receiveDatagrams is the hot loop: decode, check, hand on.
+// receiveDatagrams is the hot loop: it only moves datagrams from quic-go's
+// receive queue, which holds 128 and drops silently beyond, to the inbox,
+// which holds a whole keyframe cache.
 func (cc *conn) receiveDatagrams() error {
 	drop := cc.c.cfg.DropDatagram
 	for {
@@ -219,10 +193,26 @@ func (cc *conn) receiveDatagrams() error {
 		if err != nil {
 			return err
 		}
-		if drop != nil && drop(b) {
+		if drop != nil && drop() {
 			continue
 		}
-		cc.deliver(b)
+		select {
+		case cc.inbox <- b:
+		default:
+			cc.c.stats.overflows.Add(1)
+		}
+	}
+}
+
+// deliverDatagrams decodes, checks and hands on the datagrams of the inbox.
+func (cc *conn) deliverDatagrams() error {
+	for {
+		select {
+		case b := <-cc.inbox:
+			cc.deliver(b)
+		case <-cc.ctx.Done():
+			return errConnLost
+		}
 	}
 }
 
@@ -368,8 +358,16 @@ func (cc *conn) subscribe(ctx context.Context, ch uint32) ([]relaywire.TrackInfo
 
 func (cc *conn) unsubscribe(ch uint32) {
 	cc.mu.Lock()
-	_, ok := cc.subs[ch]
+	s, ok := cc.subs[ch]
 	delete(cc.subs, ch)
+	if ok {
+		select {
+		case <-s.answered:
+		default: // a Subscribe still waits: it ends now
+			s.err = fmt.Errorf("relay: subscribe channel %d: unsubscribed meanwhile", ch)
+			close(s.answered)
+		}
+	}
 	cc.mu.Unlock()
 	cc.removeFlows(ch)
 	if ok {

@@ -96,7 +96,7 @@ func FuzzHandleDatagram(f *testing.F) {
 
 	c := newBareConn(f)
 	for i := range 10 {
-		c.sendVideoNAL([]byte{0x41, 0x9a, byte(i)}, int64(i)*33333, true)
+		c.sendVideoNAL([]byte{0x41, 0x9a, byte(i)}, int64(i)*33333, true, false)
 	}
 	for i := range 5 {
 		c.sendAudio([]byte{0xfc, byte(i)}, int64(i)*20000)

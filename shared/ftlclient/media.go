@@ -147,8 +147,10 @@ func putVideoPacket(out []byte, h rtp.Header, rest []byte, first bool, nalHeader
 }
 
 // sendVideoNAL packetizes and sends one NAL unit with media time dts,
-// keeping every packet for retransmission.
-func (c *Conn) sendVideoNAL(nal []byte, dts int64, endOfFrame bool) error {
+// keeping every packet for retransmission. It returns the unit's RTP
+// timestamp and, if stamp is set, the time right after its first packet
+// was written.
+func (c *Conn) sendVideoNAL(nal []byte, dts int64, endOfFrame, stamp bool) (ts uint32, firstSent time.Time, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := c.video
@@ -163,10 +165,13 @@ func (c *Conn) sendVideoNAL(nal []byte, dts int64, endOfFrame bool) error {
 		c.stats.videoPackets.Add(1)
 		c.stats.videoBytes.Add(uint64(n))
 		if err := c.send(s.buf[:n]); err != nil {
-			return err
+			return t.timestamp, firstSent, err
+		}
+		if first && stamp {
+			firstSent = time.Now()
 		}
 	}
-	return nil
+	return t.timestamp, firstSent, nil
 }
 
 // sendAudio sends one Opus packet with media time dts.
@@ -264,9 +269,12 @@ func (c *Conn) Stream(ctx context.Context, nals, opus [][]byte, loops int) error
 	return nil
 }
 
-// sendFrame sends the NAL units of one frame, the marker on the last.
+// sendFrame sends the NAL units of one frame, the marker on the last, and
+// tells cfg.OnFrame when the frame's first packet went out.
 func (c *Conn) sendFrame(frame [][]byte, dts int64) error {
 	st := &c.stream
+	onFrame := c.cfg.OnFrame
+	started := false
 	for i, nal := range frame {
 		if st.waitForSPS {
 			if nal[0]&0x1f != nalSPS {
@@ -275,9 +283,15 @@ func (c *Conn) sendFrame(frame [][]byte, dts int64) error {
 			st.waitForSPS = false
 			st.videoStarted = true
 		}
-		if err := c.sendVideoNAL(nal, dts, i == len(frame)-1); err != nil {
+		stamp := onFrame != nil && !started
+		ts, sent, err := c.sendVideoNAL(nal, dts, i == len(frame)-1, stamp)
+		if err != nil {
 			return err
 		}
+		if stamp {
+			onFrame(ts, sent)
+		}
+		started = true
 	}
 	return nil
 }

@@ -180,6 +180,45 @@ func TestStreamDropsEverythingBeforeTheFirstSPS(t *testing.T) {
 	}
 }
 
+func TestOnFrameTellsEachFramesTimestampAndWhenItsFirstPacketWentOut(t *testing.T) {
+	type call struct {
+		ts   uint32
+		sent time.Time
+	}
+	var calls []call // appended by Stream, which streamAll runs on this goroutine
+	f := startIngest(t, ingestOptions{})
+	c := dial(t, f, Config{Rate: 100, OnFrame: func(ts uint32, sent time.Time) {
+		calls = append(calls, call{ts, sent})
+	}})
+	nals, opus := syntheticMedia()
+	before := time.Now()
+	// A lone P frame first: dropped before the first SPS, so not reported.
+	video, _ := split(t, streamAll(t, f, c, append([][]byte{nals[3]}, nals...), opus, 2))
+	after := time.Now()
+
+	var want []uint32 // the timestamp of each frame's first packet
+	for i, p := range video {
+		if i == 0 || p.Timestamp != video[i-1].Timestamp {
+			want = append(want, p.Timestamp)
+		}
+	}
+	got := make([]uint32, len(calls))
+	for i, c := range calls {
+		got[i] = c.ts
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("OnFrame timestamps %v, want the frames' %v", got, want)
+	}
+	for i, c := range calls {
+		if c.sent.Before(before) || c.sent.After(after) {
+			t.Errorf("frame %d: sent at %v, outside the Stream call [%v, %v]", i, c.sent, before, after)
+		}
+		if i > 0 && c.sent.Before(calls[i-1].sent) {
+			t.Errorf("frame %d: sent at %v, before frame %d at %v", i, c.sent, i-1, calls[i-1].sent)
+		}
+	}
+}
+
 func TestPingsAreEchoedIntoAnRTT(t *testing.T) {
 	f := startIngest(t, ingestOptions{echoPings: true})
 	c := dial(t, f, Config{})
@@ -342,7 +381,7 @@ func TestNACKIgnoresPacketsNoLongerInTheRing(t *testing.T) {
 	c := dial(t, f, Config{})
 	nal := []byte{0x41, 0x9a, 1, 2, 3}
 	for i := range ringSize + 10 {
-		if err := c.sendVideoNAL(nal, int64(i)*33333, true); err != nil {
+		if _, _, err := c.sendVideoNAL(nal, int64(i)*33333, true, false); err != nil {
 			t.Fatal(err)
 		}
 		if i%64 == 63 { // do not outrun the ingest's socket buffer
@@ -508,7 +547,23 @@ func BenchmarkSendVideoNAL(b *testing.B) {
 	b.ResetTimer()
 	b.SetBytes(int64(len(nal)))
 	for i := range b.N {
-		if err := c.sendVideoNAL(nal, int64(i)*33333, true); err != nil {
+		if _, _, err := c.sendVideoNAL(nal, int64(i)*33333, true, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSendFrameWithOnFrame(b *testing.B) {
+	c := newBareConn(b)
+	c.cfg.OnFrame = func(uint32, time.Time) {}
+	p := make([]byte, 5000) // four packets
+	p[0] = 0x41
+	frame := [][]byte{p}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.SetBytes(int64(len(p)))
+	for i := range b.N {
+		if err := c.sendFrame(frame, int64(i)*33333); err != nil {
 			b.Fatal(err)
 		}
 	}
