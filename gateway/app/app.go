@@ -170,7 +170,7 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 			MachineID:        "embedded",
 			Capacity:         cfg.FunctionCap,
 			Loopback:         cfg.Loopback,
-		}, log.With("function", "embedded"), prometheus.WrapRegistererWithPrefix("lightspeed_embedded_", reg))
+		}, log, prometheus.WrapRegistererWithPrefix("lightspeed_embedded_", reg))
 		if err != nil {
 			return nil, err
 		}
