@@ -18,6 +18,7 @@ import (
 
 	"lightspeed/function/fanout"
 	"lightspeed/function/relay"
+	"lightspeed/shared/profiling"
 	"lightspeed/shared/relaywire"
 )
 
@@ -34,6 +35,7 @@ type Config struct {
 	MachineID        string        `env:"MACHINE_ID" help:"machine id; default: FLY_MACHINE_ID or the host name"`
 	Capacity         int           `env:"CAPACITY" envDefault:"500" help:"most viewers this function takes"`
 	IdleExit         time.Duration `env:"IDLE_EXIT" envDefault:"0s" help:"exit after this long with no viewers (0: never)"`
+	PprofAddr        string        `env:"PPROF_ADDR" help:"serve Go profiles (pprof) at this address, e.g. 127.0.0.1:6061; empty: off"`
 	LogLevel         string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	LogFormat        string        `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
 
@@ -133,6 +135,13 @@ func (f *Function) Run(ctx context.Context) error {
 	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return f.client.Run(ctx, f.fan) })
+	if f.cfg.PprofAddr != "" {
+		ln, err := profiling.Listen(f.cfg.PprofAddr)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return profiling.Serve(ctx, ln, f.log) })
+	}
 	if f.cfg.IdleExit > 0 {
 		g.Go(func() error { return f.idleWatch(ctx) })
 	}

@@ -30,6 +30,7 @@ import (
 	"lightspeed/gateway/scheduler"
 	"lightspeed/gateway/signaling"
 	"lightspeed/gateway/web"
+	"lightspeed/shared/profiling"
 	"lightspeed/shared/relaywire"
 )
 
@@ -58,6 +59,7 @@ type Config struct {
 	// Loopback makes the embedded function offer loopback candidates only
 	// (Go tests on 127.0.0.1).
 	Loopback  bool   `env:"-"`
+	PprofAddr string `env:"PPROF_ADDR" help:"serve Go profiles (pprof) at this address, e.g. 127.0.0.1:6060; empty: off"`
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	LogFormat string `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
 }
@@ -75,6 +77,7 @@ type Gateway struct {
 	function  *functionapp.Function // embedded; nil unless cfg.EmbedFunction
 	httpLn    net.Listener
 	http      *http.Server
+	pprofLn   net.Listener // nil unless cfg.PprofAddr
 }
 
 // OpenKeys returns the key store cfg asks for: the static LS_STREAM_KEY, or
@@ -177,6 +180,12 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 		closers = append(closers, func() { g.function.Fanout().Close() })
 	}
 
+	if cfg.PprofAddr != "" {
+		if g.pprofLn, err = profiling.Listen(cfg.PprofAddr); err != nil {
+			return nil, err
+		}
+		closers = append(closers, func() { g.pprofLn.Close() })
+	}
 	g.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("http: listen: %w", err)
@@ -293,6 +302,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	eg.Go(func() error { return g.relay.Serve(ctx) })
 	if g.function != nil {
 		eg.Go(func() error { return g.function.Run(ctx) })
+	}
+	if g.pprofLn != nil {
+		eg.Go(func() error { return profiling.Serve(ctx, g.pprofLn, g.log) })
 	}
 	eg.Go(func() error {
 		g.log.Info("http: listening", "addr", g.httpLn.Addr().String())
