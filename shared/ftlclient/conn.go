@@ -48,9 +48,10 @@ type Config struct {
 	Logger *slog.Logger
 	// OnFrame, if set, is called by Stream once per video frame it sends,
 	// with the frame's RTP timestamp and the time the frame's first packet
-	// was written to the media socket (taken right after the write). It is
-	// called from the goroutine running Stream after the frame's first NAL
-	// unit is sent, so it must return quickly.
+	// was written to the media socket (taken right before the write, so
+	// the packet cannot arrive anywhere earlier). It is called from the
+	// goroutine running Stream once the frame's first NAL unit is sent, so
+	// it must return quickly.
 	OnFrame func(rtpTimestamp uint32, firstPacketSent time.Time)
 
 	// keepalive overrides the interval of control PINGs, for tests.

@@ -148,7 +148,7 @@ func putVideoPacket(out []byte, h rtp.Header, rest []byte, first bool, nalHeader
 
 // sendVideoNAL packetizes and sends one NAL unit with media time dts,
 // keeping every packet for retransmission. It returns the unit's RTP
-// timestamp and, if stamp is set, the time right after its first packet
+// timestamp and, if stamp is set, the time right before its first packet
 // was written.
 func (c *Conn) sendVideoNAL(nal []byte, dts int64, endOfFrame, stamp bool) (ts uint32, firstSent time.Time, err error) {
 	c.mu.Lock()
@@ -164,11 +164,11 @@ func (c *Conn) sendVideoNAL(nal []byte, dts int64, endOfFrame, stamp bool) (ts u
 		t.payloadBytes += uint32(used)
 		c.stats.videoPackets.Add(1)
 		c.stats.videoBytes.Add(uint64(n))
-		if err := c.send(s.buf[:n]); err != nil {
-			return t.timestamp, firstSent, err
-		}
 		if first && stamp {
 			firstSent = time.Now()
+		}
+		if err := c.send(s.buf[:n]); err != nil {
+			return t.timestamp, firstSent, err
 		}
 	}
 	return t.timestamp, firstSent, nil

@@ -1,0 +1,386 @@
+package glass
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"lightspeed/gateway/app"
+	"lightspeed/gateway/hub"
+	"lightspeed/gateway/keys"
+	"lightspeed/shared/ftlclient"
+	"lightspeed/shared/testmedia"
+)
+
+// Role is the role (see netns.Role) of the binary that Run re-executes in
+// namespace A to play the stack. A program that calls Run must hand that
+// role to ServeStack first thing in main, before it parses flags: the
+// re-executed binary gets a -test.run flag that a program's own flag set
+// does not know.
+//
+//	func main() {
+//		if netns.Role() == glass.Role {
+//			os.Exit(glass.ServeStack())
+//		}
+//		...
+//	}
+const Role = "glass-stack"
+
+// The parameters of Role, in the environment.
+const (
+	envAddr    = "LS_GLASS_ADDR"     // the veth address of namespace A
+	envDataDir = "LS_GLASS_DATA_DIR" // the gateway's data directory
+	envFrames  = "LS_GLASS_FRAMES"   // the file of frame records
+)
+
+// channel is the channel the stack publishes; streamKey is its key.
+const (
+	channel   = 77
+	streamKey = "77-glasstoglass"
+)
+
+// readyPrefix starts the line the stack prints, followed by the page's
+// base URL, once the channel is live.
+const readyPrefix = "READY "
+
+// ServeStack plays Role: a gateway with its embedded function on the veth
+// address of namespace A, and an FTL publisher streaming the test media to
+// it in real time, in a loop. For every video frame it appends a record to
+// the frames file: the frame's RTP timestamp as viewers see it, when the
+// publisher wrote the frame's first packet, and when the hub released it.
+// It prints "READY http://<addr>:<port>" once the channel is live, serves
+// until SIGTERM and returns the process's exit code.
+func ServeStack() int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if err := serveStack(ctx, log, os.Getenv(envAddr), os.Getenv(envDataDir), os.Getenv(envFrames)); err != nil {
+		log.Error(err.Error())
+		return 1
+	}
+	return 0
+}
+
+func serveStack(ctx context.Context, log *slog.Logger, addr, dataDir, framesPath string) error {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return fmt.Errorf("glass: stack: $%s: %w", envAddr, err)
+	}
+	if dataDir == "" || framesPath == "" {
+		return fmt.Errorf("glass: stack: $%s or $%s is empty", envDataDir, envFrames)
+	}
+	frames, err := os.Create(framesPath)
+	if err != nil {
+		return fmt.Errorf("glass: stack: %w", err)
+	}
+	defer frames.Close()
+
+	cfg := app.Config{
+		FTLAddr:       "127.0.0.1:0",
+		FTLMediaAddr:  "127.0.0.1:0",
+		HTTPAddr:      net.JoinHostPort(ip.String(), "0"),
+		RelayAddr:     "127.0.0.1:0",
+		DataDir:       filepath.Join(dataDir, "gateway"),
+		StreamKey:     streamKey,
+		HubMaxHold:    hub.DefaultMaxHold,
+		Region:        "ams",
+		EmbedFunction: true,
+		WebRTCUDPAddr: net.JoinHostPort(ip.String(), "0"),
+		PublicIPs:     []string{ip.String()},
+		FunctionCap:   100,
+	}
+	k, err := keys.Parse(cfg.StreamKey)
+	if err != nil {
+		return fmt.Errorf("glass: stack: %w", err)
+	}
+	g, err := app.New(cfg, keys.NewStatic(k), log)
+	if err != nil {
+		return fmt.Errorf("glass: stack: %w", err)
+	}
+	nals, err := testmedia.NALUnits()
+	if err != nil {
+		return fmt.Errorf("glass: stack: %w", err)
+	}
+	opus, err := testmedia.OpusPackets()
+	if err != nil {
+		return fmt.Errorf("glass: stack: %w", err)
+	}
+
+	// Subscribed before the publisher starts, the first video packet the
+	// hub releases is the publisher's first frame: that fixes the hub's
+	// timestamp offset for the session.
+	fl := newFrameLog(frames)
+	sub := g.Hubs().GetOrCreate(channel).Subscribe(hub.SubscribeOptions{Capacity: 4096})
+	defer sub.Close()
+
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return g.Run(ctx) })
+	eg.Go(func() error {
+		conn, err := ftlclient.Dial(ctx, ftlclient.Config{
+			Addr: g.FTLAddr().String(), StreamKey: streamKey, Rate: 1,
+			OnFrame: fl.sent,
+		})
+		if err != nil {
+			return fmt.Errorf("glass: publisher: %w", err)
+		}
+		defer conn.Close()
+		if err := conn.Stream(ctx, nals, opus, 0); ctx.Err() == nil {
+			return fmt.Errorf("glass: publisher: stream ended: %w", err)
+		}
+		return nil
+	})
+	eg.Go(func() error {
+		var last uint32
+		started := false
+		for {
+			p, err := sub.Next(ctx)
+			if err != nil {
+				if ctx.Err() != nil || errors.Is(err, hub.ErrClosed) {
+					return nil
+				}
+				return fmt.Errorf("glass: hub: %w", err)
+			}
+			if p.Track != hub.Video || (started && p.Timestamp == last) {
+				continue
+			}
+			started, last = true, p.Timestamp
+			fl.released(p.Timestamp, time.Now())
+		}
+	})
+	eg.Go(func() error {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if h := g.Hubs().Get(channel); h != nil && h.Stats().Live {
+				fmt.Printf("%shttp://%s\n", readyPrefix, g.HTTPAddr())
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+			}
+		}
+	})
+	err = eg.Wait()
+	if n := fl.unmatched(); n > 0 {
+		log.Warn("glass: frames without both a send and a release time", "frames", n)
+	}
+	return err
+}
+
+// frameLog pairs the publisher's frames with the hub's and writes one
+// record per frame. The hub's output timestamp of a frame is the
+// publisher's plus an offset that is constant for a publisher session;
+// the first frame each side reports fixes it. Both sides report from
+// their own goroutines, in either order.
+type frameLog struct {
+	mu          sync.Mutex
+	w           io.Writer
+	firstPub    uint32 // the publisher's first frame timestamp
+	firstHub    uint32 // the hub's first released video timestamp
+	havePub     bool
+	haveHub     bool
+	offsetKnown bool
+	offset      uint32               // hub timestamp = publisher timestamp + offset
+	early       map[uint32]time.Time // send times by publisher timestamp, before the offset is known
+	pending     map[uint32]time.Time // release times by hub timestamp, before the offset is known
+	sends       map[uint32]time.Time // send times by hub timestamp, waiting for the release
+	releases    map[uint32]time.Time // release times by hub timestamp, waiting for the send
+	dropped     int                  // entries that never found their other half
+	err         error                // the first write error
+	buf         []byte               // the record being written
+}
+
+// maxWaiting bounds the entries a frameLog keeps for one side: a frame
+// whose other half has not come after this many is dropped.
+const maxWaiting = 300
+
+func newFrameLog(w io.Writer) *frameLog {
+	return &frameLog{
+		w:        w,
+		early:    map[uint32]time.Time{},
+		sends:    map[uint32]time.Time{},
+		releases: map[uint32]time.Time{},
+		pending:  map[uint32]time.Time{},
+	}
+}
+
+// sent takes the publisher's report of a frame: its timestamp and when
+// its first packet was written. It has ftlclient.Config.OnFrame's type.
+func (l *frameLog) sent(ts uint32, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.havePub {
+		l.firstPub, l.havePub = ts, true
+		l.fixOffset()
+	}
+	if !l.offsetKnown {
+		l.early[ts] = at
+		return
+	}
+	l.pair(ts+l.offset, at, time.Time{})
+}
+
+// released takes the hub's first packet of a frame with output timestamp
+// ts, released at at.
+func (l *frameLog) released(ts uint32, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.haveHub {
+		l.firstHub, l.haveHub = ts, true
+		l.fixOffset()
+	}
+	if !l.offsetKnown {
+		l.pending[ts] = at
+		return
+	}
+	l.pair(ts, time.Time{}, at)
+}
+
+// fixOffset computes the offset once both first frames are known and
+// pairs what waited for it. l.mu is held.
+func (l *frameLog) fixOffset() {
+	if !l.havePub || !l.haveHub {
+		return
+	}
+	l.offset, l.offsetKnown = l.firstHub-l.firstPub, true
+	for ts, at := range l.early {
+		l.pair(ts+l.offset, at, time.Time{})
+	}
+	for ts, at := range l.pending {
+		l.pair(ts, time.Time{}, at)
+	}
+	clear(l.early)
+	clear(l.pending)
+}
+
+// pair records one half of frame ts (hub timestamp) and writes the record
+// when both halves are there. l.mu is held.
+func (l *frameLog) pair(ts uint32, sent, released time.Time) {
+	if !sent.IsZero() {
+		r, ok := l.releases[ts]
+		if !ok {
+			l.sends[ts] = sent
+			l.trim(l.sends)
+			return
+		}
+		delete(l.releases, ts)
+		released = r
+	} else {
+		s, ok := l.sends[ts]
+		if !ok {
+			l.releases[ts] = released
+			l.trim(l.releases)
+			return
+		}
+		delete(l.sends, ts)
+		sent = s
+	}
+	l.write(record{Timestamp: ts, Sent: sent, Released: released})
+}
+
+// trim drops the oldest entry of m when it holds too many. l.mu is held.
+func (l *frameLog) trim(m map[uint32]time.Time) {
+	if len(m) <= maxWaiting {
+		return
+	}
+	var (
+		oldest   uint32
+		oldestAt time.Time
+	)
+	for ts, at := range m {
+		if oldestAt.IsZero() || at.Before(oldestAt) {
+			oldest, oldestAt = ts, at
+		}
+	}
+	delete(m, oldest)
+	l.dropped++
+}
+
+func (l *frameLog) write(r record) {
+	if l.err != nil {
+		return
+	}
+	l.buf = r.appendTo(l.buf[:0])
+	_, l.err = l.w.Write(l.buf)
+}
+
+// unmatched counts the frames that lost their other half.
+func (l *frameLog) unmatched() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dropped + len(l.sends) + len(l.releases) + len(l.early) + len(l.pending)
+}
+
+// record is what the stack knows of one frame.
+type record struct {
+	Timestamp uint32    // RTP timestamp as viewers see it (the hub's)
+	Sent      time.Time // the publisher wrote the frame's first packet
+	Released  time.Time // the hub released the frame's first packet
+}
+
+// appendTo appends the record as a line: "<timestamp> <sent> <released>",
+// the times in Unix nanoseconds.
+func (r record) appendTo(b []byte) []byte {
+	b = strconv.AppendUint(b, uint64(r.Timestamp), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, r.Sent.UnixNano(), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, r.Released.UnixNano(), 10)
+	return append(b, '\n')
+}
+
+// parseRecord reads a line written by appendTo.
+func parseRecord(line string) (record, error) {
+	f := strings.Fields(line)
+	if len(f) != 3 {
+		return record{}, fmt.Errorf("glass: frame record %q: want 3 fields", line)
+	}
+	ts, err := strconv.ParseUint(f[0], 10, 32)
+	if err != nil {
+		return record{}, fmt.Errorf("glass: frame record %q: %w", line, err)
+	}
+	var ns [2]int64
+	for i := range ns {
+		if ns[i], err = strconv.ParseInt(f[1+i], 10, 64); err != nil {
+			return record{}, fmt.Errorf("glass: frame record %q: %w", line, err)
+		}
+	}
+	return record{Timestamp: uint32(ts), Sent: time.Unix(0, ns[0]), Released: time.Unix(0, ns[1])}, nil
+}
+
+// readRecords reads the frames file, by timestamp.
+func readRecords(r io.Reader) (map[uint32]record, error) {
+	out := map[uint32]record{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if sc.Text() == "" {
+			continue
+		}
+		rec, err := parseRecord(sc.Text())
+		if err != nil {
+			return nil, err
+		}
+		out[rec.Timestamp] = rec
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("glass: frame records: %w", err)
+	}
+	return out, nil
+}
