@@ -1,0 +1,433 @@
+//go:build linux
+
+// Command bench measures what Lightspeed costs and how fast it is: it
+// starts a gateway and a function as child processes on loopback (or
+// attaches to a running gateway), publishes the test media over FTL, opens
+// N pion WHEP viewers and reports, for each N:
+//
+//	go run ./scripts/bench                                  10, 50, 100 viewers
+//	go run ./scripts/bench -viewers 10,50,100 -baseline -json /tmp/bench.json
+//
+// What it measures, and how:
+//
+//   - CPU per delivered packet: the function process's CPU time (utime +
+//     stime of /proc/<pid>/stat, all threads) over a window, divided by the
+//     RTP packets the viewers received in it. The marginal figure first
+//     subtracts the function's CPU with the stream running and no viewers,
+//     measured before the first step. Viewers per core is N divided by the
+//     cores the function used. Memory per viewer is the function's RSS at
+//     the end of the window minus its idle RSS, divided by N (Go's heap
+//     target makes it a high-water mark, not the live size).
+//   - Server-added latency: from the gateway receiving a packet to a viewer
+//     receiving it, over the first and the last packet of every video frame
+//     received in the window. The gateway announces to the publisher the
+//     port of a tap in this process, which forwards each FTL packet to the
+//     gateway's media socket and notes the time the write returned: on
+//     loopback the gateway's socket has the packet then, so that is its
+//     receive time. A viewer's socket has SO_TIMESTAMPNS on and notes, from
+//     the unencrypted SRTP header, the kernel's receive time of each video
+//     packet, before pion decrypts it; so the time the viewers' goroutines
+//     wait for a CPU is not counted (it is reported apart as the "reader"
+//     latency). Frames are matched by RTP timestamp: the hub adds a constant
+//     offset per publisher session, learned as the most frequent difference
+//     between each keyframe a viewer received and the keyframe the
+//     publisher sent last before it (live keyframes outvote a late
+//     joiner's cached one). When attached to a gateway the bench did not
+//     start there is no tap: a frame's send time is then its due time in
+//     the publisher's real-time schedule.
+//   - Time to first frame: from the start of the WHEP POST to the marker
+//     packet of the first whole keyframe (SPS, PPS and IDR with consecutive
+//     sequence numbers), for the viewers of each step (all joining at once)
+//     and, with -keyint-test, for viewers joining one at a time at random
+//     points of the GOP with keyframe intervals of 1 s (the committed test
+//     media) and 4 s (testdata/gop4.h264).
+//   - Loss: sequence numbers never received during the window, per viewer
+//     and track.
+//   - Saturation: the machine's busy CPU time (/proc/stat) over the window;
+//     at 90 % of all cores or more the row is marked "saturated, not
+//     trusted". The bench's own CPU (its viewers) is reported beside the
+//     function's and the gateway's, to show which one fills the machine.
+//
+// The viewers are as light as pion allows: one pion PeerConnection each
+// with no interceptors (no NACKs, no receiver reports), no mDNS, no
+// decoding, 1 MB socket receive buffers (the default overflows when a
+// keyframe reaches a hundred viewers at once in one busy process, and
+// these viewers cannot NACK); per packet they parse the RTP header,
+// count, follow sequence numbers and check keyframes, without
+// allocating. Still, a pion viewer costs nearly as much CPU per packet as
+// the server, so on a small machine the viewers and the server fill it
+// together; the report's last line says at about how many viewers.
+//
+// -baseline runs the same fan-out the way the original Lightspeed relay
+// did, in a child process (this binary, re-executed): one
+// TrackLocalStaticRTP per track, pion's default interceptors, each packet
+// written to every viewer in one loop. It is fed the normalized stream by
+// one viewer of the function that forwards what it receives as plain RTP;
+// its latency is measured from that forward. The ratio of the marginal
+// costs is printed.
+//
+// -cpuprofile FILE runs the function from this binary (the same
+// function/app, the same settings) so that it writes a CPU profile of the
+// largest step's window; read it with `go tool pprof FILE`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if played, err := playRole(); played {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	cfg, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	level := slog.LevelInfo
+	if cfg.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	rep, err := run(ctx, cfg, log)
+	if rep != nil {
+		rep.print(os.Stdout)
+		if cfg.jsonFile != "" {
+			if jerr := rep.writeJSON(cfg.jsonFile); jerr != nil && err == nil {
+				err = jerr
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// config is the bench's flags.
+type config struct {
+	viewers    []int
+	duration   time.Duration
+	settle     time.Duration
+	keyintTest bool
+	joins      int
+	baseline   bool
+	jsonFile   string
+	parallel   int
+	cpuProfile string
+	verbose    bool
+
+	attach      string // the gateway's HTTP address
+	ftlAddr     string
+	streamKey   string
+	functionPID int
+	gatewayPID  int
+}
+
+func parseFlags(args []string) (config, error) {
+	var (
+		cfg     config
+		viewers string
+	)
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&viewers, "viewers", "10,50,100", "numbers of viewers to measure, comma-separated, increasing")
+	fs.DurationVar(&cfg.duration, "duration", 20*time.Second, "measurement window of each step")
+	fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "wait after every viewer has its first keyframe, before a window")
+	fs.BoolVar(&cfg.keyintTest, "keyint-test", true, "measure time to first frame with keyframe intervals of 1 s and 4 s")
+	fs.IntVar(&cfg.joins, "joins", 20, "viewers that join, one by one, for each keyframe interval of -keyint-test")
+	fs.BoolVar(&cfg.baseline, "baseline", false, "also measure the original Lightspeed relay's fan-out, in the same run")
+	fs.StringVar(&cfg.jsonFile, "json", "", "write the results as JSON to this file")
+	fs.IntVar(&cfg.parallel, "parallel", 8, "viewers connecting at the same time")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the function during the largest step to this file")
+	fs.BoolVar(&cfg.verbose, "v", false, "log every viewer's join times")
+	fs.StringVar(&cfg.attach, "attach", "", "use the running gateway at this HTTP address (host:port) instead of starting one")
+	fs.StringVar(&cfg.ftlAddr, "ftl", "", "with -attach: the gateway's FTL control address (default: the -attach host, port 8084)")
+	fs.StringVar(&cfg.streamKey, "key", "", "with -attach: the stream key to publish with, <channel>-<secret>")
+	fs.IntVar(&cfg.functionPID, "function-pid", 0, "with -attach: the function's process id, for its CPU and memory (only one function should serve the channel)")
+	fs.IntVar(&cfg.gatewayPID, "gateway-pid", 0, "with -attach: the gateway's process id, for its CPU")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for f := range strings.SplitSeq(viewers, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return cfg, fmt.Errorf("-viewers: %q is not a positive number", f)
+		}
+		cfg.viewers = append(cfg.viewers, n)
+	}
+	if !slices.IsSorted(cfg.viewers) {
+		return cfg, errors.New("-viewers: numbers must increase (viewers are added step by step)")
+	}
+	if cfg.duration <= 0 {
+		return cfg, errors.New("-duration must be positive")
+	}
+	if cfg.attach != "" {
+		if cfg.streamKey == "" {
+			return cfg, errors.New("-attach needs -key")
+		}
+		if cfg.ftlAddr == "" {
+			host, _, err := net.SplitHostPort(cfg.attach)
+			if err != nil {
+				return cfg, fmt.Errorf("-attach: %w", err)
+			}
+			cfg.ftlAddr = net.JoinHostPort(host, "8084")
+		}
+		if cfg.cpuProfile != "" {
+			return cfg, errors.New("-cpuprofile needs the stack the bench starts (no -attach)")
+		}
+	}
+	return cfg, nil
+}
+
+// bench is one run.
+type bench struct {
+	cfg    config
+	epoch  time.Time // every time the bench notes is relative to this
+	log    *slog.Logger
+	player *player
+}
+
+// frameCapacity is how many frames a publisher session's log holds
+// before it grows: an hour at 30 fps.
+const frameCapacity = 30 * 3600
+
+// run measures everything cfg asks for. The report holds what was
+// measured even when an error ends the run early.
+func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err error) {
+	b := &bench{cfg: cfg, epoch: time.Now(), log: log}
+	if b.player, err = newPlayer(b.epoch); err != nil {
+		return nil, err
+	}
+	rep := &Report{Machine: machine(), Mode: "started"}
+	gop1, gop4, err := loadClips()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "lightspeed-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	var (
+		httpAddr, ftlAddr, key = cfg.attach, cfg.ftlAddr, cfg.streamKey
+		channel                = uint32(77)
+		st                     *stack
+		sent                   atomic.Pointer[frameLog] // the publisher session's frames
+		ours                   = target{stack: "lightspeed", pid: cfg.functionPID, gatewayPID: cfg.gatewayPID}
+	)
+	if cfg.attach == "" {
+		profile := ""
+		if cfg.cpuProfile != "" {
+			if profile, err = filepath.Abs(cfg.cpuProfile); err != nil {
+				return nil, fmt.Errorf("bench: %w", err)
+			}
+		}
+		st, err = startStack(ctx, log, stackOptions{
+			dir:       dir,
+			epoch:     b.epoch,
+			capacity:  slices.Max(cfg.viewers) + cfg.joins + 10,
+			profileFn: profile,
+			channel:   channel,
+		})
+		if err != nil {
+			return nil, err
+		}
+		defer st.close()
+		httpAddr, ftlAddr, key = st.httpAddr, st.ftlAddr, st.key
+		ours.pid, ours.gatewayPID, ours.profile = st.function.pid(), st.gateway.pid(), profile != ""
+	} else {
+		rep.Mode = "attached"
+		c, _, _ := strings.Cut(key, "-")
+		n, err := strconv.ParseUint(c, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("bench: -key: channel %q: %w", c, err)
+		}
+		channel = uint32(n)
+	}
+	ours.whep = fmt.Sprintf("http://%s/api/whep/%d", httpAddr, channel)
+	ours.sent = func() sentFrames { return sentFrames(sent.Load().snapshot()) }
+
+	// startPublisher streams c, with a fresh log of sent frames: from the
+	// tap, or from the schedule when attached.
+	stopSchedule := func() {}
+	startPublisher := func(c clip) (*publisher, error) {
+		var started func(time.Time)
+		if st != nil {
+			sent.Store(st.tap.startSession(frameCapacity))
+		} else {
+			l := newFrameLog(frameCapacity)
+			sent.Store(l)
+			sctx, cancel := context.WithCancel(ctx)
+			stopSchedule = cancel
+			started = func(at time.Time) { go schedule(sctx, l, b.epoch, at, c) }
+		}
+		p, err := publish(ctx, ftlAddr, key, c, started)
+		if err != nil {
+			return nil, err
+		}
+		err = waitChannel(ctx, httpAddr, channel, "went live", func(c channelInfo) bool {
+			return c.Live && c.Video != nil && c.PacketsOut > 0
+		})
+		if err != nil {
+			p.stop()
+			return nil, err
+		}
+		return p, nil
+	}
+	stopPublisher := func(p *publisher) error {
+		err := p.stop()
+		stopSchedule()
+		if werr := waitChannel(ctx, httpAddr, channel, "went offline", func(c channelInfo) bool { return !c.Live }); err == nil {
+			err = werr
+		}
+		return err
+	}
+
+	log.Info("publishing", "clip", gop1.name, "channel", channel, "gateway", httpAddr)
+	pub, err := startPublisher(gop1)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if pub != nil {
+			pub.stop()
+			stopSchedule()
+		}
+	}()
+	// Let the gateway measure the stream before it is described.
+	if err := sleep(ctx, 2*time.Second); err != nil {
+		return rep, err
+	}
+	if c, err := readChannel(ctx, httpAddr, channel); err == nil && c.Video != nil {
+		rep.Stream = Stream{BitrateBps: c.Video.BitrateBps, KeyframeIntervalMs: c.Video.KeyframeIntervalMs}
+	}
+
+	idleFor := max(cfg.duration/2, 2*time.Second)
+	log.Info("measuring the function with no viewers", "for", idleFor)
+	idle, err := b.measureIdle(ctx, ours, idleFor)
+	if err != nil {
+		return rep, err
+	}
+	if err := b.steps(ctx, rep, ours, idle); err != nil {
+		return rep, err
+	}
+
+	if cfg.baseline {
+		if err := b.runBaseline(ctx, rep, dir, ours.whep, idleFor); err != nil {
+			return rep, err
+		}
+	}
+	rep.Ratios = ratios(rep.Rows)
+	rep.Limits = limits(rep.Rows, rep.Machine.CPUs)
+
+	if cfg.keyintTest {
+		for i, c := range []clip{gop1, gop4} {
+			if i > 0 {
+				log.Info("publishing", "clip", c.name)
+				err := stopPublisher(pub)
+				pub = nil
+				if err != nil {
+					return rep, err
+				}
+				if pub, err = startPublisher(c); err != nil {
+					return rep, err
+				}
+				// Let the first keyframe of the new stream reach the
+				// caches.
+				if err := sleep(ctx, time.Second); err != nil {
+					return rep, err
+				}
+			}
+			log.Info("joins at random points of the GOP", "keyint", c.keyint, "joins", cfg.joins)
+			rep.TTFF = append(rep.TTFF, b.joins(ctx, "lightspeed", ours.whep, c.keyint, cfg.joins))
+			if ctx.Err() != nil {
+				return rep, ctx.Err()
+			}
+		}
+	}
+	return rep, nil
+}
+
+// steps measures t with each number of viewers, adding viewers from one
+// step to the next, and closes them at the end.
+func (b *bench) steps(ctx context.Context, rep *Report, t target, idle idleFigures) error {
+	a := &audience{epoch: b.epoch, player: b.player, url: t.whep, parallel: b.cfg.parallel}
+	defer a.close()
+	var prev *Row
+	for _, n := range b.cfg.viewers {
+		row, err := b.step(ctx, t, a, n, idle)
+		if err != nil {
+			return err
+		}
+		if prev != nil {
+			slopes(&row, prev)
+		}
+		prev = &row
+		b.log.Info("step done", "stack", row.Stack, "viewers", row.Playing,
+			"us_per_packet", row.MicrosPerPacket, "marginal", row.MarginalMicrosPerPacket,
+			"latency_p99_ms", row.LatencyMs.P99, "busy_cores", row.MachineBusyCores)
+		rep.Rows = append(rep.Rows, row)
+	}
+	return nil
+}
+
+// slopes sets the row's figures relative to the previous row of the same
+// stack: the CPU and memory the added viewers cost.
+func slopes(row, prev *Row) {
+	if dp := row.PacketsPerViewerSecond*float64(row.Playing) - prev.PacketsPerViewerSecond*float64(prev.Playing); dp > 0 {
+		row.StepMicrosPerPacket = round((row.ServerCores-prev.ServerCores)/dp*1e6, 2)
+	}
+	if dn := row.Playing - prev.Playing; dn > 0 {
+		row.StepKBPerViewer = round(float64(row.RSSBytes-prev.RSSBytes)/float64(dn)/1024, 1)
+	}
+}
+
+// runBaseline starts the baseline, measures it like the function, and
+// stops it.
+func (b *bench) runBaseline(ctx context.Context, rep *Report, dir, whep string, idleFor time.Duration) error {
+	b.log.Info("starting the baseline")
+	bl, err := startBaseline(ctx, dir, b.epoch, whep)
+	if err != nil {
+		return err
+	}
+	defer bl.close()
+	t := target{
+		stack: "baseline",
+		pid:   bl.proc.pid(),
+		whep:  bl.addrs.WHEP,
+		sent:  func() sentFrames { return sentFrames(bl.feed.frames.snapshot()) },
+	}
+	b.log.Info("measuring the baseline with no viewers", "for", idleFor)
+	idle, err := b.measureIdle(ctx, t, idleFor)
+	if err != nil {
+		return err
+	}
+	return b.steps(ctx, rep, t, idle)
+}

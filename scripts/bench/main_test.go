@@ -1,0 +1,395 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"lightspeed/shared/testmedia"
+)
+
+// TestMain runs the tests, or plays the role this binary was re-executed
+// for (the baseline server).
+func TestMain(m *testing.M) {
+	if played, err := playRole(); played {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestSmallRunMeasuresEveryFigure runs the whole tool with tiny numbers,
+// so that it cannot rot: a real gateway and function, two viewers, the
+// baseline, and joins with both keyframe intervals. It checks that every
+// figure was measured, not what the figures are.
+func TestSmallRunMeasuresEveryFigure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a gateway, a function and the baseline")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := config{
+		viewers:    []int{2},
+		duration:   3 * time.Second,
+		settle:     time.Second,
+		keyintTest: true,
+		joins:      2,
+		baseline:   true,
+		parallel:   2,
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	rep, err := run(ctx, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != 2 {
+		t.Fatalf("%d rows, want one per stack: %+v", len(rep.Rows), rep.Rows)
+	}
+	for _, r := range rep.Rows {
+		name := r.Stack
+		if r.Playing != 2 || r.Failed != 0 || r.NoKeyframe != 0 {
+			t.Errorf("%s: %d playing, %d failed, %d without a keyframe; want 2, 0, 0", name, r.Playing, r.Failed, r.NoKeyframe)
+		}
+		if r.Delivered == 0 || r.ServerCores == 0 || r.MicrosPerPacket == 0 || r.RSSBytes == 0 {
+			t.Errorf("%s: delivered %d, cores %v, µs/packet %v, rss %d: want all measured", name, r.Delivered, r.ServerCores, r.MicrosPerPacket, r.RSSBytes)
+		}
+		if r.FramesMatched == 0 || r.LatencyMs.N == 0 || r.ReaderLatencyMs.N == 0 {
+			t.Errorf("%s: %d of %d frames matched, %d kernel and %d reader latency samples", name, r.FramesMatched, r.FramesReceived, r.LatencyMs.N, r.ReaderLatencyMs.N)
+		}
+		if r.TTFFMs.N != 2 {
+			t.Errorf("%s: time to first frame of %d viewers, want 2", name, r.TTFFMs.N)
+		}
+	}
+	if r := rep.Rows[0]; r.Stack != "lightspeed" || r.GatewayCores == 0 {
+		t.Errorf("first row: stack %q, gateway cores %v; want lightspeed with its gateway measured", r.Stack, r.GatewayCores)
+	}
+	if len(rep.Ratios) != 1 {
+		t.Errorf("%d ratios, want 1", len(rep.Ratios))
+	}
+	if len(rep.TTFF) != 2 || rep.TTFF[0].KeyintSeconds != 1 || rep.TTFF[1].KeyintSeconds != 4 {
+		t.Fatalf("joins: %+v, want keyframe intervals 1 s and 4 s", rep.TTFF)
+	}
+	for _, j := range rep.TTFF {
+		if j.Failed != 0 || j.Ms.N != 2 {
+			t.Errorf("keyint %v s: %d failed, %d measured; want 0 and 2", j.KeyintSeconds, j.Failed, j.Ms.N)
+		}
+	}
+	if rep.Stream.BitrateBps == 0 {
+		t.Error("the stream's bitrate was not read")
+	}
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(string(b))
+	return len(b), nil
+}
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr bool
+		check   func(config) bool
+	}{
+		{"defaults measure 10, 50 and 100 viewers for 20 s", nil, false, func(c config) bool {
+			return fmt.Sprint(c.viewers) == "[10 50 100]" && c.duration == 20*time.Second && c.keyintTest && !c.baseline
+		}},
+		{"viewers are parsed", []string{"-viewers", "2, 5"}, false, func(c config) bool { return fmt.Sprint(c.viewers) == "[2 5]" }},
+		{"viewers must increase", []string{"-viewers", "50,10"}, true, nil},
+		{"viewers must be positive", []string{"-viewers", "0"}, true, nil},
+		{"attach needs a key", []string{"-attach", "127.0.0.1:8080"}, true, nil},
+		{"attach defaults the FTL port", []string{"-attach", "127.0.0.1:8080", "-key", "77-x"}, false, func(c config) bool { return c.ftlAddr == "127.0.0.1:8084" }},
+		{"profiling needs the started stack", []string{"-attach", "h:1", "-key", "77-x", "-cpuprofile", "f"}, true, nil},
+		{"no arguments", []string{"extra"}, true, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseFlags(tt.args)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if tt.check != nil && !tt.check(c) {
+				t.Fatalf("config %+v", c)
+			}
+		})
+	}
+}
+
+func TestProcParsers(t *testing.T) {
+	stat := []byte("1234 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 150 50 0 0 20 0 12 0 100 0 0\n")
+	cpu, err := parseStatCPU(stat)
+	if err != nil || cpu != 2*time.Second {
+		t.Errorf("stat cpu = %v, %v; want 2s (200 ticks)", cpu, err)
+	}
+	if _, err := parseStatCPU([]byte("1234 (x) S 1 2")); err == nil {
+		t.Error("a short stat line parsed")
+	}
+	rss, err := parseStatusRSS([]byte("Name:\tx\nVmPeak:\t 10 kB\nVmRSS:\t    2048 kB\n"))
+	if err != nil || rss != 2048*1024 {
+		t.Errorf("rss = %d, %v", rss, err)
+	}
+	if _, err := parseStatusRSS([]byte("Name:\tx\n")); err == nil {
+		t.Error("status without VmRSS parsed")
+	}
+	m, err := parseMachine([]byte("cpu  100 5 50 1000 10 1 2 3 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"))
+	if err != nil || m.Busy != 161 || m.Total != 1171 {
+		t.Errorf("machine = %+v, %v; want busy 161, total 1171", m, err)
+	}
+	if got := busyCores(machineSample{0, 0}, machineSample{50, 100}, 2); got != 1 {
+		t.Errorf("busy cores = %v, want 1", got)
+	}
+	drops, err := parseUDPDrops([]byte("Ip: a b\nIp: 1 2\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors\nUdp: 10 0 3 7 3\nUdpLite: x\n"))
+	if err != nil || drops != 3 {
+		t.Errorf("udp drops = %d, %v", drops, err)
+	}
+}
+
+func TestParseRTP(t *testing.T) {
+	tests := []struct {
+		name        string
+		pkt         []byte
+		ok          bool
+		payload     string
+		marker      bool
+		pt, seq, ts uint32
+	}{
+		{"plain header", []byte{0x80, 0xe0, 0, 7, 0, 0, 1, 0, 0, 0, 0, 1, 'a', 'b'}, true, "ab", true, 96, 7, 256},
+		{"CSRC and extension skipped", []byte{0x91, 0x60, 0, 1, 0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 2, 0xbe, 0xde, 0, 1, 1, 2, 3, 4, 'x'}, true, "x", false, 96, 1, 9},
+		{"padding stripped", []byte{0xa0, 0x60, 0, 1, 0, 0, 0, 9, 0, 0, 0, 1, 'x', 0, 2}, true, "x", false, 96, 1, 9},
+		{"padding longer than the packet", []byte{0xa0, 0x60, 0, 1, 0, 0, 0, 9, 0, 0, 0, 1, 9}, false, "", false, 0, 0, 0},
+		{"extension cut", []byte{0x90, 0x60, 0, 1, 0, 0, 0, 9, 0, 0, 0, 1, 0xbe}, false, "", false, 0, 0, 0},
+		{"version 1", []byte{0x40, 0x60, 0, 1, 0, 0, 0, 9, 0, 0, 0, 1}, false, "", false, 0, 0, 0},
+		{"short", []byte{0x80, 0x60}, false, "", false, 0, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, ok := parseRTP(tt.pkt)
+			if ok != tt.ok {
+				t.Fatalf("ok = %v", ok)
+			}
+			if !ok {
+				return
+			}
+			if string(h.payload) != tt.payload || h.marker != tt.marker || uint32(h.pt) != tt.pt || uint32(h.seq) != tt.seq || h.ts != tt.ts {
+				t.Fatalf("got %+v", h)
+			}
+		})
+	}
+}
+
+func TestFrameLogRecordsEachFrameOnce(t *testing.T) {
+	sps := []byte{0x67, 0x42, 0xc0, 0x1f}
+	slice := []byte{0x41, 0x9a}
+	l := newFrameLog(0)
+	l.note(1000, false, sps, 1)
+	l.note(1000, false, slice, 2)
+	l.note(1000, true, slice, 3)
+	l.note(1000, true, slice, 4) // the marker again: a retransmission
+	l.note(4000, true, slice, 5)
+	l.note(1000, false, sps, 6) // an older frame again
+	got := l.take()
+	want := []frameTimes{{TS: 1000, First: 1, Last: 3, Key: true}, {TS: 4000, First: 5, Last: 5}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("frames %v, want %v", got, want)
+	}
+	if rest := l.take(); len(rest) != 0 {
+		t.Fatalf("take after take: %v", rest)
+	}
+}
+
+func TestFrameLogAcrossTimestampWrap(t *testing.T) {
+	l := newFrameLog(0)
+	for i, ts := range []uint32{0xffffe000, 0xfffff000, 0x100, 0x1100} {
+		l.note(ts, true, nil, time.Duration(i))
+	}
+	s := sentFrames(l.snapshot())
+	if len(s) != 4 {
+		t.Fatalf("%d frames across the wrap, want 4", len(s))
+	}
+	for _, ts := range []uint32{0xffffe000, 0x100, 0x1100} {
+		if _, ok := s.find(ts); !ok {
+			t.Errorf("frame %#x not found", ts)
+		}
+	}
+	if _, ok := s.find(0x200); ok {
+		t.Error("a frame never sent was found")
+	}
+}
+
+func TestLearnOffsetOutvotesTheCachedKeyframe(t *testing.T) {
+	// Keyframes sent every 30 frames (3000 ticks, 33 ms apart); the hub
+	// adds 5000 to every timestamp; viewers receive live frames 2 ms
+	// after they were sent.
+	var sent sentFrames
+	for i := range 120 {
+		sent = append(sent, frameTimes{TS: uint32(i * 3000), First: time.Duration(i) * 33 * time.Millisecond, Key: i%30 == 0})
+	}
+	const offset = 5000
+	live := func(i int) frameTimes {
+		f := sent[i]
+		return frameTimes{TS: f.TS + offset, First: f.First + 2*time.Millisecond, Key: f.Key}
+	}
+	// A late joiner gets keyframe 30 from the cache long after keyframe
+	// 60 was sent, then the live keyframes 90.
+	cached := frameTimes{TS: sent[30].TS + offset, First: sent[61].First, Key: true}
+	got, votes, ok := learnOffset(sent, [][]frameTimes{{cached, live(90)}, {live(60), live(90)}})
+	if !ok || got != offset || votes != 3 {
+		t.Fatalf("offset %d (%d votes, %v), want %d with 3 votes", got, votes, ok, offset)
+	}
+	if _, _, ok := learnOffset(sent, [][]frameTimes{{live(5)}}); ok {
+		t.Fatal("an offset learned without keyframes")
+	}
+}
+
+func TestKeyCheck(t *testing.T) {
+	sps := []byte{0x67, 0x42, 0xc0, 0x1f}
+	pps := []byte{0x68, 0xce}
+	idrStart := []byte{0x7c, 0x85, 1}
+	idrMid := []byte{0x7c, 0x05, 2}
+	idrEnd := []byte{0x7c, 0x45, 3}
+	slice := []byte{0x41, 0x9a}
+	type pkt struct {
+		seq     uint16
+		ts      uint32
+		marker  bool
+		payload []byte
+	}
+	tests := []struct {
+		name     string
+		pkts     []pkt
+		complete int // index of the packet that completes a keyframe, -1 none
+	}{
+		{"whole keyframe", []pkt{{1, 9, false, sps}, {2, 9, false, pps}, {3, 9, false, idrStart}, {4, 9, false, idrMid}, {5, 9, true, idrEnd}}, 4},
+		{"a packet missing", []pkt{{1, 9, false, sps}, {2, 9, false, pps}, {4, 9, false, idrMid}, {5, 9, true, idrEnd}}, -1},
+		{"no IDR slice", []pkt{{1, 9, false, sps}, {2, 9, true, pps}}, -1},
+		{"starts without SPS", []pkt{{1, 9, false, idrStart}, {2, 9, true, idrEnd}}, -1},
+		{"frame ends without marker", []pkt{{1, 9, false, sps}, {2, 9, false, idrStart}, {3, 12, true, slice}}, -1},
+		{"broken, then whole", []pkt{{1, 9, false, sps}, {3, 9, true, idrEnd}, {4, 12, false, sps}, {5, 12, false, idrStart}, {6, 12, true, idrEnd}}, 4},
+		{"sequence wraps", []pkt{{65535, 9, false, sps}, {0, 9, false, idrStart}, {1, 9, true, idrEnd}}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var k keyCheck
+			got := -1
+			for i, p := range tt.pkts {
+				if k.packet(rtpHeader{seq: p.seq, ts: p.ts, marker: p.marker, payload: p.payload}) {
+					got = i
+				}
+			}
+			if got != tt.complete {
+				t.Fatalf("completed at packet %d, want %d", got, tt.complete)
+			}
+		})
+	}
+}
+
+func TestSeqCountLoss(t *testing.T) {
+	var s seqCount
+	s.add(65530)
+	a := s.read()
+	for _, seq := range []uint16{65531, 65533, 65535, 0, 3, 2, 2} {
+		s.add(seq)
+	}
+	b := s.read()
+	// From 65530 to 3 across the wrap: 9 numbers, 7 packets received;
+	// 65532, 65534 and 1 missing, 2 twice.
+	if got := lost(a, b); got != 2 {
+		t.Fatalf("lost %d, want 2", got)
+	}
+	if b.High != 1<<16|3 {
+		t.Fatalf("high %#x, want the wrap counted", b.High)
+	}
+}
+
+func TestKernelTime(t *testing.T) {
+	msg := func(level, typ int32, data []byte) []byte {
+		b := make([]byte, 16, 16+len(data)+8)
+		binary.NativeEndian.PutUint64(b[0:8], uint64(16+len(data)))
+		binary.NativeEndian.PutUint32(b[8:12], uint32(level))
+		binary.NativeEndian.PutUint32(b[12:16], uint32(typ))
+		b = append(b, data...)
+		for len(b)%8 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	ts := make([]byte, 16)
+	binary.NativeEndian.PutUint64(ts[0:8], 12)
+	binary.NativeEndian.PutUint64(ts[8:16], 345)
+	oob := append(msg(0, 1, []byte{1, 2, 3}), msg(syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, ts)...)
+	if at, ok := kernelTime(oob); !ok || at != 12e9+345 {
+		t.Fatalf("kernel time %d, %v", at, ok)
+	}
+	if _, ok := kernelTime(oob[:20]); ok {
+		t.Fatal("a cut control message gave a time")
+	}
+}
+
+func TestKeyframesOfTheClips(t *testing.T) {
+	gop1, gop4, err := loadClips()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		clip         clip
+		frames, keys int
+	}{{gop1, 4 * testmedia.FrameRate, 4}, {gop4, 8 * testmedia.FrameRate, 2}} {
+		k := keyframes(c.clip.nals)
+		n := 0
+		for i, key := range k {
+			if key {
+				n++
+				if i%int(c.clip.keyint.Seconds()*testmedia.FrameRate) != 0 {
+					t.Errorf("%s: keyframe at frame %d", c.clip.name, i)
+				}
+			}
+		}
+		if len(k) != c.frames || n != c.keys {
+			t.Errorf("%s: %d frames with %d keyframes, want %d with %d", c.clip.name, len(k), n, c.frames, c.keys)
+		}
+		if len(c.clip.opus)*20 < len(k)*1000/testmedia.FrameRate {
+			t.Errorf("%s: %d Opus packets are shorter than the video", c.clip.name, len(c.clip.opus))
+		}
+	}
+}
+
+func TestPercentiles(t *testing.T) {
+	var d []time.Duration
+	for i := 100; i >= 1; i-- {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	p := percentiles(d)
+	if p.N != 100 || p.P50 != 50 || p.P95 != 95 || p.P99 != 99 || p.Max != 100 {
+		t.Fatalf("%+v", p)
+	}
+	if p := percentiles(nil); p.N != 0 {
+		t.Fatalf("%+v", p)
+	}
+}
+
+func TestRatiosAndLimits(t *testing.T) {
+	rows := []Row{
+		{Stack: "lightspeed", Viewers: 10, Playing: 10, MarginalMicrosPerPacket: 5, ServerCores: 0.2, BenchCores: 0.2, MicrosPerPacket: 6},
+		{Stack: "baseline", Viewers: 10, Playing: 10, MarginalMicrosPerPacket: 20, Saturated: true},
+	}
+	r := ratios(rows)
+	if len(r) != 1 || r[0].LightspeedPerBase != 0.25 || r[0].Trusted {
+		t.Fatalf("%+v", r)
+	}
+	if l := limits(rows, 2); l == "" {
+		t.Fatal("no limit stated")
+	}
+}

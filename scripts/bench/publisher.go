@@ -1,0 +1,147 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"time"
+
+	"lightspeed/shared/ftlclient"
+	"lightspeed/shared/testmedia"
+)
+
+// gop4H264 is 8 s of 720p30 H.264 with a keyframe every 4 s, made like
+// the committed test media (see README.md beside it).
+//
+//go:embed testdata/gop4.h264
+var gop4H264 []byte
+
+// clip is media the publisher loops: H.264 NAL units and 20 ms Opus
+// packets.
+type clip struct {
+	name   string
+	keyint time.Duration
+	nals   [][]byte
+	opus   [][]byte
+}
+
+// loadClips returns the committed test media (a keyframe every second)
+// and the 4 s-GOP clip, both with the committed Opus audio (repeated to
+// the video's length).
+func loadClips() (gop1, gop4 clip, err error) {
+	opus, err := testmedia.OpusPackets()
+	if err != nil {
+		return gop1, gop4, fmt.Errorf("bench: test media: %w", err)
+	}
+	nals, err := testmedia.NALUnits()
+	if err != nil {
+		return gop1, gop4, fmt.Errorf("bench: test media: %w", err)
+	}
+	gop1 = clip{name: "gop1", keyint: time.Second, nals: nals, opus: opus}
+	nals4, err := testmedia.SplitH264(gop4H264)
+	if err != nil {
+		return gop1, gop4, fmt.Errorf("bench: gop4.h264: %w", err)
+	}
+	gop4 = clip{name: "gop4", keyint: 4 * time.Second, nals: nals4, opus: append(append([][]byte(nil), opus...), opus...)}
+	return gop1, gop4, nil
+}
+
+// publisher streams a clip over FTL until stopped.
+type publisher struct {
+	conn   *ftlclient.Conn
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// publish connects to the FTL ingest at addr and loops c. started is
+// called with the time the stream begins, right before the first frame
+// is due.
+func publish(ctx context.Context, addr, key string, c clip, started func(time.Time)) (*publisher, error) {
+	conn, err := ftlclient.Dial(ctx, ftlclient.Config{Addr: addr, StreamKey: key, VendorName: "lightspeed-bench"})
+	if err != nil {
+		return nil, fmt.Errorf("bench: publish: %w", err)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	p := &publisher{conn: conn, cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		if started != nil {
+			started(time.Now())
+		}
+		p.done <- conn.Stream(sctx, c.nals, c.opus, 0)
+	}()
+	return p, nil
+}
+
+// stop ends the stream gracefully (DISCONNECT).
+func (p *publisher) stop() error {
+	p.cancel()
+	err := <-p.done
+	derr := p.conn.Disconnect()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("bench: publish: %w", err)
+	}
+	return derr
+}
+
+// keyframes tells, for each frame of nals in sending order, whether it
+// starts with an SPS. Frames are cut as the FTL sender cuts them: a new
+// one starts at a parameter set, SEI or delimiter after a slice, and at a
+// slice whose first_mb_in_slice is 0.
+func keyframes(nals [][]byte) []bool {
+	var (
+		out    []bool
+		hasVCL bool
+	)
+	for _, nal := range nals {
+		if len(nal) == 0 {
+			continue
+		}
+		typ := nal[0] & 0x1f
+		vcl := typ >= 1 && typ <= 5
+		startsAU := (typ >= 6 && typ <= 9) || (typ >= 14 && typ <= 18) || (vcl && len(nal) > 1 && nal[1]&0x80 != 0)
+		if len(out) == 0 || (hasVCL && startsAU) {
+			out = append(out, typ == 7)
+			hasVCL = false
+		}
+		hasVCL = hasVCL || vcl
+	}
+	return out
+}
+
+// schedule fills l with the frames the FTL sender sends when it plays c
+// from start in real time, as time passes, until ctx is done: frame k of
+// loop i is due at start + i·loop length + k/30 s, with RTP timestamp
+// 90 kHz × that media time. It stands for the tap when the bench is
+// attached to a gateway it did not start.
+func schedule(ctx context.Context, l *frameLog, epoch, start time.Time, c clip) {
+	keys := keyframes(c.nals)
+	const frameRate = 30
+	videoLen := int64(len(keys)) * 1000000 / frameRate
+	loopLen := max(videoLen, int64(len(c.opus))*20000)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for loop, k := int64(0), 0; ; {
+		now := time.Now()
+		for {
+			dts := loop*loopLen + int64(k)*1000000/frameRate // µs of media time
+			at := start.Add(time.Duration(dts) * time.Microsecond)
+			if at.After(now) {
+				break
+			}
+			ts := uint32((dts*90000 + 500000) / 1000000)
+			sent := at.Sub(epoch)
+			l.add(frameTimes{TS: ts, First: sent, Last: sent, Key: keys[k]})
+			if k++; k == len(keys) {
+				loop, k = loop+1, 0
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

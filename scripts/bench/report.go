@@ -1,0 +1,212 @@
+//go:build linux
+
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+)
+
+// Report is everything one run measured; -json writes it.
+type Report struct {
+	Machine Machine `json:"machine"`
+	Mode    string  `json:"mode"` // "started": the bench started the stack; "attached"
+	Stream  Stream  `json:"stream"`
+	Rows    []Row   `json:"rows"`
+	Ratios  []Ratio `json:"ratios,omitempty"`
+	TTFF    []TTFF  `json:"ttff,omitempty"`
+	Limits  string  `json:"limits,omitempty"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	CPUModel  string `json:"cpu_model"`
+	GoVersion string `json:"go_version"`
+}
+
+// Stream is the published stream as the gateway describes it.
+type Stream struct {
+	BitrateBps         float64 `json:"bitrate_bps"`
+	KeyframeIntervalMs int64   `json:"keyframe_interval_ms"`
+}
+
+// Row is one measurement window: one stack with a number of viewers.
+type Row struct {
+	Stack      string `json:"stack"`   // "lightspeed" or "baseline"
+	Viewers    int    `json:"viewers"` // asked for
+	Playing    int    `json:"playing"` // connected during the window
+	Failed     int    `json:"failed"`  // could not connect
+	NoKeyframe int    `json:"no_keyframe"`
+
+	WindowSeconds          float64 `json:"window_seconds"`
+	Delivered              uint64  `json:"delivered"` // RTP packets the viewers received
+	Lost                   uint64  `json:"lost"`      // sequence numbers that never came
+	LossPercent            float64 `json:"loss_percent"`
+	PacketsPerViewerSecond float64 `json:"packets_per_viewer_second"`
+	MbpsPerViewer          float64 `json:"mbps_per_viewer"`
+	UDPDrops               uint64  `json:"udp_rcvbuf_drops"` // datagrams any socket of the machine's network namespace dropped
+
+	// The fan-out process: the function, or the baseline child.
+	ServerCores             float64 `json:"server_cores"`
+	IdleCores               float64 `json:"idle_cores"` // with the stream and no viewers
+	MicrosPerPacket         float64 `json:"us_per_packet"`
+	MarginalMicrosPerPacket float64 `json:"marginal_us_per_packet"` // minus the idle CPU
+	StepMicrosPerPacket     float64 `json:"step_us_per_packet"`     // the slope from the previous row: extra CPU per extra packet
+	ViewersPerCore          float64 `json:"viewers_per_core"`
+	RSSBytes                int64   `json:"rss_bytes"`
+	IdleRSSBytes            int64   `json:"idle_rss_bytes"`
+	KBPerViewer             float64 `json:"kb_per_viewer"`
+	StepKBPerViewer         float64 `json:"step_kb_per_viewer"` // the slope from the previous row
+
+	// The rest of the machine.
+	GatewayCores          float64 `json:"gateway_cores"`
+	BenchCores            float64 `json:"bench_cores"` // this process: the viewers, the tap, the publisher
+	ViewerMicrosPerPacket float64 `json:"viewer_us_per_packet"`
+	OtherCores            float64 `json:"other_cores"` // everything else on the machine
+	MachineBusyCores      float64 `json:"machine_busy_cores"`
+	Saturated             bool    `json:"saturated"`
+	Note                  string  `json:"note,omitempty"`
+
+	// Delay from the sender (the gateway's input, or the baseline's feed)
+	// to the viewers' sockets (the kernel's receive time), over the first
+	// and the last packet of every video frame received in the window;
+	// and the same to the viewers' reader goroutines, which adds the
+	// bench's own processing.
+	LatencyMs       Percentiles `json:"latency_ms"`
+	ReaderLatencyMs Percentiles `json:"reader_latency_ms"`
+	FramesReceived  int         `json:"frames_received"`
+	FramesMatched   int         `json:"frames_matched"`
+	TimestampOffset uint32      `json:"timestamp_offset"`
+	OffsetVotes     int         `json:"offset_votes"`
+
+	// Time to first frame of the viewers that joined for this row, all at
+	// once (keyframe interval of the running stream).
+	TTFFMs Percentiles `json:"ttff_ms"`
+}
+
+// Ratio compares the marginal CPU per delivered packet of the two stacks
+// at one number of viewers.
+type Ratio struct {
+	Viewers           int     `json:"viewers"`
+	Lightspeed        float64 `json:"lightspeed_us_per_packet"`
+	Baseline          float64 `json:"baseline_us_per_packet"`
+	LightspeedPerBase float64 `json:"lightspeed_per_baseline"`
+	Trusted           bool    `json:"trusted"` // neither window was saturated
+}
+
+// machine describes this machine.
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+// ratios pairs the rows of the two stacks by viewers.
+func ratios(rows []Row) []Ratio {
+	var out []Ratio
+	for _, a := range rows {
+		if a.Stack != "lightspeed" {
+			continue
+		}
+		for _, b := range rows {
+			if b.Stack == "baseline" && b.Viewers == a.Viewers && b.MarginalMicrosPerPacket > 0 {
+				out = append(out, Ratio{
+					Viewers:           a.Viewers,
+					Lightspeed:        a.MarginalMicrosPerPacket,
+					Baseline:          b.MarginalMicrosPerPacket,
+					LightspeedPerBase: round(a.MarginalMicrosPerPacket/b.MarginalMicrosPerPacket, 3),
+					Trusted:           !a.Saturated && !b.Saturated,
+				})
+			}
+		}
+	}
+	return out
+}
+
+// limits says how many viewers this machine can measure: from the row
+// with the most viewers, the CPU each viewer costs the fan-out, the
+// gateway and the bench's own viewers, against saturation.
+func limits(rows []Row, cpus int) string {
+	var top *Row
+	for i := range rows {
+		if rows[i].Stack == "lightspeed" && (top == nil || rows[i].Playing > top.Playing) {
+			top = &rows[i]
+		}
+	}
+	if top == nil || top.Playing == 0 || top.ServerCores == 0 {
+		return ""
+	}
+	n := float64(top.Playing)
+	perViewer := (top.ServerCores + top.BenchCores + top.GatewayCores) / n
+	budget := saturation*float64(cpus) - top.OtherCores
+	return fmt.Sprintf("at %d viewers the function used %.2f cores, the gateway %.2f, the bench's viewers %.2f "+
+		"(%.1f µs per delivered packet against the function's %.1f) and the rest of the machine %.2f; "+
+		"at that cost per viewer the machine saturates (%.0f%% of %d cores) at about %.0f viewers, "+
+		"%.0f%% of it taken by the viewers themselves",
+		top.Playing, top.ServerCores, top.GatewayCores, top.BenchCores,
+		top.ViewerMicrosPerPacket, top.MicrosPerPacket, top.OtherCores,
+		saturation*100, cpus, math.Floor(budget/perViewer), 100*top.BenchCores/n/perViewer)
+}
+
+// print writes the report as tables.
+func (r *Report) print(w io.Writer) {
+	fmt.Fprintf(w, "\nmachine: %d cores, %s, %s; stack %s\n", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, r.Mode)
+	fmt.Fprintf(w, "stream: %.2f Mbit/s, keyframe every %d ms\n\n", r.Stream.BitrateBps/1e6, r.Stream.KeyframeIntervalMs)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "stack\tviewers\tpkt/s/viewer\tµs/pkt\tmarginal µs/pkt\tviewers/core\tKB/viewer\tlatency p50/p95/p99 ms\t(reader p99)\tttff p50/p95 ms\tloss\tbusy cores (fn/gw/viewers/other)\tnote\t")
+	for _, x := range r.Rows {
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.2f / %.2f / %.2f\t(%.2f)\t%.0f / %.0f\t%d (%.2f%%)\t%.2f (%.2f/%.2f/%.2f/%.2f)\t%s\t\n",
+			x.Stack, x.Playing, x.PacketsPerViewerSecond, x.MicrosPerPacket, x.MarginalMicrosPerPacket,
+			x.ViewersPerCore, x.KBPerViewer, x.LatencyMs.P50, x.LatencyMs.P95, x.LatencyMs.P99, x.ReaderLatencyMs.P99,
+			x.TTFFMs.P50, x.TTFFMs.P95, x.Lost, x.LossPercent,
+			x.MachineBusyCores, x.ServerCores, x.GatewayCores, x.BenchCores, x.OtherCores, x.Note)
+	}
+	tw.Flush()
+	if len(r.Ratios) > 0 {
+		fmt.Fprintln(w, "\nlightspeed vs baseline (marginal µs per delivered packet):")
+		for _, x := range r.Ratios {
+			trust := ""
+			if !x.Trusted {
+				trust = " (saturated, not trusted)"
+			}
+			fmt.Fprintf(w, "  %4d viewers: %.2f vs %.2f µs = %.2f× the baseline's cost (%.1f× cheaper)%s\n",
+				x.Viewers, x.Lightspeed, x.Baseline, x.LightspeedPerBase, 1/x.LightspeedPerBase, trust)
+		}
+	}
+	if len(r.TTFF) > 0 {
+		fmt.Fprintln(w, "\ntime to first frame, joins at random points of the GOP (WHEP POST → whole keyframe):")
+		for _, x := range r.TTFF {
+			fmt.Fprintf(w, "  %s, keyframe every %.0f s: p50 %.0f ms, p95 %.0f ms, max %.0f ms (%d joins, %d failed)\n",
+				x.Stack, x.KeyintSeconds, x.Ms.P50, x.Ms.P95, x.Ms.Max, x.Joins, x.Failed)
+		}
+	}
+	if r.Limits != "" {
+		fmt.Fprintf(w, "\nlimits: %s\n", r.Limits)
+	}
+}
+
+// writeJSON writes the report to path.
+func (r *Report) writeJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("bench: json: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("bench: json: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,91 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	functionapp "lightspeed/function/app"
+	"lightspeed/shared/envconfig"
+)
+
+// The bench binary re-executes itself for the processes that are not
+// the repository's commands: the baseline server, and the function when
+// its CPU is profiled.
+const (
+	roleEnv      = "LS_BENCH_ROLE"
+	roleBaseline = "baseline"
+	roleFunction = "function"
+	profileEnv   = "LS_BENCH_PROFILE" // the function role's profile file
+)
+
+// playRole runs the role the environment names and reports whether there
+// was one.
+func playRole() (bool, error) {
+	switch role := os.Getenv(roleEnv); role {
+	case "":
+		return false, nil
+	case roleBaseline:
+		return true, serveBaseline()
+	case roleFunction:
+		return true, serveFunction(os.Getenv(profileEnv))
+	default:
+		return true, fmt.Errorf("unknown %s %q", roleEnv, role)
+	}
+}
+
+// serveFunction is the function command (function/main.go: the same
+// settings, the same function/app) plus a CPU profile written to path
+// between SIGUSR1 and SIGUSR2.
+func serveFunction(path string) error {
+	var cfg functionapp.Config
+	if err := envconfig.Load(&cfg, "function", nil, os.Stdout); err != nil {
+		return err
+	}
+	log, err := envconfig.NewLogger(cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	f, err := functionapp.New(cfg, log, prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2)
+	go func() {
+		var out *os.File
+		for s := range sigs {
+			switch {
+			case s == syscall.SIGUSR1 && out == nil:
+				var err error
+				if out, err = os.Create(path); err == nil {
+					err = pprof.StartCPUProfile(out)
+				}
+				if err != nil {
+					log.Error("function: cpu profile", "err", err)
+					out = nil
+				}
+			case s == syscall.SIGUSR2 && out != nil:
+				pprof.StopCPUProfile()
+				if err := out.Close(); err != nil {
+					log.Error("function: cpu profile", "err", err)
+				}
+				out = nil
+			}
+		}
+	}()
+	if err := f.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
