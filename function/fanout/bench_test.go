@@ -34,7 +34,8 @@ func (w *fakeWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
 func (w *fakeWriter) Write(b []byte) (int, error) { return len(b), nil }
 
 // addFakeViewer adds a joined viewer whose tracks are bound to w, with its
-// writer goroutine running, but no PeerConnection.
+// starter goroutine running (it hands the viewer to its writer), but no
+// PeerConnection.
 func addFakeViewer(tb testing.TB, f *Fanout, id string, w webrtc.TrackLocalWriter) *viewer {
 	tb.Helper()
 	v, err := f.reserve(id, testChannel)
@@ -54,7 +55,7 @@ func addFakeViewer(tb testing.TB, f *Fanout, id string, w webrtc.TrackLocalWrite
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		v.write()
+		v.start()
 	}()
 	f.mu.Unlock()
 	v.join()

@@ -33,7 +33,7 @@ func drainQueue(v *viewer) []entry {
 
 func TestRestartedStreamContinuesTheViewersNumbering(t *testing.T) {
 	ch := newChannel(testChannel)
-	v := newViewer(nil, "v", ch, 64)
+	v := newViewer(nil, "v", ch, 64, testWriter())
 	ch.join(v)
 	t0 := time.Unix(1000, 0)
 	sps, slice := []byte{0x67, 0x42}, []byte{0x41, 1}
@@ -85,7 +85,7 @@ func (w *headerWriter) Write(b []byte) (int, error) { return len(b), nil }
 
 func TestBurstPacketsCarryPlayoutDelayZeroAndLivePacketsNone(t *testing.T) {
 	ch := newChannel(testChannel)
-	v := newViewer(nil, "v", ch, 64)
+	v := newViewer(nil, "v", ch, 64, testWriter())
 	w := &headerWriter{}
 	v.tracks[relaywire.Video] = &viewerTrack{}
 	v.tracks[relaywire.Video].bound.Store(&binding{ssrc: 77, pt: 102, playoutID: 5, writer: w})

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/dtls/v2"
 	"github.com/pion/ice/v2"
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/report"
@@ -117,13 +118,16 @@ type Stats struct {
 	Retransmits      uint64 // of those, queued to be sent again
 	CacheMisses      uint64 // queued packets no longer in the cache when their turn came
 	PLIs, FIRs       uint64 // keyframe requests, which FTL cannot honour
+	SendCalls        uint64 // sendmmsg calls of the writers' batches
+	SendDatagrams    uint64 // datagrams those calls sent
+	SendErrors       uint64 // batched datagrams that could not be sent
 }
 
 // hooks let tests watch and hold the fan-out's goroutines.
 type hooks struct {
-	queueSize  func(session string) int // size of the session's queue; 0 = default
-	beforeSend func(session string)     // called by the writer before each batch
-	joined     func(session string)     // called when the session joined its channel
+	queueSize func(session string) int  // size of the session's queue; 0 = default
+	skip      func(session string) bool // the writer leaves the session's queue alone, as if it could not keep up
+	joined    func(session string)      // called when the session joined its channel
 }
 
 // Fanout serves the viewers of one function. Its methods are safe for
@@ -132,9 +136,10 @@ type Fanout struct {
 	cfg  Config
 	log  *slog.Logger
 	up   Upstream
-	api  *webrtc.API
-	conn net.PacketConn
-	mux  ice.UDPMux
+	api     *webrtc.API
+	conn    *sendConn
+	mux     ice.UDPMux
+	writers []*writer
 
 	// chans is the channel map WriteRTP reads without locking; it is
 	// replaced, never changed, under mu.
@@ -165,13 +170,14 @@ func New(cfg Config, up Upstream) (*Fanout, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fanout: listen %s: %w", cfg.UDPAddr, err)
 	}
+	sc := newSendConn(conn)
 	loggers := pionLoggers{log: cfg.Logger}
 	f := &Fanout{
 		cfg:           cfg,
 		log:           cfg.Logger,
 		up:            up,
-		conn:          conn,
-		mux:           webrtc.NewICEUDPMux(loggers.NewLogger("ice"), conn),
+		conn:          sc,
+		mux:           webrtc.NewICEUDPMux(loggers.NewLogger("ice"), sc),
 		sessions:      make(map[string]*viewer),
 		channels:      make(map[uint32]*channel),
 		unsubscribing: make(map[uint32]chan struct{}),
@@ -189,6 +195,7 @@ func New(cfg Config, up Upstream) (*Fanout, error) {
 			return nil, fmt.Errorf("fanout: register metrics: %w", err)
 		}
 	}
+	f.newWriters()
 	f.log.Info("fanout: listening", "addr", f.Addr().String(), "public_ips", strings.Join(cfg.PublicIPs, ","))
 	return f, nil
 }
@@ -219,6 +226,13 @@ func (f *Fanout) newAPI(loggers pionLoggers) (*webrtc.API, error) {
 
 	se := webrtc.SettingEngine{LoggerFactory: loggers}
 	se.SetICEUDPMux(f.mux)
+	// AES-GCM costs a fraction of AES-CM + HMAC-SHA1 per packet; 128-bit
+	// keys are the cheaper of the two GCM profiles. AES-CM stays for
+	// viewers without GCM.
+	se.SetSRTPProtectionProfiles(dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AEAD_AES_256_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80)
+	// Viewers send no media, so there is no SRTP to check for replays:
+	// no replay window per stream.
+	se.DisableSRTPReplayProtection(true)
 	se.SetLite(false)
 	se.SetICETimeouts(f.cfg.ICEDisconnectedTimeout, f.cfg.ICEFailedTimeout, f.cfg.ICEKeepalive)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
@@ -298,6 +312,7 @@ func (f *Fanout) Stats() Stats {
 	for _, ch := range f.channels {
 		ch.addCounters(&s)
 	}
+	s.SendCalls, s.SendDatagrams, s.SendErrors = f.conn.sendStats()
 	return s
 }
 
@@ -375,6 +390,9 @@ func (f *Fanout) Close() error {
 
 	for _, v := range vs {
 		f.closeViewer(v, "function closing", false)
+	}
+	for _, w := range f.writers {
+		close(w.quit)
 	}
 	f.wg.Wait()
 

@@ -39,7 +39,7 @@ func FuzzIngest(f *testing.F) {
 	f.Add(fuzzProgram([]byte{4, 12, 0x80, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0x11, 0x11}, pkt(2, 100, slice)))
 	f.Fuzz(func(t *testing.T, prog []byte) {
 		ch := newChannel(testChannel)
-		v := newViewer(nil, "fuzz", ch, 8)
+		v := newViewer(nil, "fuzz", ch, 8, testWriter())
 		ch.join(v)
 		seq := [2]uint16{100, 200}
 		ssrc := [2]uint32{testVideoSSRC, testAudioSSRC}
@@ -109,7 +109,7 @@ func FuzzHandleRTCP(f *testing.F) {
 	f.Add(pli)
 	f.Add([]byte{0x81, 0xcd, 0x00, 0x03, 0, 0, 0, 1, 0, 0, 0x03, 0xe8, 0, 1, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		v := newViewer(nil, "fuzz", nil, 16)
+		v := newViewer(nil, "fuzz", nil, 16, testWriter())
 		for i := range v.tracks {
 			v.tracks[i] = &viewerTrack{}
 			v.tracks[i].bound.Store(&binding{ssrc: 1000 + uint32(i), writer: &fakeWriter{}})

@@ -43,6 +43,12 @@ var fanoutMetrics = []fanoutMetric{
 		func(s Stats) float64 { return float64(s.PLIs) }),
 	metric("lightspeed_function_fir_total", "Full intra requests from viewers (not honoured).", prometheus.CounterValue,
 		func(s Stats) float64 { return float64(s.FIRs) }),
+	metric("lightspeed_function_sendmmsg_calls_total", "sendmmsg calls that sent the writers' batches of datagrams.", prometheus.CounterValue,
+		func(s Stats) float64 { return float64(s.SendCalls) }),
+	metric("lightspeed_function_batched_datagrams_total", "Datagrams sent in batches (divide by the calls for the mean batch).", prometheus.CounterValue,
+		func(s Stats) float64 { return float64(s.SendDatagrams) }),
+	metric("lightspeed_function_send_errors_total", "Batched datagrams the socket refused.", prometheus.CounterValue,
+		func(s Stats) float64 { return float64(s.SendErrors) }),
 }
 
 // Describe sends the descriptors of the fan-out's metrics.

@@ -22,7 +22,7 @@ type entry struct {
 // slots allocated once. push never waits; a full queue drops the entry and
 // counts it (the viewer's NACK can still fetch the packet from the cache).
 type queue struct {
-	notify  chan struct{} // a token when the queue turns non-empty
+	notify  chan struct{} // gets a token when the queue turns non-empty: its writer's wake
 	dropped atomic.Uint64
 
 	mu   sync.Mutex
@@ -31,8 +31,8 @@ type queue struct {
 	n    int
 }
 
-func newQueue(size int) *queue {
-	return &queue{notify: make(chan struct{}, 1), ring: make([]entry, size)}
+func newQueue(size int, notify chan struct{}) *queue {
+	return &queue{notify: notify, ring: make([]entry, size)}
 }
 
 // push queues e, or drops it when the queue is full.

@@ -8,7 +8,7 @@ import (
 
 func TestQueue(t *testing.T) {
 	t.Run("entries come out in order across the ring's end", func(t *testing.T) {
-		q := newQueue(3)
+		q := newQueue(3, make(chan struct{}, 1))
 		var out [2]entry
 		for round := uint16(0); round < 5; round++ {
 			q.push(entry{relaywire.Video, round * 2})
@@ -19,7 +19,7 @@ func TestQueue(t *testing.T) {
 		}
 	})
 	t.Run("a full queue drops and counts, and never blocks", func(t *testing.T) {
-		q := newQueue(2)
+		q := newQueue(2, make(chan struct{}, 1))
 		for i := uint16(0); i < 5; i++ {
 			q.push(entry{seq: i})
 		}
@@ -32,7 +32,7 @@ func TestQueue(t *testing.T) {
 		}
 	})
 	t.Run("the first entry into an empty queue leaves a wake-up token", func(t *testing.T) {
-		q := newQueue(4)
+		q := newQueue(4, make(chan struct{}, 1))
 		q.push(entry{})
 		q.push(entry{})
 		select {
@@ -46,4 +46,9 @@ func TestQueue(t *testing.T) {
 		default:
 		}
 	})
+}
+
+// testWriter is a writer that is never run, for viewers without a Fanout.
+func testWriter() *writer {
+	return &writer{wake: make(chan struct{}, 1), quit: make(chan struct{})}
 }

@@ -73,7 +73,7 @@ func (f *Fanout) reserve(session string, id uint32) (*viewer, error) {
 			size = n
 		}
 	}
-	v := newViewer(f, session, ch, size)
+	v := newViewer(f, session, ch, size, f.pickWriter())
 	f.sessions[session] = v
 	return v, nil
 }
@@ -205,7 +205,7 @@ func (f *Fanout) attach(v *viewer, pc *webrtc.PeerConnection, senders [2]*webrtc
 	f.wg.Add(3)
 	go func() {
 		defer f.wg.Done()
-		v.write()
+		v.start()
 	}()
 	for t, s := range senders {
 		go func() {
@@ -315,6 +315,7 @@ func (f *Fanout) closeViewer(v *viewer, reason string, notify bool) {
 
 		v.ch.leave(v)
 		close(v.done)
+		v.w.poke() // the writer lets go of v
 		if pc != nil {
 			if err := pc.GracefulClose(); err != nil {
 				f.log.Debug("fanout: close peer connection", "viewer", v.id, "err", err)

@@ -24,8 +24,8 @@ const burstSpeedup = 12
 const srtpWait = 5 * time.Second
 
 // viewer is one viewer's session: its PeerConnection, its two tracks, its
-// queue and the goroutines that serve it (one writer, one RTCP reader per
-// track).
+// queue and the goroutines that serve it (a starter that sends the burst,
+// one RTCP reader per track; then its writer of the pool).
 type viewer struct {
 	f  *Fanout
 	id string
@@ -33,6 +33,7 @@ type viewer struct {
 
 	tracks [2]*viewerTrack
 	queue  *queue
+	w      *writer       // the writer that drains queue
 	joined chan struct{} // closed when the viewer joined the live stream
 	done   chan struct{} // closed when the session ends
 
@@ -69,12 +70,13 @@ type viewerCounters struct {
 	sent, bytes, retransmits, misses, nacked, plis, firs atomic.Uint64
 }
 
-func newViewer(f *Fanout, id string, ch *channel, queueSize int) *viewer {
+func newViewer(f *Fanout, id string, ch *channel, queueSize int, w *writer) *viewer {
 	v := &viewer{
 		f:      f,
 		id:     id,
 		ch:     ch,
-		queue:  newQueue(queueSize),
+		queue:  newQueue(queueSize, w.wake),
+		w:      w,
 		joined: make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -103,10 +105,11 @@ func (v *viewer) exit() {
 	}
 }
 
-// write is the viewer's writer goroutine: it waits for the viewer to join
-// (and ends the session if that takes longer than ConnectTimeout), sends
-// the burst, then drains the queue until the session ends.
-func (v *viewer) write() {
+// start is the viewer's starter goroutine: it waits for the viewer to
+// join (and ends the session if that takes longer than ConnectTimeout),
+// sends the burst, waits for pion's SRTP context, then hands the viewer to
+// its writer, which drains its queue from then on.
+func (v *viewer) start() {
 	defer v.exit()
 	timeout := time.NewTimer(v.f.cfg.ConnectTimeout)
 	select {
@@ -119,29 +122,42 @@ func (v *viewer) write() {
 		v.f.closeViewer(v, "not connected in time", true)
 		return
 	}
-	if !v.sendBurst() {
+	if !v.sendBurst() || !v.awaitSRTP() {
 		return
 	}
-	var batch [64]entry
-	for {
-		n := v.queue.pop(batch[:])
-		if n == 0 {
-			select {
-			case <-v.queue.notify:
-				continue
-			case <-v.done:
-				return
-			}
+	v.running.Add(1) // the writer's hold, given back by its exit
+	if !v.w.add(v) {
+		v.exit()
+	}
+}
+
+// awaitSRTP waits until pion can encrypt for the viewer: until then pion
+// drops writes without an error, and it offers no signal of readiness, so
+// this polls with an empty receiver report (harmless RTCP) every 2 ms, up
+// to srtpWait. A burst that was sent already proved it.
+func (v *viewer) awaitSRTP() bool {
+	if v.srtpSeen || v.pc == nil {
+		return true
+	}
+	var ssrc uint32
+	if b := v.tracks[relaywire.Video].bound.Load(); b != nil {
+		ssrc = b.ssrc
+	}
+	deadline := time.Now().Add(srtpWait)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(deadline) {
+		if err := v.pc.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverReport{SSRC: ssrc}}); err == nil {
+			break
 		}
-		if h := v.f.hooks.beforeSend; h != nil {
-			h(v.id)
-		}
-		for _, e := range batch[:n] {
-			if !v.send(e.track, e.seq) {
-				return
-			}
+		select {
+		case <-v.done:
+			return false
+		case <-tick.C:
 		}
 	}
+	v.srtpSeen = true
+	return true
 }
 
 // sendBurst sends the cached packets from the keyframe on, paced at

@@ -68,7 +68,8 @@
 //
 // -cpuprofile FILE runs the function from this binary (the same
 // function/app, the same settings) so that it writes a CPU profile of the
-// largest step's window; read it with `go tool pprof FILE`.
+// largest step's window, and a heap profile at its end to FILE.heap; read
+// them with `go tool pprof FILE`.
 package main
 
 import (
@@ -161,7 +162,7 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&cfg.baseline, "baseline", false, "also measure the original Lightspeed relay's fan-out, in the same run")
 	fs.StringVar(&cfg.jsonFile, "json", "", "write the results as JSON to this file")
 	fs.IntVar(&cfg.parallel, "parallel", 8, "viewers connecting at the same time")
-	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the function during the largest step to this file")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the function during the largest step to this file, and its heap profile at the end of the step to FILE.heap")
 	fs.BoolVar(&cfg.verbose, "v", false, "log every viewer's join times")
 	fs.StringVar(&cfg.attach, "attach", "", "use the running gateway at this HTTP address (host:port) instead of starting one")
 	fs.StringVar(&cfg.ftlAddr, "ftl", "", "with -attach: the gateway's FTL control address (default: the -attach host, port 8084)")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 
@@ -42,9 +43,27 @@ func playRole() (bool, error) {
 	}
 }
 
+// writeProfile writes the named profile to path (the heap after a
+// collection).
+func writeProfile(name, path string) error {
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if name == "heap" {
+		runtime.GC()
+	}
+	if err := pprof.Lookup(name).WriteTo(out, 0); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
 // serveFunction is the function command (function/main.go: the same
 // settings, the same function/app) plus a CPU profile written to path
-// between SIGUSR1 and SIGUSR2.
+// between SIGUSR1 and SIGUSR2, and goroutine and heap profiles to
+// path.goroutine and path.heap at SIGUSR2.
 func serveFunction(path string) error {
 	var cfg functionapp.Config
 	if err := envconfig.Load(&cfg, "function", nil, os.Stdout); err != nil {
@@ -81,6 +100,12 @@ func serveFunction(path string) error {
 					log.Error("function: cpu profile", "err", err)
 				}
 				out = nil
+				if err := writeProfile("goroutine", path+".goroutine"); err != nil {
+					log.Error("function: goroutine profile", "err", err)
+				}
+				if err := writeProfile("heap", path+".heap"); err != nil {
+					log.Error("function: heap profile", "err", err)
+				}
 			}
 		}
 	}()

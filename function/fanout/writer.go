@@ -1,0 +1,148 @@
+package fanout
+
+import (
+	"runtime"
+	"sync"
+)
+
+// writer is one of the pool's writer goroutines. It owns a share of the
+// viewers: when woken it takes up to a batch of entries from each of its
+// viewers' queues and writes them, all in one round of the socket, so
+// that what it wrote leaves in a few sendmmsg calls. A viewer's packets
+// are written by one writer only, in queue order. Nothing in the write
+// path waits for a viewer (pion's SRTP write and the UDP socket never
+// block on a peer), so sharing a writer costs a viewer nothing but its
+// turn; a viewer whose queue overflows drops its own packets.
+type writer struct {
+	f      *Fanout
+	wake   chan struct{} // a token when one of its viewers has work
+	quit   chan struct{}
+	assign int // viewers assigned, for balancing; guarded by Fanout.mu
+
+	mu      sync.Mutex
+	viewers []*viewer // viewers past their burst
+	stopped bool
+
+	scratch []*viewer // the writer goroutine's copy of viewers
+}
+
+// newWriters starts one writer per CPU the process may use.
+func (f *Fanout) newWriters() {
+	n := runtime.GOMAXPROCS(0)
+	f.writers = make([]*writer, n)
+	for i := range f.writers {
+		w := &writer{f: f, wake: make(chan struct{}, 1), quit: make(chan struct{})}
+		f.writers[i] = w
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			w.run()
+		}()
+	}
+}
+
+// pickWriter returns the writer with the fewest viewers. Called with
+// Fanout.mu held.
+func (f *Fanout) pickWriter() *writer {
+	best := f.writers[0]
+	for _, w := range f.writers[1:] {
+		if w.assign < best.assign {
+			best = w
+		}
+	}
+	best.assign++
+	return best
+}
+
+// poke wakes the writer.
+func (w *writer) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// add gives v to the writer, which from now on drains v's queue. It
+// reports false when the writer stopped.
+func (w *writer) add(v *viewer) bool {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return false
+	}
+	w.viewers = append(w.viewers, v)
+	w.mu.Unlock()
+	w.poke()
+	return true
+}
+
+// remove takes v from the writer.
+func (w *writer) remove(v *viewer) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, x := range w.viewers {
+		if x == v {
+			last := len(w.viewers) - 1
+			w.viewers[i] = w.viewers[last]
+			w.viewers[last] = nil
+			w.viewers = w.viewers[:last]
+			return
+		}
+	}
+}
+
+// run is the writer goroutine.
+func (w *writer) run() {
+	var entries [batchSize]entry
+	for {
+		select {
+		case <-w.wake:
+		case <-w.quit:
+			w.stop()
+			return
+		}
+		w.mu.Lock()
+		w.scratch = append(w.scratch[:0], w.viewers...)
+		w.mu.Unlock()
+
+		more := false
+		w.f.conn.beginRound()
+		for _, v := range w.scratch {
+			select {
+			case <-v.done:
+				w.remove(v)
+				v.exit()
+				continue
+			default:
+			}
+			if h := w.f.hooks.skip; h != nil && h(v.id) {
+				continue
+			}
+			n := v.queue.pop(entries[:])
+			for _, e := range entries[:n] {
+				if !v.send(e.track, e.seq) {
+					break
+				}
+			}
+			more = more || n == len(entries)
+		}
+		w.f.conn.endRound()
+		clear(w.scratch)
+		if more {
+			w.poke()
+		}
+	}
+}
+
+// stop hands back the viewers the writer still has when the fan-out
+// closes.
+func (w *writer) stop() {
+	w.mu.Lock()
+	vs := w.viewers
+	w.viewers = nil
+	w.stopped = true
+	w.mu.Unlock()
+	for _, v := range vs {
+		v.exit()
+	}
+}
