@@ -133,9 +133,9 @@ type hooks struct {
 // Fanout serves the viewers of one function. Its methods are safe for
 // concurrent use.
 type Fanout struct {
-	cfg  Config
-	log  *slog.Logger
-	up   Upstream
+	cfg     Config
+	log     *slog.Logger
+	up      Upstream
 	api     *webrtc.API
 	conn    *sendConn
 	mux     ice.UDPMux
