@@ -120,6 +120,7 @@ type Stats struct {
 	PLIs, FIRs       uint64 // keyframe requests, which FTL cannot honour
 	SendCalls        uint64 // sendmmsg calls of the writers' batches
 	SendDatagrams    uint64 // datagrams those calls sent
+	SendSegmented    uint64 // of those, sent in segmented runs (UDP GSO)
 	SendErrors       uint64 // batched datagrams that could not be sent
 }
 
@@ -312,7 +313,7 @@ func (f *Fanout) Stats() Stats {
 	for _, ch := range f.channels {
 		ch.addCounters(&s)
 	}
-	s.SendCalls, s.SendDatagrams, s.SendErrors = f.conn.sendStats()
+	s.SendCalls, s.SendDatagrams, s.SendSegmented, s.SendErrors = f.conn.sendStats()
 	return s
 }
 

@@ -47,6 +47,8 @@ var fanoutMetrics = []fanoutMetric{
 		func(s Stats) float64 { return float64(s.SendCalls) }),
 	metric("lightspeed_function_batched_datagrams_total", "Datagrams sent in batches (divide by the calls for the mean batch).", prometheus.CounterValue,
 		func(s Stats) float64 { return float64(s.SendDatagrams) }),
+	metric("lightspeed_function_segmented_datagrams_total", "Batched datagrams sent in segmented runs to one viewer (UDP GSO).", prometheus.CounterValue,
+		func(s Stats) float64 { return float64(s.SendSegmented) }),
 	metric("lightspeed_function_send_errors_total", "Batched datagrams the socket refused.", prometheus.CounterValue,
 		func(s Stats) float64 { return float64(s.SendErrors) }),
 }

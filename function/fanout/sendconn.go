@@ -1,180 +1,243 @@
 package fanout
 
 import (
+	"encoding/binary"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 const (
-	// batchSize is the number of datagrams one sendmmsg call takes at most.
+	// batchSize is the number of datagrams a writer's batch holds.
 	batchSize = 64
-	// batches is how many batches exist: one filling, the others queued
-	// for the sender or being sent.
-	batches = 4
 	// slotSize is the largest datagram a batch holds; larger ones (none of
 	// pion's: its MTU is 1200) are sent on their own.
 	slotSize = 1500
+	// maxGSOBytes bounds the payload of one segmented send (an IP packet).
+	maxGSOBytes = 65000
 )
 
 // sendConn is the fan-out's UDP socket as pion's ICE mux sees it: every
 // datagram pion writes (SRTP, SRTCP, STUN, DTLS) passes through WriteTo.
 //
-// The pool's writers open a round around the packets they write. While a
-// round is open, WriteTo copies the datagram into the filling batch
-// instead of sending it; a batch is handed to the sender goroutine, which
-// sends it with one sendmmsg, when it is full or when a round ends. Outside
-// rounds a datagram is sent at once, unless batches are still waiting:
-// then it joins the queue, so that the socket sends the datagrams of one
-// goroutine in the order it wrote them.
+// Each viewer's remote address is routed to the writer of the pool that
+// serves the viewer. While that writer is in a round, datagrams to the
+// address are copied into the writer's batch instead of being sent; the
+// round's end sends the batch with one sendmmsg. Consecutive datagrams to
+// one address of one size (the last may be shorter) leave as one
+// segmented send (UDP GSO), which the kernel's network stack handles once
+// for the whole run. Outside its writer's rounds, or for an address
+// without a route, a datagram is sent at once.
 type sendConn struct {
 	*net.UDPConn
 	pc *ipv4.PacketConn
 
-	mu     sync.Mutex
-	rounds int    // open rounds
-	cur    *batch // the filling batch, nil if none
-	closed bool
+	routes  atomic.Pointer[map[netip.AddrPort]*sendBatch] // replaced, never changed, under routeMu
+	routeMu sync.Mutex
 
-	queued atomic.Int32 // batches handed to the sender and not yet sent
-	free   chan *batch
-	full   chan *batch
-	done   chan struct{} // closed when the sender ended
+	noGSO atomic.Bool // the socket refused a segmented send: send runs datagram by datagram
 
-	closeOnce sync.Once
-	closeErr  error
-
-	calls, datagrams, errors atomic.Uint64
+	calls, datagrams, segmented, errors atomic.Uint64
 }
 
-// batch is a fixed array of datagram slots.
-type batch struct {
-	msgs []ipv4.Message
-	buf  []byte // batchSize slots of slotSize bytes
-	n    int
+// sendBatch is one writer's batch: fixed slots, filled during its rounds.
+type sendBatch struct {
+	c *sendConn
+
+	mu      sync.Mutex
+	inRound bool
+	n       int
+	slots   []byte         // batchSize slots of slotSize bytes
+	lens    [batchSize]int // datagram lengths
+	addrs   [batchSize]net.Addr
+	keys    [batchSize]netip.AddrPort
+	out     []ipv4.Message // what one sendmmsg sends: datagrams or segmented runs
+	oob     [batchSize][]byte
 }
 
 func newSendConn(conn *net.UDPConn) *sendConn {
-	c := &sendConn{
-		UDPConn: conn,
-		pc:      ipv4.NewPacketConn(conn),
-		free:    make(chan *batch, batches),
-		full:    make(chan *batch, batches),
-		done:    make(chan struct{}),
-	}
-	for range batches {
-		b := &batch{msgs: make([]ipv4.Message, batchSize), buf: make([]byte, batchSize*slotSize)}
-		for i := range b.msgs {
-			b.msgs[i].Buffers = make([][]byte, 1)
-		}
-		c.free <- b
-	}
-	go c.send()
+	c := &sendConn{UDPConn: conn, pc: ipv4.NewPacketConn(conn)}
+	c.routes.Store(&map[netip.AddrPort]*sendBatch{})
 	return c
 }
 
-// WriteTo sends b to addr, or copies it into a batch (see sendConn).
-func (c *sendConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if len(b) > slotSize {
-		return c.UDPConn.WriteTo(b, addr)
+func (c *sendConn) newBatch() *sendBatch {
+	b := &sendBatch{c: c, slots: make([]byte, batchSize*slotSize), out: make([]ipv4.Message, batchSize)}
+	for i := range b.out {
+		b.out[i].Buffers = make([][]byte, 0, batchSize)
+		b.oob[i] = make([]byte, unix.CmsgSpace(2))
 	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return 0, net.ErrClosed
-	}
-	if c.rounds == 0 && c.cur == nil && c.queued.Load() == 0 {
-		c.mu.Unlock()
-		return c.UDPConn.WriteTo(b, addr)
-	}
-	if c.cur == nil {
-		c.cur = <-c.free // waits only while every batch is with the sender
-	}
-	bt := c.cur
-	slot := bt.buf[bt.n*slotSize : bt.n*slotSize+len(b)]
-	copy(slot, b)
-	bt.msgs[bt.n].Buffers[0] = slot
-	bt.msgs[bt.n].Addr = addr
-	bt.n++
-	if bt.n == batchSize || c.rounds == 0 {
-		c.queueLocked()
-	}
-	c.mu.Unlock()
-	return len(b), nil
+	return b
 }
 
-// beginRound opens a round: datagrams are batched until it ends.
-func (c *sendConn) beginRound() {
-	c.mu.Lock()
-	c.rounds++
-	c.mu.Unlock()
+// addrKey is the routing key of a remote address.
+func addrKey(a net.Addr) (netip.AddrPort, bool) {
+	u, ok := a.(*net.UDPAddr)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	ap := u.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
-// endRound closes a round and hands the filling batch to the sender.
-func (c *sendConn) endRound() {
-	c.mu.Lock()
-	c.rounds--
-	c.queueLocked()
-	c.mu.Unlock()
+// route sends the datagrams to addr through b; a nil b removes the route.
+func (c *sendConn) route(addr netip.AddrPort, b *sendBatch) {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	c.routeMu.Lock()
+	defer c.routeMu.Unlock()
+	old := *c.routes.Load()
+	m := make(map[netip.AddrPort]*sendBatch, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	if b == nil {
+		delete(m, addr)
+	} else {
+		m[addr] = b
+	}
+	c.routes.Store(&m)
 }
 
-// queueLocked hands the filling batch, if any, to the sender. Called with
-// mu held. It never waits: there are only as many batches as full holds.
-func (c *sendConn) queueLocked() {
-	if c.cur == nil || c.closed {
+// WriteTo sends p to addr, or copies it into the batch of the writer the
+// address is routed to while that writer is in a round.
+func (c *sendConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if len(p) <= slotSize {
+		if key, ok := addrKey(addr); ok {
+			if b := (*c.routes.Load())[key]; b != nil {
+				if n, queued := b.add(p, addr, key); queued {
+					return n, nil
+				}
+			}
+		}
+	}
+	return c.UDPConn.WriteTo(p, addr)
+}
+
+// add copies p into the batch if the batch is in a round.
+func (b *sendBatch) add(p []byte, addr net.Addr, key netip.AddrPort) (int, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.inRound {
+		return 0, false
+	}
+	if b.n == batchSize {
+		b.flushLocked()
+	}
+	copy(b.slots[b.n*slotSize:], p)
+	b.lens[b.n] = len(p)
+	b.addrs[b.n] = addr
+	b.keys[b.n] = key
+	b.n++
+	return len(p), true
+}
+
+// beginRound starts batching the writer's datagrams.
+func (b *sendBatch) beginRound() {
+	b.mu.Lock()
+	b.inRound = true
+	b.mu.Unlock()
+}
+
+// endRound sends what the round batched.
+func (b *sendBatch) endRound() {
+	b.mu.Lock()
+	b.inRound = false
+	b.flushLocked()
+	b.mu.Unlock()
+}
+
+// flushLocked sends the batch: runs of datagrams to one address become
+// segmented sends, and everything leaves in as few sendmmsg calls as the
+// kernel takes. Called with mu held.
+func (b *sendBatch) flushLocked() {
+	if b.n == 0 {
 		return
 	}
-	c.queued.Add(1)
-	c.full <- c.cur
-	c.cur = nil
-}
-
-// send is the sender goroutine: it sends each queued batch with sendmmsg
-// and returns it to the free list.
-func (c *sendConn) send() {
-	defer close(c.done)
-	for b := range c.full {
-		msgs := b.msgs[:b.n]
-		for len(msgs) > 0 {
-			n, err := c.pc.WriteBatch(msgs, 0)
-			c.calls.Add(1)
-			if err != nil {
-				// The datagram at msgs[n] failed (an unreachable address,
-				// a closed socket); the rest still goes.
-				c.errors.Add(1)
-				n++
-			} else {
-				c.datagrams.Add(uint64(n))
+	c := b.c
+	gso := !c.noGSO.Load()
+	out := b.out[:0]
+	for i := 0; i < b.n; {
+		j := i + 1
+		if gso {
+			size, total := b.lens[i], b.lens[i]
+			for j < b.n && b.keys[j] == b.keys[i] && b.lens[j] <= size && total+b.lens[j] <= maxGSOBytes {
+				total += b.lens[j]
+				j++
+				if b.lens[j-1] < size {
+					break // a shorter datagram ends a run
+				}
 			}
-			msgs = msgs[min(n, len(msgs)):]
 		}
-		for i := range b.msgs[:b.n] {
-			b.msgs[i].Addr = nil
+		m := &b.out[len(out)]
+		m.Buffers = m.Buffers[:0]
+		for k := i; k < j; k++ {
+			m.Buffers = append(m.Buffers, b.slots[k*slotSize:k*slotSize+b.lens[k]])
 		}
-		b.n = 0
-		c.queued.Add(-1)
-		c.free <- b
+		m.Addr = b.addrs[i]
+		m.OOB = nil
+		if j-i > 1 {
+			m.OOB = gsoCmsg(b.oob[len(out)], b.lens[i])
+		}
+		out = out[:len(out)+1]
+		i = j
 	}
+	for len(out) > 0 {
+		n, err := c.pc.WriteBatch(out, 0)
+		c.calls.Add(1)
+		for _, m := range out[:n] {
+			c.datagrams.Add(uint64(len(m.Buffers)))
+			if len(m.Buffers) > 1 {
+				c.segmented.Add(uint64(len(m.Buffers)))
+			}
+		}
+		if err != nil && n < len(out) {
+			// out[n] failed: an unreachable address or a closed socket, or
+			// a kernel or device without UDP GSO. Without GSO its datagrams
+			// go one by one; the rest of the batch still goes.
+			m := &out[n]
+			if len(m.Buffers) > 1 {
+				c.noGSO.Store(true)
+				for _, d := range m.Buffers {
+					if _, err := c.UDPConn.WriteTo(d, m.Addr); err != nil {
+						c.errors.Add(1)
+					} else {
+						c.datagrams.Add(1)
+					}
+				}
+			} else {
+				c.errors.Add(1)
+			}
+			n++
+		}
+		out = out[n:]
+	}
+	for i := range b.addrs[:b.n] {
+		b.addrs[i] = nil
+	}
+	for i := range b.out {
+		b.out[i].Addr = nil
+	}
+	b.n = 0
 }
 
-// Close sends what is queued, stops the sender and closes the socket.
-func (c *sendConn) Close() error {
-	c.closeOnce.Do(func() {
-		c.mu.Lock()
-		c.queueLocked()
-		c.closed = true
-		close(c.full)
-		c.mu.Unlock()
-		<-c.done
-		c.closeErr = c.UDPConn.Close()
-	})
-	return c.closeErr
+// gsoCmsg writes the UDP_SEGMENT control message for segments of size
+// bytes into buf.
+func gsoCmsg(buf []byte, size int) []byte {
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&buf[0]))
+	h.Level = unix.SOL_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(buf[unix.CmsgLen(0):], uint16(size))
+	return buf[:unix.CmsgSpace(2)]
 }
 
-// sendStats are the socket's counts: sendmmsg calls, datagrams they sent,
-// and datagrams that failed.
-func (c *sendConn) sendStats() (calls, datagrams, errors uint64) {
-	return c.calls.Load(), c.datagrams.Load(), c.errors.Load()
+// sendStats are the socket's counts: sendmmsg calls, datagrams they sent
+// (of which in segmented runs), and datagrams that failed.
+func (c *sendConn) sendStats() (calls, datagrams, segmented, errors uint64) {
+	return c.calls.Load(), c.datagrams.Load(), c.segmented.Load(), c.errors.Load()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/pion/webrtc/v3"
@@ -145,6 +146,10 @@ func (f *Fanout) negotiate(ctx context.Context, v *viewer, offer string) (string
 		}
 		senders[t] = tr.Sender()
 	}
+	// Datagrams to the viewer's address join its writer's batches.
+	senders[0].Transport().ICETransport().OnSelectedCandidatePairChange(func(p *webrtc.ICECandidatePair) {
+		f.routeViewer(v, p)
+	})
 	// Media starts at `connected`: before SRTP is ready pion drops writes.
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		switch s {
@@ -214,6 +219,29 @@ func (f *Fanout) attach(v *viewer, pc *webrtc.PeerConnection, senders [2]*webrtc
 		}()
 	}
 	return true
+}
+
+// routeViewer routes the datagrams to the remote address of v's selected
+// candidate pair through v's writer.
+func (f *Fanout) routeViewer(v *viewer, p *webrtc.ICECandidatePair) {
+	if p == nil || p.Remote == nil {
+		return
+	}
+	ip, err := netip.ParseAddr(p.Remote.Address)
+	if err != nil {
+		return // a name (mDNS): its datagrams are sent one by one
+	}
+	addr := netip.AddrPortFrom(ip.Unmap(), p.Remote.Port)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if v.closed || addr == v.route {
+		return
+	}
+	if v.route.IsValid() {
+		f.conn.route(v.route, nil)
+	}
+	v.route = addr
+	f.conn.route(addr, v.w.batch)
 }
 
 // SetAnswer applies the viewer's answer to the offer StartSession made.
@@ -309,6 +337,9 @@ func (f *Fanout) closeViewer(v *viewer, reason string, notify bool) {
 			delete(f.sessions, v.id)
 		}
 		v.closed = true
+		if v.route.IsValid() {
+			f.conn.route(v.route, nil)
+		}
 		pc := v.pc
 		f.release(v.ch)
 		f.mu.Unlock()

@@ -3,6 +3,7 @@ package fanout
 import (
 	"errors"
 	"io"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,7 @@ type viewer struct {
 	pc        *webrtc.PeerConnection
 	closed    bool
 	remoteSet bool                      // the viewer's SDP is set: its candidates can be added
+	route     netip.AddrPort            // the remote address routed to w's batch
 	pending   []webrtc.ICECandidateInit // remote candidates that came before it
 
 	// Guarded by ch.mu. burstFrom/burstLen are set before joined is closed

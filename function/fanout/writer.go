@@ -7,14 +7,15 @@ import (
 
 // writer is one of the pool's writer goroutines. It owns a share of the
 // viewers: when woken it takes up to a batch of entries from each of its
-// viewers' queues and writes them, all in one round of the socket, so
-// that what it wrote leaves in a few sendmmsg calls. A viewer's packets
+// viewers' queues and writes them, all in one round of its send batch, so
+// that what it wrote leaves in a few sendmmsg calls (see sendConn). A viewer's packets
 // are written by one writer only, in queue order. Nothing in the write
 // path waits for a viewer (pion's SRTP write and the UDP socket never
 // block on a peer), so sharing a writer costs a viewer nothing but its
 // turn; a viewer whose queue overflows drops its own packets.
 type writer struct {
 	f      *Fanout
+	batch  *sendBatch    // where its rounds' datagrams wait to be sent
 	wake   chan struct{} // a token when one of its viewers has work
 	quit   chan struct{}
 	assign int // viewers assigned, for balancing; guarded by Fanout.mu
@@ -31,7 +32,7 @@ func (f *Fanout) newWriters() {
 	n := runtime.GOMAXPROCS(0)
 	f.writers = make([]*writer, n)
 	for i := range f.writers {
-		w := &writer{f: f, wake: make(chan struct{}, 1), quit: make(chan struct{})}
+		w := &writer{f: f, batch: f.conn.newBatch(), wake: make(chan struct{}, 1), quit: make(chan struct{})}
 		f.writers[i] = w
 		f.wg.Add(1)
 		go func() {
@@ -106,7 +107,7 @@ func (w *writer) run() {
 		w.mu.Unlock()
 
 		more := false
-		w.f.conn.beginRound()
+		w.batch.beginRound()
 		for _, v := range w.scratch {
 			select {
 			case <-v.done:
@@ -126,7 +127,7 @@ func (w *writer) run() {
 			}
 			more = more || n == len(entries)
 		}
-		w.f.conn.endRound()
+		w.batch.endRound()
 		clear(w.scratch)
 		if more {
 			w.poke()

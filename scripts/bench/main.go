@@ -70,6 +70,18 @@
 // function/app, the same settings) so that it writes a CPU profile of the
 // largest step's window, and a heap profile at its end to FILE.heap; read
 // them with `go tool pprof FILE`.
+//
+// -browser measures something else: glass-to-glass latency in headless
+// Chromium (package glass), from the publisher writing a video frame's
+// first packet to Chromium presenting the frame, with -browser-viewers
+// pages in -browsers Chromium processes, for -duration (60 s by default
+// in this mode). It prints the per-viewer table and says whether the
+// median is within 150 ms and whether it creeps by more than 20 ms from
+// the first minute to the last (half the run when it is shorter than two
+// minutes); these are statements, not the exit code.
+//
+//	go run ./scripts/bench -browser
+//	go run ./scripts/bench -browser -duration 10m -browser-viewers 2 -json /tmp/glass.json
 package main
 
 import (
@@ -91,6 +103,11 @@ import (
 )
 
 func main() {
+	// glass.Run re-executes this binary in a network namespace for its
+	// stack, with arguments the flags below do not know.
+	if code, played := playGlassRole(); played {
+		os.Exit(code)
+	}
 	if played, err := playRole(); played {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
@@ -113,6 +130,19 @@ func main() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.browser {
+		err = mainBrowser(ctx, cfg, log)
+	} else {
+		err = mainFanout(ctx, cfg, log)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// mainFanout runs the fan-out steps and prints and writes their report.
+func mainFanout(ctx context.Context, cfg config, log *slog.Logger) error {
 	rep, err := run(ctx, cfg, log)
 	if rep != nil {
 		rep.print(os.Stdout)
@@ -122,10 +152,22 @@ func main() {
 			}
 		}
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+	return err
+}
+
+// mainBrowser measures glass-to-glass latency and prints and writes its
+// report.
+func mainBrowser(ctx context.Context, cfg config, log *slog.Logger) error {
+	rep, err := runBrowser(ctx, cfg, log)
+	if rep != nil {
+		rep.print(os.Stdout)
+		if cfg.jsonFile != "" {
+			if jerr := rep.writeJSON(cfg.jsonFile); jerr != nil && err == nil {
+				err = jerr
+			}
+		}
 	}
+	return err
 }
 
 // config is the bench's flags.
@@ -141,6 +183,10 @@ type config struct {
 	cpuProfile string
 	verbose    bool
 
+	browser        bool // glass-to-glass in Chromium instead of the fan-out steps
+	browserViewers int
+	browsers       int
+
 	attach      string // the gateway's HTTP address
 	ftlAddr     string
 	streamKey   string
@@ -155,7 +201,7 @@ func parseFlags(args []string) (config, error) {
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&viewers, "viewers", "10,50,100", "numbers of viewers to measure, comma-separated, increasing")
-	fs.DurationVar(&cfg.duration, "duration", 20*time.Second, "measurement window of each step")
+	fs.DurationVar(&cfg.duration, "duration", 20*time.Second, "measurement window of each step; with -browser the whole measurement, default 1m0s")
 	fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "wait after every viewer has its first keyframe, before a window")
 	fs.BoolVar(&cfg.keyintTest, "keyint-test", true, "measure time to first frame with keyframe intervals of 1 s and 4 s")
 	fs.IntVar(&cfg.joins, "joins", 20, "viewers that join, one by one, for each keyframe interval of -keyint-test")
@@ -169,11 +215,24 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.streamKey, "key", "", "with -attach: the stream key to publish with, <channel>-<secret>")
 	fs.IntVar(&cfg.functionPID, "function-pid", 0, "with -attach: the function's process id, for its CPU and memory (only one function should serve the channel)")
 	fs.IntVar(&cfg.gatewayPID, "gateway-pid", 0, "with -attach: the gateway's process id, for its CPU")
+	fs.BoolVar(&cfg.browser, "browser", false, "measure glass-to-glass latency in headless Chromium instead (needs root, ip and chromium)")
+	fs.IntVar(&cfg.browserViewers, "browser-viewers", 1, "with -browser: viewer pages")
+	fs.IntVar(&cfg.browsers, "browsers", 1, "with -browser: Chromium processes the pages are spread over (several pages in one are tabs)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if cfg.browser {
+		return browserFlags(cfg, set)
+	}
+	for _, name := range []string{"browser-viewers", "browsers"} {
+		if set[name] {
+			return cfg, fmt.Errorf("-%s needs -browser", name)
+		}
 	}
 	for f := range strings.SplitSeq(viewers, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -202,6 +261,33 @@ func parseFlags(args []string) (config, error) {
 		if cfg.cpuProfile != "" {
 			return cfg, errors.New("-cpuprofile needs the stack the bench starts (no -attach)")
 		}
+	}
+	return cfg, nil
+}
+
+// fanoutFlags are the flags of the fan-out steps, which -browser does not
+// run.
+var fanoutFlags = []string{"viewers", "settle", "keyint-test", "joins", "baseline", "parallel", "cpuprofile",
+	"attach", "ftl", "key", "function-pid", "gateway-pid"}
+
+// browserFlags checks the flags of -browser; set holds the flags given.
+func browserFlags(cfg config, set map[string]bool) (config, error) {
+	for _, name := range fanoutFlags {
+		if set[name] {
+			return cfg, fmt.Errorf("-browser does not run the fan-out steps: -%s does not go with it", name)
+		}
+	}
+	if !set["duration"] {
+		cfg.duration = targetDuration
+	}
+	if cfg.duration <= 0 {
+		return cfg, errors.New("-duration must be positive")
+	}
+	if cfg.browserViewers <= 0 {
+		return cfg, errors.New("-browser-viewers must be positive")
+	}
+	if cfg.browsers <= 0 || cfg.browsers > cfg.browserViewers {
+		return cfg, fmt.Errorf("-browsers must be between 1 and -browser-viewers (%d)", cfg.browserViewers)
 	}
 	return cfg, nil
 }

@@ -1,0 +1,167 @@
+package fanout
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+)
+
+// listenLoopback opens n UDP sockets on 127.0.0.1.
+func listenLoopback(t *testing.T, n int) []*net.UDPConn {
+	t.Helper()
+	out := make([]*net.UDPConn, n)
+	for i := range out {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.SetReadBuffer(1 << 20); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		out[i] = c
+	}
+	return out
+}
+
+// readAll reads want datagrams from c, failing after a generous deadline.
+func readAll(t *testing.T, c *net.UDPConn, want int) [][]byte {
+	t.Helper()
+	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var got [][]byte
+	buf := make([]byte, 2048)
+	for len(got) < want {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("%s: %d of %d datagrams: %v", c.LocalAddr(), len(got), want, err)
+		}
+		got = append(got, bytes.Clone(buf[:n]))
+	}
+	return got
+}
+
+// datagram is the test payload i to receiver r: size bytes of a pattern
+// that names both.
+func datagram(r, i, size int) []byte {
+	b := bytes.Repeat([]byte{byte(r), byte(i)}, size/2+1)[:size]
+	copy(b, fmt.Sprintf("%d/%d", r, i))
+	return b
+}
+
+func TestSendConnBatchesARoundAndKeepsEachReceiversOrder(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		local string // the socket's address: IPv4, or dual-stack sending to IPv4
+	}{
+		{"ipv4 socket", "127.0.0.1:0"},
+		{"dual-stack socket", "[::]:0"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			laddr, err := net.ResolveUDPAddr("udp", tt.local)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sock, err := net.ListenUDP("udp", laddr)
+			if err != nil {
+				t.Skipf("no %s: %v", tt.name, err)
+			}
+			c := newSendConn(sock)
+			defer c.Close()
+			rx := listenLoopback(t, 3)
+			routed := c.newBatch()
+			for _, r := range rx[:2] { // the third receiver has no route
+				key, _ := addrKey(r.LocalAddr())
+				c.route(key, routed)
+			}
+
+			// A round: per receiver, runs of full-size datagrams with a
+			// shorter one at the end of each frame, interleaved the way a
+			// writer serves viewer after viewer; more than one batch.
+			const frames, perFrame = 10, 8
+			sizes := func(i int) int {
+				if i%perFrame == perFrame-1 {
+					return 300 + i
+				}
+				return 1200
+			}
+			routed.beginRound()
+			for f := range frames {
+				for r, conn := range rx {
+					for k := range perFrame {
+						i := f*perFrame + k
+						if _, err := c.WriteTo(datagram(r, i, sizes(i)), conn.LocalAddr()); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+			}
+			calls, _, _, _ := c.sendStats()
+			if calls == 0 {
+				t.Fatalf("no batch was sent while the round was open, though it held more than %d datagrams", batchSize)
+			}
+			routed.endRound()
+
+			for r, conn := range rx {
+				got := readAll(t, conn, frames*perFrame)
+				for i, d := range got {
+					if want := datagram(r, i, sizes(i)); !bytes.Equal(d, want) {
+						t.Fatalf("receiver %d datagram %d: %d bytes %q…, want %d bytes %q…", r, i, len(d), d[:8], len(want), want[:8])
+					}
+				}
+			}
+			calls, datagrams, segmented, errs := c.sendStats()
+			if errs != 0 || datagrams != 2*frames*perFrame {
+				t.Fatalf("batched %d datagrams with %d errors, want %d and none", datagrams, errs, 2*frames*perFrame)
+			}
+			if c.noGSO.Load() {
+				t.Logf("this kernel refused UDP GSO: %d datagrams in %d calls, one by one", datagrams, calls)
+			} else if segmented != datagrams {
+				t.Fatalf("%d of %d datagrams went in segmented runs, want all (every run is one frame to one receiver)", segmented, datagrams)
+			}
+			if calls >= datagrams/4 {
+				t.Fatalf("%d sendmmsg calls for %d datagrams", calls, datagrams)
+			}
+		})
+	}
+}
+
+func TestSendConnSendsAtOnceOutsideRounds(t *testing.T) {
+	sock, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newSendConn(sock)
+	defer c.Close()
+	rx := listenLoopback(t, 1)[0]
+	b := c.newBatch()
+	key, _ := addrKey(rx.LocalAddr())
+	c.route(key, b)
+
+	// Routed, but the writer is not in a round: the datagram leaves in
+	// the call, so it can be read without ending anything.
+	if _, err := c.WriteTo([]byte("now"), rx.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, rx, 1); string(got[0]) != "now" {
+		t.Fatalf("got %q", got[0])
+	}
+	// A round that ends empty sends nothing; a removed route is direct.
+	b.beginRound()
+	b.endRound()
+	c.route(key, nil)
+	b.beginRound()
+	if _, err := c.WriteTo([]byte("unrouted"), rx.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, rx, 1); string(got[0]) != "unrouted" {
+		t.Fatalf("got %q", got[0])
+	}
+	b.endRound()
+	if calls, datagrams, _, _ := c.sendStats(); calls != 0 || datagrams != 0 {
+		t.Fatalf("%d batched calls for %d datagrams, want none", calls, datagrams)
+	}
+}
