@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"lightspeed/function/fanout"
@@ -35,6 +37,7 @@ type Config struct {
 	MachineID        string        `env:"MACHINE_ID" help:"machine id; default: FLY_MACHINE_ID or the host name"`
 	Capacity         int           `env:"CAPACITY" envDefault:"500" help:"most viewers this function takes"`
 	IdleExit         time.Duration `env:"IDLE_EXIT" envDefault:"0s" help:"exit after this long with no viewers (0: never)"`
+	MetricsAddr      string        `env:"METRICS_ADDR" help:"serve Prometheus metrics at http://<this address>/metrics, e.g. :9091; empty: off"`
 	PprofAddr        string        `env:"PPROF_ADDR" help:"serve Go profiles (pprof) at this address, e.g. 127.0.0.1:6061; empty: off"`
 	LogLevel         string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	LogFormat        string        `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
@@ -48,10 +51,12 @@ type Config struct {
 
 // Function is one running function.
 type Function struct {
-	cfg    Config
-	log    *slog.Logger
-	client *relay.Client
-	fan    *fanout.Fanout
+	cfg     Config
+	log     *slog.Logger
+	client  *relay.Client
+	fan     *fanout.Fanout
+	metrics *http.Server // nil without MetricsAddr
+	mln     net.Listener // where metrics is served
 }
 
 // New binds the function's WebRTC port and prepares its relay client.
@@ -106,7 +111,43 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Function, er
 		return nil, err
 	}
 	client.SetMediaAddr(mediaAddr(cfg, fan.Addr()))
-	return &Function{cfg: cfg, log: log, client: client, fan: fan}, nil
+	f := &Function{cfg: cfg, log: log, client: client, fan: fan}
+	if cfg.MetricsAddr != "" {
+		g, ok := reg.(prometheus.Gatherer)
+		if !ok {
+			fan.Close()
+			return nil, errors.New("function: LS_METRICS_ADDR needs a registry that can be gathered")
+		}
+		if f.mln, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			fan.Close()
+			return nil, fmt.Errorf("function: metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+		f.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+	return f, nil
+}
+
+// MetricsAddr is where the metrics are served, nil without MetricsAddr.
+func (f *Function) MetricsAddr() net.Addr {
+	if f.mln == nil {
+		return nil
+	}
+	return f.mln.Addr()
+}
+
+// serveMetrics serves /metrics until ctx is done.
+func (f *Function) serveMetrics(ctx context.Context) error {
+	go func() {
+		<-ctx.Done()
+		f.metrics.Close()
+	}()
+	f.log.Info("function: serving metrics", "addr", f.mln.Addr().String())
+	if err := f.metrics.Serve(f.mln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("function: metrics: %w", err)
+	}
+	return nil
 }
 
 // mediaAddr is the public address viewers reach the fan-out at.
@@ -135,6 +176,9 @@ func (f *Function) Run(ctx context.Context) error {
 	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return f.client.Run(ctx, f.fan) })
+	if f.metrics != nil {
+		g.Go(func() error { return f.serveMetrics(ctx) })
+	}
 	if f.cfg.PprofAddr != "" {
 		ln, err := profiling.Listen(f.cfg.PprofAddr)
 		if err != nil {

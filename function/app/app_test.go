@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -47,5 +48,61 @@ func TestFunctionNeedsRelaySettings(t *testing.T) {
 	_, err := New(Config{DataDir: t.TempDir(), WebRTCUDPAddr: "127.0.0.1:0"}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err == nil {
 		t.Fatal("a function without a secret and without local relay settings started")
+	}
+}
+
+func TestFunctionServesItsMetrics(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	f, err := New(Config{
+		GatewayAddr:      addr,
+		RelaySecret:      "secret",
+		RelayFingerprint: strings.Repeat("ab", 32),
+		WebRTCUDPAddr:    "127.0.0.1:0",
+		MetricsAddr:      "127.0.0.1:0",
+		Capacity:         10,
+		Loopback:         true,
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	resp, err := http.Get("http://" + f.MetricsAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\nlightspeed_function_viewers 0\n", "\nlightspeed_function_sendmmsg_calls_total 0\n"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q:\n%s", strings.TrimSpace(want), body)
+		}
+	}
+}
+
+func TestFunctionMetricsNeedAGatherer(t *testing.T) {
+	_, err := New(Config{
+		RelaySecret:      "secret",
+		RelayFingerprint: strings.Repeat("ab", 32),
+		WebRTCUDPAddr:    "127.0.0.1:0",
+		MetricsAddr:      "127.0.0.1:0",
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err == nil || !strings.Contains(err.Error(), "METRICS_ADDR") {
+		t.Fatalf("New with metrics and no registry: %v", err)
 	}
 }

@@ -257,12 +257,12 @@ func targets(res *glass.Result) Targets {
 	say := func(format string, args ...any) { t.Statements = append(t.Statements, fmt.Sprintf(format, args...)) }
 	lat := res.Latency
 	if lat.All.Frames == 0 {
-		say("no frame was measured: the %s p50 target is not judged", ms(targetP50))
+		say("no frame was measured: the %s p50 target is not judged", targetP50)
 	} else {
 		within := lat.All.P50 <= targetP50
 		t.P50Within = &within
 		say("p50 send→presented is %s over %d frames: %s the %s target", ms(lat.All.P50), lat.All.Frames,
-			verdict(within, "within", "above"), ms(targetP50))
+			verdict(within, "within", "above"), targetP50)
 	}
 	w := res.Options.Window
 	if lat.First.Frames == 0 || lat.Last.Frames == 0 {
@@ -273,10 +273,10 @@ func targets(res *glass.Result) Targets {
 		t.CreepWithin = &within
 		say("creep of the send→presented median from the first %s to the last %s is %+.1fms (%s → %s): %s the %s target",
 			w, w, float64(c)/float64(time.Millisecond), ms(lat.First.P50), ms(lat.Last.P50),
-			verdict(within, "within", "beyond"), ms(targetCreep))
+			verdict(within, "within", "beyond"), targetCreep)
 	}
 	if !t.LongEnough {
-		say("the run measured %s, shorter than the %s the targets are judged on", res.Options.Duration, targetDuration)
+		say("the run measured %s, shorter than the %.0fs the targets are judged on", res.Options.Duration, targetDuration.Seconds())
 	}
 	return t
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,8 +17,11 @@ import (
 )
 
 // TestMain runs the tests, or plays the role this binary was re-executed
-// for (the baseline server).
+// for (the baseline server, or glass's stack).
 func TestMain(m *testing.M) {
+	if code, played := playGlassRole(); played {
+		os.Exit(code)
+	}
 	if played, err := playRole(); played {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
@@ -101,25 +105,45 @@ func TestParseFlags(t *testing.T) {
 	tests := []struct {
 		name    string
 		args    []string
-		wantErr bool
+		wantErr string // a part of the error; "" for none
 		check   func(config) bool
 	}{
-		{"defaults measure 10, 50 and 100 viewers for 20 s", nil, false, func(c config) bool {
-			return fmt.Sprint(c.viewers) == "[10 50 100]" && c.duration == 20*time.Second && c.keyintTest && !c.baseline
+		{"defaults measure 10, 50 and 100 viewers for 20 s", nil, "", func(c config) bool {
+			return fmt.Sprint(c.viewers) == "[10 50 100]" && c.duration == 20*time.Second && c.keyintTest && !c.baseline && !c.browser
 		}},
-		{"viewers are parsed", []string{"-viewers", "2, 5"}, false, func(c config) bool { return fmt.Sprint(c.viewers) == "[2 5]" }},
-		{"viewers must increase", []string{"-viewers", "50,10"}, true, nil},
-		{"viewers must be positive", []string{"-viewers", "0"}, true, nil},
-		{"attach needs a key", []string{"-attach", "127.0.0.1:8080"}, true, nil},
-		{"attach defaults the FTL port", []string{"-attach", "127.0.0.1:8080", "-key", "77-x"}, false, func(c config) bool { return c.ftlAddr == "127.0.0.1:8084" }},
-		{"profiling needs the started stack", []string{"-attach", "h:1", "-key", "77-x", "-cpuprofile", "f"}, true, nil},
-		{"no arguments", []string{"extra"}, true, nil},
+		{"viewers are parsed", []string{"-viewers", "2, 5"}, "", func(c config) bool { return fmt.Sprint(c.viewers) == "[2 5]" }},
+		{"viewers must increase", []string{"-viewers", "50,10"}, "must increase", nil},
+		{"viewers must be positive", []string{"-viewers", "0"}, "not a positive number", nil},
+		{"attach needs a key", []string{"-attach", "127.0.0.1:8080"}, "-attach needs -key", nil},
+		{"attach defaults the FTL port", []string{"-attach", "127.0.0.1:8080", "-key", "77-x"}, "", func(c config) bool { return c.ftlAddr == "127.0.0.1:8084" }},
+		{"profiling needs the started stack", []string{"-attach", "h:1", "-key", "77-x", "-cpuprofile", "f"}, "-cpuprofile needs the stack", nil},
+		{"no arguments", []string{"extra"}, "unexpected argument", nil},
+
+		{"browser defaults to one viewer in one browser for 60 s", []string{"-browser"}, "", func(c config) bool {
+			return c.browser && c.browserViewers == 1 && c.browsers == 1 && c.duration == time.Minute
+		}},
+		{"browser takes -duration, -json and its own viewers", []string{"-browser", "-duration", "10m", "-browser-viewers", "4", "-browsers", "2", "-json", "f", "-v"}, "", func(c config) bool {
+			return c.duration == 10*time.Minute && c.browserViewers == 4 && c.browsers == 2 && c.jsonFile == "f" && c.verbose
+		}},
+		{"browser with fan-out viewers", []string{"-browser", "-viewers", "10"}, "-viewers does not go with it", nil},
+		{"browser with the baseline", []string{"-browser", "-baseline"}, "-baseline does not go with it", nil},
+		{"browser with attach", []string{"-browser", "-attach", "127.0.0.1:8080", "-key", "77-x"}, "-attach does not go with it", nil},
+		{"browser with a profile", []string{"-browser", "-cpuprofile", "f"}, "-cpuprofile does not go with it", nil},
+		{"browser with the joins", []string{"-browser", "-keyint-test=false"}, "-keyint-test does not go with it", nil},
+		{"browser viewers must be positive", []string{"-browser", "-browser-viewers", "0"}, "-browser-viewers must be positive", nil},
+		{"more browsers than viewers", []string{"-browser", "-browsers", "2"}, "-browsers must be between 1 and -browser-viewers (1)", nil},
+		{"browser duration must be positive", []string{"-browser", "-duration", "0s"}, "-duration must be positive", nil},
+		{"browser viewers need -browser", []string{"-browser-viewers", "2"}, "-browser-viewers needs -browser", nil},
+		{"browsers need -browser", []string{"-browsers", "1"}, "-browsers needs -browser", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := parseFlags(tt.args)
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("err = %v, want none", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("err = %v, want one that says %q", err, tt.wantErr)
 			}
 			if tt.check != nil && !tt.check(c) {
 				t.Fatalf("config %+v", c)

@@ -46,6 +46,12 @@ const (
 	envAddr    = "LS_GLASS_ADDR"     // the veth address of namespace A
 	envDataDir = "LS_GLASS_DATA_DIR" // the gateway's data directory
 	envFrames  = "LS_GLASS_FRAMES"   // the file of frame records
+	// envH264 names an H.264 Annex B file to stream instead of the test
+	// media's video; empty streams the test media.
+	envH264 = "LS_GLASS_H264"
+	// envKeyframes, when "1", makes the stack print a line for every
+	// keyframe the hub releases (see keyframePrefix).
+	envKeyframes = "LS_GLASS_KEYFRAMES"
 )
 
 // channel is the channel the stack publishes; streamKey is its key.
@@ -58,9 +64,19 @@ const (
 // base URL, once the channel is live.
 const readyPrefix = "READY "
 
+// keyframePrefix starts the line the stack prints for each keyframe the
+// hub releases when $LS_GLASS_KEYFRAMES is 1: "KEYFRAME <n> <timestamp>
+// <released>", n counting keyframes from 1, the timestamp as viewers see
+// it and the release time in Unix nanoseconds. A keyframe's first packet
+// leaves the hub within a millisecond of the publisher's write (the
+// stack's records tell exactly), so a reader can time a join into the
+// GOP by these lines.
+const keyframePrefix = "KEYFRAME "
+
 // ServeStack plays Role: a gateway with its embedded function on the veth
-// address of namespace A, and an FTL publisher streaming the test media to
-// it in real time, in a loop. For every video frame it appends a record to
+// address of namespace A, and an FTL publisher streaming the test media
+// (or the video of $LS_GLASS_H264 with the test media's audio) to it in
+// real time, in a loop. For every video frame it appends a record to
 // the frames file: the frame's RTP timestamp as viewers see it, when the
 // publisher wrote the frame's first packet, and when the hub released it.
 // It prints "READY http://<addr>:<port>" once the channel is live, serves
@@ -69,22 +85,39 @@ func ServeStack() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if err := serveStack(ctx, log, os.Getenv(envAddr), os.Getenv(envDataDir), os.Getenv(envFrames)); err != nil {
+	err := serveStack(ctx, log, stackParams{
+		addr: os.Getenv(envAddr), dataDir: os.Getenv(envDataDir), framesPath: os.Getenv(envFrames),
+		h264Path: os.Getenv(envH264), keyframes: os.Getenv(envKeyframes) == "1",
+	})
+	if err != nil {
 		log.Error(err.Error())
 		return 1
 	}
 	return 0
 }
 
-func serveStack(ctx context.Context, log *slog.Logger, addr, dataDir, framesPath string) error {
-	ip, err := netip.ParseAddr(addr)
+// stackParams are the stack's parameters, from the environment.
+type stackParams struct {
+	addr       string // $LS_GLASS_ADDR
+	dataDir    string // $LS_GLASS_DATA_DIR
+	framesPath string // $LS_GLASS_FRAMES
+	h264Path   string // $LS_GLASS_H264; "" for the test media
+	keyframes  bool   // $LS_GLASS_KEYFRAMES is 1
+}
+
+func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
+	ip, err := netip.ParseAddr(sp.addr)
 	if err != nil {
 		return fmt.Errorf("glass: stack: $%s: %w", envAddr, err)
 	}
-	if dataDir == "" || framesPath == "" {
+	if sp.dataDir == "" || sp.framesPath == "" {
 		return fmt.Errorf("glass: stack: $%s or $%s is empty", envDataDir, envFrames)
 	}
-	frames, err := os.Create(framesPath)
+	nals, opus, err := loadMedia(sp.h264Path)
+	if err != nil {
+		return fmt.Errorf("glass: stack: %w", err)
+	}
+	frames, err := os.Create(sp.framesPath)
 	if err != nil {
 		return fmt.Errorf("glass: stack: %w", err)
 	}
@@ -95,7 +128,7 @@ func serveStack(ctx context.Context, log *slog.Logger, addr, dataDir, framesPath
 		FTLMediaAddr:  "127.0.0.1:0",
 		HTTPAddr:      net.JoinHostPort(ip.String(), "0"),
 		RelayAddr:     "127.0.0.1:0",
-		DataDir:       filepath.Join(dataDir, "gateway"),
+		DataDir:       filepath.Join(sp.dataDir, "gateway"),
 		StreamKey:     streamKey,
 		HubMaxHold:    hub.DefaultMaxHold,
 		Region:        "ams",
@@ -109,14 +142,6 @@ func serveStack(ctx context.Context, log *slog.Logger, addr, dataDir, framesPath
 		return fmt.Errorf("glass: stack: %w", err)
 	}
 	g, err := app.New(cfg, keys.NewStatic(k), log)
-	if err != nil {
-		return fmt.Errorf("glass: stack: %w", err)
-	}
-	nals, err := testmedia.NALUnits()
-	if err != nil {
-		return fmt.Errorf("glass: stack: %w", err)
-	}
-	opus, err := testmedia.OpusPackets()
 	if err != nil {
 		return fmt.Errorf("glass: stack: %w", err)
 	}
@@ -145,8 +170,11 @@ func serveStack(ctx context.Context, log *slog.Logger, addr, dataDir, framesPath
 		return nil
 	})
 	eg.Go(func() error {
-		var last uint32
-		started := false
+		var (
+			last      uint32
+			started   bool
+			keyframes int
+		)
 		for {
 			p, err := sub.Next(ctx)
 			if err != nil {
@@ -159,7 +187,12 @@ func serveStack(ctx context.Context, log *slog.Logger, addr, dataDir, framesPath
 				continue
 			}
 			started, last = true, p.Timestamp
-			fl.released(p.Timestamp, time.Now())
+			now := time.Now()
+			fl.released(p.Timestamp, now)
+			if p.Keyframe && sp.keyframes {
+				keyframes++
+				fmt.Printf("%s%d %d %d\n", keyframePrefix, keyframes, p.Timestamp, now.UnixNano())
+			}
 		}
 	})
 	eg.Go(func() error {
@@ -182,6 +215,47 @@ func serveStack(ctx context.Context, log *slog.Logger, addr, dataDir, framesPath
 		log.Warn("glass: frames without both a send and a release time", "frames", n)
 	}
 	return err
+}
+
+// loadMedia returns the NAL units and Opus packets to stream: the test
+// media, or the H.264 Annex B file at h264Path with the test media's Opus
+// repeated to last at least as long as the video, so that the loop is the
+// video's length.
+func loadMedia(h264Path string) (nals, opus [][]byte, err error) {
+	if opus, err = testmedia.OpusPackets(); err != nil {
+		return nil, nil, err
+	}
+	if h264Path == "" {
+		nals, err = testmedia.NALUnits()
+		return nals, opus, err
+	}
+	b, err := os.ReadFile(h264Path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if nals, err = testmedia.SplitH264(b); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", h264Path, err)
+	}
+	// The publisher sends testmedia.FrameRate frames and 1000 /
+	// testmedia.OpusFrameLength Opus packets per second.
+	videoMs := countFrames(nals) * 1000 / testmedia.FrameRate
+	audio := opus
+	for len(opus)*testmedia.OpusFrameLength < videoMs {
+		opus = append(opus, audio...)
+	}
+	return nals, opus, nil
+}
+
+// countFrames counts the frames of an H.264 stream: its slices with
+// first_mb_in_slice 0 (the slice header's first bit set).
+func countFrames(nals [][]byte) int {
+	n := 0
+	for _, nal := range nals {
+		if len(nal) > 1 && nal[0]&0x1f >= 1 && nal[0]&0x1f <= 5 && nal[1]&0x80 != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // frameLog pairs the publisher's frames with the hub's and writes one
