@@ -201,7 +201,7 @@ func parseFlags(args []string) (config, error) {
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&viewers, "viewers", "10,50,100", "numbers of viewers to measure, comma-separated, increasing")
-	fs.DurationVar(&cfg.duration, "duration", 20*time.Second, "measurement window of each step; with -browser the whole measurement, default 1m0s")
+	fs.DurationVar(&cfg.duration, "duration", 20*time.Second, "measurement window of each step (with -browser: of the whole measurement, 60s unless set)")
 	fs.DurationVar(&cfg.settle, "settle", 2*time.Second, "wait after every viewer has its first keyframe, before a window")
 	fs.BoolVar(&cfg.keyintTest, "keyint-test", true, "measure time to first frame with keyframe intervals of 1 s and 4 s")
 	fs.IntVar(&cfg.joins, "joins", 20, "viewers that join, one by one, for each keyframe interval of -keyint-test")
