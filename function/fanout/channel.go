@@ -30,6 +30,14 @@ type channel struct {
 	media   [2]trackMedia
 	viewers []*viewer // joined viewers
 
+	// Writers are woken once per video frame, at its marker packet, so
+	// that each viewer's packets of a frame leave as one segmented send.
+	// A frame whose marker does not come within frameHold is released by
+	// the hold timer. Guarded by mu.
+	wake    func()      // wakes the writers; nil in tests without a Fanout
+	hold    *time.Timer // releases a held frame
+	holding bool
+
 	in, invalid, duplicates atomic.Uint64
 }
 
@@ -49,6 +57,10 @@ type trackMedia struct {
 	lastTS        uint32    // output timestamp of the newest packet
 	lastAt        time.Time // when the newest packet arrived
 }
+
+// frameHold is how long the packets of a video frame wait for its marker
+// packet before the writers send them anyway.
+const frameHold = 2 * time.Millisecond
 
 func newChannel(id uint32) *channel {
 	ch := &channel{id: id, ready: make(chan struct{})}
@@ -134,8 +146,59 @@ func (ch *channel) ingest(t relaywire.Track, pkt []byte, now time.Time) {
 			}
 			v.videoLive = true
 		}
-		v.queue.push(e)
+		v.queue.add(e)
 	}
+	ch.release(t, p.marker)
+}
+
+// release wakes the writers for a packet of track t: at the end of a
+// video frame, or for audio while no frame is held; a frame's other
+// packets arm the hold timer. Called with mu held.
+func (ch *channel) release(t relaywire.Track, marker bool) {
+	if ch.wake == nil {
+		return
+	}
+	switch {
+	case t == relaywire.Video && !marker:
+		if !ch.holding {
+			ch.holding = true
+			if ch.hold == nil {
+				ch.hold = time.AfterFunc(frameHold, ch.holdExpired)
+			} else {
+				ch.hold.Reset(frameHold)
+			}
+		}
+		return
+	case t == relaywire.Video:
+		if ch.holding {
+			ch.holding = false
+			ch.hold.Stop()
+		}
+	case ch.holding:
+		return // audio goes with the held frame
+	}
+	ch.wake()
+}
+
+// holdExpired releases a frame whose marker did not come in time.
+func (ch *channel) holdExpired() {
+	ch.mu.Lock()
+	held := ch.holding
+	ch.holding = false
+	ch.mu.Unlock()
+	if held {
+		ch.wake()
+	}
+}
+
+// stopHold stops the hold timer of a channel that goes away.
+func (ch *channel) stopHold() {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.hold != nil {
+		ch.hold.Stop()
+	}
+	ch.holding = false
 }
 
 // restart continues the output numbering of track t across a restart of

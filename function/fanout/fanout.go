@@ -359,6 +359,7 @@ func (f *Fanout) removeChannel(ch *channel) {
 		return
 	}
 	ch.gone = true
+	ch.stopHold()
 	if f.channels[ch.id] == ch {
 		delete(f.channels, ch.id)
 		f.publishChannels()

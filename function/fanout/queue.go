@@ -35,13 +35,28 @@ func newQueue(size int, notify chan struct{}) *queue {
 	return &queue{notify: notify, ring: make([]entry, size)}
 }
 
-// push queues e, or drops it when the queue is full.
+// push queues e, or drops it when the queue is full, and wakes the
+// writer when the queue turned non-empty.
 func (q *queue) push(e entry) bool {
+	ok, wake := q.add(e)
+	if wake {
+		select {
+		case q.notify <- struct{}{}:
+		default:
+		}
+	}
+	return ok
+}
+
+// add queues e, or drops it when the queue is full, without waking the
+// writer: the caller does (the channel wakes writers once per frame). It
+// reports whether e was queued and whether the queue turned non-empty.
+func (q *queue) add(e entry) (queued, first bool) {
 	q.mu.Lock()
 	if q.n == len(q.ring) {
 		q.mu.Unlock()
 		q.dropped.Add(1)
-		return false
+		return false, false
 	}
 	i := q.head + q.n
 	if i >= len(q.ring) {
@@ -49,15 +64,9 @@ func (q *queue) push(e entry) bool {
 	}
 	q.ring[i] = e
 	q.n++
-	wake := q.n == 1
+	first = q.n == 1
 	q.mu.Unlock()
-	if wake {
-		select {
-		case q.notify <- struct{}{}:
-		default:
-		}
-	}
-	return true
+	return true, first
 }
 
 // pop moves up to len(dst) entries, oldest first, into dst.

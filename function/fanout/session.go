@@ -57,6 +57,7 @@ func (f *Fanout) reserve(session string, id uint32) (*viewer, error) {
 	ch := f.channels[id]
 	if ch == nil {
 		ch = newChannel(id)
+		ch.wake = f.wakeWriters
 		f.channels[id] = ch
 		f.publishChannels()
 	}

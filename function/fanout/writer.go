@@ -55,6 +55,13 @@ func (f *Fanout) pickWriter() *writer {
 	return best
 }
 
+// wakeWriters wakes every writer.
+func (f *Fanout) wakeWriters() {
+	for _, w := range f.writers {
+		w.poke()
+	}
+}
+
 // poke wakes the writer.
 func (w *writer) poke() {
 	select {
