@@ -349,6 +349,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 		defer st.close()
 		httpAddr, ftlAddr, key = st.httpAddr, st.ftlAddr, st.key
 		ours.pid, ours.gatewayPID, ours.profile = st.function.pid(), st.gateway.pid(), profile != ""
+		ours.metrics = st.metricsURL
 	} else {
 		rep.Mode = "attached"
 		c, _, _ := strings.Cut(key, "-")

@@ -3,12 +3,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -21,7 +25,8 @@ type target struct {
 	gatewayPID int    // 0 when there is none or it is unknown
 	whep       string
 	sent       func() sentFrames
-	profile    bool // signal the process to profile the largest step's window
+	profile    bool   // signal the process to profile the largest step's window
+	metrics    string // the function's /metrics URL; "" when unknown
 }
 
 // idleFigures are a target's costs with the stream running and no
@@ -125,6 +130,7 @@ func (b *bench) step(ctx context.Context, t target, a *audience, n int, idle idl
 	if profiling {
 		b.signal(t.pid, syscall.SIGUSR1)
 	}
+	s0 := b.sendPath(ctx, t)
 	r0, err := b.read(t, a)
 	if err != nil {
 		return row, err
@@ -136,6 +142,9 @@ func (b *bench) step(ctx context.Context, t target, a *audience, n int, idle idl
 	r1, err := b.read(t, a)
 	if err != nil {
 		return row, err
+	}
+	if s1 := b.sendPath(ctx, t); s0 != nil && s1 != nil {
+		row.Send = s1.since(s0)
 	}
 	if profiling {
 		b.signal(t.pid, syscall.SIGUSR2)
@@ -295,4 +304,57 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return fmt.Errorf("bench: %w", ctx.Err())
 	}
+}
+
+// sendFigures are the function's batched-send counters (its metrics).
+type sendFigures struct {
+	Calls     uint64 `json:"sendmmsg_calls"`
+	Datagrams uint64 `json:"batched_datagrams"`
+	Segmented uint64 `json:"segmented_datagrams"`
+	Errors    uint64 `json:"send_errors"`
+}
+
+func (s *sendFigures) since(o *sendFigures) *sendFigures {
+	return &sendFigures{s.Calls - o.Calls, s.Datagrams - o.Datagrams, s.Segmented - o.Segmented, s.Errors - o.Errors}
+}
+
+// sendPath reads the send counters from the target's metrics, nil when
+// it has none or they cannot be read.
+func (b *bench) sendPath(ctx context.Context, t target) *sendFigures {
+	if t.metrics == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.metrics, nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.log.Warn("function metrics", "err", err)
+		return nil
+	}
+	defer resp.Body.Close()
+	var f sendFigures
+	fields := map[string]*uint64{
+		"lightspeed_function_sendmmsg_calls_total":      &f.Calls,
+		"lightspeed_function_batched_datagrams_total":   &f.Datagrams,
+		"lightspeed_function_segmented_datagrams_total": &f.Segmented,
+		"lightspeed_function_send_errors_total":         &f.Errors,
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if p := fields[name]; ok && p != nil {
+			v, err := strconv.ParseFloat(value, 64)
+			if err == nil {
+				*p = uint64(v)
+			}
+		}
+	}
+	if sc.Err() != nil {
+		return nil
+	}
+	return &f
 }

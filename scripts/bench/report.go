@@ -74,6 +74,9 @@ type Row struct {
 	Saturated             bool    `json:"saturated"`
 	Note                  string  `json:"note,omitempty"`
 
+	// The function's batched sends in the window (nil for the baseline).
+	Send *sendFigures `json:"send,omitempty"`
+
 	// Delay from the sender (the gateway's input, or the baseline's feed)
 	// to the viewers' sockets (the kernel's receive time), over the first
 	// and the last packet of every video frame received in the window;
@@ -176,6 +179,14 @@ func (r *Report) print(w io.Writer) {
 			x.MachineBusyCores, x.ServerCores, x.GatewayCores, x.BenchCores, x.OtherCores, x.Note)
 	}
 	tw.Flush()
+	for _, x := range r.Rows {
+		if x.Send == nil || x.Send.Calls == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "%s, %d viewers: %.1f datagrams per sendmmsg call, %.0f%% of them in segmented runs to one viewer (UDP GSO), %d send errors\n",
+			x.Stack, x.Playing, float64(x.Send.Datagrams)/float64(x.Send.Calls),
+			100*float64(x.Send.Segmented)/float64(max(x.Send.Datagrams, 1)), x.Send.Errors)
+	}
 	if len(r.Ratios) > 0 {
 		fmt.Fprintln(w, "\nlightspeed vs baseline (marginal µs per delivered packet):")
 		for _, x := range r.Ratios {

@@ -169,6 +169,7 @@ func loopbackPorts(n, m int) (tcp, udp []int, err error) {
 type stack struct {
 	gateway, function *child
 	httpAddr, ftlAddr string
+	metricsURL        string // the function's /metrics
 	key               string
 	tap               *tap
 	stopTap           context.CancelFunc
@@ -236,8 +237,14 @@ func startStack(ctx context.Context, log *slog.Logger, o stackOptions) (s *stack
 		return nil, err
 	}
 
+	mtcp, _, err := loopbackPorts(1, 0)
+	if err != nil {
+		return nil, err
+	}
+	s.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", mtcp[0])
 	fnEnv := []string{
 		"LS_GATEWAY_ADDR=" + relay,
+		fmt.Sprintf("LS_METRICS_ADDR=127.0.0.1:%d", mtcp[0]),
 		"LS_DATA_DIR=" + data,
 		// A loopback media address makes the function offer loopback
 		// candidates only; the public IP says the same.
