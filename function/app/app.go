@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -47,6 +48,22 @@ type Config struct {
 	// DropDatagram, when set, drops the relay datagrams it returns true
 	// for (tests of relay loss).
 	DropDatagram func() bool `env:"-"`
+}
+
+// GCPercent is the function's garbage collection target (GOGC) when the
+// GOGC variable is not set. A function's heap is mostly per-viewer state
+// made once per session, and its media path allocates little, so
+// collecting at 25 % growth instead of Go's 100 % keeps the process's
+// memory near its live heap for a collection every few seconds (measured
+// with scripts/bench: about 210 instead of 310 KB more memory per added
+// viewer, no measurable CPU).
+const GCPercent = 25
+
+// TuneGC sets the collector's target to GCPercent unless GOGC is set.
+func TuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(GCPercent)
+	}
 }
 
 // Function is one running function.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -13,24 +14,32 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-func TestFunctionExitsByItselfWhenIdle(t *testing.T) {
-	// A gateway address nobody answers at: the function keeps trying to
-	// connect, has no viewers, and leaves after IdleExit.
+// unansweredConfig is a function's configuration with a gateway address
+// nobody answers at: the function keeps trying to connect.
+func unansweredConfig(t *testing.T) Config {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := pc.LocalAddr().String()
 	pc.Close()
-	f, err := New(Config{
+	return Config{
 		GatewayAddr:      addr,
 		RelaySecret:      "secret",
 		RelayFingerprint: strings.Repeat("ab", 32),
 		WebRTCUDPAddr:    "127.0.0.1:0",
 		Capacity:         10,
-		IdleExit:         100 * time.Millisecond,
 		Loopback:         true,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	}
+}
+
+func TestFunctionExitsByItselfWhenIdle(t *testing.T) {
+	// A gateway address nobody answers at: the function keeps trying to
+	// connect, has no viewers, and leaves after IdleExit.
+	cfg := unansweredConfig(t)
+	cfg.IdleExit = 100 * time.Millisecond
+	f, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,21 +61,9 @@ func TestFunctionNeedsRelaySettings(t *testing.T) {
 }
 
 func TestFunctionServesItsMetrics(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().String()
-	pc.Close()
-	f, err := New(Config{
-		GatewayAddr:      addr,
-		RelaySecret:      "secret",
-		RelayFingerprint: strings.Repeat("ab", 32),
-		WebRTCUDPAddr:    "127.0.0.1:0",
-		MetricsAddr:      "127.0.0.1:0",
-		Capacity:         10,
-		Loopback:         true,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	cfg := unansweredConfig(t)
+	cfg.MetricsAddr = "127.0.0.1:0"
+	f, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,5 +101,19 @@ func TestFunctionMetricsNeedAGatherer(t *testing.T) {
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err == nil || !strings.Contains(err.Error(), "METRICS_ADDR") {
 		t.Fatalf("New with metrics and no registry: %v", err)
+	}
+}
+
+func TestTuneGCKeepsAnOperatorsGOGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	t.Setenv("GOGC", "")
+	TuneGC()
+	if got := debug.SetGCPercent(100); got != GCPercent {
+		t.Fatalf("GC percent %d without GOGC, want %d", got, GCPercent)
+	}
+	t.Setenv("GOGC", "200")
+	TuneGC()
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Fatalf("GC percent %d with GOGC set, want it left alone (100)", got)
 	}
 }

@@ -239,15 +239,7 @@ func (ch *channel) join(v *viewer) {
 func (ch *channel) leave(v *viewer) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	for i, w := range ch.viewers {
-		if w == v {
-			last := len(ch.viewers) - 1
-			ch.viewers[i] = ch.viewers[last]
-			ch.viewers[last] = nil
-			ch.viewers = ch.viewers[:last]
-			return
-		}
-	}
+	ch.viewers = removeViewer(ch.viewers, v)
 }
 
 // load copies the cached payload of seq of track t into buf.

@@ -88,15 +88,20 @@ func (w *writer) add(v *viewer) bool {
 func (w *writer) remove(v *viewer) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for i, x := range w.viewers {
+	w.viewers = removeViewer(w.viewers, v)
+}
+
+// removeViewer removes v from vs, moving the last viewer into its place.
+func removeViewer(vs []*viewer, v *viewer) []*viewer {
+	for i, x := range vs {
 		if x == v {
-			last := len(w.viewers) - 1
-			w.viewers[i] = w.viewers[last]
-			w.viewers[last] = nil
-			w.viewers = w.viewers[:last]
-			return
+			last := len(vs) - 1
+			vs[i] = vs[last]
+			vs[last] = nil
+			return vs[:last]
 		}
 	}
+	return vs
 }
 
 // run is the writer goroutine.

@@ -75,6 +75,7 @@ func serveFunction(path string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	functionapp.TuneGC()
 	f, err := functionapp.New(cfg, log, prometheus.NewRegistry())
 	if err != nil {
 		return err
