@@ -117,6 +117,13 @@ func (s *Subscription) Next(ctx context.Context) (Packet, error) {
 	}
 }
 
+// Pending returns how many packets are queued.
+func (s *Subscription) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count
+}
+
 // Dropped returns how many packets were dropped because the queue was full.
 func (s *Subscription) Dropped() uint64 {
 	s.mu.Lock()

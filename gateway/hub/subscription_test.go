@@ -102,6 +102,12 @@ func TestSlowSubscriberDropsWhileOthersGetEverything(t *testing.T) {
 	if slow.Dropped() != 96 {
 		t.Errorf("slow subscriber dropped %d, want 96", slow.Dropped())
 	}
+	if n := slow.Pending(); n != 4 {
+		t.Errorf("slow subscriber has %d packets pending, want 4", n)
+	}
+	if n := fast.Pending(); n != 0 {
+		t.Errorf("drained subscriber has %d packets pending, want 0", n)
+	}
 	if st := h.Stats(); st.Dropped != 96 || st.Subscribers != 2 {
 		t.Errorf("Stats Dropped %d Subscribers %d, want 96 2", st.Dropped, st.Subscribers)
 	}

@@ -361,8 +361,10 @@ func (f *function) forward(ctx context.Context, fw *forward) {
 			flow = audio
 		}
 		buf = relaywire.AppendDatagram(buf[:0], flow, p.Data)
-		if d := pace.delay(time.Now()); d > 0 {
-			time.Sleep(d)
+		if fw.sub.Pending() >= paceBacklog {
+			if d := pace.delay(time.Now()); d > 0 {
+				time.Sleep(d)
+			}
 		}
 		if err := f.send(buf); err != nil {
 			return
@@ -370,14 +372,17 @@ func (f *function) forward(ctx context.Context, fw *forward) {
 	}
 }
 
-// Pacing of a forward: live streams (a few thousand packets a second at
-// most) pass untouched; the keyframe cache a subscription starts with
+// Pacing of a forward: the keyframe cache a subscription starts with
 // (thousands of packets at once) is spread out, so that it does not
 // overflow quic-go's 128-datagram receive queue at the function, which
-// drops silently.
+// drops silently. Only a backlog of paceBacklog packets or more is paced:
+// live streams (a few thousand packets a second, a keyframe of a few
+// dozen at once) pass untouched. (Pacing every packet held a live
+// keyframe's last packets up to 4 ms.)
 const (
-	paceRate  = 10000 // datagrams per second
-	paceBurst = 64    // datagrams sent back to back
+	paceRate    = 10000 // datagrams per second
+	paceBurst   = 64    // datagrams sent back to back
+	paceBacklog = 128   // queued packets that make a cache burst (quic-go's receive queue holds 128)
 )
 
 // pacer spaces datagrams to paceRate after a burst of paceBurst (a
