@@ -6,10 +6,11 @@
 // sequence number) that also holds the packets since the last keyframe.
 // A viewer that connects is sent the cached keyframe and what followed,
 // then the live packets; NACKs are answered from the same cache. Each
-// viewer has a bounded queue of references into that cache and its own
-// writer goroutine, so a slow viewer drops its own packets and never holds
-// up the relay or the other viewers. All WebRTC media uses one UDP port
-// (an ICE UDP mux).
+// viewer has a bounded queue of references into that cache, drained by one
+// of a pool of writers, so a slow viewer drops its own packets and never
+// holds up the relay or the other viewers. All WebRTC media uses one UDP
+// port (an ICE UDP mux), written in batches: sendmmsg, with each viewer's
+// packets of a frame as one segmented send (UDP GSO).
 package fanout
 
 import (
