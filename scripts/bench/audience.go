@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"lightspeed/shared/h264"
+	"lightspeed/shared/viewer"
 )
 
 // watcher is one light viewer: a pion WHEP viewer without interceptors
@@ -20,7 +21,7 @@ import (
 // and last packet arrived.
 type watcher struct {
 	epoch time.Time
-	s     *session
+	v     *viewer.Viewer
 
 	posted    atomic.Int64 // when the WHEP POST began, ns since epoch
 	answered  atomic.Int64 // when the answer was applied
@@ -45,14 +46,14 @@ func newWatcher(epoch time.Time) *watcher {
 // play opens the viewer on url (WHEP) and waits until it is connected.
 func (w *watcher) play(ctx context.Context, p *player, url string) error {
 	posted := func() { w.posted.Store(int64(time.Since(w.epoch))) }
-	s, err := p.play(ctx, url, posted, w.packet, w.arrivals)
+	v, err := p.play(ctx, url, posted, w.packet, w.arrivals)
 	if err != nil {
 		return err
 	}
-	w.s = s
+	w.v = v
 	w.answered.Store(int64(time.Since(w.epoch)))
-	if err := s.waitConnected(ctx); err != nil {
-		s.close()
+	if err := v.WaitConnected(ctx); err != nil {
+		v.Close()
 		return err
 	}
 	w.connected.Store(int64(time.Since(w.epoch)))
@@ -61,8 +62,8 @@ func (w *watcher) play(ctx context.Context, p *player, url string) error {
 
 // close ends the viewer.
 func (w *watcher) close() {
-	if w.s != nil {
-		w.s.close()
+	if w.v != nil {
+		w.v.Close()
 	}
 }
 

@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/pion/ice/v2"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
+	"github.com/pion/transport/v2"
 	"github.com/pion/webrtc/v3"
 )
 
@@ -30,9 +32,26 @@ type Options struct {
 	// OnRTP gets every received RTP packet, by kind ("video" or "audio"),
 	// on the track's reader goroutine; pkt is reused after the call.
 	OnRTP func(kind string, pkt *rtp.Packet)
+	// OnPacket gets every received RTP packet unparsed, by kind, on the
+	// track's reader goroutine; b is valid during the call only. It
+	// costs nothing per packet beyond the call (OnRTP parses).
+	OnPacket func(kind webrtc.RTPCodecType, b []byte)
 	// Interceptors registers pion's default interceptors (NACK generator,
 	// receiver reports) when true; a light viewer leaves them out.
 	Interceptors bool
+	// Net is the network the PeerConnection's sockets are made with;
+	// nil is the standard one.
+	Net transport.Net
+	// NoMDNS turns off multicast DNS (by default pion keeps an mDNS
+	// socket, and its goroutines, per PeerConnection to resolve .local
+	// candidates).
+	NoMDNS bool
+	// ReplayWindow is the SRTP replay protection window in packets; 0 is
+	// Chromium's 1024.
+	ReplayWindow uint
+	// BeforePost is called right before the WHEP offer is POSTed, after
+	// ICE gathering.
+	BeforePost func()
 }
 
 // Viewer is one playing viewer.
@@ -46,7 +65,10 @@ type Viewer struct {
 	failed    chan struct{}
 	once      sync.Once
 	fonce     sync.Once
-	wg        sync.WaitGroup
+
+	mu      sync.Mutex // guards closing and wg.Go, so no reader starts once Close waits
+	closing bool
+	wg      sync.WaitGroup
 }
 
 func newPeerConnection(o Options) (*webrtc.PeerConnection, error) {
@@ -63,11 +85,21 @@ func newPeerConnection(o Options) (*webrtc.PeerConnection, error) {
 	var se webrtc.SettingEngine
 	// Chromium's SRTP replay window is 1024 packets; pion's default of 64
 	// would throw away packets recovered late (by NACK) during a burst.
-	se.SetSRTPReplayProtectionWindow(1024)
+	window := uint(1024)
+	if o.ReplayWindow != 0 {
+		window = o.ReplayWindow
+	}
+	se.SetSRTPReplayProtectionWindow(window)
 	if o.Loopback {
 		se.SetIncludeLoopbackCandidate(true)
 		se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	}
+	if o.Net != nil {
+		se.SetNet(o.Net)
+	}
+	if o.NoMDNS {
+		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 	return api.NewPeerConnection(webrtc.Configuration{})
@@ -83,10 +115,14 @@ func (v *Viewer) watchState(o Options) {
 		}
 	})
 	v.pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		kind := tr.Kind().String()
-		v.wg.Add(1)
-		go func() {
-			defer v.wg.Done()
+		kind := tr.Kind()
+		name := kind.String()
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		if v.closing {
+			return
+		}
+		v.wg.Go(func() {
 			buf := make([]byte, 1500)
 			var pkt rtp.Packet
 			for {
@@ -94,14 +130,14 @@ func (v *Viewer) watchState(o Options) {
 				if err != nil {
 					return
 				}
-				if pkt.Unmarshal(buf[:n]) != nil {
-					continue
+				if o.OnPacket != nil {
+					o.OnPacket(kind, buf[:n])
 				}
-				if o.OnRTP != nil {
-					o.OnRTP(kind, &pkt)
+				if o.OnRTP != nil && pkt.Unmarshal(buf[:n]) == nil {
+					o.OnRTP(name, &pkt)
 				}
 			}
-		}()
+		})
 	})
 }
 
@@ -154,6 +190,9 @@ func WHEP(ctx context.Context, url string, o Options) (*Viewer, error) {
 	req.Header.Set("Content-Type", "application/sdp")
 	if o.Region != "" {
 		req.Header.Set("X-LS-Region", o.Region)
+	}
+	if o.BeforePost != nil {
+		o.BeforePost()
 	}
 	resp, err := v.client.Do(req)
 	if err != nil {
@@ -306,6 +345,9 @@ func (v *Viewer) Close() error {
 	if v.ws != nil {
 		v.ws.Close()
 	}
+	v.mu.Lock()
+	v.closing = true
+	v.mu.Unlock()
 	err := v.pc.Close()
 	v.wg.Wait()
 	return err
