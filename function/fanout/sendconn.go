@@ -1,15 +1,10 @@
 package fanout
 
 import (
-	"encoding/binary"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"unsafe"
-
-	"golang.org/x/net/ipv4"
-	"golang.org/x/sys/unix"
 )
 
 const (
@@ -28,19 +23,19 @@ const (
 // Each viewer's remote address is routed to the writer of the pool that
 // serves the viewer. While that writer is in a round, datagrams to the
 // address are copied into the writer's batch instead of being sent; the
-// round's end sends the batch with one sendmmsg. Consecutive datagrams to
-// one address of one size (the last may be shorter) leave as one
-// segmented send (UDP GSO), which the kernel's network stack handles once
-// for the whole run. Outside its writer's rounds, or for an address
+// round's end sends the batch with one sendmmsg. On Linux, consecutive
+// datagrams to one address of one size (the last may be shorter) leave as
+// one segmented send (UDP GSO), which the kernel's network stack handles
+// once for the whole run. Outside its writer's rounds, or for an address
 // without a route, a datagram is sent at once.
 type sendConn struct {
 	*net.UDPConn
-	pc *ipv4.PacketConn
+	out sendSocket // where batches leave (platform specific)
 
 	routes  atomic.Pointer[map[netip.AddrPort]*sendBatch] // replaced, never changed, under routeMu
 	routeMu sync.Mutex
 
-	noGSO atomic.Bool // the socket refused a segmented send: send runs datagram by datagram
+	noGSO atomic.Bool // the kernel refused a segmented send: runs go datagram by datagram
 
 	calls, datagrams, segmented, errors atomic.Uint64
 }
@@ -52,27 +47,28 @@ type sendBatch struct {
 	mu      sync.Mutex
 	inRound bool
 	n       int
-	slots   []byte         // batchSize slots of slotSize bytes
-	lens    [batchSize]int // datagram lengths
+	slots   []byte // batchSize slots of slotSize bytes
+	lens    [batchSize]int
 	addrs   [batchSize]net.Addr
 	keys    [batchSize]netip.AddrPort
-	out     []ipv4.Message // what one sendmmsg sends: datagrams or segmented runs
-	oob     [batchSize][]byte
+	msgs    batchMsgs // the platform's message headers
 }
 
 func newSendConn(conn *net.UDPConn) *sendConn {
-	c := &sendConn{UDPConn: conn, pc: ipv4.NewPacketConn(conn)}
+	c := &sendConn{UDPConn: conn}
+	c.out = openSendSocket(conn)
 	c.routes.Store(&map[netip.AddrPort]*sendBatch{})
 	return c
 }
 
 func (c *sendConn) newBatch() *sendBatch {
-	b := &sendBatch{c: c, slots: make([]byte, batchSize*slotSize), out: make([]ipv4.Message, batchSize)}
-	for i := range b.out {
-		b.out[i].Buffers = make([][]byte, 0, batchSize)
-		b.oob[i] = make([]byte, unix.CmsgSpace(2))
-	}
-	return b
+	return &sendBatch{c: c, slots: make([]byte, batchSize*slotSize)}
+}
+
+// Close closes the send socket, if it has one of its own, and the socket.
+func (c *sendConn) Close() error {
+	c.out.close()
+	return c.UDPConn.Close()
 }
 
 // addrKey is the routing key of a remote address.
@@ -151,89 +147,35 @@ func (b *sendBatch) endRound() {
 	b.mu.Unlock()
 }
 
-// flushLocked sends the batch: runs of datagrams to one address become
-// segmented sends, and everything leaves in as few sendmmsg calls as the
-// kernel takes. Called with mu held.
+// flushLocked sends the batch and empties it. Called with mu held.
 func (b *sendBatch) flushLocked() {
 	if b.n == 0 {
 		return
 	}
-	c := b.c
-	gso := !c.noGSO.Load()
-	out := b.out[:0]
-	for i := 0; i < b.n; {
-		j := i + 1
-		if gso {
-			size, total := b.lens[i], b.lens[i]
-			for j < b.n && b.keys[j] == b.keys[i] && b.lens[j] <= size && total+b.lens[j] <= maxGSOBytes {
-				total += b.lens[j]
-				j++
-				if b.lens[j-1] < size {
-					break // a shorter datagram ends a run
-				}
-			}
-		}
-		m := &b.out[len(out)]
-		m.Buffers = m.Buffers[:0]
-		for k := i; k < j; k++ {
-			m.Buffers = append(m.Buffers, b.slots[k*slotSize:k*slotSize+b.lens[k]])
-		}
-		m.Addr = b.addrs[i]
-		m.OOB = nil
-		if j-i > 1 {
-			m.OOB = gsoCmsg(b.oob[len(out)], b.lens[i])
-		}
-		out = out[:len(out)+1]
-		i = j
-	}
-	for len(out) > 0 {
-		n, err := c.pc.WriteBatch(out, 0)
-		c.calls.Add(1)
-		for _, m := range out[:n] {
-			c.datagrams.Add(uint64(len(m.Buffers)))
-			if len(m.Buffers) > 1 {
-				c.segmented.Add(uint64(len(m.Buffers)))
-			}
-		}
-		if err != nil && n < len(out) {
-			// out[n] failed: an unreachable address or a closed socket, or
-			// a kernel or device without UDP GSO. Without GSO its datagrams
-			// go one by one; the rest of the batch still goes.
-			m := &out[n]
-			if len(m.Buffers) > 1 {
-				c.noGSO.Store(true)
-				for _, d := range m.Buffers {
-					if _, err := c.UDPConn.WriteTo(d, m.Addr); err != nil {
-						c.errors.Add(1)
-					} else {
-						c.datagrams.Add(1)
-					}
-				}
-			} else {
-				c.errors.Add(1)
-			}
-			n++
-		}
-		out = out[n:]
-	}
-	for i := range b.addrs[:b.n] {
-		b.addrs[i] = nil
-	}
-	for i := range b.out {
-		b.out[i].Addr = nil
-	}
+	b.send()
+	clear(b.addrs[:b.n])
 	b.n = 0
 }
 
-// gsoCmsg writes the UDP_SEGMENT control message for segments of size
-// bytes into buf.
-func gsoCmsg(buf []byte, size int) []byte {
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&buf[0]))
-	h.Level = unix.SOL_UDP
-	h.Type = unix.UDP_SEGMENT
-	h.SetLen(unix.CmsgLen(2))
-	binary.NativeEndian.PutUint16(buf[unix.CmsgLen(0):], uint16(size))
-	return buf[:unix.CmsgSpace(2)]
+// slot is the i-th datagram of the batch.
+func (b *sendBatch) slot(i int) []byte {
+	return b.slots[i*slotSize : i*slotSize+b.lens[i]]
+}
+
+// runEnd returns the end of the run of datagrams starting at i that can
+// leave as one segmented send: to the same address, of the first one's
+// size, the last one possibly shorter, within maxGSOBytes.
+func (b *sendBatch) runEnd(i int) int {
+	size, total := b.lens[i], b.lens[i]
+	j := i + 1
+	for j < b.n && b.keys[j] == b.keys[i] && b.lens[j] <= size && total+b.lens[j] <= maxGSOBytes {
+		total += b.lens[j]
+		j++
+		if b.lens[j-1] < size {
+			break // a shorter datagram ends a run
+		}
+	}
+	return j
 }
 
 // sendStats are the socket's counts: sendmmsg calls, datagrams they sent

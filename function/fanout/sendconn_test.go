@@ -1,3 +1,5 @@
+//go:build linux
+
 package fanout
 
 import (
@@ -227,5 +229,38 @@ func BenchmarkSendConn(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+func TestSendConnSkipsAFailedDatagram(t *testing.T) {
+	sock, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newSendConn(sock)
+	defer c.Close()
+	rx := listenLoopback(t, 2)
+	b := c.newBatch()
+	bad := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 0} // the kernel refuses port 0
+	for _, a := range []net.Addr{rx[0].LocalAddr(), bad, rx[1].LocalAddr()} {
+		key, _ := addrKey(a)
+		c.route(key, b)
+	}
+
+	// The refused datagram sits between two good ones in one sendmmsg.
+	b.beginRound()
+	for _, a := range []net.Addr{rx[0].LocalAddr(), bad, rx[1].LocalAddr()} {
+		if _, err := c.WriteTo([]byte("x"), a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.endRound()
+	for _, r := range rx {
+		if got := readAll(t, r, 1); string(got[0]) != "x" {
+			t.Fatalf("got %q", got[0])
+		}
+	}
+	if _, datagrams, _, errs := c.sendStats(); datagrams != 2 || errs == 0 {
+		t.Fatalf("%d datagrams sent, %d errors; want 2 and the refused one counted", datagrams, errs)
 	}
 }

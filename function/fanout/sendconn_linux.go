@@ -1,0 +1,187 @@
+//go:build linux
+
+package fanout
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// mmsghdr is the kernel's struct mmsghdr (Go pads it as C does).
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32
+}
+
+// cmsgMax holds one UDP_SEGMENT control message on any architecture.
+const cmsgMax = 32
+
+// batchMsgs are a batch's sendmmsg messages: one per datagram or
+// segmented run, with its iovecs, destination and GSO control message.
+type batchMsgs struct {
+	hdrs  [batchSize]mmsghdr
+	iovs  [batchSize]unix.Iovec
+	names [batchSize]unix.RawSockaddrInet6 // room for either family
+	oob   [batchSize][cmsgMax]byte
+	segs  [batchSize]int // datagrams of each message
+}
+
+// sendSocket is the socket file descriptor batches leave on: the UDP
+// socket itself. sendmmsg is called directly, without entering Go's
+// scheduler (a batch takes well under a millisecond, and the socket does
+// not block: MSG_DONTWAIT).
+type sendSocket struct {
+	fd int // -1 when the descriptor could not be had: batches go one by one
+}
+
+func openSendSocket(conn *net.UDPConn) sendSocket {
+	s := sendSocket{fd: -1}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return s
+	}
+	rc.Control(func(fd uintptr) { s.fd = int(fd) })
+	return s
+}
+
+func (s sendSocket) close() {}
+
+// send sends the batch: runs of datagrams to one address become segmented
+// sends, and everything leaves in as few sendmmsg calls as the kernel
+// takes.
+func (b *sendBatch) send() {
+	c := b.c
+	if c.out.fd < 0 {
+		b.sendEach(0, b.n)
+		return
+	}
+	gso := !c.noGSO.Load()
+	m := &b.msgs
+	nmsg := 0
+	for i := 0; i < b.n; {
+		j := i + 1
+		if gso {
+			j = b.runEnd(i)
+		}
+		h := &m.hdrs[nmsg].hdr
+		*h = unix.Msghdr{}
+		for k := i; k < j; k++ {
+			iov := &m.iovs[k]
+			iov.Base = &b.slots[k*slotSize]
+			iov.SetLen(b.lens[k])
+		}
+		h.Iov = &m.iovs[i]
+		h.SetIovlen(j - i)
+		h.Name, h.Namelen = putSockaddr(&m.names[nmsg], b.keys[i])
+		if j-i > 1 {
+			oob := gsoCmsg(m.oob[nmsg][:], b.lens[i])
+			h.Control = &oob[0]
+			h.SetControllen(len(oob))
+		}
+		m.segs[nmsg] = j - i
+		nmsg++
+		i = j
+	}
+	first, sent := 0, 0 // messages sent; datagrams they held
+	for first < nmsg {
+		n, err := sendmmsg(c.out.fd, m.hdrs[first:nmsg])
+		c.calls.Add(1)
+		for k := first; k < first+n; k++ {
+			c.datagrams.Add(uint64(m.segs[k]))
+			if m.segs[k] > 1 {
+				c.segmented.Add(uint64(m.segs[k]))
+			}
+		}
+		sent += b.segsOf(first, first+n)
+		first += n
+		if err == nil {
+			continue
+		}
+		// Message first failed: an unreachable address, a full socket
+		// buffer (then WriteTo waits for room), or a kernel or device
+		// without UDP GSO. Its datagrams go one by one (a GSO refusal
+		// turns GSO off); the rest still goes.
+		if errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+			if m.segs[first] > 1 {
+				c.noGSO.Store(true)
+			}
+		}
+		b.sendEach(sent, sent+m.segs[first])
+		sent += m.segs[first]
+		first++
+	}
+	for k := range m.iovs[:b.n] {
+		m.iovs[k].Base = nil
+	}
+	for k := range m.hdrs[:nmsg] {
+		m.hdrs[k].hdr = unix.Msghdr{}
+	}
+}
+
+// segsOf counts the datagrams of messages [from, to).
+func (b *sendBatch) segsOf(from, to int) int {
+	n := 0
+	for _, s := range b.msgs.segs[from:to] {
+		n += s
+	}
+	return n
+}
+
+// sendEach sends datagrams [from, to) of the batch one by one.
+func (b *sendBatch) sendEach(from, to int) {
+	c := b.c
+	for k := from; k < to; k++ {
+		if _, err := c.UDPConn.WriteTo(b.slot(k), b.addrs[k]); err != nil {
+			c.errors.Add(1)
+		} else {
+			c.datagrams.Add(1)
+		}
+	}
+}
+
+// sendmmsg sends msgs on fd and returns how many were sent, or the error
+// of msgs[0]. (When a later message fails, the kernel returns the count
+// of those before it; the next call, starting at the failed one, reports
+// its error.)
+func sendmmsg(fd int, msgs []mmsghdr) (int, error) {
+	n, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_DONTWAIT, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// putSockaddr writes addr as a sockaddr into sa and returns it for a
+// Msghdr. IPv4 goes as AF_INET, which an IPv6 socket takes too.
+func putSockaddr(sa *unix.RawSockaddrInet6, addr netip.AddrPort) (*byte, uint32) {
+	*sa = unix.RawSockaddrInet6{}
+	port := addr.Port()
+	ip := addr.Addr()
+	if ip.Is4() {
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		sa4.Family = unix.AF_INET
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:], port)
+		sa4.Addr = ip.As4()
+		return (*byte)(unsafe.Pointer(sa)), unix.SizeofSockaddrInet4
+	}
+	sa.Family = unix.AF_INET6
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], port)
+	sa.Addr = ip.As16()
+	return (*byte)(unsafe.Pointer(sa)), unix.SizeofSockaddrInet6
+}
+
+// gsoCmsg writes the UDP_SEGMENT control message for segments of size
+// bytes into buf.
+func gsoCmsg(buf []byte, size int) []byte {
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&buf[0]))
+	h.Level = unix.SOL_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(buf[unix.CmsgLen(0):], uint16(size))
+	return buf[:unix.CmsgSpace(2)]
+}
