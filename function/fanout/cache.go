@@ -52,6 +52,7 @@ type packetCache struct {
 
 	started bool
 	last    uint16 // newest sequence number stored
+	first   uint16 // oldest sequence number stored since the stream began
 	fresh   bool   // the next packet begins a stream (first packet, or after a discontinuity)
 
 	keyframe   uint16 // first packet of the newest keyframe
@@ -84,7 +85,8 @@ func (c *packetCache) lookup(seq uint16) (cached, bool) {
 //
 // A keyframe starts at a packet carrying an IDR slice, SPS or PPS whose
 // previous packet ended a frame (marker bit, or another timestamp), or at
-// the first packet of a stream if it carries an SPS. A late packet with a
+// the first packet of a stream if it carries an SPS (also when it comes
+// late, recovered after the packets behind it). A late packet with a
 // marker bit makes the packet after it a keyframe start too, so reordering
 // does not hide one.
 func (c *packetCache) store(p incoming) (stored, keyframeStart bool) {
@@ -101,7 +103,12 @@ func (c *packetCache) store(p incoming) (stored, keyframeStart bool) {
 			c.keyframeOK = false
 		}
 	}
-	fresh := c.fresh
+	// The stream's start: its first packet, or a late one older than every
+	// packet of the stream so far (the first packets lost, then recovered).
+	start := c.fresh || seqAfter(c.first, p.seq)
+	if start {
+		c.first = p.seq
+	}
 	c.fresh = false
 	newest := !c.started || seqAfter(p.seq, c.last)
 	if newest {
@@ -120,7 +127,7 @@ func (c *packetCache) store(p incoming) (stored, keyframeStart bool) {
 
 	if p.keyframe {
 		prev, ok := c.lookup(p.seq - 1)
-		if (ok && (prev.marker() || prev.ts != p.ts)) || (fresh && p.hasSPS) {
+		if (ok && (prev.marker() || prev.ts != p.ts)) || (start && p.hasSPS) {
 			c.markKeyframe(p.seq)
 			keyframeStart = newest
 		}

@@ -43,6 +43,16 @@ func TestPacketCacheKeyframes(t *testing.T) {
 			wantFrom: 10, wantN: 4, wantOK: true,
 		},
 		{
+			name:     "the stream's first packet, lost and recovered late, still starts its keyframe",
+			in:       []incoming{pk(11, "idr", false), pk(12, "idr", true), pk(13, "p", true), pk(10, "sps", false)},
+			wantFrom: 10, wantN: 4, wantOK: true,
+		},
+		{
+			name:   "a late SPS inside the stream does not start a keyframe without its frame's end before it",
+			in:     []incoming{pk(9, "p", false), pk(11, "idr", false), pk(12, "idr", true), pk(10, "sps", false)},
+			wantOK: false,
+		},
+		{
 			name:   "the first packet of a stream without SPS does not start a keyframe",
 			in:     []incoming{pk(10, "idr", false), pk(11, "idr", true), pk(12, "p", true)},
 			wantOK: false,

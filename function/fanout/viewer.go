@@ -185,8 +185,15 @@ func (v *viewer) sendBurst() bool {
 			continue
 		}
 		if first {
+			// The first write may wait for pion's SRTP context: the pace
+			// starts when it went out.
+			if !v.writeRTP(relaywire.Video, m, true) {
+				return false
+			}
 			start, ts0, first = time.Now(), m.ts, false
-		} else if d := time.Duration(int32(m.ts-ts0)) * time.Second / clock / burstSpeedup; d > furthest {
+			continue
+		}
+		if d := time.Duration(int32(m.ts-ts0)) * time.Second / clock / burstSpeedup; d > furthest {
 			furthest = d
 			if wait := time.Until(start.Add(d)); wait > 0 {
 				timer.Reset(wait)
