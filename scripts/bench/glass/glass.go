@@ -60,6 +60,24 @@
 // decode plus render, and the hub's release time shows what ingest adds.
 // Frames presented during the warm-up (the fast-start burst of frames sent
 // before the viewer joined) are not counted.
+//
+// # Joining in the middle of a GOP
+//
+// With Options.JoinAt the stack announces every keyframe the hub releases
+// (within a millisecond of the publisher's write), and each viewer page
+// is opened JoinAt after one; Options.H264 streams a clip with a longer
+// GOP, such as the 4 s GOP of scripts/bench/testdata/gop4.h264. The
+// function then holds the keyframe and the frames since in its cache and
+// sends them as a burst ahead of the live stream. Viewer.Join says how
+// the page started: how long from opening the page and from the WHEP
+// offer to the first presented frame; whether that frame came before the
+// first keyframe the publisher sent after the page was opened (a start
+// from the cached keyframe, not from the next live one); when the burst
+// had caught up with the live stream; whether every source frame after
+// that was presented, and drawn; and whether the page's framesDecoded
+// grew at every poll. Result.Function (the relay's and the fan-out's
+// counters) and the namespaces' UDP counters tell where packets were lost
+// or late.
 package glass
 
 import (
@@ -99,6 +117,16 @@ type Options struct {
 	// medians are compared to see whether delay creeps. Default 1 minute,
 	// at most Duration.
 	Window time.Duration
+	// H264 is an H.264 Annex B file (constrained baseline, 30 fps, SPS and
+	// PPS before every IDR, as the test media) that the publisher streams
+	// in a loop instead of the test media's video, with the test media's
+	// audio repeated to last as long. Empty streams the test media, with a
+	// keyframe every second.
+	H264 string
+	// JoinAt, if positive, opens each viewer page JoinAt after the
+	// publisher sent a keyframe, in the middle of a GOP longer than
+	// JoinAt, and fills Viewer.Join. Zero opens the pages at once.
+	JoinAt time.Duration
 	// Logf receives the stack's output and progress; nil drops them.
 	Logf func(format string, args ...any)
 }
@@ -145,6 +173,12 @@ type Result struct {
 	// of one calibration from the page's median; OriginSkew the largest
 	// difference between the median offset and performance.timeOrigin.
 	ClockDrift, ClockJitter, OriginSkew time.Duration
+	// With Options.JoinAt: Function is the embedded function's
+	// statistics at the end of the measurement (within a second), nil if
+	// the stack printed none; StackUDP and BrowserUDP are the UDP
+	// statistics of the stack's and the browsers' namespaces then.
+	Function             *FunctionStats
+	StackUDP, BrowserUDP UDPStats
 }
 
 // Viewer is the measurement of one page.
@@ -178,6 +212,9 @@ type Viewer struct {
 	Decoded, Dropped int
 	// Inbound are the page's video inbound-rtp statistics at the end.
 	Inbound InboundStats
+	// Join is how the page started when Options.JoinAt is set; nil
+	// otherwise.
+	Join *Join
 	// Latency is send → presentation; Display send → expected display.
 	Latency, Display Delay
 	// Receive is send → last packet received; Render last packet received
@@ -225,11 +262,14 @@ func (ds *delays) summary() Delay {
 // InboundStats are a page's video inbound-rtp statistics (whole session).
 type InboundStats struct {
 	FramesReceived, FramesDecoded, FramesDropped int
-	PacketsLost, NACKs                           int
+	PacketsLost, NACKs, PLIs, FIRs               int
+	KeyFramesDecoded                             int
 	Freezes                                      int
 	FreezesDuration                              time.Duration
-	// JitterBuffer is the mean time a frame spent in the jitter buffer.
-	JitterBuffer time.Duration
+	// JitterBuffer is the mean time a frame spent in the jitter buffer,
+	// JitterTarget the mean delay the jitter buffer aimed at (zero when
+	// the playout delay is held at 0).
+	JitterBuffer, JitterTarget time.Duration
 }
 
 // Sample is one presented frame with its times on the wall clock.
@@ -301,6 +341,16 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	// this process dies first.
 	cmd := pair.SelfCommand(context.Background(), pair.A, Role)
 	cmd.Env = append(cmd.Env, envAddr+"="+pair.AddrA.String(), envDataDir+"="+dir, envFrames+"="+framesPath)
+	if opt.H264 != "" {
+		path, err := filepath.Abs(opt.H264)
+		if err != nil {
+			return nil, fmt.Errorf("glass: %w", err)
+		}
+		cmd.Env = append(cmd.Env, envH264+"="+path)
+	}
+	if opt.JoinAt > 0 {
+		cmd.Env = append(cmd.Env, envKeyframes+"=1")
+	}
 	stack := &netns.Process{Cmd: cmd, Name: "stack", Logf: opt.Logf}
 	if err := stack.Start(); err != nil {
 		return nil, fmt.Errorf("glass: %w", err)
@@ -330,13 +380,25 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 		browsers = append(browsers, b)
 	}
 
-	watchers, err := openViewers(ctx, opt, browsers, base)
+	watchers, err := openViewers(ctx, opt, browsers, base, stack)
 	if err != nil {
 		return nil, err
 	}
 	start, end, err := collect(ctx, opt, watchers)
 	if err != nil {
 		return nil, err
+	}
+	var udp [2]UDPStats // at the end of the measurement, in A and B
+	if opt.JoinAt > 0 {
+		for i, ns := range []string{pair.A, pair.B} {
+			out, err := pair.Command(ctx, ns, "cat", "/proc/net/snmp").Output()
+			if err != nil {
+				return nil, fmt.Errorf("glass: reading UDP statistics: %w", err)
+			}
+			if udp[i], err = parseUDPStats(string(out)); err != nil {
+				return nil, err
+			}
+		}
 	}
 
 	f, err := os.Open(framesPath)
@@ -348,30 +410,110 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	return analyze(opt, start, end, watchers, records), nil
+	keyframes, err := parseKeyframes(stack.Lines())
+	if err != nil {
+		return nil, err
+	}
+	res = analyze(opt, start, end, watchers, records, keyframes)
+	if opt.JoinAt > 0 {
+		res.StackUDP, res.BrowserUDP = udp[0], udp[1]
+		if res.Function, err = readFunction(filepath.Join(dir, functionFile)); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
 }
 
 // watchPath is the viewer page of the stack's channel (77).
 const watchPath = "/watch/77"
 
 // openViewers opens the viewer page in opt.Viewers tabs and hooks each
-// page's video before its first frame.
-func openViewers(ctx context.Context, opt Options, browsers []*browser.Browser, base string) ([]*watcher, error) {
+// page's video before its first frame. With opt.JoinAt it opens each page
+// JoinAt after a keyframe that the stack announces.
+func openViewers(ctx context.Context, opt Options, browsers []*browser.Browser, base string, stack *netns.Process) ([]*watcher, error) {
 	var watchers []*watcher
 	for i := range opt.Viewers {
 		b := browsers[i%len(browsers)]
 		name := fmt.Sprintf("browser %d tab %d", i%len(browsers)+1, i/len(browsers)+1)
+		if opt.JoinAt > 0 {
+			k, err := awaitJoin(ctx, stack, opt.JoinAt)
+			if err != nil {
+				return nil, fmt.Errorf("glass: %s: %w", name, err)
+			}
+			opt.Logf("glass: %s: opening %s after keyframe %d", name, time.Since(k.Released).Round(time.Millisecond), k.N)
+		}
+		opened := time.Now()
 		tab, err := b.Open(ctx, base+watchPath)
 		if err != nil {
 			return nil, fmt.Errorf("glass: %s: %w", name, err)
 		}
-		w := &watcher{name: name, tab: tab}
+		w := &watcher{name: name, tab: tab, opened: opened}
 		if err := w.install(ctx, watchPath); err != nil {
 			return nil, err
 		}
 		watchers = append(watchers, w)
 	}
 	return watchers, nil
+}
+
+// keyframe is a keyframe the stack announced.
+type keyframe struct {
+	N         int       // counted from 1
+	Timestamp uint32    // RTP timestamp as viewers see it
+	Released  time.Time // the hub released its first packet
+}
+
+// parseKeyframes reads the stack's keyframe lines among its output.
+func parseKeyframes(lines []string) ([]keyframe, error) {
+	var out []keyframe
+	for _, l := range lines {
+		rest, ok := strings.CutPrefix(l, keyframePrefix)
+		if !ok {
+			continue
+		}
+		var (
+			k  keyframe
+			ns int64
+		)
+		if _, err := fmt.Sscanf(rest, "%d %d %d", &k.N, &k.Timestamp, &ns); err != nil {
+			return nil, fmt.Errorf("glass: stack line %q: %w", l, err)
+		}
+		k.Released = time.Unix(0, ns)
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// awaitJoin waits until joinAt after a keyframe the stack announced: the
+// latest one if that is still ahead, else the next one. It returns that
+// keyframe.
+func awaitJoin(ctx context.Context, stack *netns.Process, joinAt time.Duration) (keyframe, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		ks, err := parseKeyframes(stack.Lines())
+		if err != nil {
+			return keyframe{}, err
+		}
+		var last keyframe
+		if len(ks) > 0 {
+			last = ks[len(ks)-1]
+			if wait := time.Until(last.Released.Add(joinAt)); wait > 0 {
+				timer.Reset(wait)
+				select {
+				case <-timer.C:
+					return last, nil
+				case <-ctx.Done():
+					return keyframe{}, fmt.Errorf("waiting to join: %w", ctx.Err())
+				}
+			}
+		}
+		if _, err := stack.WaitLine(ctx, fmt.Sprintf("%s%d ", keyframePrefix, last.N+1)); err != nil {
+			return keyframe{}, fmt.Errorf("waiting for keyframe %d: %w", last.N+1, err)
+		}
+	}
 }
 
 // pollEvery is how often each page is polled for frames.
@@ -407,6 +549,11 @@ func collect(ctx context.Context, opt Options, watchers []*watcher) (start, end 
 			if err := w.readSignaling(gctx); err != nil {
 				return err
 			}
+			if opt.JoinAt > 0 {
+				if err := w.sampleInbound(gctx); err != nil {
+					return err
+				}
+			}
 			mu.Lock()
 			waiting--
 			if waiting == 0 {
@@ -431,6 +578,11 @@ func collect(ctx context.Context, opt Options, watchers []*watcher) (start, end 
 				if err := w.poll(gctx); err != nil {
 					return err
 				}
+				if opt.JoinAt > 0 {
+					if err := w.sampleInbound(gctx); err != nil {
+						return err
+					}
+				}
 			}
 			return w.readInbound(gctx)
 		})
@@ -442,8 +594,12 @@ func collect(ctx context.Context, opt Options, watchers []*watcher) (start, end 
 }
 
 // analyze pairs the pages' frames with the stack's records.
-func analyze(opt Options, start, end time.Time, watchers []*watcher, records map[uint32]record) *Result {
+func analyze(opt Options, start, end time.Time, watchers []*watcher, records map[uint32]record, keyframes []keyframe) *Result {
 	res := &Result{Options: opt, Start: start, End: end}
+	var src *source
+	if opt.JoinAt > 0 {
+		src = newSource(records, keyframes)
+	}
 	var allLat, allDisp delays
 	firstEnd, lastStart := start.Add(opt.Window), end.Add(-opt.Window)
 	for _, w := range watchers {
@@ -509,11 +665,13 @@ func analyze(opt Options, start, end time.Time, watchers []*watcher, records map
 		if in := w.inbound; in != nil {
 			v.Inbound = InboundStats{
 				FramesReceived: in.FramesReceived, FramesDecoded: in.FramesDecoded, FramesDropped: in.FramesDropped,
-				PacketsLost: in.PacketsLost, NACKs: in.NACKCount, Freezes: in.FreezeCount,
+				PacketsLost: in.PacketsLost, NACKs: in.NACKCount, PLIs: in.PLICount, FIRs: in.FIRCount,
+				KeyFramesDecoded: in.KeyFramesDecoded, Freezes: in.FreezeCount,
 				FreezesDuration: seconds(in.TotalFreezesDuration),
 			}
 			if in.JitterBufferEmittedCount > 0 {
 				v.Inbound.JitterBuffer = seconds(in.JitterBufferDelay / float64(in.JitterBufferEmittedCount))
+				v.Inbound.JitterTarget = seconds(in.JitterBufferTargetDelay / float64(in.JitterBufferEmittedCount))
 			}
 		}
 
@@ -534,6 +692,9 @@ func analyze(opt Options, start, end time.Time, watchers []*watcher, records map
 			first := &watcher{clock: w.clock[:min(len(w.clock), smoothing)]}
 			res.ClockDrift = max(res.ClockDrift, millis(abs(w.offset()-first.offset())))
 		}
+		if src != nil {
+			v.Join = src.join(w, v.Latency.All)
+		}
 		res.Viewers = append(res.Viewers, v)
 	}
 	res.Latency, res.Display = allLat.summary(), allDisp.summary()
@@ -551,7 +712,8 @@ func abs(x float64) float64 {
 }
 
 // WriteTable writes the result as a table for people: one row per viewer
-// and one for all, then whether delay creeps, and the clock's quality.
+// and one for all, then whether delay creeps, and the clock's quality;
+// with Options.JoinAt, then a row per viewer on how it joined.
 func (r *Result) WriteTable(w io.Writer) {
 	o := r.Options
 	fmt.Fprintf(w, "glass-to-glass latency: %d viewer(s) in %d browser(s), %s measured after a %s warm-up\n",
@@ -587,6 +749,9 @@ func (r *Result) WriteTable(w io.Writer) {
 	}
 	fmt.Fprintf(w, "page clock: offset drift %s, calibration jitter %s, offset vs timeOrigin %s\n",
 		ms(r.ClockDrift), ms(r.ClockJitter), ms(r.OriginSkew))
+	if o.JoinAt > 0 {
+		r.writeJoins(w)
+	}
 }
 
 // creepTarget is how far the median may move from the first window of a

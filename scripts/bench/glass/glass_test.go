@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"lightspeed/shared/browser"
 	"lightspeed/shared/netns"
+	"lightspeed/shared/testmedia"
 )
 
 // TestMain runs the tests, or the stack when Run has re-executed the test
@@ -208,7 +210,7 @@ func TestAnalyzeCountsOnlyTheMeasurementWindow(t *testing.T) {
 			Received: sent.Add(20 * time.Millisecond), PresentedFrames: i + 1, Callback: 500 + float64(i)*33})
 	}
 	w.frames = append(w.frames, presented{HasTimestamp: false, Presentation: start.Add(time.Millisecond), PresentedFrames: 200})
-	res := analyze(Options{Window: time.Second}.withDefaults(), start, end, []*watcher{w}, records)
+	res := analyze(Options{Window: time.Second}.withDefaults(), start, end, []*watcher{w}, records, nil)
 	v := res.Viewers[0]
 	if v.Latency.All.Frames != 60 || v.Latency.All.P50 != 40*time.Millisecond || v.Display.All.P95 != 50*time.Millisecond ||
 		v.Receive.P50 != 20*time.Millisecond || v.Render.P50 != 20*time.Millisecond || v.Hub.P50 != time.Millisecond {
@@ -222,5 +224,262 @@ func TestAnalyzeCountsOnlyTheMeasurementWindow(t *testing.T) {
 	}
 	if l := res.Latency; l.First.Frames != 30 || l.Last.Frames != 30 || l.All.Frames != 60 || l.Creep() != 0 {
 		t.Errorf("first %d, last %d, all %d frames, creep %v; want 30, 30, 60, 0", l.First.Frames, l.Last.Frames, l.All.Frames, l.Creep())
+	}
+}
+
+// gop4 is the fan-out bench's clip with a keyframe every 4 s.
+const gop4 = "../testdata/gop4.h264"
+
+// TestLateJoinStartsFromTheCachedKeyframe opens the page 2 s into a 4 s
+// GOP: the page must start from the keyframe the function cached (before
+// the next live keyframe), then decode at every poll without a freeze and
+// present every frame of the source once the burst caught up.
+func TestLateJoinStartsFromTheCachedKeyframe(t *testing.T) {
+	netns.Require(t)
+	browser.Require(t)
+	opt := Options{H264: gop4, JoinAt: 2 * time.Second, Warmup: 2 * time.Second, Duration: 6 * time.Second, Logf: t.Logf}
+	res, err := Run(t.Context(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	res.WriteTable(&table)
+	t.Logf("\n%s", &table)
+	if len(res.Viewers) != 1 {
+		t.Fatalf("%d viewers measured, want 1", len(res.Viewers))
+	}
+	v := res.Viewers[0]
+	j := v.Join
+	if j == nil {
+		t.Fatal("no join measured")
+	}
+	if len(j.Hitches) > 0 {
+		t.Logf("hitches after catch-up: %+v", j.Hitches)
+	}
+	if !j.HasNextKeyframe {
+		t.Fatalf("no keyframe sent after the page opened: cannot tell a cached start from a live one")
+	}
+	if j.FirstFrameIndex < 0 {
+		t.Errorf("first presented frame %d is no frame sent from keyframe %d on", j.FirstFrame, j.Keyframe)
+	}
+	if !j.Cached {
+		t.Errorf("first presented frame %d (frame #%d from keyframe %d) is not before the next live keyframe %d: the page did not start from the cached keyframe",
+			j.FirstFrame, j.FirstFrameIndex, j.Keyframe, j.NextKeyframe)
+	}
+	if j.DecodeSamples < 2 || j.DecodeStalls > 0 || j.FramesDecoded <= 0 {
+		t.Errorf("framesDecoded did not grow at every poll: %d of %d samples without growth, %d frames decoded",
+			j.DecodeStalls, j.DecodeSamples, j.FramesDecoded)
+	}
+	if v.Inbound.Freezes != 0 {
+		t.Errorf("%d freezes (%v) reported", v.Inbound.Freezes, v.Inbound.FreezesDuration)
+	}
+	if !j.CaughtUp {
+		t.Fatalf("the burst never caught up with the live stream")
+	}
+	// Every source frame from the catch-up on reached the page's renderer,
+	// in order. Whether the compositor drew each (j.Dropped) depends on
+	// timing, as two frames that arrive within one refresh show only the
+	// second: it is reported, not asserted.
+	if j.Presented == 0 || j.Skipped != 0 || j.Unknown != 0 || j.Backwards != 0 {
+		t.Errorf("after catch-up %d frames presented: %d source frames never presented, %d unknown, %d out of order; hitches %+v",
+			j.Presented, j.Skipped, j.Unknown, j.Backwards, j.Hitches)
+	}
+}
+
+func TestParseKeyframesReadsOnlyKeyframeLines(t *testing.T) {
+	got, err := parseKeyframes([]string{
+		"READY http://10.0.0.1:80",
+		"KEYFRAME 1 4294967295 1700000000000000000",
+		"time=x level=WARN msg=KEYFRAME",
+		"KEYFRAME 2 359999 1700000004000000001",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []keyframe{
+		{N: 1, Timestamp: 4294967295, Released: time.Unix(0, 1700000000000000000)},
+		{N: 2, Timestamp: 359999, Released: time.Unix(0, 1700000004000000001)},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("keyframes %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i].N != want[i].N || got[i].Timestamp != want[i].Timestamp || !got[i].Released.Equal(want[i].Released) {
+			t.Errorf("keyframe %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if _, err := parseKeyframes([]string{"KEYFRAME 1 x 2"}); err == nil {
+		t.Error("a malformed keyframe line was accepted")
+	}
+}
+
+func TestLoadMediaStreamsTheClipWithAudioAsLong(t *testing.T) {
+	nals, opus, err := loadMedia(gop4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 8 s at 30 fps, and 8 s of 20 ms Opus packets: the test media's
+	// (4.02 s) once, then cut.
+	if n := countFrames(nals); n != 240 {
+		t.Errorf("%d frames, want 240", n)
+	}
+	audio, err := testmedia.OpusPackets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(opus) != 400 || !bytes.Equal(opus[0], audio[0]) || !bytes.Equal(opus[len(audio)], audio[0]) || !bytes.Equal(opus[399], audio[399-len(audio)]) {
+		t.Errorf("%d Opus packets, want 400 looping the test media's %d", len(opus), len(audio))
+	}
+	if _, _, err := loadMedia(filepath.Join(t.TempDir(), "missing.h264")); err == nil {
+		t.Error("a missing clip was accepted")
+	}
+	nals, _, err = loadMedia("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := countFrames(nals); n != 4*testmedia.FrameRate {
+		t.Errorf("test media: %d frames, want %d", n, 4*testmedia.FrameRate)
+	}
+}
+
+// joinFixture is a stream of 240 frames at 30 fps with keyframes at
+// frames 0 and 120, and a page opened 2 s (60 frames) after the first.
+type joinFixture struct {
+	t0      time.Time
+	records map[uint32]record
+	keys    []keyframe
+	w       *watcher
+}
+
+const fixtureTS = 0xfffe0000 // the timestamps wrap around during the stream
+
+func newJoinFixture() *joinFixture {
+	fx := &joinFixture{t0: time.Unix(1700000000, 0), records: map[uint32]record{}}
+	for i := range 240 {
+		ts := fx.ts(i)
+		sent := fx.sent(i)
+		fx.records[ts] = record{Timestamp: ts, Sent: sent, Released: sent.Add(time.Millisecond)}
+	}
+	for _, i := range []int{0, 120} {
+		fx.keys = append(fx.keys, keyframe{N: len(fx.keys) + 1, Timestamp: fx.ts(i), Released: fx.sent(i).Add(time.Millisecond)})
+	}
+	fx.w = &watcher{name: "browser 1 tab 1", opened: fx.sent(60)}
+	return fx
+}
+
+func (fx *joinFixture) ts(i int) uint32 { return fixtureTS + uint32(3000*i) }
+
+func (fx *joinFixture) sent(i int) time.Time {
+	return fx.t0.Add(time.Duration(i) * time.Second / 30)
+}
+
+// present adds a callback for frame i presented at the given delay after
+// its sending, with presentedFrames pf and dropped frames dropped.
+func (fx *joinFixture) present(i int, delay time.Duration, pf, dropped int) {
+	fx.w.frames = append(fx.w.frames, presented{RTPTimestamp: fx.ts(i), HasTimestamp: true,
+		Presentation: fx.sent(i).Add(delay), Received: fx.sent(i).Add(delay - time.Millisecond),
+		PresentedFrames: pf, Dropped: dropped})
+}
+
+func TestJoinFindsCachedStartCatchUpAndHitches(t *testing.T) {
+	fx := newJoinFixture()
+	// The burst: frames 0 to 69 arrive from 0.3 s after opening, fast;
+	// the page presents frames 20 to 70 (its first callback sees frame
+	// 20 as the 21st presented), dropping 30 of them.
+	opened := fx.w.opened
+	for _, i := range []int{20, 40, 60} {
+		at := opened.Add(300*time.Millisecond + time.Duration(i)*time.Millisecond)
+		fx.present(i, at.Sub(fx.sent(i)), i+1, i/2)
+	}
+	// Frame 70 is the first at the live delay (5 ms): the catch-up.
+	fx.present(70, 5*time.Millisecond, 71, 30)
+	// Then: 71 (its drop is frame 70's, part of the catch-up), 72, a
+	// missed callback for 73 (presented, not dropped), 74, 75, frame 76
+	// never presented, 77, frame 78 dropped by the compositor, 79 … 99.
+	fx.present(71, 5*time.Millisecond, 72, 31)
+	fx.present(72, 5*time.Millisecond, 73, 31)
+	fx.present(74, 5*time.Millisecond, 75, 31)
+	fx.present(75, 5*time.Millisecond, 76, 31)
+	fx.present(77, 5*time.Millisecond, 77, 31)
+	fx.present(79, 5*time.Millisecond, 79, 32)
+	for i := 80; i < 100; i++ {
+		fx.present(i, 5*time.Millisecond, i, 32)
+	}
+	fx.w.decoding = []inboundSample{
+		{inbound: inbound{FramesDecoded: 80}}, {inbound: inbound{FramesDecoded: 95}},
+		{inbound: inbound{FramesDecoded: 95}}, {inbound: inbound{FramesDecoded: 100, FreezeCount: 1}},
+	}
+	src := newSource(fx.records, fx.keys)
+	j := src.join(fx.w, Summary{Frames: 30, P50: 5 * time.Millisecond})
+
+	if j.Keyframe != fx.ts(0) || j.AfterKeyframe != 2*time.Second || !j.HasNextKeyframe || j.NextKeyframe != fx.ts(120) ||
+		j.NextKeyframeAfter != 2*time.Second {
+		t.Errorf("keyframes: %+v", j)
+	}
+	if !j.Cached || j.FirstFrame != fx.ts(20) || j.FirstFrameIndex != 20 || j.FirstPresentedFrames != 21 {
+		t.Errorf("first frame %d (#%d, presented %d), cached %v; want frame #20, presented 21, cached",
+			j.FirstFrame, j.FirstFrameIndex, j.FirstPresentedFrames, j.Cached)
+	}
+	if j.FromOpen != 320*time.Millisecond {
+		t.Errorf("open → first frame %v, want 320ms", j.FromOpen)
+	}
+	if !j.CaughtUp || j.CatchUpFrame != fx.ts(70) || j.BurstFrames != 50 || j.BurstDropped != 31 {
+		t.Errorf("catch-up %v at %d, burst %d frames, %d dropped; want frame 70, 50 frames, 31 dropped",
+			j.CaughtUp, j.CatchUpFrame, j.BurstFrames, j.BurstDropped)
+	}
+	if j.Callbacks != 27 || j.Presented != 29 || j.Jumps != 3 || j.Skipped != 1 || j.Dropped != 1 || j.Unknown != 0 || j.Backwards != 0 {
+		t.Errorf("after catch-up: %d callbacks, %d presented, %d jumps, %d skipped, %d dropped, %d unknown, %d backwards; want 27, 29, 3, 1, 1, 0, 0",
+			j.Callbacks, j.Presented, j.Jumps, j.Skipped, j.Dropped, j.Unknown, j.Backwards)
+	}
+	want := []Hitch{
+		{Callback: 3, After: fx.ts(72), Frames: 1},
+		{Callback: 5, After: fx.ts(75), Frames: 1, Skipped: 1},
+		{Callback: 6, After: fx.ts(77), Frames: 1, Dropped: 1},
+	}
+	if len(j.Hitches) != len(want) {
+		t.Fatalf("hitches %+v, want %+v", j.Hitches, want)
+	}
+	for i, h := range j.Hitches {
+		h.At = time.Time{}
+		if h != want[i] {
+			t.Errorf("hitch %d: %+v, want %+v", i, h, want[i])
+		}
+	}
+	if j.DecodeSamples != 4 || j.DecodeStalls != 1 || j.FramesDecoded != 20 || j.FreezesAfterFirst != 1 {
+		t.Errorf("decoding: %d samples, %d stalls, %d decoded, %d freezes; want 4, 1, 20, 1",
+			j.DecodeSamples, j.DecodeStalls, j.FramesDecoded, j.FreezesAfterFirst)
+	}
+}
+
+func TestJoinFromTheNextLiveKeyframeIsNotCached(t *testing.T) {
+	fx := newJoinFixture()
+	for i := 120; i < 130; i++ {
+		fx.present(i, 5*time.Millisecond, i-119, 0)
+	}
+	j := newSource(fx.records, fx.keys).join(fx.w, Summary{Frames: 10, P50: 5 * time.Millisecond})
+	if j.Cached || j.FirstFrameIndex != 120 {
+		t.Errorf("first frame #%d, cached %v; want #120, not cached", j.FirstFrameIndex, j.Cached)
+	}
+	if !j.CaughtUp || j.CatchUp != 0 || j.Jumps != 0 || j.Skipped != 0 || len(j.Hitches) != 0 {
+		t.Errorf("catch-up %v after %v, %d jumps, %d skipped, hitches %v; want at once, none", j.CaughtUp, j.CatchUp, j.Jumps, j.Skipped, j.Hitches)
+	}
+}
+
+func TestParseUDPStatsReadsTheUdpLines(t *testing.T) {
+	snmp := "Ip: Forwarding DefaultTTL\nIp: 1 64\n" +
+		"Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n" +
+		"Udp: 4936 1 7 70 6 2 0 0 3\n" +
+		"UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n" +
+		"UdpLite: 0 0 0 0 0 0 0 0 0\n"
+	got, err := parseUDPStats(snmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := UDPStats{InDatagrams: 4936, NoPorts: 1, InErrors: 7, OutDatagrams: 70, RcvbufErrors: 6, SndbufErrors: 2, MemErrors: 3}
+	if got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if _, err := parseUDPStats("Ip: Forwarding\nIp: 1\n"); err == nil {
+		t.Error("statistics without Udp lines were accepted")
 	}
 }

@@ -6,16 +6,19 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"lightspeed/shared/browser"
 )
 
 // installJS hooks requestVideoFrameCallback on the viewer page's <video>
-// and keeps the metadata of every presented frame in window.glassBench,
-// where pollJS picks it up. It answers "ok" once the hook is in (also when
-// it was already), or what it waits for. The player makes its <video>
-// from a <template> when its module runs, so the hook waits for it.
+// and keeps the metadata of every presented frame, with the playback
+// quality's frame counts at the callback, and the first time of a few of
+// the <video>'s events in window.glassBench, where pollJS picks them up.
+// It answers "ok" once the hook is in (also when it was already), or what
+// it waits for. The player makes its <video> from a <template> when its
+// module runs, so the hook waits for it.
 const installJS = `(() => {
   if (window.glassBench) return "ok";
   if (location.pathname !== %q) return "page " + location.href;
@@ -24,10 +27,14 @@ const installJS = `(() => {
   if (!v.requestVideoFrameCallback) throw new Error("no requestVideoFrameCallback");
   // late: the page had a frame before the hook was in.
   const late = v.readyState >= 2 || v.getVideoPlaybackQuality().totalVideoFrames > 0;
-  const g = window.glassBench = {frames: [], late};
+  const g = window.glassBench = {frames: [], late, events: {}};
+  for (const e of ["loadedmetadata", "loadeddata", "playing"]) {
+    v.addEventListener(e, () => { g.events[e] ??= performance.now(); });
+  }
   const onFrame = (now, m) => {
+    const q = v.getVideoPlaybackQuality();
     g.frames.push([m.rtpTimestamp ?? -1, m.presentationTime, m.expectedDisplayTime,
-      m.receiveTime ?? -1, m.presentedFrames, now]);
+      m.receiveTime ?? -1, m.presentedFrames, now, q.totalVideoFrames, q.droppedVideoFrames]);
     v.requestVideoFrameCallback(onFrame);
   };
   v.requestVideoFrameCallback(onFrame);
@@ -60,7 +67,7 @@ const pollJS = `(() => {
     if (!best || after - before < best.span) best = {wall: d, perf: (before + after) / 2, span: after - before};
   }
   const q = document.querySelector("video").getVideoPlaybackQuality();
-  return {frames, late: g.late, tickWall: best.wall, tickPerf: best.perf, tickSpan: best.span,
+  return {frames, late: g.late, events: g.events, tickWall: best.wall, tickPerf: best.perf, tickSpan: best.span,
     timeOrigin: performance.timeOrigin, total: q.totalVideoFrames, dropped: q.droppedVideoFrames};
 })()`
 
@@ -75,8 +82,10 @@ const inboundJS = `(async () => {
   });
   return out && {framesReceived: out.framesReceived || 0, framesDecoded: out.framesDecoded || 0,
     framesDropped: out.framesDropped || 0, packetsLost: out.packetsLost || 0, nackCount: out.nackCount || 0,
+    pliCount: out.pliCount || 0, firCount: out.firCount || 0, keyFramesDecoded: out.keyFramesDecoded || 0,
     freezeCount: out.freezeCount || 0, totalFreezesDuration: out.totalFreezesDuration || 0,
-    jitterBufferDelay: out.jitterBufferDelay || 0, jitterBufferEmittedCount: out.jitterBufferEmittedCount || 0};
+    jitterBufferDelay: out.jitterBufferDelay || 0, jitterBufferTargetDelay: out.jitterBufferTargetDelay || 0,
+    jitterBufferEmittedCount: out.jitterBufferEmittedCount || 0};
 })()`
 
 // signalingJS reads, from the page's resource timing, when the first WHEP
@@ -88,14 +97,18 @@ const signalingJS = `(() => {
 
 // poll is pollJS's answer.
 type poll struct {
-	Frames     [][6]float64 `json:"frames"`
-	Late       bool         `json:"late"`
-	TickWall   float64      `json:"tickWall"` // ms since the Unix epoch
-	TickPerf   float64      `json:"tickPerf"` // ms since timeOrigin
-	TickSpan   float64      `json:"tickSpan"` // ms between the readings around the step
-	TimeOrigin float64      `json:"timeOrigin"`
-	Total      int          `json:"total"`
-	Dropped    int          `json:"dropped"`
+	Frames [][8]float64 `json:"frames"`
+	Late   bool         `json:"late"`
+	// Events holds the first time (ms since timeOrigin) the <video> fired
+	// loadedmetadata (it has the first frame's size), loadeddata (it has
+	// a frame) and playing.
+	Events     map[string]float64 `json:"events"`
+	TickWall   float64            `json:"tickWall"` // ms since the Unix epoch
+	TickPerf   float64            `json:"tickPerf"` // ms since timeOrigin
+	TickSpan   float64            `json:"tickSpan"` // ms between the readings around the step
+	TimeOrigin float64            `json:"timeOrigin"`
+	Total      int                `json:"total"`
+	Dropped    int                `json:"dropped"`
 }
 
 // inbound is inboundJS's answer.
@@ -105,9 +118,13 @@ type inbound struct {
 	FramesDropped            int     `json:"framesDropped"`
 	PacketsLost              int     `json:"packetsLost"`
 	NACKCount                int     `json:"nackCount"`
+	PLICount                 int     `json:"pliCount"`
+	FIRCount                 int     `json:"firCount"`
+	KeyFramesDecoded         int     `json:"keyFramesDecoded"`
 	FreezeCount              int     `json:"freezeCount"`
 	TotalFreezesDuration     float64 `json:"totalFreezesDuration"`     // seconds
 	JitterBufferDelay        float64 `json:"jitterBufferDelay"`        // seconds, summed over frames
+	JitterBufferTargetDelay  float64 `json:"jitterBufferTargetDelay"`  // seconds, summed over frames
 	JitterBufferEmittedCount int     `json:"jitterBufferEmittedCount"` // frames
 }
 
@@ -119,7 +136,12 @@ type presented struct {
 	ExpectedDisplay time.Time
 	Received        time.Time // zero when the metadata had no receiveTime
 	PresentedFrames int
-	Callback        float64 // the callback's now, ms since timeOrigin
+	Callback        float64   // the callback's now, ms since timeOrigin
+	CallbackAt      time.Time // the same on the wall clock
+	// Total and Dropped are getVideoPlaybackQuality's totalVideoFrames
+	// and droppedVideoFrames (frames the renderer replaced before they
+	// were shown) when the callback ran.
+	Total, Dropped int
 }
 
 // clockSample is one calibration: the page's wall clock minus its
@@ -157,8 +179,21 @@ type watcher struct {
 	late    bool    // the hook came in after the page's first frame
 	quality []qualitySample
 	inbound *inbound
-	offer   float64 // the WHEP offer was posted, ms since timeOrigin; 0 if unknown
-	answer  float64 // its answer arrived
+	offer   float64   // the WHEP offer was posted, ms since timeOrigin; 0 if unknown
+	answer  float64   // its answer arrived
+	opened  time.Time // the tab was opened (Browser.Open called)
+	// events are the first times of the <video>'s events, on the wall
+	// clock.
+	events map[string]time.Time
+	// decoding samples the video inbound-rtp statistics at every poll
+	// from the first frame on, when Options.JoinAt is set.
+	decoding []inboundSample
+}
+
+// inboundSample is the video inbound-rtp statistics at a wall-clock time.
+type inboundSample struct {
+	At time.Time
+	inbound
 }
 
 // qualitySample is getVideoPlaybackQuality at a wall-clock time.
@@ -188,6 +223,9 @@ func (w *watcher) install(ctx context.Context, path string) error {
 		}
 		select {
 		case <-ctx.Done():
+			if errs := w.tab.ConsoleErrors(); len(errs) > 0 {
+				last += " (console: " + strings.Join(errs, "; ") + ")"
+			}
 			return fmt.Errorf("glass: %s: hooking the video: %s: %w", w.name, last, ctx.Err())
 		case <-tick.C:
 		}
@@ -206,7 +244,14 @@ func (w *watcher) poll(ctx context.Context) error {
 	w.origin, w.late = p.TimeOrigin, p.Late
 	w.clock = append(w.clock, clockSample{Perf: p.TickPerf, Offset: p.TickWall - p.TickPerf, Span: p.TickSpan})
 	offset := w.offset()
-	w.quality = append(w.quality, qualitySample{At: wall(p.TickPerf, offset), Total: p.Total, Dropped: p.Dropped})
+	for e, at := range p.Events {
+		if _, ok := w.events[e]; !ok {
+			if w.events == nil {
+				w.events = map[string]time.Time{}
+			}
+			w.events[e] = wall(at, offset)
+		}
+	}
 	for _, f := range p.Frames {
 		pf := presented{
 			HasTimestamp:    f[0] >= 0,
@@ -214,6 +259,9 @@ func (w *watcher) poll(ctx context.Context) error {
 			ExpectedDisplay: wall(f[2], offset),
 			PresentedFrames: int(f[4]),
 			Callback:        f[5],
+			CallbackAt:      wall(f[5], offset),
+			Total:           int(f[6]),
+			Dropped:         int(f[7]),
 		}
 		if pf.HasTimestamp {
 			pf.RTPTimestamp = uint32(uint64(f[0]))
@@ -247,6 +295,20 @@ func (w *watcher) readInbound(ctx context.Context) error {
 	if w.inbound == nil {
 		return errors.New("glass: " + w.name + ": no video inbound-rtp statistics")
 	}
+	return nil
+}
+
+// sampleInbound appends the PeerConnection's video statistics now to
+// w.decoding.
+func (w *watcher) sampleInbound(ctx context.Context) error {
+	var in *inbound
+	if err := w.tab.Eval(ctx, inboundJS, &in); err != nil {
+		return fmt.Errorf("glass: %s: %w", w.name, err)
+	}
+	if in == nil {
+		return errors.New("glass: " + w.name + ": no video inbound-rtp statistics")
+	}
+	w.decoding = append(w.decoding, inboundSample{At: time.Now(), inbound: *in})
 	return nil
 }
 

@@ -3,6 +3,7 @@ package glass
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,11 +16,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	"lightspeed/function/fanout"
+	"lightspeed/function/relay"
 	"lightspeed/gateway/app"
 	"lightspeed/gateway/hub"
 	"lightspeed/gateway/keys"
@@ -50,7 +54,8 @@ const (
 	// media's video; empty streams the test media.
 	envH264 = "LS_GLASS_H264"
 	// envKeyframes, when "1", makes the stack print a line for every
-	// keyframe the hub releases (see keyframePrefix).
+	// keyframe the hub releases (see keyframePrefix) and keep the
+	// function's statistics in functionFile.
 	envKeyframes = "LS_GLASS_KEYFRAMES"
 )
 
@@ -72,6 +77,26 @@ const readyPrefix = "READY "
 // stack's records tell exactly), so a reader can time a join into the
 // GOP by these lines.
 const keyframePrefix = "KEYFRAME "
+
+// functionFile is the file in the data directory where the stack
+// writes FunctionStats as JSON every functionEvery when
+// $LS_GLASS_KEYFRAMES is 1, replacing it whole.
+const functionFile = "function.json"
+
+// functionEvery is how often the stack writes functionFile.
+const functionEvery = time.Second
+
+// FunctionStats are the embedded function's counters, and how many
+// packets the hub released for it.
+type FunctionStats struct {
+	// HubPackets counts the packets (both tracks) the hub released, as the
+	// stack's own subscription saw them.
+	HubPackets uint64
+	// Relay is what the function's relay client received and recovered.
+	Relay relay.ClientStats
+	// Fanout is what the function did with them.
+	Fanout fanout.Stats
+}
 
 // ServeStack plays Role: a gateway with its embedded function on the veth
 // address of namespace A, and an FTL publisher streaming the test media
@@ -153,6 +178,7 @@ func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
 	sub := g.Hubs().GetOrCreate(channel).Subscribe(hub.SubscribeOptions{Capacity: 4096})
 	defer sub.Close()
 
+	var hubPackets atomic.Uint64 // released by the hub, seen by sub
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.Run(ctx) })
 	eg.Go(func() error {
@@ -183,6 +209,7 @@ func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
 				}
 				return fmt.Errorf("glass: hub: %w", err)
 			}
+			hubPackets.Add(1)
 			if p.Track != hub.Video || (started && p.Timestamp == last) {
 				continue
 			}
@@ -210,6 +237,25 @@ func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
 			}
 		}
 	})
+	if sp.keyframes {
+		eg.Go(func() error {
+			tick := time.NewTicker(functionEvery)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-tick.C:
+				}
+				if f := g.Function(); f != nil {
+					st := FunctionStats{HubPackets: hubPackets.Load(), Relay: f.Client().Stats(), Fanout: f.Fanout().Stats()}
+					if err := writeJSON(filepath.Join(sp.dataDir, functionFile), st); err != nil {
+						return fmt.Errorf("glass: stack: %w", err)
+					}
+				}
+			}
+		})
+	}
 	err = eg.Wait()
 	if n := fl.unmatched(); n > 0 {
 		log.Warn("glass: frames without both a send and a release time", "frames", n)
@@ -217,10 +263,24 @@ func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
 	return err
 }
 
+// writeJSON replaces the file at path with v as JSON, atomically.
+func writeJSON(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
 // loadMedia returns the NAL units and Opus packets to stream: the test
 // media, or the H.264 Annex B file at h264Path with the test media's Opus
-// repeated to last at least as long as the video, so that the loop is the
-// video's length.
+// repeated and cut to last as long as the video. (The publisher starts
+// each loop when the longer track ends: longer audio would hold the video
+// at every loop.)
 func loadMedia(h264Path string) (nals, opus [][]byte, err error) {
 	if opus, err = testmedia.OpusPackets(); err != nil {
 		return nil, nil, err
@@ -239,11 +299,12 @@ func loadMedia(h264Path string) (nals, opus [][]byte, err error) {
 	// The publisher sends testmedia.FrameRate frames and 1000 /
 	// testmedia.OpusFrameLength Opus packets per second.
 	videoMs := countFrames(nals) * 1000 / testmedia.FrameRate
-	audio := opus
-	for len(opus)*testmedia.OpusFrameLength < videoMs {
-		opus = append(opus, audio...)
+	n := (videoMs + testmedia.OpusFrameLength - 1) / testmedia.OpusFrameLength
+	looped := make([][]byte, n)
+	for i := range looped {
+		looped[i] = opus[i%len(opus)]
 	}
-	return nals, opus, nil
+	return nals, looped, nil
 }
 
 // countFrames counts the frames of an H.264 stream: its slices with
