@@ -4,12 +4,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
-	"os"
 	"time"
 
 	"lightspeed/scripts/bench/glass"
@@ -303,16 +301,4 @@ func (r *BrowserReport) print(w io.Writer) {
 	for _, s := range r.Targets.Statements {
 		fmt.Fprintf(w, "  %s\n", s)
 	}
-}
-
-// writeJSON writes the report to path.
-func (r *BrowserReport) writeJSON(path string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("bench: json: %w", err)
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("bench: json: %w", err)
-	}
-	return nil
 }

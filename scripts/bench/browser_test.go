@@ -132,7 +132,7 @@ func TestBrowserReportPrintsAndWritesJSON(t *testing.T) {
 	}
 
 	path := filepath.Join(t.TempDir(), "glass.json")
-	if err := rep.writeJSON(path); err != nil {
+	if err := writeJSON(path, rep); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(path)

@@ -86,9 +86,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -144,30 +146,44 @@ func main() {
 // mainFanout runs the fan-out steps and prints and writes their report.
 func mainFanout(ctx context.Context, cfg config, log *slog.Logger) error {
 	rep, err := run(ctx, cfg, log)
-	if rep != nil {
-		rep.print(os.Stdout)
-		if cfg.jsonFile != "" {
-			if jerr := rep.writeJSON(cfg.jsonFile); jerr != nil && err == nil {
-				err = jerr
-			}
-		}
+	if rep == nil {
+		return err
 	}
-	return err
+	return emit(rep, cfg.jsonFile, err)
 }
 
 // mainBrowser measures glass-to-glass latency and prints and writes its
 // report.
 func mainBrowser(ctx context.Context, cfg config, log *slog.Logger) error {
 	rep, err := runBrowser(ctx, cfg, log)
-	if rep != nil {
-		rep.print(os.Stdout)
-		if cfg.jsonFile != "" {
-			if jerr := rep.writeJSON(cfg.jsonFile); jerr != nil && err == nil {
-				err = jerr
-			}
+	if rep == nil {
+		return err
+	}
+	return emit(rep, cfg.jsonFile, err)
+}
+
+// emit prints rep and writes it as JSON to jsonFile, if set; it returns
+// err, or the JSON's error when there was none.
+func emit(rep interface{ print(io.Writer) }, jsonFile string, err error) error {
+	rep.print(os.Stdout)
+	if jsonFile != "" {
+		if jerr := writeJSON(jsonFile, rep); jerr != nil && err == nil {
+			err = jerr
 		}
 	}
 	return err
+}
+
+// writeJSON writes v as indented JSON to path.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("bench: json: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("bench: json: %w", err)
+	}
+	return nil
 }
 
 // config is the bench's flags.

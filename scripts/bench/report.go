@@ -3,7 +3,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -208,16 +207,4 @@ func (r *Report) print(w io.Writer) {
 	if r.Limits != "" {
 		fmt.Fprintf(w, "\nlimits: %s\n", r.Limits)
 	}
-}
-
-// writeJSON writes the report to path.
-func (r *Report) writeJSON(path string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("bench: json: %w", err)
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("bench: json: %w", err)
-	}
-	return nil
 }
