@@ -27,6 +27,7 @@ const (
 	KeyframeEvery   = 30 // frames from one IDR to the next
 	OpusSampleRate  = 48000
 	OpusFrameLength = 20 // milliseconds per Opus packet
+	Seconds         = 4  // length of the video
 )
 
 //go:embed video.h264 audio.ogg
@@ -78,9 +79,15 @@ func SplitH264(annexB []byte) ([][]byte, error) {
 }
 
 // OpusPackets returns the Opus packets of the Ogg file in order, without
-// the OpusHead and OpusTags header packets.
+// the OpusHead and OpusTags header packets, as many as last as long as the
+// video: the encoder adds a packet for its pre-skip, and a publisher that
+// loops both tracks would otherwise pause the video 20 ms every loop.
 func OpusPackets() ([][]byte, error) {
-	return SplitOgg(Opus())
+	packets, err := SplitOgg(Opus())
+	if err != nil {
+		return nil, err
+	}
+	return packets[:min(len(packets), Seconds*1000/OpusFrameLength)], nil
 }
 
 // SplitOgg returns the Opus packets of an Ogg Opus file in order, without

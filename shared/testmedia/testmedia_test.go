@@ -172,9 +172,22 @@ func TestOpusIsStereo48kHzIn20msPacketsLastingAsLongAsTheVideo(t *testing.T) {
 			t.Errorf("packet %d (TOC %#02x) is mono", i, p[0])
 		}
 	}
-	// 4 s of 20 ms packets; the encoder may add one for its pre-skip.
-	if n := len(packets); n < 200 || n > 202 {
-		t.Errorf("got %d packets, want about 200 (4 s of 20 ms)", n)
+	// Exactly as long as the video, so that the two loop together.
+	if n := len(packets); n != Seconds*1000/OpusFrameLength {
+		t.Errorf("got %d packets, want %d (%d s of 20 ms)", n, Seconds*1000/OpusFrameLength, Seconds)
+	}
+	nals, err := NALUnits()
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := 0
+	for _, nal := range nals {
+		if typ := nal[0] & 0x1f; typ == 1 || typ == 5 { // one slice per frame
+			frames++
+		}
+	}
+	if frames != Seconds*FrameRate {
+		t.Errorf("the video has %d frames, want %d (%d s at %d fps)", frames, Seconds*FrameRate, Seconds, FrameRate)
 	}
 }
 
