@@ -375,14 +375,15 @@ func (f *function) forward(ctx context.Context, fw *forward) {
 // Pacing of a forward: the keyframe cache a subscription starts with
 // (thousands of packets at once) is spread out, so that it does not
 // overflow quic-go's 128-datagram receive queue at the function, which
-// drops silently. Only a backlog of paceBacklog packets or more is paced:
-// live streams (a few thousand packets a second, a keyframe of a few
-// dozen at once) pass untouched. (Pacing every packet held a live
-// keyframe's last packets up to 4 ms.)
+// drops silently. Only while paceBacklog packets or more wait is a
+// subscription paced (after a burst of paceBurst): live streams (a few
+// thousand packets a second, a keyframe of a few dozen at once, which the
+// forwarding keeps up with) pass untouched. (Pacing every packet held a
+// live keyframe's last packets up to 4 ms.)
 const (
 	paceRate    = 10000 // datagrams per second
 	paceBurst   = 64    // datagrams sent back to back
-	paceBacklog = 128   // queued packets that make a cache burst (quic-go's receive queue holds 128)
+	paceBacklog = 32    // queued packets that make a burst: its last 31 go unpaced, a quarter of quic-go's 128-datagram receive queue
 )
 
 // pacer spaces datagrams to paceRate after a burst of paceBurst (a

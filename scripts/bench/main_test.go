@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"lightspeed/shared/netns"
 	"lightspeed/shared/testmedia"
 )
 
@@ -40,6 +41,7 @@ func TestSmallRunMeasuresEveryFigure(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a gateway, a function and the baseline")
 	}
+	netns.Exclusive(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cfg := config{

@@ -101,15 +101,23 @@ func Chromium() (path string, err error) {
 	return "", errors.New("browser: chromium not found in PATH or /usr/bin")
 }
 
+// TB is the part of testing.TB that Require uses.
+type TB interface {
+	netns.TB
+	netns.ExclusiveTB
+}
+
 // Require skips the test, saying why, when namespaces cannot be made here
 // or Chromium is missing. When the environment variable CI is "true" it
-// fails the test instead.
-func Require(t netns.TB) {
+// fails the test instead. A test that runs holds the machine: Chromium
+// tests run one at a time (netns.Exclusive).
+func Require(t TB) {
 	t.Helper()
 	netns.Require(t)
 	if _, err := Chromium(); err != nil {
 		netns.Unavailable(t, err)
 	}
+	netns.Exclusive(t)
 }
 
 // Browser is a running headless Chromium. Its methods are safe to call

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -314,4 +315,21 @@ func TestNetemSetsDelayAndLossOnThatSidesVeth(t *testing.T) {
 			t.Errorf("qdisc lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+func TestExclusiveHoldsTheLockUntilTheTestEnds(t *testing.T) {
+	lock := filepath.Join(os.TempDir(), "lightspeed-exclusive-tests.lock")
+	t.Run("holder", func(t *testing.T) {
+		Exclusive(t)
+		f, err := os.Open(lock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+			t.Fatal("another open file took the lock while the test held it")
+		}
+	})
+	// Had the first test kept the lock, this one would wait forever.
+	t.Run("next", func(t *testing.T) { Exclusive(t) })
 }

@@ -56,14 +56,8 @@ func TestGlassToGlassShort(t *testing.T) {
 			}
 		}
 	}
-	res, err := Run(t.Context(), opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var table bytes.Buffer
-	res.WriteTable(&table)
-	t.Logf("\n%s", &table)
-	if !strings.Contains(table.String(), "browser 1 tab 1") || !strings.Contains(table.String(), "creep") {
+	res, table := runLogged(t, opt)
+	if !strings.Contains(table, "browser 1 tab 1") || !strings.Contains(table, "creep") {
 		t.Errorf("the table lacks the viewer's row or the creep line")
 	}
 
@@ -227,6 +221,19 @@ func TestAnalyzeCountsOnlyTheMeasurementWindow(t *testing.T) {
 	}
 }
 
+// runLogged runs the measurement and logs its table, which it returns.
+func runLogged(t *testing.T, opt Options) (*Result, string) {
+	t.Helper()
+	res, err := Run(t.Context(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	res.WriteTable(&table)
+	t.Logf("\n%s", &table)
+	return res, table.String()
+}
+
 // gop4 is the fan-out bench's clip with a keyframe every 4 s.
 const gop4 = "../testdata/gop4.h264"
 
@@ -238,13 +245,7 @@ func TestLateJoinStartsFromTheCachedKeyframe(t *testing.T) {
 	netns.Require(t)
 	browser.Require(t)
 	opt := Options{H264: gop4, JoinAt: 2 * time.Second, Warmup: 2 * time.Second, Duration: 6 * time.Second, Logf: t.Logf}
-	res, err := Run(t.Context(), opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var table bytes.Buffer
-	res.WriteTable(&table)
-	t.Logf("\n%s", &table)
+	res, _ := runLogged(t, opt)
 	if len(res.Viewers) != 1 {
 		t.Fatalf("%d viewers measured, want 1", len(res.Viewers))
 	}
