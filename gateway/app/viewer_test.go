@@ -307,7 +307,6 @@ func TestViewersReceiveTheSourceThroughRelayAndFunctions(t *testing.T) {
 		rec.waitFor(t, 150, 150)
 		rec.check(t, name)
 	}
-
 }
 
 func TestRelayLossIsRecovered(t *testing.T) {

@@ -91,9 +91,8 @@ func (sess *session) learnedAddr() netip.AddrPort {
 // begin starts the stream on the channel's hub, after ".".
 func (sess *session) begin() {
 	s := sess.srv
-	sess.started = time.Now()
-	sess.hub = s.hubs.GetOrCreate(sess.channel)
-	sess.hub.StartPublish(hub.PublisherInfo{
+	h := s.hubs.GetOrCreate(sess.channel)
+	h.StartPublish(hub.PublisherInfo{
 		Software:         sess.software,
 		Remote:           sess.ctl.remote.String(),
 		VideoCodec:       "H264",
@@ -101,6 +100,11 @@ func (sess *session) begin() {
 		VideoPayloadType: sess.video.pt,
 		AudioPayloadType: sess.audio.pt,
 	})
+	// The media socket knows the session already (register came first):
+	// its packets wait for the hub under the lock.
+	sess.mu.Lock()
+	sess.started, sess.hub = time.Now(), h
+	sess.mu.Unlock()
 	s.metrics.streams.Inc()
 	s.log.Info("ftl: stream started", "channel", sess.channel, "remote", sess.ctl.remote.String(),
 		"software", sess.software, "video_ssrc", sess.video.ssrc, "audio_ssrc", sess.audio.ssrc)
@@ -295,6 +299,12 @@ func (sess *session) onRTP(pkt *rtp.Packet, size int, from netip.AddrPort, now t
 	}
 	if reason := sess.checkSource(from); reason != "" {
 		s.metrics.rejected.WithLabelValues(reason).Inc()
+		return
+	}
+	if sess.hub == nil {
+		// Registered, but the stream has not begun: media sent before
+		// the server's reply to ".".
+		s.metrics.rejected.WithLabelValues("not_started").Inc()
 		return
 	}
 	isVideo := pkt.SSRC == sess.video.ssrc && sess.video.enabled

@@ -113,6 +113,37 @@ func TestMediaFromOtherSourcesNeverReachesTheHub(t *testing.T) {
 	}
 }
 
+// Media of a registered session that has not begun (the server has not
+// replied to "." yet) is dropped and counted, and flows once it begins.
+func TestMediaBeforeTheStreamBeginsIsDropped(t *testing.T) {
+	s := startServer(t, Config{})
+	pub := udpFrom(t, s, "127.0.0.1")
+	ctl := &control{srv: s.Server, conn: discardConn{}, remote: netip.MustParseAddrPort("127.0.0.1:1")}
+	sess := newSession(s.Server, ctl, 77, netip.MustParseAddr("127.0.0.1"))
+	sess.video = trackState{enabled: true, pt: 96, ssrc: 78}
+	sess.audio = trackState{enabled: true, pt: 97, ssrc: 77}
+	if err := s.register(sess); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.end("test over", 0) })
+
+	send(t, pub, rtpBytes(t, 78, 96, 100, 0, true, idrPayload))
+	barrier(t, pub)
+	if got := testutil.ToFloat64(s.metrics.rejected.WithLabelValues("not_started")); got != 1 {
+		t.Fatalf("rejected{reason=not_started} = %v, want 1", got)
+	}
+	if h := s.hubs.Get(77); h != nil && h.Stats().PacketsIn != 0 {
+		t.Fatalf("hub got %d packets before the stream began", h.Stats().PacketsIn)
+	}
+
+	sess.begin()
+	send(t, pub, rtpBytes(t, 78, 96, 101, 3000, true, sliceBytes))
+	barrier(t, pub)
+	if got := s.hubs.Get(77).Stats().PacketsIn; got != 1 {
+		t.Fatalf("hub got %d packets after the stream began, want 1", got)
+	}
+}
+
 func TestSpeedTestAudioIsDroppedUntilTheFirstVideoPacket(t *testing.T) {
 	s := startServer(t, Config{})
 	c := dial(t, s)

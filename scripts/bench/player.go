@@ -13,21 +13,14 @@ import (
 	"lightspeed/shared/viewer"
 )
 
-// readBuffer is the receive buffer of every viewer socket. Linux's
-// default (208 KB, about 90 loopback packets of 1200 bytes) overflows
-// when a keyframe reaches many viewers in this one busy process, and
-// these viewers do not NACK; a browser would ask for the packets again.
-// The kernel caps it at net.core.rmem_max.
-const readBuffer = 1 << 20
-
 // srtpWindow is the SRTP replay window of the bench's viewers: pion's
 // default, as they have no NACKs to bring packets back late.
 const srtpWindow = 64
 
 // player opens the bench's WHEP viewers: shared/viewer made lighter, with
 // no interceptors (no NACKs, no receiver reports), loopback candidates
-// only and no mDNS, larger socket receive buffers with kernel receive
-// times (stampNet), and a reader per track that hands the packet's RTP
+// only and no mDNS, kernel receive times (stampNet; shared/viewer gives
+// the sockets large receive buffers), and a reader per track that hands the packet's RTP
 // header to a callback without copying or allocating.
 type player struct {
 	epoch time.Time

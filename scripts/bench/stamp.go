@@ -17,8 +17,7 @@ import (
 // other RTP payload type a viewer receives is video.
 const opusPT = 111
 
-// stampNet is the standard network whose UDP sockets have larger receive
-// buffers and note the kernel's receive time of every video packet in
+// stampNet is the standard network whose UDP sockets note the kernel's receive time of every video packet in
 // arrivals: the SRTP header is not encrypted, so the sequence number,
 // timestamp and marker can be read before pion decrypts. A packet waits
 // in the socket for the viewer's goroutines to read it; on a busy
@@ -40,7 +39,6 @@ func (n stampNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPCo
 	if !ok || (laddr != nil && laddr.IP.IsMulticast()) {
 		return c, nil
 	}
-	uc.SetReadBuffer(readBuffer)
 	raw, err := uc.SyscallConn()
 	if err != nil {
 		return c, nil

@@ -95,9 +95,11 @@ func newPeerConnection(o Options) (*webrtc.PeerConnection, error) {
 		se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	}
-	if o.Net != nil {
-		se.SetNet(o.Net)
+	n, err := newBufferedNet(o.Net)
+	if err != nil {
+		return nil, err
 	}
+	se.SetNet(n)
 	if o.NoMDNS {
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	}

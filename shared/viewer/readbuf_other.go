@@ -1,0 +1,5 @@
+//go:build !linux
+
+package viewer
+
+func setReadBuffer(c syscallConn, size int) { _ = c.SetReadBuffer(size) }
