@@ -44,8 +44,21 @@ const (
 	maxBackoff      = 5 * time.Second
 )
 
-// nackPolicy is how the client asks for relay losses again.
-var nackPolicy = nack.Policy{Tries: 3, Retry: 20 * time.Millisecond, Timeout: time.Second}
+// nackPolicy is how the client asks for relay losses again. A new
+// subscription starts with the keyframe cache, hundreds to thousands of
+// datagrams at once; when they overflow quic-go's 128-datagram queue, far
+// more than the default 64 go missing together, and a hole given up leaves
+// a late viewer frozen until the next keyframe: so each flow tracks up to
+// MaxTracked holes. Batch keeps one tick's request within the sequence
+// numbers one nack message may carry (the gateway closes the connection on
+// a larger one); the rest are asked for at the next tick.
+var nackPolicy = nack.Policy{
+	Tries:       3,
+	Retry:       20 * time.Millisecond,
+	Timeout:     time.Second,
+	Outstanding: nack.MaxTracked,
+	Batch:       relaywire.MaxNACKSeqs,
+}
 
 // ErrStopped is returned by the methods that wait for a connection once
 // Run has returned.

@@ -40,7 +40,8 @@ func (f *flow) restart(seq uint16, now time.Time) {
 
 // accept records the arrival of seq and reports whether to hand the packet
 // on: every sequence number once, whether it came in order, as a
-// retransmission, or late after its NACKs were given up; duplicates not.
+// retransmission (even one from behind the window: the tracker still knew
+// its hole), or late after its NACKs were given up; duplicates not.
 func (f *flow) accept(seq uint16, now time.Time, st *counters) bool {
 	if !f.started {
 		f.restart(seq, now)
@@ -59,6 +60,12 @@ func (f *flow) accept(seq uint16, now time.Time, st *counters) bool {
 		}
 		f.highest = seq
 		f.mark(seq)
+	case d <= -window && recovered:
+		// A retransmission of a hole still tracked, come back after the
+		// window moved past it (a burst of losses in a keyframe cache that
+		// keeps coming): hand it on, but leave the ring alone, whose bit for
+		// it now stands for a newer sequence number.
+		st.recovered.Add(1)
 	case d <= -window:
 		// Far behind: the numbering restarted; follow it.
 		f.restart(seq, now)

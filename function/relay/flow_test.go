@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"testing"
 	"time"
 
@@ -25,7 +26,16 @@ func TestFlowHandsOnEachPacketOnce(t *testing.T) {
 		{"wrap-around", []uint16{65534, 65535, 1, 0}, []bool{true, true, true, true}, 1, 1, 0},
 		{"a forward jump is no loss", []uint16{10, 11, 11 + nack.MaxJump + 1, 11 + nack.MaxJump + 2}, []bool{true, true, true, true}, 0, 0, 0},
 		{"numbering restarted far behind", []uint16{40000, 40001, 39000, 39001}, []bool{true, true, true, true}, 0, 0, 0},
-		{"the edge of the window", []uint16{1000, 1511, 1000, 1001}, []bool{true, true, false, true}, 510, 0, 1},
+		// 1511 opens the 510 holes 1001..1510. 1000, 511 behind, is still
+		// in the window: a duplicate. 1001 fills the oldest hole: the flow
+		// tracks up to nack.MaxTracked holes, so it was still asked for and
+		// counts as recovered (the default 64 would have given it up: late).
+		{"the edge of the window", []uint16{1000, 1511, 1000, 1001}, []bool{true, true, false, true}, 510, 1, 1},
+		// 1001 comes back 599 behind the newest, beyond the window, but
+		// its hole is still tracked: a retransmission, not a new numbering
+		// (which would have made 1500 open 498 holes).
+		{"a retransmission from behind the window", []uint16{1000, 1002, 1400, 1600, 1001, 1500},
+			[]bool{true, true, true, true, true, true}, 1 + 397 + 199, 2, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,6 +77,95 @@ func TestFlowHandsOnAPacketArrivingAfterItsNACKsWereGivenUp(t *testing.T) {
 	if st.late.Load() != 1 || st.recovered.Load() != 0 || st.duplicates.Load() != 1 {
 		t.Errorf("late %d recovered %d duplicates %d", st.late.Load(), st.recovered.Load(), st.duplicates.Load())
 	}
+}
+
+// TestFlowAsksForEachPacketLostInABurst loses 300 consecutive datagrams of
+// a keyframe cache, as an overflowing datagram queue does, and runs the
+// NACK ticker's steps on the flow: every lost packet is asked for, in
+// messages the gateway accepts, and each retransmission is handed on,
+// though it comes 600 to 900 behind the newest, beyond the window.
+func TestFlowAsksForEachPacketLostInABurst(t *testing.T) {
+	const first, lost, total = 100, 300, 1000 // datagrams first..first+lost-1 are lost
+	t0 := time.Unix(1_700_000_000, 0)
+	id := relaywire.FlowOf(77, relaywire.Video)
+	start := func() (*flow, *counters) {
+		f := &flow{channel: 77, track: relaywire.Video, tracker: nack.Tracker{Policy: nackPolicy}}
+		st := new(counters)
+		for seq := range uint16(total) {
+			if seq < first || seq >= first+lost {
+				if !f.accept(seq, t0, st) {
+					t.Fatalf("packet %d not handed on", seq)
+				}
+			}
+		}
+		if st.lost.Load() != lost {
+			t.Fatalf("%d counted lost, want %d", st.lost.Load(), lost)
+		}
+		return f, st
+	}
+	// due is one tick of the NACK ticker: the flow's due sequence numbers,
+	// sent through the wire format as one nack message.
+	due := func(f *flow, now time.Time) []uint16 {
+		t.Helper()
+		seqs := f.tracker.Due(now, nil)
+		if len(seqs) == 0 {
+			return nil
+		}
+		b, err := relaywire.AppendMessage(nil, &relaywire.NACK{Flow: id, Seqs: seqs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := relaywire.ReadMessage(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("the gateway refuses a nack of %d sequence numbers: %v", len(seqs), err)
+		}
+		return m.(*relaywire.NACK).Seqs
+	}
+
+	t.Run("retransmissions arrive", func(t *testing.T) {
+		f, st := start()
+		asked := make(map[uint16]int)
+		now := t0
+		for range 2 * lost / relaywire.MaxNACKSeqs {
+			now = now.Add(nackInterval)
+			for _, seq := range due(f, now) {
+				asked[seq]++
+				// The retransmission comes before the next tick.
+				if !f.accept(seq, now.Add(nackInterval/2), st) {
+					t.Fatalf("retransmission %d not handed on", seq)
+				}
+			}
+		}
+		for seq := uint16(first); seq < first+lost; seq++ {
+			if asked[seq] != 1 {
+				t.Errorf("packet %d asked for %d times, want once", seq, asked[seq])
+			}
+		}
+		if len(asked) != lost || st.recovered.Load() != lost || st.late.Load() != 0 || f.tracker.Outstanding() != 0 {
+			t.Errorf("asked for %d, recovered %d, late %d, still outstanding %d; want %d, %d, 0, 0",
+				len(asked), st.recovered.Load(), st.late.Load(), f.tracker.Outstanding(), lost, lost)
+		}
+	})
+
+	t.Run("nothing comes back", func(t *testing.T) {
+		// Every packet still gets all its tries before the timeout, though
+		// one message carries at most relaywire.MaxNACKSeqs of them.
+		f, _ := start()
+		asked := make(map[uint16]int)
+		for now := t0.Add(nackInterval); now.Sub(t0) <= nackPolicy.Timeout; now = now.Add(nackInterval) {
+			for _, seq := range due(f, now) {
+				asked[seq]++
+			}
+		}
+		for seq := uint16(first); seq < first+lost; seq++ {
+			if asked[seq] != nackPolicy.Tries {
+				t.Errorf("packet %d asked for %d times, want %d", seq, asked[seq], nackPolicy.Tries)
+			}
+		}
+		if len(asked) != lost || f.tracker.Outstanding() != 0 {
+			t.Errorf("asked for %d packets, %d still outstanding; want %d, 0", len(asked), f.tracker.Outstanding(), lost)
+		}
+	})
 }
 
 func TestFingerprintAcceptsColonsAndUppercase(t *testing.T) {
