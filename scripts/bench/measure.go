@@ -146,6 +146,7 @@ func (b *bench) step(ctx context.Context, t target, a *audience, n int, idle idl
 	if s1 := b.sendPath(ctx, t); s0 != nil && s1 != nil {
 		row.Send = s1.since(s0)
 	}
+	row.Memory = b.memory(ctx, t)
 	if profiling {
 		b.signal(t.pid, syscall.SIGUSR2)
 	}
@@ -321,6 +322,38 @@ func (s *sendFigures) since(o *sendFigures) *sendFigures {
 // sendPath reads the send counters from the target's metrics, nil when
 // it has none or they cannot be read.
 func (b *bench) sendPath(ctx context.Context, t target) *sendFigures {
+	m := b.scrape(ctx, t, "lightspeed_function_sendmmsg_calls_total", "lightspeed_function_batched_datagrams_total",
+		"lightspeed_function_segmented_datagrams_total", "lightspeed_function_send_errors_total")
+	if m == nil {
+		return nil
+	}
+	return &sendFigures{
+		Calls:     uint64(m["lightspeed_function_sendmmsg_calls_total"]),
+		Datagrams: uint64(m["lightspeed_function_batched_datagrams_total"]),
+		Segmented: uint64(m["lightspeed_function_segmented_datagrams_total"]),
+		Errors:    uint64(m["lightspeed_function_send_errors_total"]),
+	}
+}
+
+// memFigures is where the function's memory is, from its Go runtime.
+type memFigures struct {
+	HeapInuse  float64 `json:"heap_inuse_bytes"`
+	StackInuse float64 `json:"stack_inuse_bytes"`
+	Goroutines float64 `json:"goroutines"`
+}
+
+// memory reads the target's Go memory figures, nil when it has none.
+func (b *bench) memory(ctx context.Context, t target) *memFigures {
+	m := b.scrape(ctx, t, "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_goroutines")
+	if m == nil {
+		return nil
+	}
+	return &memFigures{m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"]}
+}
+
+// scrape reads the named unlabelled samples of the target's metrics; nil
+// when it has none or they cannot be read.
+func (b *bench) scrape(ctx context.Context, t target, names ...string) map[string]float64 {
 	if t.metrics == "" {
 		return nil
 	}
@@ -336,25 +369,19 @@ func (b *bench) sendPath(ctx context.Context, t target) *sendFigures {
 		return nil
 	}
 	defer resp.Body.Close()
-	var f sendFigures
-	fields := map[string]*uint64{
-		"lightspeed_function_sendmmsg_calls_total":      &f.Calls,
-		"lightspeed_function_batched_datagrams_total":   &f.Datagrams,
-		"lightspeed_function_segmented_datagrams_total": &f.Segmented,
-		"lightspeed_function_send_errors_total":         &f.Errors,
-	}
+	out := make(map[string]float64, len(names))
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		name, value, ok := strings.Cut(sc.Text(), " ")
-		if p := fields[name]; ok && p != nil {
-			v, err := strconv.ParseFloat(value, 64)
-			if err == nil {
-				*p = uint64(v)
-			}
+		if !ok || !slices.Contains(names, name) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			out[name] = v
 		}
 	}
 	if sc.Err() != nil {
 		return nil
 	}
-	return &f
+	return out
 }

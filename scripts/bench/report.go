@@ -75,6 +75,8 @@ type Row struct {
 
 	// The function's batched sends in the window (nil for the baseline).
 	Send *sendFigures `json:"send,omitempty"`
+	// The function's Go heap and goroutine stacks at the window's end.
+	Memory *memFigures `json:"memory,omitempty"`
 
 	// Delay from the sender (the gateway's input, or the baseline's feed)
 	// to the viewers' sockets (the kernel's receive time), over the first
@@ -185,6 +187,24 @@ func (r *Report) print(w io.Writer) {
 		fmt.Fprintf(w, "%s, %d viewers: %.1f datagrams per sendmmsg call, %.0f%% of them in segmented runs to one viewer (UDP GSO), %d send errors\n",
 			x.Stack, x.Playing, float64(x.Send.Datagrams)/float64(x.Send.Calls),
 			100*float64(x.Send.Segmented)/float64(max(x.Send.Datagrams, 1)), x.Send.Errors)
+	}
+	var prev *Row
+	for i := range r.Rows {
+		x := &r.Rows[i]
+		if x.Memory == nil {
+			continue
+		}
+		m := x.Memory
+		fmt.Fprintf(w, "%s, %d viewers: Go heap in use %.1f MB, goroutine stacks %.1f MB, %.0f goroutines",
+			x.Stack, x.Playing, m.HeapInuse/1e6, m.StackInuse/1e6, m.Goroutines)
+		if prev != nil && prev.Stack == x.Stack && x.Playing > prev.Playing {
+			n := float64(x.Playing - prev.Playing)
+			p := prev.Memory
+			fmt.Fprintf(w, "; per added viewer: heap %.0f KB, stacks %.0f KB, %.1f goroutines",
+				(m.HeapInuse-p.HeapInuse)/n/1e3, (m.StackInuse-p.StackInuse)/n/1e3, (m.Goroutines-p.Goroutines)/n)
+		}
+		fmt.Fprintln(w)
+		prev = x
 	}
 	if len(r.Ratios) > 0 {
 		fmt.Fprintln(w, "\nlightspeed vs baseline (marginal µs per delivered packet):")
