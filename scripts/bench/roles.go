@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	functionapp "lightspeed/function/app"
 	"lightspeed/shared/envconfig"
@@ -76,13 +77,25 @@ func serveFunction(path string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	functionapp.TuneGC()
-	f, err := functionapp.New(cfg, log, prometheus.NewRegistry())
+	// The function command registers on the default registry, with the Go
+	// runtime's collectors: so does this one.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f, err := functionapp.New(cfg, log, reg)
 	if err != nil {
 		return err
 	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2)
+	profiled := make(chan struct{})
+	defer func() {
+		// Profiles asked for before the end are written whole.
+		signal.Stop(sigs)
+		close(sigs)
+		<-profiled
+	}()
 	go func() {
+		defer close(profiled)
 		var out *os.File
 		for s := range sigs {
 			switch {
