@@ -54,8 +54,8 @@ type trackMedia struct {
 	ssrc, oldSSRC uint32
 	seqOff        uint16
 	tsOff         uint32
-	lastTS        uint32    // output timestamp of the newest packet
-	lastAt        time.Time // when the newest packet arrived
+	lastTS        uint32    // output timestamp of the newest frame
+	lastAt        time.Time // when the first packet of that frame arrived
 }
 
 // frameHold is how long the packets of a video frame wait for its marker
@@ -135,7 +135,10 @@ func (ch *channel) ingest(t relaywire.Track, pkt []byte, now time.Time) {
 		ch.duplicates.Add(1)
 		return
 	}
-	if p.seq == m.cache.last {
+	// The newest frame's timestamp and when its first packet came: the
+	// track's clock, from which sender reports and a restart extrapolate.
+	// A frame's later packets come later only because of the frame's size.
+	if p.seq == m.cache.last && (p.ts != m.lastTS || m.lastAt.IsZero()) {
 		m.lastTS, m.lastAt = p.ts, now
 	}
 	e := entry{track: t, seq: p.seq}
@@ -208,13 +211,13 @@ func (ch *channel) stopHold() {
 func (ch *channel) restart(t relaywire.Track, h rtpHeader, now time.Time) {
 	m := &ch.media[t]
 	pause := min(max(now.Sub(m.lastAt), 0), time.Hour) // an hour of ticks fits in 32 bits
-	ticks := uint32(pause.Seconds() * float64(m.clock))
-	if ticks == 0 {
-		ticks = 1
+	n := uint32(ticks(pause, m.clock))
+	if n == 0 {
+		n = 1
 	}
 	m.oldSSRC, m.ssrc = m.ssrc, h.ssrc
 	m.seqOff = m.cache.last + 1 - h.seq
-	m.tsOff = m.lastTS + ticks - h.ts
+	m.tsOff = m.lastTS + n - h.ts
 	m.cache.fresh = true
 	if t == relaywire.Video {
 		for _, v := range ch.viewers {
@@ -254,4 +257,28 @@ func (ch *channel) clock(t relaywire.Track) uint32 {
 	ch.mu.RLock()
 	defer ch.mu.RUnlock()
 	return ch.media[t].clock
+}
+
+// rtpTime is the RTP timestamp of track t at now: the newest frame's
+// timestamp advanced on the track's clock by the time since its first
+// packet came. Every viewer of the channel gets the same clock, and audio
+// and video are tied to the same wall clock. ok is false while the track
+// has had no packet.
+func (ch *channel) rtpTime(t relaywire.Track, now time.Time) (ts uint32, ok bool) {
+	ch.mu.RLock()
+	m := &ch.media[t]
+	last, at, clock := m.lastTS, m.lastAt, m.clock
+	ch.mu.RUnlock()
+	if at.IsZero() {
+		return 0, false
+	}
+	return last + uint32(ticks(now.Sub(at), clock)), true
+}
+
+// ticks is d in ticks of a clock of the given rate, rounded toward zero
+// (negative for a negative d). It is exact for any d: a 32-bit timestamp
+// takes its low 32 bits.
+func ticks(d time.Duration, clock uint32) int64 {
+	c := int64(clock)
+	return int64(d/time.Second)*c + int64(d%time.Second)*c/int64(time.Second)
 }

@@ -27,7 +27,6 @@ import (
 	"github.com/pion/dtls/v2"
 	"github.com/pion/ice/v2"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/webrtc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -155,6 +154,7 @@ type Fanout struct {
 	running       map[*viewer]struct{}     // viewers whose goroutines still run
 	totals        Stats                    // counts of retired viewers and removed channels
 
+	quit  chan struct{}  // closed by Close: stops the sender reports
 	wg    sync.WaitGroup // every goroutine and pending grace timer
 	load  loadMeter
 	hooks hooks
@@ -184,6 +184,7 @@ func New(cfg Config, up Upstream) (*Fanout, error) {
 		channels:      make(map[uint32]*channel),
 		unsubscribing: make(map[uint32]chan struct{}),
 		running:       make(map[*viewer]struct{}),
+		quit:          make(chan struct{}),
 	}
 	f.chans.Store(&map[uint32]*channel{})
 	f.load.reset(time.Now())
@@ -198,13 +199,13 @@ func New(cfg Config, up Upstream) (*Fanout, error) {
 		}
 	}
 	f.newWriters()
+	f.startReports()
 	f.log.Info("fanout: listening", "addr", f.Addr().String(), "public_ips", strings.Join(cfg.PublicIPs, ","))
 	return f, nil
 }
 
 // newAPI builds the fan-out's own pion API: the codecs it sends, one UDP
-// port for all ICE traffic, and sender reports as the only interceptor
-// (NACKs are answered from the shared caches, not from per-viewer copies).
+// port for all ICE traffic, and no interceptors.
 func (f *Fanout) newAPI(loggers pionLoggers) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	for _, c := range h264Codecs() {
@@ -219,12 +220,12 @@ func (f *Fanout) newAPI(loggers pionLoggers) (*webrtc.API, error) {
 		return nil, fmt.Errorf("fanout: register playout-delay: %w", err)
 	}
 
-	reports, err := report.NewSenderInterceptor(report.WithSenderLoggerFactory(loggers))
-	if err != nil {
-		return nil, fmt.Errorf("fanout: sender reports: %w", err)
-	}
+	// No interceptor: each would sit on the write path of every packet to
+	// every viewer, and pion's sender-report interceptor also runs a
+	// goroutine per viewer. NACKs are answered from the shared caches (not
+	// from per-viewer copies) and the fan-out writes its own sender reports
+	// (report.go).
 	ir := &interceptor.Registry{}
-	ir.Add(reports)
 
 	se := webrtc.SettingEngine{LoggerFactory: loggers}
 	se.SetICEUDPMux(f.mux)
@@ -320,7 +321,7 @@ func (f *Fanout) Stats() Stats {
 
 func (v *viewer) addCounters(s *Stats) {
 	c := &v.counters
-	s.PacketsSent += c.sent.Load()
+	s.PacketsSent += c.sent()
 	s.BytesSent += c.bytes.Load()
 	s.QueueDrops += v.queue.dropped.Load()
 	s.NACKed += c.nacked.Load()
@@ -397,6 +398,7 @@ func (f *Fanout) Close() error {
 	for _, w := range f.writers {
 		close(w.quit)
 	}
+	close(f.quit)
 	f.wg.Wait()
 
 	f.mu.Lock()

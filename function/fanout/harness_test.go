@@ -17,6 +17,7 @@ import (
 
 	"github.com/pion/ice/v2"
 	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v3"
 
@@ -319,13 +320,15 @@ func viewerAPI(t testing.TB, withNACK bool) *webrtc.API {
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 }
 
-// peer is a pion viewer that records every RTP packet it receives.
+// peer is a pion viewer that records every RTP packet and every sender
+// report it receives.
 type peer struct {
 	t  *testing.T
 	pc *webrtc.PeerConnection
 
 	mu     sync.Mutex
 	pkts   [2][]*rtp.Packet // arrival order
+	srs    [2][]rtcp.SenderReport
 	remote [2]*webrtc.TrackRemote
 	wg     sync.WaitGroup
 }
@@ -337,7 +340,7 @@ func newPeer(t *testing.T, api *webrtc.API) *peer {
 		t.Fatal(err)
 	}
 	p := &peer{t: t, pc: pc}
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	pc.OnTrack(func(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 		k := relaywire.Video
 		if tr.Kind() == webrtc.RTPCodecTypeAudio {
 			k = relaywire.Audio
@@ -345,6 +348,7 @@ func newPeer(t *testing.T, api *webrtc.API) *peer {
 		p.mu.Lock()
 		p.remote[k] = tr
 		p.mu.Unlock()
+		go p.readReports(k, uint32(tr.SSRC()), recv)
 		for {
 			pkt, _, err := tr.ReadRTP()
 			if err != nil {
@@ -357,6 +361,31 @@ func newPeer(t *testing.T, api *webrtc.API) *peer {
 	})
 	t.Cleanup(func() { pc.Close() })
 	return p
+}
+
+// readReports records the sender reports about the track's SSRC until the
+// PeerConnection closes.
+func (p *peer) readReports(k relaywire.Track, ssrc uint32, recv *webrtc.RTPReceiver) {
+	for {
+		pkts, _, err := recv.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, pkt := range pkts {
+			if sr, ok := pkt.(*rtcp.SenderReport); ok && sr.SSRC == ssrc {
+				p.mu.Lock()
+				p.srs[k] = append(p.srs[k], *sr)
+				p.mu.Unlock()
+			}
+		}
+	}
+}
+
+// reports returns the sender reports received about track t.
+func (p *peer) reports(t relaywire.Track) []rtcp.SenderReport {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.srs[t])
 }
 
 func (p *peer) gather() string {

@@ -358,7 +358,7 @@ func (f *Fanout) closeViewer(v *viewer, reason string, notify bool) {
 		}
 		c := &v.counters
 		f.log.Info("fanout: session closed", "viewer", v.id, "channel", v.ch.id, "reason", reason,
-			"packets_sent", c.sent.Load(), "queue_drops", v.queue.dropped.Load(),
+			"packets_sent", c.sent(), "queue_drops", v.queue.dropped.Load(),
 			"nacked", c.nacked.Load(), "cache_misses", c.misses.Load(), "plis", c.plis.Load())
 	})
 }

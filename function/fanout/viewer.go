@@ -69,7 +69,17 @@ type viewer struct {
 // viewerCounters are a viewer's counts; they are added to the fan-out's
 // totals when the viewer retires.
 type viewerCounters struct {
-	sent, bytes, retransmits, misses, nacked, plis, firs atomic.Uint64
+	// RTP packets written per track and their payload octets, as the
+	// track's sender reports count them: the writer adds, the reporter
+	// reads.
+	packets, octets [2]atomic.Uint64
+
+	bytes, retransmits, misses, nacked, plis, firs atomic.Uint64
+}
+
+// sent is the number of RTP packets written to the viewer.
+func (c *viewerCounters) sent() uint64 {
+	return c.packets[relaywire.Video].Load() + c.packets[relaywire.Audio].Load()
 }
 
 func newViewer(f *Fanout, id string, ch *channel, queueSize int, w *writer) *viewer {
@@ -255,11 +265,16 @@ func (v *viewer) writeRTP(t relaywire.Track, m cached, burst bool) bool {
 				return true // lost; the viewer may NACK it
 			}
 		}
-		if n > 0 || v.srtpSeen {
+		if n > 0 {
 			v.srtpSeen = true
-			v.counters.sent.Add(1)
-			v.counters.bytes.Add(uint64(n))
+			c := &v.counters
+			c.packets[t].Add(1)
+			c.octets[t].Add(uint64(len(payload)))
+			c.bytes.Add(uint64(n))
 			return true
+		}
+		if v.srtpSeen {
+			return true // dropped by pion, which had no SRTP context after all: not counted
 		}
 		// pion returns 0 without error until its SRTP context exists.
 		if deadline.IsZero() {
