@@ -19,8 +19,9 @@ const ntpEpochOffset = 2208988800
 
 // reportTarget is a viewer the reporter writes to and its PeerConnection.
 type reportTarget struct {
-	v  *viewer
-	pc *webrtc.PeerConnection
+	v     *viewer
+	pc    *webrtc.PeerConnection
+	audio *webrtc.RTPSender // its RTCP is drained after the reports
 }
 
 // startReports starts the goroutine that writes every viewer's sender
@@ -60,6 +61,7 @@ func (f *Fanout) runReports() {
 type reportScratch struct {
 	srs  [2]rtcp.SenderReport
 	pkts []rtcp.Packet
+	rtcp [1500]byte // drained RTCP
 }
 
 // sendReports writes to each target one compound RTCP packet: a sender
@@ -73,6 +75,11 @@ func (f *Fanout) sendReports(targets []reportTarget, s *reportScratch) (written 
 		case <-f.quit:
 			return written
 		default:
+		}
+		// Once audio went out, its SRTP exists: pion's read would wait for
+		// it before.
+		if r.audio != nil && r.v.counters.packets[relaywire.Audio].Load() > 0 {
+			r.v.drainRTCP(relaywire.Audio, r.audio, s.rtcp[:])
 		}
 		s.pkts = r.v.senderReports(time.Now(), &s.srs, s.pkts[:0])
 		if len(s.pkts) == 0 {
@@ -95,7 +102,7 @@ func (f *Fanout) reportTargets(dst []reportTarget) []reportTarget {
 	defer f.mu.Unlock()
 	for _, v := range f.sessions {
 		if v.pc != nil && !v.closed && v.counters.sent() > 0 {
-			dst = append(dst, reportTarget{v, v.pc})
+			dst = append(dst, reportTarget{v, v.pc, v.audioRTCP})
 		}
 	}
 	return dst

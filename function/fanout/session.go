@@ -206,19 +206,20 @@ func (f *Fanout) attach(v *viewer, pc *webrtc.PeerConnection, senders [2]*webrtc
 		return false
 	}
 	v.pc = pc
+	v.audioRTCP = senders[relaywire.Audio]
 	f.running[v] = struct{}{}
-	v.running.Store(3)
-	f.wg.Add(3)
+	v.running.Store(2)
+	f.wg.Add(2)
 	go func() {
 		defer f.wg.Done()
 		v.start()
 	}()
-	for t, s := range senders {
-		go func() {
-			defer f.wg.Done()
-			v.readRTCP(relaywire.Track(t), s)
-		}()
-	}
+	// Video's RTCP (NACKs) is read as it comes; audio's (receiver reports)
+	// by the reporter once a second, without a goroutine of its own.
+	go func() {
+		defer f.wg.Done()
+		v.readRTCP(relaywire.Video, senders[relaywire.Video])
+	}()
 	return true
 }
 

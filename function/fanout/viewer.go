@@ -44,6 +44,7 @@ type viewer struct {
 
 	// Guarded by Fanout.mu.
 	pc        *webrtc.PeerConnection
+	audioRTCP *webrtc.RTPSender // drained by the reporter
 	closed    bool
 	remoteSet bool                      // the viewer's SDP is set: its candidates can be added
 	route     netip.AddrPort            // the remote address routed to w's batch
@@ -288,6 +289,33 @@ func (v *viewer) writeRTP(t relaywire.Track, m cached, burst bool) bool {
 			return false
 		case <-time.After(2 * time.Millisecond):
 		}
+	}
+}
+
+// maxDrain bounds the RTCP packets drainRTCP reads at once: a viewer
+// sends a few a second. drainWait is how long it waits for one more once
+// the queued ones are read (pion's read fails at once on a deadline that
+// has passed, even with packets queued, so the deadline is just ahead).
+const (
+	maxDrain  = 64
+	drainWait = 100 * time.Microsecond
+)
+
+// drainRTCP reads the RTCP the viewer sent about track t since the last
+// call, and handles it.
+func (v *viewer) drainRTCP(t relaywire.Track, s *webrtc.RTPSender, buf []byte) {
+	if err := s.SetReadDeadline(time.Now().Add(drainWait)); err != nil {
+		return
+	}
+	for range maxDrain {
+		n, _, err := s.Read(buf)
+		if errors.Is(err, io.ErrShortBuffer) {
+			continue // larger than pion's receive MTU: not from a real viewer
+		}
+		if err != nil {
+			return // nothing more for now (the deadline), or the sender stopped
+		}
+		v.handleRTCP(t, buf[:n])
 	}
 }
 
