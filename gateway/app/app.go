@@ -173,7 +173,7 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 			MachineID:        "embedded",
 			Capacity:         cfg.FunctionCap,
 			Loopback:         cfg.Loopback,
-		}, log, prometheus.WrapRegistererWithPrefix("lightspeed_embedded_", reg))
+		}, log, prometheus.WrapRegistererWith(prometheus.Labels{"function": "embedded"}, reg))
 		if err != nil {
 			return nil, err
 		}
