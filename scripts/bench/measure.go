@@ -147,6 +147,7 @@ func (b *bench) step(ctx context.Context, t target, a *audience, n int, idle idl
 		row.Send = s1.since(s0)
 	}
 	row.Memory = b.memory(ctx, t)
+	row.Relay = b.relay(ctx, t)
 	if profiling {
 		b.signal(t.pid, syscall.SIGUSR2)
 	}
@@ -349,6 +350,25 @@ func (b *bench) memory(ctx context.Context, t target) *memFigures {
 		return nil
 	}
 	return &memFigures{m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"]}
+}
+
+// relayFigures are the function's relay losses since it started: the
+// datagrams from the gateway found missing, recovered by NACK, or come
+// after their NACKs were given up. Most come with the keyframe cache a
+// subscription starts with.
+type relayFigures struct {
+	Lost      uint64 `json:"lost"`
+	Recovered uint64 `json:"recovered"`
+	Late      uint64 `json:"late"`
+}
+
+// relay reads the target's relay-client counters, nil when it has none.
+func (b *bench) relay(ctx context.Context, t target) *relayFigures {
+	m := b.scrape(ctx, t, "lightspeed_relay_client_lost_total", "lightspeed_relay_client_recovered_total", "lightspeed_relay_client_late_total")
+	if m == nil {
+		return nil
+	}
+	return &relayFigures{uint64(m["lightspeed_relay_client_lost_total"]), uint64(m["lightspeed_relay_client_recovered_total"]), uint64(m["lightspeed_relay_client_late_total"])}
 }
 
 // scrape reads the named unlabelled samples of the target's metrics; nil

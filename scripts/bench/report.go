@@ -77,6 +77,8 @@ type Row struct {
 	Send *sendFigures `json:"send,omitempty"`
 	// The function's Go heap and goroutine stacks at the window's end.
 	Memory *memFigures `json:"memory,omitempty"`
+	// The function's relay losses since it started, at the window's end.
+	Relay *relayFigures `json:"relay,omitempty"`
 
 	// Delay from the sender (the gateway's input, or the baseline's feed)
 	// to the viewers' sockets (the kernel's receive time), over the first
@@ -202,6 +204,9 @@ func (r *Report) print(w io.Writer) {
 			p := prev.Memory
 			fmt.Fprintf(w, "; per added viewer: heap %.0f KB, stacks %.0f KB, %.1f goroutines",
 				(m.HeapInuse-p.HeapInuse)/n/1e3, (m.StackInuse-p.StackInuse)/n/1e3, (m.Goroutines-p.Goroutines)/n)
+		}
+		if x.Relay != nil {
+			fmt.Fprintf(w, "; relay since start: %d lost, %d recovered, %d late", x.Relay.Lost, x.Relay.Recovered, x.Relay.Late)
 		}
 		fmt.Fprintln(w)
 		prev = x
