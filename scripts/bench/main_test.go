@@ -79,6 +79,16 @@ func TestSmallRunMeasuresEveryFigure(t *testing.T) {
 	if r := rep.Rows[0]; r.Stack != "lightspeed" || r.GatewayCores == 0 {
 		t.Errorf("first row: stack %q, gateway cores %v; want lightspeed with its gateway measured", r.Stack, r.GatewayCores)
 	}
+	// The function's own figures, from its metrics: sends in the window,
+	// its Go memory (two viewers: at least their 2×13 pion goroutines) and
+	// its relay counters.
+	if r := rep.Rows[0]; r.Send == nil || r.Send.Datagrams == 0 || r.Memory == nil || r.Memory.HeapInuse == 0 ||
+		r.Memory.StackInuse == 0 || r.Memory.Goroutines < 26 || r.Relay == nil {
+		t.Errorf("lightspeed's function figures: send %+v, memory %+v, relay %+v; want them read", r.Send, r.Memory, r.Relay)
+	}
+	if r := rep.Rows[1]; r.Send != nil || r.Memory != nil || r.Relay != nil {
+		t.Errorf("the baseline has no function metrics, but got send %+v, memory %+v, relay %+v", r.Send, r.Memory, r.Relay)
+	}
 	if len(rep.Ratios) != 1 {
 		t.Errorf("%d ratios, want 1", len(rep.Ratios))
 	}

@@ -130,7 +130,7 @@ func (b *bench) step(ctx context.Context, t target, a *audience, n int, idle idl
 	if profiling {
 		b.signal(t.pid, syscall.SIGUSR1)
 	}
-	s0 := b.sendPath(ctx, t)
+	f0 := b.functionMetrics(ctx, t)
 	r0, err := b.read(t, a)
 	if err != nil {
 		return row, err
@@ -143,11 +143,10 @@ func (b *bench) step(ctx context.Context, t target, a *audience, n int, idle idl
 	if err != nil {
 		return row, err
 	}
-	if s1 := b.sendPath(ctx, t); s0 != nil && s1 != nil {
-		row.Send = s1.since(s0)
+	if f1 := b.functionMetrics(ctx, t); f0 != nil && f1 != nil {
+		row.Send = f1.send.since(f0.send)
+		row.Memory, row.Relay = f1.mem, f1.relay
 	}
-	row.Memory = b.memory(ctx, t)
-	row.Relay = b.relay(ctx, t)
 	if profiling {
 		b.signal(t.pid, syscall.SIGUSR2)
 	}
@@ -320,36 +319,11 @@ func (s *sendFigures) since(o *sendFigures) *sendFigures {
 	return &sendFigures{s.Calls - o.Calls, s.Datagrams - o.Datagrams, s.Segmented - o.Segmented, s.Errors - o.Errors}
 }
 
-// sendPath reads the send counters from the target's metrics, nil when
-// it has none or they cannot be read.
-func (b *bench) sendPath(ctx context.Context, t target) *sendFigures {
-	m := b.scrape(ctx, t, "lightspeed_function_sendmmsg_calls_total", "lightspeed_function_batched_datagrams_total",
-		"lightspeed_function_segmented_datagrams_total", "lightspeed_function_send_errors_total")
-	if m == nil {
-		return nil
-	}
-	return &sendFigures{
-		Calls:     uint64(m["lightspeed_function_sendmmsg_calls_total"]),
-		Datagrams: uint64(m["lightspeed_function_batched_datagrams_total"]),
-		Segmented: uint64(m["lightspeed_function_segmented_datagrams_total"]),
-		Errors:    uint64(m["lightspeed_function_send_errors_total"]),
-	}
-}
-
 // memFigures is where the function's memory is, from its Go runtime.
 type memFigures struct {
 	HeapInuse  float64 `json:"heap_inuse_bytes"`
 	StackInuse float64 `json:"stack_inuse_bytes"`
 	Goroutines float64 `json:"goroutines"`
-}
-
-// memory reads the target's Go memory figures, nil when it has none.
-func (b *bench) memory(ctx context.Context, t target) *memFigures {
-	m := b.scrape(ctx, t, "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_goroutines")
-	if m == nil {
-		return nil
-	}
-	return &memFigures{m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"]}
 }
 
 // relayFigures are the function's relay losses since it started: the
@@ -362,13 +336,38 @@ type relayFigures struct {
 	Late      uint64 `json:"late"`
 }
 
-// relay reads the target's relay-client counters, nil when it has none.
-func (b *bench) relay(ctx context.Context, t target) *relayFigures {
-	m := b.scrape(ctx, t, "lightspeed_relay_client_lost_total", "lightspeed_relay_client_recovered_total", "lightspeed_relay_client_late_total")
+// functionFigures are what the bench reads from the function's metrics.
+type functionFigures struct {
+	send  *sendFigures
+	mem   *memFigures
+	relay *relayFigures
+}
+
+// functionMetrics reads the target's metrics once; nil when it has none
+// or they cannot be read.
+func (b *bench) functionMetrics(ctx context.Context, t target) *functionFigures {
+	m := b.scrape(ctx, t,
+		"lightspeed_function_sendmmsg_calls_total", "lightspeed_function_batched_datagrams_total",
+		"lightspeed_function_segmented_datagrams_total", "lightspeed_function_send_errors_total",
+		"go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_goroutines",
+		"lightspeed_relay_client_lost_total", "lightspeed_relay_client_recovered_total", "lightspeed_relay_client_late_total")
 	if m == nil {
 		return nil
 	}
-	return &relayFigures{uint64(m["lightspeed_relay_client_lost_total"]), uint64(m["lightspeed_relay_client_recovered_total"]), uint64(m["lightspeed_relay_client_late_total"])}
+	return &functionFigures{
+		send: &sendFigures{
+			Calls:     uint64(m["lightspeed_function_sendmmsg_calls_total"]),
+			Datagrams: uint64(m["lightspeed_function_batched_datagrams_total"]),
+			Segmented: uint64(m["lightspeed_function_segmented_datagrams_total"]),
+			Errors:    uint64(m["lightspeed_function_send_errors_total"]),
+		},
+		mem: &memFigures{m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"]},
+		relay: &relayFigures{
+			Lost:      uint64(m["lightspeed_relay_client_lost_total"]),
+			Recovered: uint64(m["lightspeed_relay_client_recovered_total"]),
+			Late:      uint64(m["lightspeed_relay_client_late_total"]),
+		},
+	}
 }
 
 // scrape reads the named unlabelled samples of the target's metrics; nil
