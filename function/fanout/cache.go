@@ -6,11 +6,14 @@ const maxPayload = 1200
 
 // Slots of the per-track caches. They are powers of two that divide 65536,
 // so a sequence number maps to the same slot on every lap. The video cache
-// also holds the packets since the last keyframe: 4096 packets are about
-// 4 s at 8 Mbit/s.
+// also holds the packets since the last keyframe: it starts at
+// videoSlots (about 2.5 s at 2.5 Mbit/s, 1.2 MB) and doubles, up to
+// videoSlotsMax (about 4 s at 8 Mbit/s, 4.9 MB), whenever the current GOP
+// would not fit; a channel's fixed memory follows its stream.
 const (
-	videoSlots = 4096
-	audioSlots = 512
+	videoSlots    = 1024
+	videoSlotsMax = 4096
+	audioSlots    = 512
 )
 
 // Flags of a cache slot.
@@ -49,6 +52,7 @@ type incoming struct {
 type packetCache struct {
 	meta []cached
 	data []byte // len(meta) slots of maxPayload bytes
+	max  int    // slots it may grow to
 
 	started bool
 	last    uint16 // newest sequence number stored
@@ -59,12 +63,32 @@ type packetCache struct {
 	keyframeOK bool
 }
 
-func newPacketCache(slots int) *packetCache {
+// newPacketCache makes a cache of slots slots that grows, by doubling, up
+// to maxSlots to hold the packets since the last keyframe.
+func newPacketCache(slots, maxSlots int) *packetCache {
 	return &packetCache{
 		meta:  make([]cached, slots),
 		data:  make([]byte, slots*maxPayload),
+		max:   max(slots, maxSlots),
 		fresh: true,
 	}
+}
+
+// grow doubles the cache, keeping every packet it holds (each maps to a
+// slot of its own in the larger ring).
+func (c *packetCache) grow() {
+	n := 2 * len(c.meta)
+	meta := make([]cached, n)
+	data := make([]byte, n*maxPayload)
+	for i, m := range c.meta {
+		if m.flags&slotUsed == 0 {
+			continue
+		}
+		j := int(m.seq) & (n - 1)
+		meta[j] = m
+		copy(data[j*maxPayload:(j+1)*maxPayload], c.data[i*maxPayload:(i+1)*maxPayload])
+	}
+	c.meta, c.data = meta, data
 }
 
 // seqAfter reports whether sequence number a comes after b, modulo 2^16.
@@ -95,6 +119,12 @@ func (c *packetCache) store(p incoming) (stored, keyframeStart bool) {
 	}
 	i := c.slot(p.seq)
 	old := &c.meta[i]
+	// The GOP would lose a packet to p: grow while it may.
+	for old.flags&slotUsed != 0 && c.keyframeOK && !seqAfter(c.keyframe, old.seq) && seqAfter(p.seq, old.seq) && len(c.meta) < c.max {
+		c.grow()
+		i = c.slot(p.seq)
+		old = &c.meta[i]
+	}
 	if old.flags&slotUsed != 0 {
 		if old.seq == p.seq || seqAfter(old.seq, p.seq) {
 			return false, false

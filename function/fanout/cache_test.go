@@ -111,7 +111,7 @@ func TestPacketCacheKeyframes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := newPacketCache(64)
+			c := newPacketCache(64, 64)
 			for _, p := range tt.in {
 				if ok, _ := c.store(p); !ok {
 					t.Fatalf("store(%d) refused", p.seq)
@@ -126,7 +126,7 @@ func TestPacketCacheKeyframes(t *testing.T) {
 }
 
 func TestPacketCacheReportsKeyframeStartOnlyForTheNewestPacket(t *testing.T) {
-	c := newPacketCache(64)
+	c := newPacketCache(64, 64)
 	steps := []struct {
 		p    incoming
 		want bool
@@ -148,7 +148,7 @@ func TestPacketCacheReportsKeyframeStartOnlyForTheNewestPacket(t *testing.T) {
 }
 
 func TestPacketCacheStoreAndLoad(t *testing.T) {
-	c := newPacketCache(8)
+	c := newPacketCache(8, 8)
 	buf := make([]byte, maxPayload)
 
 	t.Run("a stored payload loads byte for byte", func(t *testing.T) {
@@ -188,7 +188,7 @@ func TestPacketCacheStoreAndLoad(t *testing.T) {
 }
 
 func TestPacketCacheForgetsAKeyframeItOverwrote(t *testing.T) {
-	c := newPacketCache(8)
+	c := newPacketCache(8, 8)
 	c.store(pk(1, "p", true))
 	c.store(pk(2, "sps", false))
 	c.store(pk(3, "idr", true))
@@ -205,11 +205,69 @@ func TestPacketCacheForgetsAKeyframeItOverwrote(t *testing.T) {
 }
 
 func TestPacketCacheGOPLongerThanTheCacheAfterAJump(t *testing.T) {
-	c := newPacketCache(8)
+	c := newPacketCache(8, 8)
 	c.store(pk(1, "p", true))
 	c.store(pk(2, "sps", true))
 	c.store(pk(20, "p", true)) // a jump past the ring, not touching slot 2
 	if _, _, ok := c.gop(); ok {
 		t.Fatal("GOP offered though it spans more than the cache")
+	}
+}
+
+// A GOP longer than the cache grows it, by doubling up to its maximum,
+// and keeps every packet of the GOP with its payload.
+func TestPacketCacheGrowsToHoldTheGOP(t *testing.T) {
+	c := newPacketCache(8, 32)
+	c.store(pk(1, "p", true))
+	c.store(pk(2, "sps", false))
+	for seq := uint16(3); seq <= 22; seq++ {
+		c.store(pk(seq, "p", true))
+	}
+	if len(c.meta) != 32 {
+		t.Fatalf("%d slots after a GOP of 21 packets, want 32", len(c.meta))
+	}
+	from, n, ok := c.gop()
+	if !ok || from != 2 || n != 21 {
+		t.Fatalf("gop() = %d, %d, %v; want 2, 21, true", from, n, ok)
+	}
+	buf := make([]byte, maxPayload)
+	for seq := uint16(2); seq <= 22; seq++ { // 1, before the keyframe, gave its slot to 9
+		m, ok := c.load(seq, buf)
+		if !ok || !bytes.Equal(buf[:m.n], pk(seq, "p", true).payload) {
+			t.Fatalf("packet %d after growing: held %v, payload % x", seq, ok, buf[:m.n])
+		}
+	}
+}
+
+// A GOP longer than the cache's maximum is not kept, as with a fixed cache.
+func TestPacketCacheGrowsNoFurtherThanItsMaximum(t *testing.T) {
+	c := newPacketCache(8, 16)
+	c.store(pk(1, "sps", false))
+	for seq := uint16(2); seq <= 40; seq++ {
+		c.store(pk(seq, "p", true))
+	}
+	if len(c.meta) != 16 {
+		t.Fatalf("%d slots, want the maximum 16", len(c.meta))
+	}
+	if _, _, ok := c.gop(); ok {
+		t.Fatal("a GOP of 40 packets offered by a cache of 16")
+	}
+}
+
+// A stream whose GOPs fit never grows the cache.
+func TestPacketCacheKeepsItsSizeWhileGOPsFit(t *testing.T) {
+	c := newPacketCache(8, 64)
+	for seq := uint16(1); seq <= 200; seq++ {
+		kind := "p"
+		if seq%6 == 1 {
+			kind = "sps"
+		}
+		c.store(pk(seq, kind, true))
+	}
+	if len(c.meta) != 8 {
+		t.Fatalf("%d slots with GOPs of 6 packets, want 8", len(c.meta))
+	}
+	if from, n, ok := c.gop(); !ok || from != 199 || n != 2 {
+		t.Fatalf("gop() = %d, %d, %v; want 199, 2, true", from, n, ok)
 	}
 }
