@@ -51,10 +51,12 @@ const (
 // a late viewer frozen until the next keyframe: so each flow tracks up to
 // MaxTracked holes. Batch keeps one tick's request within the sequence
 // numbers one nack message may carry (the gateway closes the connection on
-// a larger one); the rest are asked for at the next tick.
+// a larger one); the rest are asked for at the next tick. A retransmission
+// can wait behind the rest of a burst and be lost again in the same full
+// queue, so a hole is asked for 8 times, 25 ms apart: for 200 ms.
 var nackPolicy = nack.Policy{
-	Tries:       3,
-	Retry:       20 * time.Millisecond,
+	Tries:       8,
+	Retry:       25 * time.Millisecond,
 	Timeout:     time.Second,
 	Outstanding: nack.MaxTracked,
 	Batch:       relaywire.MaxNACKSeqs,
