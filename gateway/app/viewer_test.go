@@ -17,6 +17,7 @@ import (
 	functionapp "lightspeed/function/app"
 	"lightspeed/shared/ftlclient"
 	"lightspeed/shared/h264"
+	"lightspeed/shared/netns"
 	"lightspeed/shared/viewer"
 )
 
@@ -88,6 +89,10 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // streamForever publishes the test media in a loop until the test ends.
 func streamForever(t *testing.T, g *Gateway) *ftlclient.Conn {
 	t.Helper()
+	// Real-time media through the whole stack under the race detector
+	// loads the machine: one such test at a time, also against the
+	// Chromium tests and the bench of other packages.
+	netns.Exclusive(t)
 	nals, opus := sourceMedia(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	conn, err := ftlclient.Dial(ctx, ftlclient.Config{Addr: g.FTLAddr().String(), StreamKey: testKey})

@@ -3,6 +3,7 @@ package netns
 import (
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 )
 
@@ -20,8 +21,17 @@ type ExclusiveTB interface {
 // tests starve each other's real-time media of CPU, and what they check
 // (a viewer that never freezes, a stream without loss) stops being about
 // the code.
+//
+// A test that holds the lock already (a helper took it before) goes on:
+// flock would otherwise wait for the test itself.
 func Exclusive(t ExclusiveTB) {
 	t.Helper()
+	heldMu.Lock()
+	again := held[t]
+	heldMu.Unlock()
+	if again {
+		return
+	}
 	f, err := os.OpenFile(filepath.Join(os.TempDir(), "lightspeed-exclusive-tests.lock"), os.O_CREATE|os.O_RDWR, 0o666)
 	if err != nil {
 		t.Fatalf("exclusive test lock: %v", err)
@@ -30,5 +40,19 @@ func Exclusive(t ExclusiveTB) {
 		f.Close()
 		t.Fatalf("exclusive test lock: %v", err)
 	}
-	t.Cleanup(func() { f.Close() }) // closing releases the lock
+	heldMu.Lock()
+	held[t] = true
+	heldMu.Unlock()
+	t.Cleanup(func() {
+		heldMu.Lock()
+		delete(held, t)
+		heldMu.Unlock()
+		f.Close() // closing releases the lock
+	})
 }
+
+// held are the tests holding the lock, in this process.
+var (
+	heldMu sync.Mutex
+	held   = map[ExclusiveTB]bool{}
+)

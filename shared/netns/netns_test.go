@@ -332,4 +332,11 @@ func TestExclusiveHoldsTheLockUntilTheTestEnds(t *testing.T) {
 	})
 	// Had the first test kept the lock, this one would wait forever.
 	t.Run("next", func(t *testing.T) { Exclusive(t) })
+	// A test that takes it twice (two helpers) holds it once: the second
+	// call does not wait for the first, and the lock is free after.
+	t.Run("twice", func(t *testing.T) {
+		Exclusive(t)
+		Exclusive(t)
+	})
+	t.Run("after twice", func(t *testing.T) { Exclusive(t) })
 }
