@@ -304,18 +304,8 @@ const (
 // drainRTCP reads the RTCP the viewer sent about track t since the last
 // call, and handles it.
 func (v *viewer) drainRTCP(t relaywire.Track, s *webrtc.RTPSender, buf []byte) {
-	if err := s.SetReadDeadline(time.Now().Add(drainWait)); err != nil {
-		return
-	}
-	for range maxDrain {
-		n, _, err := s.Read(buf)
-		if errors.Is(err, io.ErrShortBuffer) {
-			continue // larger than pion's receive MTU: not from a real viewer
-		}
-		if err != nil {
-			return // nothing more for now (the deadline), or the sender stopped
-		}
-		v.handleRTCP(t, buf[:n])
+	if err := s.SetReadDeadline(time.Now().Add(drainWait)); err == nil {
+		v.serveRTCP(t, s, buf, maxDrain) // ends at the deadline: nothing more for now
 	}
 }
 
@@ -323,8 +313,13 @@ func (v *viewer) drainRTCP(t relaywire.Track, s *webrtc.RTPSender, buf []byte) {
 // stops.
 func (v *viewer) readRTCP(t relaywire.Track, s *webrtc.RTPSender) {
 	defer v.exit()
-	buf := make([]byte, 1500)
-	for {
+	v.serveRTCP(t, s, make([]byte, 1500), -1)
+}
+
+// serveRTCP reads and handles the RTCP of sender s about track t, at most
+// limit packets (no bound when negative), until a read fails.
+func (v *viewer) serveRTCP(t relaywire.Track, s *webrtc.RTPSender, buf []byte, limit int) {
+	for i := 0; limit < 0 || i < limit; i++ {
 		n, _, err := s.Read(buf)
 		if errors.Is(err, io.ErrShortBuffer) {
 			continue // larger than pion's receive MTU: not from a real viewer
