@@ -241,13 +241,13 @@ func (cc *conn) deliver(b []byte) {
 	if err != nil {
 		return
 	}
-	seq := relaywire.RTPSequence(pkt)
+	seq, ssrc := relaywire.RTPSequence(pkt), relaywire.RTPSSRC(pkt)
 	now := time.Now()
 	cc.deliverMu.Lock()
 	defer cc.deliverMu.Unlock()
 	cc.fmu.Lock()
 	fl := cc.flows[f]
-	ok := fl != nil && fl.accept(seq, now, &cc.c.stats)
+	ok := fl != nil && fl.accept(seq, ssrc, now, &cc.c.stats)
 	cc.fmu.Unlock()
 	if fl == nil {
 		return // not subscribed (any more)

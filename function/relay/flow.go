@@ -8,19 +8,21 @@ import (
 )
 
 // window is how many sequence numbers behind the newest a flow remembers
-// as received: a packet arriving within it is handed on once, a packet
-// farther behind means the numbering restarted. It divides 2^16, so the
-// ring of bits stays aligned across the wrap-around.
+// as received: a packet arriving within it is handed on once; one farther
+// behind is handed on only if the NACK tracker still holds its hole. It
+// divides 2^16, so the ring of bits stays aligned across the wrap-around.
 const window = nack.MaxJump
 
-// flow is the receive state of one track: the NACK tracker that finds its
-// holes and a ring of bits, one per sequence number of the window, set for
-// those received.
+// flow is the receive state of one track: the SSRC of its stream, the
+// NACK tracker that finds its holes and a ring of bits, one per sequence
+// number of the window, set for those received.
 type flow struct {
 	channel uint32
 	track   relaywire.Track
 	tracker nack.Tracker
 	started bool
+	ssrc    uint32
+	oldSSRC uint32 // the stream before the newest one; its stragglers are dropped
 	highest uint16
 	seen    [window / 64]uint64
 }
@@ -29,22 +31,35 @@ func (f *flow) mark(seq uint16)        { f.seen[seq%window/64] |= 1 << (seq % 64
 func (f *flow) unmark(seq uint16)      { f.seen[seq%window/64] &^= 1 << (seq % 64) }
 func (f *flow) marked(seq uint16) bool { return f.seen[seq%window/64]&(1<<(seq%64)) != 0 }
 
-// restart forgets everything and starts the flow at seq.
-func (f *flow) restart(seq uint16, now time.Time) {
+// restart forgets everything and starts the flow at seq of stream ssrc.
+func (f *flow) restart(seq uint16, ssrc uint32, now time.Time) {
 	f.tracker = nack.Tracker{Policy: nackPolicy}
 	f.tracker.Received(seq, now)
 	f.seen = [window / 64]uint64{}
-	f.started, f.highest = true, seq
+	f.started, f.ssrc, f.highest = true, ssrc, seq
 	f.mark(seq)
 }
 
-// accept records the arrival of seq and reports whether to hand the packet
-// on: every sequence number once, whether it came in order, as a
-// retransmission (even one from behind the window: the tracker still knew
-// its hole), or late after its NACKs were given up; duplicates not.
-func (f *flow) accept(seq uint16, now time.Time, st *counters) bool {
-	if !f.started {
-		f.restart(seq, now)
+// accept records the arrival of packet seq of stream ssrc and reports
+// whether to hand it on: every sequence number once, whether it came in
+// order, as a retransmission (even one from behind the window: the tracker
+// still knew its hole), or late after its NACKs were given up; duplicates
+// not. Another SSRC is a new stream (the channel's hub was made anew): the
+// flow follows it from its first packet and drops the old stream's
+// stragglers.
+func (f *flow) accept(seq uint16, ssrc uint32, now time.Time, st *counters) bool {
+	switch {
+	case !f.started:
+		f.restart(seq, ssrc, now)
+		return true
+	case ssrc == f.ssrc:
+	case ssrc == f.oldSSRC:
+		st.duplicates.Add(1)
+		return false
+	default:
+		old := f.ssrc
+		f.restart(seq, ssrc, now)
+		f.oldSSRC = old
 		return true
 	}
 	recovered, opened := f.tracker.Received(seq, now)
@@ -67,8 +82,13 @@ func (f *flow) accept(seq uint16, now time.Time, st *counters) bool {
 		// it now stands for a newer sequence number.
 		st.recovered.Add(1)
 	case d <= -window:
-		// Far behind: the numbering restarted; follow it.
-		f.restart(seq, now)
+		// Far behind, its hole no longer tracked: a duplicate
+		// retransmission, or a packet so late (over a second at a few
+		// hundred packets a second) that no viewer waits for it. Which, the
+		// ring cannot tell; either way it is dropped, and the flow's
+		// numbering stays.
+		st.duplicates.Add(1)
+		return false
 	case f.marked(seq):
 		st.duplicates.Add(1)
 		return false

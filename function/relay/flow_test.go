@@ -25,7 +25,10 @@ func TestFlowHandsOnEachPacketOnce(t *testing.T) {
 		{"a retransmission arriving twice", []uint16{10, 12, 11, 11}, []bool{true, true, true, false}, 1, 1, 1},
 		{"wrap-around", []uint16{65534, 65535, 1, 0}, []bool{true, true, true, true}, 1, 1, 0},
 		{"a forward jump is no loss", []uint16{10, 11, 11 + nack.MaxJump + 1, 11 + nack.MaxJump + 2}, []bool{true, true, true, true}, 0, 0, 0},
-		{"numbering restarted far behind", []uint16{40000, 40001, 39000, 39001}, []bool{true, true, true, true}, 0, 0, 0},
+		// 39000 is far behind and was never missing: a stale duplicate
+		// (a retransmission that came twice), dropped; the numbering
+		// goes on from 40001.
+		{"a stale duplicate far behind", []uint16{40000, 40001, 39000, 40002}, []bool{true, true, false, true}, 0, 0, 1},
 		// 1511 opens the 510 holes 1001..1510. 1000, 511 behind, is still
 		// in the window: a duplicate. 1001 fills the oldest hole: the flow
 		// tracks up to nack.MaxTracked holes, so it was still asked for and
@@ -42,7 +45,7 @@ func TestFlowHandsOnEachPacketOnce(t *testing.T) {
 			f := &flow{tracker: nack.Tracker{Policy: nackPolicy}}
 			var st counters
 			for i, seq := range tt.seqs {
-				if got := f.accept(seq, t0, &st); got != tt.handedOn[i] {
+				if got := f.accept(seq, testSSRC, t0, &st); got != tt.handedOn[i] {
 					t.Errorf("packet %d (seq %d) handed on: %v, want %v", i, seq, got, tt.handedOn[i])
 				}
 			}
@@ -54,12 +57,51 @@ func TestFlowHandsOnEachPacketOnce(t *testing.T) {
 	}
 }
 
+// testSSRC is the SSRC of the flows' stream in tests.
+const testSSRC = 0x1234abcd
+
+// TestFlowFollowsANewStream: another SSRC is a new stream (the gateway's
+// hub for the channel was made anew), with numbering of its own: the flow
+// starts afresh at its first packet, wherever that falls, and the old
+// stream's holes are no longer asked for.
+func TestFlowFollowsANewStream(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	for _, first := range []uint16{39000, 40001, 40100, 60000} {
+		f := &flow{tracker: nack.Tracker{Policy: nackPolicy}}
+		var st counters
+		for _, seq := range []uint16{40000, 40002} { // 40001 missing
+			f.accept(seq, testSSRC, t0, &st)
+		}
+		const newSSRC = 0x5555aaaa
+		for _, seq := range []uint16{first, first + 1, first + 3} { // first+2 missing
+			if !f.accept(seq, newSSRC, t0, &st) {
+				t.Fatalf("new stream from %d: packet %d not handed on", first, seq)
+			}
+		}
+		if f.accept(first+1, newSSRC, t0, &st) {
+			t.Errorf("new stream from %d: a duplicate handed on", first)
+		}
+		// A straggler of the old stream, even its missing packet, is
+		// dropped and changes nothing.
+		if f.accept(40001, testSSRC, t0, &st) {
+			t.Errorf("new stream from %d: the old stream's straggler handed on", first)
+		}
+		if f.tracker.Outstanding() != 1 || st.lost.Load() != 2 || st.duplicates.Load() != 2 {
+			t.Errorf("new stream from %d: %d holes asked for, %d lost, %d duplicates; want 1 (the new stream's), 2, 2",
+				first, f.tracker.Outstanding(), st.lost.Load(), st.duplicates.Load())
+		}
+		if !f.accept(first+2, newSSRC, t0, &st) || st.recovered.Load() != 1 {
+			t.Errorf("new stream from %d: its retransmission not handed on as recovered", first)
+		}
+	}
+}
+
 func TestFlowHandsOnAPacketArrivingAfterItsNACKsWereGivenUp(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	f := &flow{tracker: nack.Tracker{Policy: nackPolicy}}
 	var st counters
-	f.accept(10, t0, &st)
-	f.accept(12, t0, &st)
+	f.accept(10, testSSRC, t0, &st)
+	f.accept(12, testSSRC, t0, &st)
 	now := t0
 	for range nackPolicy.Tries + 1 {
 		f.tracker.Due(now, nil)
@@ -68,10 +110,10 @@ func TestFlowHandsOnAPacketArrivingAfterItsNACKsWereGivenUp(t *testing.T) {
 	if f.tracker.Outstanding() != 0 {
 		t.Fatalf("%d holes still asked for", f.tracker.Outstanding())
 	}
-	if !f.accept(11, now, &st) {
+	if !f.accept(11, testSSRC, now, &st) {
 		t.Fatal("the late packet was not handed on")
 	}
-	if f.accept(11, now, &st) {
+	if f.accept(11, testSSRC, now, &st) {
 		t.Fatal("its duplicate was handed on")
 	}
 	if st.late.Load() != 1 || st.recovered.Load() != 0 || st.duplicates.Load() != 1 {
@@ -93,7 +135,7 @@ func TestFlowAsksForEachPacketLostInABurst(t *testing.T) {
 		st := new(counters)
 		for seq := range uint16(total) {
 			if seq < first || seq >= first+lost {
-				if !f.accept(seq, t0, st) {
+				if !f.accept(seq, testSSRC, t0, st) {
 					t.Fatalf("packet %d not handed on", seq)
 				}
 			}
@@ -131,7 +173,7 @@ func TestFlowAsksForEachPacketLostInABurst(t *testing.T) {
 			for _, seq := range due(f, now) {
 				asked[seq]++
 				// The retransmission comes before the next tick.
-				if !f.accept(seq, now.Add(nackInterval/2), st) {
+				if !f.accept(seq, testSSRC, now.Add(nackInterval/2), st) {
 					t.Fatalf("retransmission %d not handed on", seq)
 				}
 			}

@@ -1,6 +1,7 @@
 package relaywire
 
 import (
+	"encoding/binary"
 	"errors"
 
 	"github.com/quic-go/quic-go/quicvarint"
@@ -48,3 +49,6 @@ func ParseDatagram(b []byte) (f Flow, rtp []byte, err error) {
 // RTPSequence returns the sequence number of an RTP packet that
 // ParseDatagram accepted.
 func RTPSequence(rtp []byte) uint16 { return uint16(rtp[2])<<8 | uint16(rtp[3]) }
+
+// RTPSSRC returns the SSRC of an RTP packet that ParseDatagram accepted.
+func RTPSSRC(rtp []byte) uint32 { return binary.BigEndian.Uint32(rtp[8:12]) }

@@ -8,12 +8,13 @@ import (
 	"github.com/quic-go/quic-go/quicvarint"
 )
 
-// rtpPacket returns an RTP version 2 packet with sequence number seq and n
-// payload bytes.
+// rtpPacket returns an RTP version 2 packet with sequence number seq, SSRC
+// 0x0a0b0c0d and n payload bytes.
 func rtpPacket(seq uint16, n int) []byte {
 	p := make([]byte, 12+n)
 	p[0], p[1] = 0x80, 96
 	p[2], p[3] = byte(seq>>8), byte(seq)
+	p[8], p[9], p[10], p[11] = 0x0a, 0x0b, 0x0c, 0x0d
 	for i := range n {
 		p[12+i] = byte(i)
 	}
@@ -32,8 +33,8 @@ func TestDatagramRoundTripsEveryFlow(t *testing.T) {
 		if err != nil {
 			t.Fatalf("flow %d: %v", f, err)
 		}
-		if got != f || !bytes.Equal(rtp, pkt) || RTPSequence(rtp) != 4242 {
-			t.Errorf("flow %d: got flow %d, %d bytes, seq %d", f, got, len(rtp), RTPSequence(rtp))
+		if got != f || !bytes.Equal(rtp, pkt) || RTPSequence(rtp) != 4242 || RTPSSRC(rtp) != 0x0a0b0c0d {
+			t.Errorf("flow %d: got flow %d, %d bytes, seq %d, ssrc %#x", f, got, len(rtp), RTPSequence(rtp), RTPSSRC(rtp))
 		}
 		if got.Channel() != f.Channel() || got.Track() != f.Track() {
 			t.Errorf("flow %d: channel/track changed", f)
