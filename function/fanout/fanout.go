@@ -122,6 +122,7 @@ type Stats struct {
 	SendDatagrams    uint64 // datagrams those calls sent
 	SendSegmented    uint64 // of those, sent in segmented runs (UDP GSO)
 	SendErrors       uint64 // batched datagrams that could not be sent
+	ReadErrors       uint64 // transient socket read errors (ICMP reports) skipped
 }
 
 // hooks let tests watch and hold the fan-out's goroutines.
@@ -316,6 +317,7 @@ func (f *Fanout) Stats() Stats {
 		ch.addCounters(&s)
 	}
 	s.SendCalls, s.SendDatagrams, s.SendSegmented, s.SendErrors = f.conn.sendStats()
+	s.ReadErrors = f.conn.readErrorCount()
 	return s
 }
 

@@ -51,6 +51,8 @@ var fanoutMetrics = []fanoutMetric{
 		func(s Stats) float64 { return float64(s.SendSegmented) }),
 	metric("lightspeed_function_send_errors_total", "Batched datagrams the socket refused.", prometheus.CounterValue,
 		func(s Stats) float64 { return float64(s.SendErrors) }),
+	metric("lightspeed_function_socket_read_errors_total", "Transient errors (ICMP reports of an earlier send, lack of kernel memory) the media socket's reads skipped.", prometheus.CounterValue,
+		func(s Stats) float64 { return float64(s.ReadErrors) }),
 }
 
 // Describe sends the descriptors of the fan-out's metrics.

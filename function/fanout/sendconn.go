@@ -38,6 +38,7 @@ type sendConn struct {
 	noGSO atomic.Bool // the kernel refused a segmented send: runs go datagram by datagram
 
 	calls, datagrams, segmented, errors atomic.Uint64
+	readErrors                          atomic.Uint64 // transient read errors ReadFrom retried
 }
 
 // sendBatch is one writer's batch: fixed slots, filled during its rounds.

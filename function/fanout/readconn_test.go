@@ -1,0 +1,168 @@
+//go:build linux
+
+package fanout
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// refusedAddr is a loopback UDP address nobody listens on: sending to it
+// brings back an ICMP port unreachable.
+func refusedAddr(t *testing.T) net.Addr {
+	t.Helper()
+	gone, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := gone.LocalAddr()
+	if err := gone.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// setRecvErr makes the kernel report the ICMP errors that come back for
+// sock's sends on its next read (IP_RECVERR).
+func setRecvErr(t *testing.T, sock *net.UDPConn) {
+	t.Helper()
+	rc, err := sock.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVERR, 1)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatal(serr)
+	}
+}
+
+// waitSocketError blocks until the kernel has an error pending on sock,
+// failing after a generous bound.
+func waitSocketError(t *testing.T, sock *net.UDPConn) {
+	t.Helper()
+	rc, err := sock.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var perr error
+	var revents int16
+	if err := rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLERR}}
+		for {
+			_, perr = unix.Poll(fds, 10_000)
+			if !errors.Is(perr, unix.EINTR) {
+				break
+			}
+		}
+		revents = fds[0].Revents
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	if revents&unix.POLLERR == 0 {
+		t.Fatalf("no error pending on the socket (revents %#x): the ICMP error did not come back", revents)
+	}
+}
+
+func TestReadFromRetriesAReportedICMPError(t *testing.T) {
+	sock := listenLoopback(t, 1)[0]
+	c := newSendConn(sock)
+	t.Cleanup(func() { c.Close() })
+	setRecvErr(t, sock)
+
+	// A datagram to a closed port: its ICMP error is what the next read
+	// of the socket reports.
+	if _, err := c.WriteTo([]byte("anyone?"), refusedAddr(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitSocketError(t, sock)
+
+	peer := listenLoopback(t, 1)[0]
+	want := []byte("a viewer's STUN")
+	if _, err := peer.WriteTo(want, sock.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := sock.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var pc net.PacketConn = c // as pion's mux reads it
+	buf := make([]byte, 2048)
+	n, from, err := pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("ReadFrom: %v", err)
+	}
+	if !bytes.Equal(buf[:n], want) {
+		t.Errorf("ReadFrom read %q, want %q", buf[:n], want)
+	}
+	if from.String() != peer.LocalAddr().String() {
+		t.Errorf("ReadFrom read from %v, want %v", from, peer.LocalAddr())
+	}
+	if got := c.readErrorCount(); got != 1 {
+		t.Errorf("readErrorCount = %d, want 1", got)
+	}
+}
+
+func TestReadFromAfterCloseReturnsErrClosed(t *testing.T) {
+	sock := listenLoopback(t, 1)[0]
+	c := newSendConn(sock)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := c.ReadFrom(make([]byte, 2048))
+	if !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("ReadFrom after Close: %v, want net.ErrClosed", err)
+	}
+	if got := c.readErrorCount(); got != 0 {
+		t.Errorf("readErrorCount = %d, want 0", got)
+	}
+}
+
+func TestReadFromReturnsADeadlineTimeout(t *testing.T) {
+	sock := listenLoopback(t, 1)[0]
+	c := newSendConn(sock)
+	t.Cleanup(func() { c.Close() })
+	if err := sock.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := c.ReadFrom(make([]byte, 2048))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("ReadFrom past its deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+}
+
+func TestReadFromKnowsTransientErrors(t *testing.T) {
+	wrap := func(errno error) error {
+		return &net.OpError{Op: "read", Net: "udp", Err: os.NewSyscallError("recvfrom", errno)}
+	}
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{wrap(unix.ECONNREFUSED), true},
+		{wrap(unix.EHOSTUNREACH), true},
+		{wrap(unix.ENETUNREACH), true},
+		{wrap(unix.ENOMEM), true},
+		{wrap(unix.ENOBUFS), true},
+		{wrap(unix.EBADF), false},
+		{&net.OpError{Op: "read", Net: "udp", Err: net.ErrClosed}, false},
+		{&net.OpError{Op: "read", Net: "udp", Err: os.ErrDeadlineExceeded}, false},
+	} {
+		if got := isTransientReadError(tt.err); got != tt.want {
+			t.Errorf("isTransientReadError(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
