@@ -9,74 +9,53 @@ import (
 	"image/png"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"lightspeed/gateway/keys"
 	"lightspeed/shared/browser"
-	"lightspeed/shared/ftlclient"
 	"lightspeed/shared/netns"
+	"lightspeed/shared/stackrole"
 	"lightspeed/shared/testmedia"
 )
 
-// roleStack is the role of the test binary re-executed in namespace A: the
-// whole stack and a publisher, see serveStack.
-const roleStack = "stack"
-
-// The parameters of roleStack.
-const (
-	envStackAddr    = "LS_TEST_STACK_ADDR"     // the veth address of namespace A
-	envStackDataDir = "LS_TEST_STACK_DATA_DIR" // the gateway's data directory
-)
-
-// readyPrefix starts the line the stack prints, followed by the page's base
-// URL, once channel 77 is live.
-const readyPrefix = "READY "
-
-// serveStack runs a gateway with its embedded function on the veth address
-// of namespace A and a publisher streaming the test media to it in real time,
-// in a loop. It prints "READY http://<addr>:<port>" once channel 77 is live
-// and serves until SIGTERM.
-func serveStack() int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := runStack(ctx, log, os.Getenv(envStackAddr), os.Getenv(envStackDataDir)); err != nil {
-		log.Error("stack: " + err.Error())
-		return 1
-	}
-	return 0
+// stackRole is the role of the test binary re-executed in namespace A:
+// the whole stack and a publisher, see serveStack.
+var stackRole = stackrole.Role{
+	Name:       "stack",
+	AddrVar:    "LS_TEST_STACK_ADDR",
+	DataDirVar: "LS_TEST_STACK_DATA_DIR",
 }
 
-func runStack(ctx context.Context, log *slog.Logger, addr, dataDir string) error {
-	ip, err := netip.ParseAddr(addr)
-	if err != nil {
-		return fmt.Errorf("stack: $%s: %w", envStackAddr, err)
-	}
-	if dataDir == "" {
-		return fmt.Errorf("stack: $%s is empty", envStackDataDir)
-	}
+// serveStack plays stackRole: a gateway with its embedded function on the
+// veth address of namespace A and a publisher streaming the test media to
+// it in real time, in a loop. It prints the ready line once channel 77 is
+// live and serves until SIGTERM.
+func serveStack() int {
+	return stackRole.Serve(slog.LevelInfo, func(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
+		if err := runStack(ctx, log, p); err != nil {
+			return fmt.Errorf("stack: %w", err)
+		}
+		return nil
+	})
+}
+
+func runStack(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
 	cfg := Config{
 		FTLAddr:       "127.0.0.1:0",
 		FTLMediaAddr:  "127.0.0.1:0",
-		HTTPAddr:      net.JoinHostPort(ip.String(), "0"),
+		HTTPAddr:      net.JoinHostPort(p.Addr.String(), "0"),
 		RelayAddr:     "127.0.0.1:0",
-		DataDir:       dataDir,
+		DataDir:       p.DataDir,
 		StreamKey:     testKey,
 		HubMaxHold:    40 * time.Millisecond,
 		Region:        "ams",
 		EmbedFunction: true,
-		WebRTCUDPAddr: net.JoinHostPort(ip.String(), "0"),
-		PublicIPs:     []string{ip.String()},
+		WebRTCUDPAddr: net.JoinHostPort(p.Addr.String(), "0"),
+		PublicIPs:     []string{p.Addr.String()},
 		FunctionCap:   100,
 	}
 	k, err := keys.Parse(cfg.StreamKey)
@@ -87,120 +66,8 @@ func runStack(ctx context.Context, log *slog.Logger, addr, dataDir string) error
 	if err != nil {
 		return err
 	}
-	nals, err := testmedia.NALUnits()
-	if err != nil {
-		return err
-	}
-	opus, err := testmedia.OpusPackets()
-	if err != nil {
-		return err
-	}
-
-	eg, ctx := errgroup.WithContext(ctx)
-	eg.Go(func() error { return g.Run(ctx) })
-	eg.Go(func() error {
-		conn, err := ftlclient.Dial(ctx, ftlclient.Config{Addr: g.FTLAddr().String(), StreamKey: testKey, Rate: 1})
-		if err != nil {
-			return fmt.Errorf("publisher: %w", err)
-		}
-		defer conn.Close()
-		if err := conn.Stream(ctx, nals, opus, 0); ctx.Err() == nil {
-			return fmt.Errorf("publisher: stream ended: %w", err)
-		}
-		return nil
-	})
-	eg.Go(func() error {
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			if h := g.Hubs().Get(77); h != nil && h.Stats().Live {
-				fmt.Printf("%shttp://%s\n", readyPrefix, g.HTTPAddr())
-				return nil
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-tick.C:
-			}
-		}
-	})
-	return eg.Wait()
-}
-
-// syncBuffer collects the browser's output from its goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// startStack creates a pair of namespaces and runs the stack in A until the
-// test ends. It returns the pair and the base URL of the page.
-func startStack(t *testing.T, ctx context.Context) (*netns.Pair, string) {
-	t.Helper()
-	pair, err := netns.New(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := pair.Close(); err != nil {
-			t.Errorf("namespaces: %v", err)
-		}
-	})
-	// Not ctx: Stop ends the stack with SIGTERM, so its shutdown is part of
-	// the test; the kernel kills it if the test binary dies first.
-	cmd := pair.SelfCommand(context.Background(), pair.A, roleStack)
-	cmd.Env = append(cmd.Env, envStackAddr+"="+pair.AddrA.String(), envStackDataDir+"="+t.TempDir())
-	stack := &netns.Process{Cmd: cmd, Name: "stack", Logf: t.Logf}
-	if err := stack.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := stack.Stop(); err != nil {
-			t.Errorf("stack: %v", err)
-		}
-	})
-	ready, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	line, err := stack.WaitLine(ready, readyPrefix+"http://")
-	if err != nil {
-		t.Fatalf("the stack never became ready: %v", err)
-	}
-	_, base, _ := strings.Cut(line, readyPrefix)
-	return pair, strings.TrimSpace(base)
-}
-
-// startBrowser runs Chromium in namespace ns until the test ends; its
-// output is logged when the test fails.
-func startBrowser(t *testing.T, ctx context.Context, ns string) *browser.Browser {
-	t.Helper()
-	out := new(syncBuffer)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", out)
-		}
-	})
-	b, err := browser.Start(ctx, browser.Options{Netns: ns, Output: out, Extra: []string{"--window-size=1280,900"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := b.Close(); err != nil {
-			t.Errorf("browser: %v", err)
-		}
-	})
-	return b
+	live := func() bool { h := g.Hubs().Get(77); return h != nil && h.Stats().Live }
+	return stackrole.Stack{Gateway: g, StreamKey: testKey, Live: live}.Run(ctx)
 }
 
 // openPage opens url in a new tab that is closed when the test ends. When
@@ -340,11 +207,11 @@ func TestBrowserPlaysTheViewerPage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 
-	pair, base := startStack(t, ctx)
+	pair, _, base := stackRole.StartForTest(t, ctx, t.TempDir(), nil)
 	if want := "http://" + pair.AddrA.String() + ":"; !strings.HasPrefix(base, want) {
 		t.Fatalf("the stack serves on %s, want %s…", base, want)
 	}
-	b := startBrowser(t, ctx, pair.B)
+	b := browser.StartForTest(t, ctx, browser.Options{Netns: pair.B, Extra: []string{"--window-size=1280,900"}})
 
 	t.Run("watch page plays the channel", func(t *testing.T) {
 		tab := openPage(t, ctx, b, base+"/watch/77")

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -109,47 +108,6 @@ func servePage(addr string) int {
 	return 1
 }
 
-// syncBuffer collects the browser's output from its goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// startBrowser starts a browser that the test's cleanup closes; its output
-// is logged when the test fails.
-func startBrowser(t *testing.T, ctx context.Context, opts Options) *Browser {
-	t.Helper()
-	out := new(syncBuffer)
-	opts.Output = out
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", out)
-		}
-	})
-	b, err := Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := b.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return b
-}
-
 // namespaces returns the names that `ip netns list` shows.
 func namespaces(t *testing.T) []string {
 	t.Helper()
@@ -213,7 +171,7 @@ func TestPageInOtherNamespaceLoadsAndDecodesWebRTCVideo(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b := startBrowser(t, ctx, Options{Netns: pair.B})
+	b := StartForTest(t, ctx, Options{Netns: pair.B})
 	url := "http://" + addr + "/"
 	tab, err := b.Open(ctx, url)
 	if err != nil {
@@ -312,18 +270,26 @@ func TestPageInOtherNamespaceLoadsAndDecodesWebRTCVideo(t *testing.T) {
 	}
 }
 
-func TestTabRecordsConsoleErrorsAndExceptions(t *testing.T) {
+// openBlank starts a browser in this namespace and opens about:blank in
+// it, for a test of at most a minute. Both close when the test ends.
+func openBlank(t *testing.T) (context.Context, *Tab) {
+	t.Helper()
 	if _, err := Chromium(); err != nil {
 		netns.Unavailable(t, err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	b := startBrowser(t, ctx, Options{})
+	t.Cleanup(cancel)
+	b := StartForTest(t, ctx, Options{})
 	tab, err := b.Open(ctx, "about:blank")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tab.Close()
+	t.Cleanup(func() { tab.Close() })
+	return ctx, tab
+}
+
+func TestTabRecordsConsoleErrorsAndExceptions(t *testing.T) {
+	ctx, tab := openBlank(t)
 
 	if err := tab.Eval(ctx, `console.log("fine"); console.error("bad thing"); setTimeout(() => { throw new Error("boom") }); 1`, nil); err != nil {
 		t.Fatal(err)
@@ -348,17 +314,7 @@ func TestTabRecordsConsoleErrorsAndExceptions(t *testing.T) {
 }
 
 func TestEvalReportsExceptionsAndWaitForGivesUpWithTheLastError(t *testing.T) {
-	if _, err := Chromium(); err != nil {
-		netns.Unavailable(t, err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	b := startBrowser(t, ctx, Options{})
-	tab, err := b.Open(ctx, "about:blank")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tab.Close()
+	ctx, tab := openBlank(t)
 
 	var n int
 	if err := tab.Eval(ctx, "Promise.resolve(41).then(x => x + 1)", &n); err != nil || n != 42 {
@@ -370,7 +326,7 @@ func TestEvalReportsExceptionsAndWaitForGivesUpWithTheLastError(t *testing.T) {
 
 	short, cancelShort := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancelShort()
-	err = tab.WaitFor(short, "window.neverSet.value")
+	err := tab.WaitFor(short, "window.neverSet.value")
 	if err == nil || !strings.Contains(err.Error(), "neverSet") || !strings.Contains(err.Error(), "deadline") {
 		t.Errorf("WaitFor = %v, want a deadline error naming the last failure", err)
 	}

@@ -97,6 +97,7 @@ import (
 
 	"lightspeed/shared/browser"
 	"lightspeed/shared/netns"
+	"lightspeed/shared/stackrole"
 )
 
 // Options configure Run.
@@ -337,33 +338,26 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	defer cleanup("temporary directory", func() error { return os.RemoveAll(dir) })
 	framesPath := filepath.Join(dir, "frames")
 
-	// Not ctx: Stop ends the stack with SIGTERM; the kernel kills it if
-	// this process dies first.
-	cmd := pair.SelfCommand(context.Background(), pair.A, Role)
-	cmd.Env = append(cmd.Env, envAddr+"="+pair.AddrA.String(), envDataDir+"="+dir, envFrames+"="+framesPath)
+	env := []string{envFrames + "=" + framesPath}
 	if opt.H264 != "" {
 		path, err := filepath.Abs(opt.H264)
 		if err != nil {
 			return nil, fmt.Errorf("glass: %w", err)
 		}
-		cmd.Env = append(cmd.Env, envH264+"="+path)
+		env = append(env, envH264+"="+path)
 	}
 	if opt.JoinAt > 0 {
-		cmd.Env = append(cmd.Env, envKeyframes+"=1")
+		env = append(env, envKeyframes+"=1")
 	}
-	stack := &netns.Process{Cmd: cmd, Name: "stack", Logf: opt.Logf}
-	if err := stack.Start(); err != nil {
+	stack, err := stackRole.Start(pair, dir, env, opt.Logf)
+	if err != nil {
 		return nil, fmt.Errorf("glass: %w", err)
 	}
 	defer cleanup("stack", stack.Stop)
-	ready, cancel := context.WithTimeout(ctx, time.Minute)
-	line, err := stack.WaitLine(ready, readyPrefix+"http://")
-	cancel()
+	base, err := stackrole.WaitReady(ctx, stack)
 	if err != nil {
-		return nil, fmt.Errorf("glass: the stack never became ready: %w", err)
+		return nil, fmt.Errorf("glass: %w", err)
 	}
-	_, base, _ := strings.Cut(line, readyPrefix)
-	base = strings.TrimSpace(base)
 	opt.Logf("glass: stack serves %s", base)
 
 	var browsers []*browser.Browser

@@ -2,7 +2,6 @@ package glass
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,15 +17,7 @@ import (
 // TestMain runs the tests, or the stack when Run has re-executed the test
 // binary in namespace A.
 func TestMain(m *testing.M) {
-	switch role := netns.Role(); role {
-	case "":
-		os.Exit(m.Run())
-	case Role:
-		os.Exit(ServeStack())
-	default:
-		fmt.Fprintf(os.Stderr, "unknown role %q\n", role)
-		os.Exit(2)
-	}
+	stackRole.Main(m, ServeStack)
 }
 
 // Environment variables that turn TestGlassToGlassShort into a real

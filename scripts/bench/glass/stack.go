@@ -9,25 +9,20 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"lightspeed/function/fanout"
 	"lightspeed/function/relay"
 	"lightspeed/gateway/app"
 	"lightspeed/gateway/hub"
 	"lightspeed/gateway/keys"
-	"lightspeed/shared/ftlclient"
+	"lightspeed/shared/stackrole"
 	"lightspeed/shared/testmedia"
 )
 
@@ -59,15 +54,14 @@ const (
 	envKeyframes = "LS_GLASS_KEYFRAMES"
 )
 
+// stackRole is Role with the variables of its address and data directory.
+var stackRole = stackrole.Role{Name: Role, AddrVar: envAddr, DataDirVar: envDataDir}
+
 // channel is the channel the stack publishes; streamKey is its key.
 const (
 	channel   = 77
 	streamKey = "77-glasstoglass"
 )
-
-// readyPrefix starts the line the stack prints, followed by the page's
-// base URL, once the channel is live.
-const readyPrefix = "READY "
 
 // keyframePrefix starts the line the stack prints for each keyframe the
 // hub releases when $LS_GLASS_KEYFRAMES is 1: "KEYFRAME <n> <timestamp>
@@ -107,36 +101,25 @@ type FunctionStats struct {
 // It prints "READY http://<addr>:<port>" once the channel is live, serves
 // until SIGTERM and returns the process's exit code.
 func ServeStack() int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	err := serveStack(ctx, log, stackParams{
-		addr: os.Getenv(envAddr), dataDir: os.Getenv(envDataDir), framesPath: os.Getenv(envFrames),
-		h264Path: os.Getenv(envH264), keyframes: os.Getenv(envKeyframes) == "1",
+	return stackRole.Serve(slog.LevelWarn, func(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
+		return serveStack(ctx, log, stackParams{
+			Params: p, framesPath: os.Getenv(envFrames),
+			h264Path: os.Getenv(envH264), keyframes: os.Getenv(envKeyframes) == "1",
+		})
 	})
-	if err != nil {
-		log.Error(err.Error())
-		return 1
-	}
-	return 0
 }
 
 // stackParams are the stack's parameters, from the environment.
 type stackParams struct {
-	addr       string // $LS_GLASS_ADDR
-	dataDir    string // $LS_GLASS_DATA_DIR
-	framesPath string // $LS_GLASS_FRAMES
-	h264Path   string // $LS_GLASS_H264; "" for the test media
-	keyframes  bool   // $LS_GLASS_KEYFRAMES is 1
+	stackrole.Params        // $LS_GLASS_ADDR and $LS_GLASS_DATA_DIR
+	framesPath       string // $LS_GLASS_FRAMES
+	h264Path         string // $LS_GLASS_H264; "" for the test media
+	keyframes        bool   // $LS_GLASS_KEYFRAMES is 1
 }
 
 func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
-	ip, err := netip.ParseAddr(sp.addr)
-	if err != nil {
-		return fmt.Errorf("glass: stack: $%s: %w", envAddr, err)
-	}
-	if sp.dataDir == "" || sp.framesPath == "" {
-		return fmt.Errorf("glass: stack: $%s or $%s is empty", envDataDir, envFrames)
+	if sp.framesPath == "" {
+		return fmt.Errorf("glass: stack: $%s is empty", envFrames)
 	}
 	nals, opus, err := loadMedia(sp.h264Path)
 	if err != nil {
@@ -151,15 +134,15 @@ func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
 	cfg := app.Config{
 		FTLAddr:       "127.0.0.1:0",
 		FTLMediaAddr:  "127.0.0.1:0",
-		HTTPAddr:      net.JoinHostPort(ip.String(), "0"),
+		HTTPAddr:      net.JoinHostPort(sp.Addr.String(), "0"),
 		RelayAddr:     "127.0.0.1:0",
-		DataDir:       filepath.Join(sp.dataDir, "gateway"),
+		DataDir:       filepath.Join(sp.DataDir, "gateway"),
 		StreamKey:     streamKey,
 		HubMaxHold:    hub.DefaultMaxHold,
 		Region:        "ams",
 		EmbedFunction: true,
-		WebRTCUDPAddr: net.JoinHostPort(ip.String(), "0"),
-		PublicIPs:     []string{ip.String()},
+		WebRTCUDPAddr: net.JoinHostPort(sp.Addr.String(), "0"),
+		PublicIPs:     []string{sp.Addr.String()},
 		FunctionCap:   100,
 	}
 	k, err := keys.Parse(cfg.StreamKey)
@@ -179,23 +162,7 @@ func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
 	defer sub.Close()
 
 	var hubPackets atomic.Uint64 // released by the hub, seen by sub
-	eg, ctx := errgroup.WithContext(ctx)
-	eg.Go(func() error { return g.Run(ctx) })
-	eg.Go(func() error {
-		conn, err := ftlclient.Dial(ctx, ftlclient.Config{
-			Addr: g.FTLAddr().String(), StreamKey: streamKey, Rate: 1,
-			OnFrame: fl.sent,
-		})
-		if err != nil {
-			return fmt.Errorf("glass: publisher: %w", err)
-		}
-		defer conn.Close()
-		if err := conn.Stream(ctx, nals, opus, 0); ctx.Err() == nil {
-			return fmt.Errorf("glass: publisher: stream ended: %w", err)
-		}
-		return nil
-	})
-	eg.Go(func() error {
+	readHub := func(ctx context.Context) error {
 		var (
 			last      uint32
 			started   bool
@@ -207,7 +174,7 @@ func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
 				if ctx.Err() != nil || errors.Is(err, hub.ErrClosed) {
 					return nil
 				}
-				return fmt.Errorf("glass: hub: %w", err)
+				return fmt.Errorf("hub: %w", err)
 			}
 			hubPackets.Add(1)
 			if p.Track != hub.Video || (started && p.Timestamp == last) {
@@ -221,24 +188,10 @@ func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
 				fmt.Printf("%s%d %d %d\n", keyframePrefix, keyframes, p.Timestamp, now.UnixNano())
 			}
 		}
-	})
-	eg.Go(func() error {
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			if h := g.Hubs().Get(channel); h != nil && h.Stats().Live {
-				fmt.Printf("%shttp://%s\n", readyPrefix, g.HTTPAddr())
-				return nil
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-tick.C:
-			}
-		}
-	})
+	}
+	more := []func(context.Context) error{readHub}
 	if sp.keyframes {
-		eg.Go(func() error {
+		more = append(more, func(ctx context.Context) error {
 			tick := time.NewTicker(functionEvery)
 			defer tick.Stop()
 			for {
@@ -249,18 +202,25 @@ func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
 				}
 				if f := g.Function(); f != nil {
 					st := FunctionStats{HubPackets: hubPackets.Load(), Relay: f.Client().Stats(), Fanout: f.Fanout().Stats()}
-					if err := writeJSON(filepath.Join(sp.dataDir, functionFile), st); err != nil {
-						return fmt.Errorf("glass: stack: %w", err)
+					if err := writeJSON(filepath.Join(sp.DataDir, functionFile), st); err != nil {
+						return fmt.Errorf("stack: %w", err)
 					}
 				}
 			}
 		})
 	}
-	err = eg.Wait()
+	stack := stackrole.Stack{
+		Gateway: g, StreamKey: streamKey, NALs: nals, Opus: opus, OnFrame: fl.sent,
+		Live: func() bool { h := g.Hubs().Get(channel); return h != nil && h.Stats().Live },
+	}
+	err = stack.Run(ctx, more...)
 	if n := fl.unmatched(); n > 0 {
 		log.Warn("glass: frames without both a send and a release time", "frames", n)
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("glass: %w", err)
+	}
+	return nil
 }
 
 // writeJSON replaces the file at path with v as JSON, atomically.
