@@ -207,6 +207,10 @@ func New(cfg Config, up Upstream) (*Fanout, error) {
 
 // newAPI builds the fan-out's own pion API: the codecs it sends, one UDP
 // port for all ICE traffic, and no interceptors.
+// dtlsRetransmit is how long pion waits for the viewer's answer to a DTLS
+// handshake flight before sending the flight again.
+const dtlsRetransmit = 100 * time.Millisecond
+
 func (f *Fanout) newAPI(loggers pionLoggers) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	for _, c := range h264Codecs() {
@@ -237,6 +241,12 @@ func (f *Fanout) newAPI(loggers pionLoggers) (*webrtc.API, error) {
 	// Viewers send no media, so there is no SRTP to check for replays:
 	// no replay window per stream.
 	se.DisableSRTPReplayProtection(true)
+	// pion resends a lost DTLS flight after a fixed interval, 1 s by
+	// default, with no backoff: a lost ClientHello or a peer that was not
+	// yet reading kept a viewer waiting a whole second for its first
+	// frame. Browsers start at 50 ms and back off; 100 ms costs a few
+	// repeated handshake datagrams to a viewer far away.
+	se.SetDTLSRetransmissionInterval(dtlsRetransmit)
 	se.SetLite(false)
 	se.SetICETimeouts(f.cfg.ICEDisconnectedTimeout, f.cfg.ICEFailedTimeout, f.cfg.ICEKeepalive)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)

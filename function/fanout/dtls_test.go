@@ -1,0 +1,99 @@
+package fanout
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/ice/v2"
+	"github.com/pion/interceptor"
+	"github.com/pion/transport/v2"
+	"github.com/pion/transport/v2/stdnet"
+	"github.com/pion/webrtc/v3"
+)
+
+// lossyNet makes UDP sockets that lose the first DTLS handshake datagram
+// they receive.
+type lossyNet struct {
+	transport.Net
+	lost *atomic.Bool
+}
+
+func (n lossyNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+	c, err := n.Net.ListenUDP(network, laddr)
+	if err != nil {
+		return nil, err
+	}
+	return lossyConn{c, n.lost}, nil
+}
+
+type lossyConn struct {
+	transport.UDPConn
+	lost *atomic.Bool
+}
+
+// dtlsHandshake is the DTLS record content type of handshake messages.
+const dtlsHandshake = 22
+
+func (c lossyConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.UDPConn.ReadFrom(b)
+		if err == nil && n > 0 && b[0] == dtlsHandshake && c.lost.CompareAndSwap(false, true) {
+			continue
+		}
+		return n, addr, err
+	}
+}
+
+// TestViewerConnectsAfterLosingTheFirstDTLSDatagram: the fan-out's first
+// handshake flight (it answers a WHEP offer, so it is the DTLS client and
+// speaks first) is lost on the way to the viewer. The fan-out sends it
+// again and the viewer connects. With -v the test prints how long that
+// took: about dtlsRetransmit (pion's default, a fixed 1 s, made a viewer
+// wait a second for its first frame).
+func TestViewerConnectsAfterLosingTheFirstDTLSDatagram(t *testing.T) {
+	h := newHarness(t, Config{}, hooks{})
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetInterfaceFilter(isLoopback)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	std, err := stdnet.NewNet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lost atomic.Bool
+	se.SetNet(lossyNet{std, &lost})
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(se))
+	p := newPeer(t, api)
+	connected := make(chan struct{})
+	p.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateConnected {
+			close(connected)
+		}
+	})
+	offer := p.offer()
+	start := time.Now()
+	_, answer, err := h.f.StartSession(context.Background(), "lossy", testChannel, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.accept(answer)
+	select {
+	case <-connected:
+	case <-time.After(waitLimit):
+		t.Fatal("the viewer never connected")
+	}
+	if !lost.Load() {
+		t.Fatal("no DTLS handshake datagram was lost: the test did not test")
+	}
+	t.Logf("connected %v after the offer, one handshake datagram lost", time.Since(start))
+	h.writeGOP(3)
+	h.waitJoined("lossy")
+}
