@@ -130,11 +130,16 @@ func (ch *channel) ingest(t relaywire.Track, pkt []byte, now time.Time) {
 		hasSPS:   info.HasSPS,
 		payload:  payload,
 	}
+	oldKey, hadKey := m.cache.keyframe, m.cache.keyframeOK
 	stored, keyframeStart := m.cache.store(p)
 	if !stored {
 		ch.duplicates.Add(1)
 		return
 	}
+	// A keyframe revealed by a late packet (its first packet recovered
+	// after the ones behind it, or a late marker before it): viewers
+	// waiting for a keyframe start from it now, not at the next one.
+	revealed := t == relaywire.Video && !keyframeStart && m.cache.keyframeOK && (!hadKey || m.cache.keyframe != oldKey)
 	// The newest frame's timestamp and when its first packet came: the
 	// track's clock, from which sender reports and a restart extrapolate.
 	// A frame's later packets come later only because of the frame's size.
@@ -144,14 +149,36 @@ func (ch *channel) ingest(t relaywire.Track, pkt []byte, now time.Time) {
 	e := entry{track: t, seq: p.seq}
 	for _, v := range ch.viewers {
 		if t == relaywire.Video && !v.videoLive {
-			if !keyframeStart {
+			switch {
+			case keyframeStart:
+				v.videoLive = true
+			case revealed:
+				v.videoLive = ch.queueGOP(v) // with p, if p is in the keyframe's range
+				continue
+			default:
 				continue
 			}
-			v.videoLive = true
 		}
 		v.queue.add(e)
 	}
 	ch.release(t, p.marker)
+}
+
+// queueGOP queues to v the cached video packets from the newest keyframe
+// on, and reports whether there was such a keyframe. Called with mu held.
+func (ch *channel) queueGOP(v *viewer) bool {
+	c := ch.media[relaywire.Video].cache
+	from, n, ok := c.gop()
+	if !ok {
+		return false
+	}
+	for i := range n {
+		seq := from + uint16(i)
+		if _, held := c.lookup(seq); held {
+			v.queue.add(entry{track: relaywire.Video, seq: seq})
+		}
+	}
+	return true
 }
 
 // release wakes the writers for a packet of track t: at the end of a

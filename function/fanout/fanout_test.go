@@ -484,3 +484,30 @@ func TestPacketsRecoveredLateByTheRelayAreForwarded(t *testing.T) {
 	p.waitAll(relaywire.Video, h.sent[relaywire.Video])
 	p.checkExactly(relaywire.Video, h.sent[relaywire.Video])
 }
+
+// TestWaitingViewerStartsFromAKeyframeRevealedLate: a viewer waits for a
+// keyframe (the channel's stream had none cached when it joined, as at a
+// function's first subscription). The keyframe's first packet, its SPS, is
+// lost on the relay and recovered after the rest of the keyframe and two
+// frames: only then is the keyframe known. The viewer starts from it at
+// once, rather than waiting a whole GOP for the next one.
+func TestWaitingViewerStartsFromAKeyframeRevealedLate(t *testing.T) {
+	h := newHarness(t, Config{}, hooks{})
+	p := newPeer(t, viewerAPI(t, true))
+	h.connectWHEP(p, "waiting")
+
+	key := h.syn.keyframe()
+	if key[0][12]&0x1f != 7 {
+		t.Fatal("the keyframe does not start with an SPS")
+	}
+	h.write(relaywire.Video, key[1:]...)
+	h.writeDeltas(2)
+	h.write(relaywire.Video, key[0])
+	h.writeDeltas(2)
+
+	p.waitAll(relaywire.Video, h.sent[relaywire.Video])
+	got := p.received(relaywire.Video)
+	if got[0].Payload[0]&0x1f != 7 {
+		t.Errorf("first video packet: NAL type %d, want an SPS", got[0].Payload[0]&0x1f)
+	}
+}
