@@ -7,13 +7,16 @@ const maxPayload = 1200
 // Slots of the per-track caches. They are powers of two that divide 65536,
 // so a sequence number maps to the same slot on every lap. The video cache
 // also holds the packets since the last keyframe: it starts at
-// videoSlots (about 2.5 s at 2.5 Mbit/s, 1.2 MB) and doubles, up to
-// videoSlotsMax (about 4 s at 8 Mbit/s, 4.9 MB), whenever the current GOP
-// would not fit; a channel's fixed memory follows its stream.
+// videoSlots (about 1.2 s at 2.5 Mbit/s, 0.6 MB: a 1 s GOP, and far more
+// than a NACK's round trip) and doubles, up to videoSlotsMax (about 4 s at
+// 8 Mbit/s, 4.9 MB), whenever the current GOP would not fit; a channel's
+// fixed memory follows its stream. Audio is never asked for again (Opus
+// has no NACK here): its cache only holds packets until every viewer's
+// writer has sent them, 256 slots (5 s of 20 ms frames, 0.3 MB).
 const (
-	videoSlots    = 1024
+	videoSlots    = 512
 	videoSlotsMax = 4096
-	audioSlots    = 512
+	audioSlots    = 256
 )
 
 // Flags of a cache slot.
