@@ -53,7 +53,9 @@ func isTransientReadError(err error) bool {
 // ReadFrom reads a datagram, as the embedded socket's ReadFrom does, but
 // retries reads that fail with a transient error, counting each: pion's
 // ICE UDP mux ends, and with it every viewer's connection, on any read
-// error other than a timeout. Any other error (a closed socket, a passed
+// error other than a timeout. It is a guard: Linux reports ICMP errors to
+// an unconnected UDP socket only when IP_RECVERR is set, which the
+// fan-out's socket does not set today. Any other error (a closed socket, a passed
 // deadline) is returned as it is, so closing the socket still ends its
 // reader.
 func (c *sendConn) ReadFrom(p []byte) (int, net.Addr, error) {

@@ -22,7 +22,9 @@ type flow struct {
 	tracker nack.Tracker
 	started bool
 	ssrc    uint32
-	oldSSRC uint32 // the stream before the newest one; its stragglers are dropped
+	oldSSRC uint32 // the stream before the newest one (if hasOld); its stragglers are dropped
+	hasOld  bool
+	stale   int // far-behind packets dropped in a row
 	highest uint16
 	seen    [window / 64]uint64
 }
@@ -36,32 +38,49 @@ func (f *flow) restart(seq uint16, ssrc uint32, now time.Time) {
 	f.tracker = nack.Tracker{Policy: nackPolicy}
 	f.tracker.Received(seq, now)
 	f.seen = [window / 64]uint64{}
-	f.started, f.ssrc, f.highest = true, ssrc, seq
+	f.started, f.ssrc, f.highest, f.stale = true, ssrc, seq, 0
 	f.mark(seq)
 }
+
+// staleLimit is how many far-behind packets in a row, none handed on in
+// between, make a flow take the numbering as jumped (by half the sequence
+// space or more, which reads as behind) and follow it: a stream's
+// duplicates never come that many in a row.
+const staleLimit = 64
 
 // accept records the arrival of packet seq of stream ssrc and reports
 // whether to hand it on: every sequence number once, whether it came in
 // order, as a retransmission (even one from behind the window: the tracker
 // still knew its hole), or late after its NACKs were given up; duplicates
-// not. Another SSRC is a new stream (the channel's hub was made anew): the
-// flow follows it from its first packet and drops the old stream's
-// stragglers.
+// not. Another SSRC is another stream, with numbering of its own: the flow
+// follows it from its first packet and drops the old stream's stragglers.
+// (A gateway keeps a channel's SSRC and numbering for its life, across
+// publisher reconnects, and a flow lives as long as one connection to one
+// gateway: this is a guard, as is staleLimit.)
 func (f *flow) accept(seq uint16, ssrc uint32, now time.Time, st *counters) bool {
 	switch {
 	case !f.started:
 		f.restart(seq, ssrc, now)
 		return true
 	case ssrc == f.ssrc:
-	case ssrc == f.oldSSRC:
+	case f.hasOld && ssrc == f.oldSSRC:
 		st.duplicates.Add(1)
 		return false
 	default:
 		old := f.ssrc
 		f.restart(seq, ssrc, now)
-		f.oldSSRC = old
+		f.oldSSRC, f.hasOld = old, true
 		return true
 	}
+	if ok := f.accepted(seq, now, st); ok {
+		f.stale = 0
+		return true
+	}
+	return false
+}
+
+// accepted is accept for a packet of the flow's stream.
+func (f *flow) accepted(seq uint16, now time.Time, st *counters) bool {
 	recovered, opened := f.tracker.Received(seq, now)
 	st.lost.Add(uint64(opened))
 	switch d := int(int16(seq - f.highest)); {
@@ -86,7 +105,11 @@ func (f *flow) accept(seq uint16, ssrc uint32, now time.Time, st *counters) bool
 		// retransmission, or a packet so late (over a second at a few
 		// hundred packets a second) that no viewer waits for it. Which, the
 		// ring cannot tell; either way it is dropped, and the flow's
-		// numbering stays.
+		// numbering stays, unless such packets keep coming.
+		if f.stale++; f.stale >= staleLimit {
+			f.restart(seq, f.ssrc, now)
+			return true
+		}
 		st.duplicates.Add(1)
 		return false
 	case f.marked(seq):

@@ -96,6 +96,48 @@ func TestFlowFollowsANewStream(t *testing.T) {
 	}
 }
 
+// TestFlowFollowsAJumpOfHalfTheSequenceSpace: numbering that jumps ahead
+// by 2^15 or more reads as far behind. Such packets are dropped as stale
+// duplicates at first; staleLimit of them in a row, nothing handed on in
+// between, and the flow follows the new numbering instead of dropping
+// everything until it wraps around.
+func TestFlowFollowsAJumpOfHalfTheSequenceSpace(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	f := &flow{tracker: nack.Tracker{Policy: nackPolicy}}
+	var st counters
+	for seq := uint16(1000); seq < 1010; seq++ {
+		f.accept(seq, testSSRC, t0, &st)
+	}
+	jump := uint16(1010 + 40000)
+	for i := range staleLimit - 1 {
+		if f.accept(jump+uint16(i), testSSRC, t0, &st) {
+			t.Fatalf("packet %d of the jump handed on before %d in a row", i, staleLimit)
+		}
+	}
+	for i := staleLimit - 1; i < staleLimit+10; i++ {
+		if !f.accept(jump+uint16(i), testSSRC, t0, &st) {
+			t.Fatalf("packet %d of the jump not handed on", i)
+		}
+	}
+	if f.tracker.Outstanding() != 0 {
+		t.Errorf("%d holes asked for after following the jump", f.tracker.Outstanding())
+	}
+	// A stale duplicate now and then, between packets handed on, never
+	// adds up to staleLimit.
+	g := &flow{tracker: nack.Tracker{Policy: nackPolicy}}
+	next := uint16(5000)
+	g.accept(next, testSSRC, t0, &st)
+	for range 3 * staleLimit {
+		next++
+		if !g.accept(next, testSSRC, t0, &st) {
+			t.Fatalf("packet %d not handed on", next)
+		}
+		if g.accept(next-window-10, testSSRC, t0, &st) {
+			t.Fatalf("stale duplicate %d handed on", next-window-10)
+		}
+	}
+}
+
 func TestFlowHandsOnAPacketArrivingAfterItsNACKsWereGivenUp(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	f := &flow{tracker: nack.Tracker{Policy: nackPolicy}}
