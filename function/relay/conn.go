@@ -408,6 +408,17 @@ func (cc *conn) subscribed(m *relaywire.Subscribed) {
 		cc.log.Info("relay: subscription refused", "channel", m.Channel, "err", m.Error)
 		return
 	}
+	now := time.Now()
+	cc.fmu.Lock()
+	for _, ti := range m.Tracks {
+		if ti.FirstSeq == nil || ti.Flow.Channel() != m.Channel {
+			continue
+		}
+		if fl := cc.flows[ti.Flow]; fl != nil {
+			fl.anchor(*ti.FirstSeq, ti.SSRC, now, &cc.c.stats)
+		}
+	}
+	cc.fmu.Unlock()
 	cc.log.Info("relay: subscribed", "channel", m.Channel)
 }
 

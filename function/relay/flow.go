@@ -42,6 +42,47 @@ func (f *flow) restart(seq uint16, ssrc uint32, now time.Time) {
 	f.mark(seq)
 }
 
+// anchor tells the flow where its subscription starts: first, the
+// sequence number of the first packet the gateway sends of stream ssrc.
+// Packets from first up to the first one the flow received were lost
+// before the flow could know they were sent; they become holes the
+// tracker asks for. (The first packets of a subscription are the cached
+// keyframe's SPS and IDR: lost and not asked for, a new viewer would wait
+// for the next keyframe.) Called with the gateway's answer to the
+// subscription, which datagrams may overtake.
+func (f *flow) anchor(first uint16, ssrc uint32, now time.Time, st *counters) {
+	if !f.started {
+		f.restart(first-1, ssrc, now) // first itself comes next
+		return
+	}
+	if ssrc != f.ssrc {
+		return
+	}
+	if d := int(int16(f.highest - first)); d < 0 || d >= window {
+		return // first is newer than everything received, or too far back to tell
+	}
+	lo := first // the oldest packet received from first on
+	for lo != f.highest && !f.marked(lo) {
+		lo++
+	}
+	if lo == first {
+		return
+	}
+	// The tracker again, from first-1 on, as if the packets received had
+	// come in order: the holes before lo open, those after it open again.
+	f.tracker = nack.Tracker{Policy: nackPolicy}
+	f.tracker.Received(first-1, now)
+	for seq := lo; ; seq++ {
+		if f.marked(seq) {
+			f.tracker.Received(seq, now)
+		}
+		if seq == f.highest {
+			break
+		}
+	}
+	st.lost.Add(uint64(lo - first))
+}
+
 // staleLimit is how many far-behind packets in a row, none handed on in
 // between, make a flow take the numbering as jumped (by half the sequence
 // space or more, which reads as behind) and follow it: a stream's

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
@@ -93,6 +94,62 @@ func TestFlowFollowsANewStream(t *testing.T) {
 		if !f.accept(first+2, newSSRC, t0, &st) || st.recovered.Load() != 1 {
 			t.Errorf("new stream from %d: its retransmission not handed on as recovered", first)
 		}
+	}
+}
+
+// TestFlowAnchorAsksForPacketsBeforeTheFirstReceived: the gateway's
+// answer says where the subscription starts; packets from there to the
+// first one received are asked for, whichever came first, the answer or
+// the datagrams.
+func TestFlowAnchorAsksForPacketsBeforeTheFirstReceived(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	due := func(f *flow) []uint16 { return f.tracker.Due(t0.Add(nackPolicy.Retry), nil) }
+	tests := []struct {
+		name        string
+		before      []uint16 // received before the answer
+		first       uint16
+		ssrc        uint32
+		after       []uint16 // received after it
+		asked       []uint16
+		lost        uint64
+		handedOnAll bool
+	}{
+		{"answer first", nil, 65534, testSSRC, []uint16{0, 1}, []uint16{65534, 65535}, 2, true},
+		{"datagrams first", []uint16{103, 104, 106}, 100, testSSRC, nil, []uint16{100, 101, 102, 105}, 4, true},
+		{"nothing lost", []uint16{100, 101}, 100, testSSRC, []uint16{102}, nil, 0, true},
+		{"another stream's answer", []uint16{103, 104}, 100, 0x99, nil, nil, 0, true},
+		{"first far behind", []uint16{1000}, 1000 - window, testSSRC, nil, nil, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &flow{tracker: nack.Tracker{Policy: nackPolicy}}
+			var st counters
+			for _, seq := range tt.before {
+				if !f.accept(seq, testSSRC, t0, &st) {
+					t.Fatalf("packet %d not handed on", seq)
+				}
+			}
+			f.anchor(tt.first, tt.ssrc, t0, &st)
+			for _, seq := range tt.after {
+				if !f.accept(seq, testSSRC, t0, &st) {
+					t.Fatalf("packet %d not handed on", seq)
+				}
+			}
+			if got := due(f); !slices.Equal(got, tt.asked) {
+				t.Errorf("asked for %v, want %v", got, tt.asked)
+			}
+			if st.lost.Load() != tt.lost {
+				t.Errorf("lost %d, want %d", st.lost.Load(), tt.lost)
+			}
+			for _, seq := range tt.asked {
+				if !f.accept(seq, testSSRC, t0, &st) {
+					t.Errorf("retransmission %d not handed on", seq)
+				}
+			}
+			if st.recovered.Load() != uint64(len(tt.asked)) {
+				t.Errorf("recovered %d, want %d", st.recovered.Load(), len(tt.asked))
+			}
+		})
 	}
 }
 

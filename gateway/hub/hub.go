@@ -299,13 +299,22 @@ func (h *Hub) Subscribe(o SubscribeOptions) *Subscription {
 		capacity = max(capacity, len(h.gop.entries)+256)
 	}
 	s := newSubscription(h, capacity)
+	for t := range s.first {
+		s.first[t] = h.tracks[t].seq
+	}
 	if h.closed {
 		s.shut()
 		return s
 	}
 	if fromCache {
+		var seen [numTracks]bool
 		for i := range h.gop.entries {
-			s.push(h.gop.packet(i))
+			p := h.gop.packet(i)
+			if !seen[p.Track] {
+				seen[p.Track] = true
+				s.first[p.Track] = p.Seq
+			}
+			s.push(p)
 		}
 	}
 	h.subs = append(h.subs, s)

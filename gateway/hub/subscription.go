@@ -40,7 +40,15 @@ type Subscription struct {
 	dropped uint64
 
 	cur [MaxPacketSize]byte // the packet last returned by Next
+
+	first [numTracks]uint16 // set by Subscribe, then read-only
 }
+
+// First returns the sequence number of the first packet of track t the
+// subscription delivers: the first of that track in the keyframe cache it
+// started with, or else the next one the hub releases. A receiver that
+// knows it can ask again for packets lost before the first it receives.
+func (s *Subscription) First(t Track) uint16 { return s.first[t] }
 
 // queued describes the packet in one slot of the queue.
 type queued struct {

@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"lightspeed/gateway/hub"
@@ -61,6 +62,16 @@ func TestFromKeyframeSubscriberStartsAtTheCachedKeyframe(t *testing.T) {
 	if late.Dropped() != 0 {
 		t.Errorf("late subscriber dropped %d packets", late.Dropped())
 	}
+	for _, tr := range []hub.Track{hub.Video, hub.Audio} {
+		for _, p := range got {
+			if p.Track == tr {
+				if late.First(tr) != p.Seq {
+					t.Errorf("%v: First says %d, the first packet is %d", tr, late.First(tr), p.Seq)
+				}
+				break
+			}
+		}
+	}
 }
 
 func TestFromKeyframeWithoutCachedKeyframeStartsLive(t *testing.T) {
@@ -69,9 +80,15 @@ func TestFromKeyframeWithoutCachedKeyframeStartsLive(t *testing.T) {
 	s.delta()
 	before := subscribe(t, h, hub.SubscribeOptions{FromKeyframe: true})
 	live := subscribe(t, h, hub.SubscribeOptions{})
+	firstVideo, firstAudio := before.First(hub.Video), before.First(hub.Audio)
 	s.delta()
-	if got, want := drain(t, before), drain(t, live); len(got) != len(want) || got[0].Seq != want[0].Seq {
+	got, want := drain(t, before), drain(t, live)
+	if len(got) != len(want) || got[0].Seq != want[0].Seq {
 		t.Errorf("subscriber before any keyframe got %d packets, want the %d live ones", len(got), len(want))
+	}
+	audio := slices.IndexFunc(got, func(p out) bool { return p.Track == hub.Audio })
+	if got[0].Track != hub.Video || got[0].Seq != firstVideo || audio < 0 || got[audio].Seq != firstAudio {
+		t.Errorf("First said video %d, audio %d; the live packets began with %v %d", firstVideo, firstAudio, got[0].Track, got[0].Seq)
 	}
 
 	s.keyframe()

@@ -291,7 +291,7 @@ func (f *function) subscribe(channel uint32) {
 		go f.forward(ctx, fw)
 		log.Info("relay: subscribed")
 	}
-	f.write(&relaywire.Subscribed{Channel: channel, Tracks: trackInfos(channel, h.Tracks())})
+	f.write(&relaywire.Subscribed{Channel: channel, Tracks: trackInfos(channel, h.Tracks(), fw.sub)})
 }
 
 func (f *function) unsubscribe(channel uint32) {
@@ -322,9 +322,10 @@ func (f *function) hub(channel uint32) *hub.Hub {
 	return nil
 }
 
-func trackInfos(channel uint32, tracks []hub.TrackInfo) []relaywire.TrackInfo {
+func trackInfos(channel uint32, tracks []hub.TrackInfo, sub *hub.Subscription) []relaywire.TrackInfo {
 	out := make([]relaywire.TrackInfo, 0, len(tracks))
 	for _, t := range tracks {
+		first := sub.First(t.Track)
 		out = append(out, relaywire.TrackInfo{
 			Flow:        relaywire.FlowOf(channel, relaywire.Track(t.Track)),
 			Track:       t.Track.String(),
@@ -334,6 +335,7 @@ func trackInfos(channel uint32, tracks []hub.TrackInfo) []relaywire.TrackInfo {
 			Channels:    t.Channels,
 			Fmtp:        t.Fmtp,
 			SSRC:        t.SSRC,
+			FirstSeq:    &first,
 		})
 	}
 	return out

@@ -309,8 +309,22 @@ func TestSubscribedChannelArrivesByteIdenticalInOrderUntilUnsubscribed(t *testin
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := trackInfos(77, pub.h.Tracks())
-	if !slices.Equal(tracks, want) {
+	// Nothing was published yet: each track starts where the test's own
+	// subscription does, at the hub's next packet.
+	want := trackInfos(77, pub.h.Tracks(), ref)
+	for i := range tracks {
+		if tracks[i].FirstSeq == nil || want[i].FirstSeq == nil || *tracks[i].FirstSeq != *want[i].FirstSeq {
+			t.Errorf("track %d: first_seq %v, want %d", i, tracks[i].FirstSeq, *want[i].FirstSeq)
+		}
+	}
+	noFirst := func(ts []relaywire.TrackInfo) []relaywire.TrackInfo {
+		ts = slices.Clone(ts)
+		for i := range ts {
+			ts[i].FirstSeq = nil
+		}
+		return ts
+	}
+	if !slices.Equal(noFirst(tracks), noFirst(want)) {
 		t.Errorf("tracks %+v, want %+v", tracks, want)
 	}
 	if want[0].Flow != relaywire.FlowOf(77, relaywire.Video) || want[1].Codec != "OPUS" {
@@ -337,6 +351,9 @@ func TestSubscribedChannelArrivesByteIdenticalInOrderUntilUnsubscribed(t *testin
 			if !bytes.Equal(got[i], sent[tr][i]) {
 				t.Fatalf("flow %d: packet %d differs from the hub's", flow, i)
 			}
+		}
+		if seq := relaywire.RTPSequence(got[0]); seq != *tracks[tr].FirstSeq {
+			t.Errorf("flow %d: first packet %d, but subscribed said %d", flow, seq, *tracks[tr].FirstSeq)
 		}
 	}
 	if n := testutil.ToFloat64(g.metrics.datagrams); n < 2*300 {
@@ -555,6 +572,61 @@ func TestRelayLossIsRecoveredByNACK(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(g.metrics.nacks); n != float64(st.NACKsSent) {
 		t.Errorf("gateway counted %v NACKed sequence numbers, function sent %d", n, st.NACKsSent)
+	}
+}
+
+// TestASubscriptionsFirstPacketsLostAreRecovered: the first datagrams of a
+// subscription (at a function's first viewer, the cached keyframe's SPS
+// and IDR) are lost. The function could not know they were sent but for
+// the first sequence numbers in the gateway's answer; it asks for them,
+// and every packet arrives once.
+func TestASubscriptionsFirstPacketsLostAreRecovered(t *testing.T) {
+	g := startGateway(t, "", nil)
+	pub := startPublishing(g.hubs, 77)
+	var mu sync.Mutex
+	calls := 0
+	cfg := clientConfig(g, "first-lost")
+	cfg.DropDatagram = func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		return calls <= 4 // two packets of each track
+	}
+	f := startFunction(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := f.Subscribe(ctx, 77); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	for k := range n {
+		pub.write(hub.Video, k, 800)
+		pub.write(hub.Audio, k, 200)
+	}
+	video, audio := relaywire.FlowOf(77, relaywire.Video), relaywire.FlowOf(77, relaywire.Audio)
+	counts := func() [2]map[int]int {
+		var seen [2]map[int]int
+		for i, fl := range []relaywire.Flow{video, audio} {
+			seen[i] = make(map[int]int)
+			for _, p := range f.h.packets(fl) {
+				seen[i][index(p)]++
+			}
+		}
+		return seen
+	}
+	waitFor(t, "every packet", func() bool {
+		seen := counts()
+		return len(seen[0]) == n && len(seen[1]) == n
+	})
+	for tr, seen := range counts() {
+		for i := range n {
+			if seen[i] != 1 {
+				t.Errorf("track %d: packet %d handed on %d times", tr, i, seen[i])
+			}
+		}
+	}
+	if st := f.Stats(); st.Recovered != 4 || st.Lost != 4 {
+		t.Errorf("recovered %d of %d lost, want 4 of 4", st.Recovered, st.Lost)
 	}
 }
 

@@ -25,7 +25,8 @@ func everyMessage() []Message {
 		&LoadReport{Load{Viewers: 12, EgressBps: 2.5e7, CPU: 0.25}},
 		&Subscribe{Channel: 77},
 		&Subscribed{Channel: 77, Tracks: []TrackInfo{
-			{Flow: FlowOf(77, Video), Track: "video", Codec: "H264", PayloadType: 96, ClockRate: 90000, Fmtp: "packetization-mode=1;profile-level-id=42e01f", SSRC: 1},
+			{Flow: FlowOf(77, Video), Track: "video", Codec: "H264", PayloadType: 96, ClockRate: 90000, Fmtp: "packetization-mode=1;profile-level-id=42e01f", SSRC: 1, FirstSeq: ptr[uint16](0)},
+			{Flow: FlowOf(77, Audio), Track: "audio", Codec: "OPUS", PayloadType: 97, ClockRate: 48000, Channels: 2, SSRC: 2, FirstSeq: ptr[uint16](65535)},
 			{Flow: FlowOf(77, Audio), Track: "audio", Codec: "OPUS", PayloadType: 97, ClockRate: 48000, Channels: 2, SSRC: 2},
 		}},
 		&Subscribed{Channel: 5, Error: "channel 5 has no stream"},

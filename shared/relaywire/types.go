@@ -47,6 +47,12 @@ type TrackInfo struct {
 	Channels    uint16 `json:"channels,omitempty"`
 	Fmtp        string `json:"fmtp,omitempty"`
 	SSRC        uint32 `json:"ssrc"`
+	// FirstSeq is the sequence number of the first packet of the track the
+	// subscription sends (the start of the keyframe cache it begins with,
+	// or the next packet the channel makes), so that the function can ask
+	// again for packets lost before the first one it receives. Absent
+	// from gateways that do not say.
+	FirstSeq *uint16 `json:"first_seq,omitempty"`
 }
 
 // Candidate is an ICE candidate in the browser's RTCIceCandidateInit form.
