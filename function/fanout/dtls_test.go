@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v2"
 	"github.com/pion/interceptor"
 	"github.com/pion/transport/v2"
 	"github.com/pion/transport/v2/stdnet"
@@ -60,11 +59,7 @@ func TestViewerConnectsAfterLosingTheFirstDTLSDatagram(t *testing.T) {
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
 	}
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetInterfaceFilter(isLoopback)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se := viewerSettings()
 	std, err := stdnet.NewNet()
 	if err != nil {
 		t.Fatal(err)

@@ -307,17 +307,23 @@ func viewerAPI(t testing.TB, withNACK bool) *webrtc.API {
 			t.Fatal(err)
 		}
 	}
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetInterfaceFilter(isLoopback)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se := viewerSettings()
 	if withNACK {
 		se.SetSRTPReplayProtectionWindow(1024)
 	} else {
 		se.DisableSRTPReplayProtection(true)
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+// viewerSettings are the settings of a viewer on loopback.
+func viewerSettings() webrtc.SettingEngine {
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetInterfaceFilter(isLoopback)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return se
 }
 
 // peer is a pion viewer that records every RTP packet and every sender

@@ -30,6 +30,7 @@ type watcher struct {
 	firstKey  atomic.Int64 // when the first whole keyframe was in; 0 before
 	bytes     atomic.Uint64
 	keys      atomic.Uint64 // whole keyframes received
+	broken    atomic.Uint64 // keyframes begun but not received whole (a packet missing)
 	gotKey    chan struct{} // closed at the first whole keyframe
 
 	video, audio seqCount
@@ -89,7 +90,11 @@ func (w *watcher) packet(video bool, h rtpHeader) {
 	w.firstPkt.CompareAndSwap(0, int64(now))
 	w.video.add(h.seq)
 	w.frames.note(h.ts, h.marker, h.payload, now)
-	if w.key.packet(h) {
+	whole, broken := w.key.packet(h)
+	if broken {
+		w.broken.Add(1)
+	}
+	if whole {
 		w.keys.Add(1)
 		if w.firstKey.CompareAndSwap(0, int64(now)) {
 			close(w.gotKey)
@@ -151,17 +156,19 @@ type keyCheck struct {
 }
 
 // packet takes the next video packet and reports whether it completed a
-// keyframe.
-func (k *keyCheck) packet(h rtpHeader) bool {
+// keyframe, or broke the one begun (a gap, or a new frame before its
+// marker).
+func (k *keyCheck) packet(h rtpHeader) (whole, broken bool) {
 	info, err := h264.Inspect(h.payload)
 	switch {
 	case err == nil && info.Start && info.HasSPS && (!k.active || h.ts != k.ts):
+		broken = k.active
 		*k = keyCheck{active: true, ts: h.ts}
 	case !k.active:
-		return false
+		return false, false
 	case h.ts != k.ts || h.seq != k.next:
-		k.active = false // a gap or a new frame: this keyframe is broken
-		return false
+		k.active = false
+		return false, true
 	}
 	k.next = h.seq + 1
 	if err == nil && info.NALType == h264.NALIDR {
@@ -169,9 +176,9 @@ func (k *keyCheck) packet(h rtpHeader) bool {
 	}
 	if h.marker {
 		k.active = false
-		return k.idr
+		return k.idr, !k.idr
 	}
-	return false
+	return false, broken
 }
 
 // audience is the viewers of one stack.

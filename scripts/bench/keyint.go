@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -19,6 +20,9 @@ type TTFF struct {
 	Failed        int         `json:"failed"` // no connection, or no keyframe within keyint + 10 s
 	Ms            Percentiles `json:"ms"`
 }
+
+// slowJoin is a time to first frame worth a line in the log.
+const slowJoin = 300 * time.Millisecond
 
 // joins lets n viewers join url at uniformly random times over
 // max(keyint, n × 250 ms), so they land at every point of the GOP and
@@ -61,8 +65,13 @@ func (b *bench) joins(ctx context.Context, stack, url string, keyint time.Durati
 				return
 			}
 			p := w.posted.Load()
-			b.log.Debug("join", "keyint", keyint, "answer", time.Duration(w.answered.Load()-p), "connected", time.Duration(w.connected.Load()-p),
-				"first_packet", time.Duration(w.firstPkt.Load()-p), "first_key", time.Duration(w.firstKey.Load()-p))
+			level := slog.LevelDebug
+			if t, _ := w.ttff(); t > slowJoin {
+				level = slog.LevelInfo // where the time went: the connection, the first packet, or a broken keyframe
+			}
+			b.log.Log(ctx, level, "join", "keyint", keyint, "answer", time.Duration(w.answered.Load()-p), "connected", time.Duration(w.connected.Load()-p),
+				"first_packet", time.Duration(w.firstPkt.Load()-p), "first_key", time.Duration(w.firstKey.Load()-p),
+				"broken_keyframes", w.broken.Load())
 			if t, got := w.ttff(); got {
 				ok = true
 				mu.Lock()

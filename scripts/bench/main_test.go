@@ -307,26 +307,32 @@ func TestKeyCheck(t *testing.T) {
 		name     string
 		pkts     []pkt
 		complete int // index of the packet that completes a keyframe, -1 none
+		broken   int // keyframes begun and not completed
 	}{
-		{"whole keyframe", []pkt{{1, 9, false, sps}, {2, 9, false, pps}, {3, 9, false, idrStart}, {4, 9, false, idrMid}, {5, 9, true, idrEnd}}, 4},
-		{"a packet missing", []pkt{{1, 9, false, sps}, {2, 9, false, pps}, {4, 9, false, idrMid}, {5, 9, true, idrEnd}}, -1},
-		{"no IDR slice", []pkt{{1, 9, false, sps}, {2, 9, true, pps}}, -1},
-		{"starts without SPS", []pkt{{1, 9, false, idrStart}, {2, 9, true, idrEnd}}, -1},
-		{"frame ends without marker", []pkt{{1, 9, false, sps}, {2, 9, false, idrStart}, {3, 12, true, slice}}, -1},
-		{"broken, then whole", []pkt{{1, 9, false, sps}, {3, 9, true, idrEnd}, {4, 12, false, sps}, {5, 12, false, idrStart}, {6, 12, true, idrEnd}}, 4},
-		{"sequence wraps", []pkt{{65535, 9, false, sps}, {0, 9, false, idrStart}, {1, 9, true, idrEnd}}, 2},
+		{"whole keyframe", []pkt{{1, 9, false, sps}, {2, 9, false, pps}, {3, 9, false, idrStart}, {4, 9, false, idrMid}, {5, 9, true, idrEnd}}, 4, 0},
+		{"a packet missing", []pkt{{1, 9, false, sps}, {2, 9, false, pps}, {4, 9, false, idrMid}, {5, 9, true, idrEnd}}, -1, 1},
+		{"no IDR slice", []pkt{{1, 9, false, sps}, {2, 9, true, pps}}, -1, 1},
+		{"starts without SPS", []pkt{{1, 9, false, idrStart}, {2, 9, true, idrEnd}}, -1, 0},
+		{"frame ends without marker", []pkt{{1, 9, false, sps}, {2, 9, false, idrStart}, {3, 12, true, slice}}, -1, 1},
+		{"a new keyframe before the marker", []pkt{{1, 9, false, sps}, {2, 12, false, sps}, {3, 12, false, idrStart}, {4, 12, true, idrEnd}}, 3, 1},
+		{"broken, then whole", []pkt{{1, 9, false, sps}, {3, 9, true, idrEnd}, {4, 12, false, sps}, {5, 12, false, idrStart}, {6, 12, true, idrEnd}}, 4, 1},
+		{"sequence wraps", []pkt{{65535, 9, false, sps}, {0, 9, false, idrStart}, {1, 9, true, idrEnd}}, 2, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var k keyCheck
-			got := -1
+			got, broken := -1, 0
 			for i, p := range tt.pkts {
-				if k.packet(rtpHeader{seq: p.seq, ts: p.ts, marker: p.marker, payload: p.payload}) {
+				whole, br := k.packet(rtpHeader{seq: p.seq, ts: p.ts, marker: p.marker, payload: p.payload})
+				if whole {
 					got = i
 				}
+				if br {
+					broken++
+				}
 			}
-			if got != tt.complete {
-				t.Fatalf("completed at packet %d, want %d", got, tt.complete)
+			if got != tt.complete || broken != tt.broken {
+				t.Fatalf("completed at packet %d, %d broken; want %d, %d", got, broken, tt.complete, tt.broken)
 			}
 		})
 	}
