@@ -90,6 +90,11 @@ func newPeerConnection(o Options) (*webrtc.PeerConnection, error) {
 		window = o.ReplayWindow
 	}
 	se.SetSRTPReplayProtectionWindow(window)
+	// pion resends a DTLS flight after a fixed 1 s; browsers start at 50 ms
+	// (and a pion server whose last flight is lost waits for its own
+	// timer, whatever the client resends). A viewer that loses a handshake
+	// datagram should cost what it costs a browser, not a second.
+	se.SetDTLSRetransmissionInterval(100 * time.Millisecond)
 	if o.Loopback {
 		se.SetIncludeLoopbackCandidate(true)
 		se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
