@@ -165,11 +165,14 @@ func (ch *channel) ingest(t relaywire.Track, pkt []byte, now time.Time) {
 }
 
 // queueGOP queues to v the cached video packets from the newest keyframe
-// on, and reports whether there was such a keyframe. Called with mu held.
+// on, and reports whether it did: not when there is no such keyframe, nor
+// when they would not all fit in v's queue (a keyframe revealed long after
+// it came, which the next keyframe serves better than a queue that drops).
+// Called with mu held.
 func (ch *channel) queueGOP(v *viewer) bool {
 	c := ch.media[relaywire.Video].cache
 	from, n, ok := c.gop()
-	if !ok {
+	if !ok || n > v.queue.free() {
 		return false
 	}
 	for i := range n {

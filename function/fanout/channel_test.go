@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"encoding/binary"
+	"slices"
 	"testing"
 	"time"
 
@@ -105,5 +106,48 @@ func TestBurstPacketsCarryPlayoutDelayZeroAndLivePacketsNone(t *testing.T) {
 		if h.SSRC != 77 || h.PayloadType != 102 || h.SequenceNumber != 9 || h.Timestamp != 3000 || !h.Marker {
 			t.Fatalf("write %d: header %+v", i, h)
 		}
+	}
+}
+
+// TestRevealedKeyframeStartsAWaitingViewerOnlyIfItFits: a keyframe whose
+// SPS comes late starts a waiting viewer from the SPS on, in order, when
+// the packets since it fit in the viewer's queue; a viewer whose queue
+// could not take them all keeps waiting for the next keyframe instead of
+// getting a keyframe with its newest packets dropped.
+func TestRevealedKeyframeStartsAWaitingViewerOnlyIfItFits(t *testing.T) {
+	ch := newChannel(testChannel)
+	roomy := newViewer(nil, "roomy", ch, 64, testWriter())
+	tight := newViewer(nil, "tight", ch, 4, testWriter())
+	ch.join(roomy)
+	ch.join(tight)
+	t0 := time.Unix(1000, 0)
+	sps, idr, slice := []byte{0x67, 0x42}, []byte{0x65, 1}, []byte{0x41, 1}
+
+	// The SPS (100) is lost; the rest of the keyframe and a frame come.
+	ch.ingest(relaywire.Video, rawVideo(101, 9000, 0xaaaa, false, idr...), t0)
+	ch.ingest(relaywire.Video, rawVideo(102, 9000, 0xaaaa, false, idr...), t0)
+	ch.ingest(relaywire.Video, rawVideo(103, 9000, 0xaaaa, true, idr...), t0)
+	ch.ingest(relaywire.Video, rawVideo(104, 12000, 0xaaaa, true, slice...), t0)
+	if n := len(drainQueue(roomy)) + len(drainQueue(tight)); n != 0 {
+		t.Fatalf("%d packets queued before any keyframe", n)
+	}
+	// The SPS comes back: the keyframe is 100..104, five packets.
+	ch.ingest(relaywire.Video, rawVideo(100, 9000, 0xaaaa, false, sps...), t0)
+	ch.ingest(relaywire.Video, rawVideo(105, 15000, 0xaaaa, true, slice...), t0)
+
+	var got []uint16
+	for _, e := range drainQueue(roomy) {
+		got = append(got, e.seq)
+	}
+	if want := []uint16{100, 101, 102, 103, 104, 105}; !slices.Equal(got, want) {
+		t.Errorf("roomy viewer got %v, want %v", got, want)
+	}
+	if q := drainQueue(tight); len(q) != 0 {
+		t.Errorf("tight viewer got %v, want nothing until the next keyframe", q)
+	}
+	// The next keyframe starts the tight viewer.
+	ch.ingest(relaywire.Video, rawVideo(106, 18000, 0xaaaa, false, sps...), t0)
+	if q := drainQueue(tight); len(q) != 1 || q[0].seq != 106 {
+		t.Errorf("tight viewer got %v at the next keyframe, want 106", q)
 	}
 }

@@ -69,6 +69,13 @@ func (q *queue) add(e entry) (queued, first bool) {
 	return true, first
 }
 
+// free is the number of entries the queue can take now.
+func (q *queue) free() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.ring) - q.n
+}
+
 // pop moves up to len(dst) entries, oldest first, into dst.
 func (q *queue) pop(dst []entry) int {
 	q.mu.Lock()
