@@ -25,6 +25,7 @@ type writer struct {
 	stopped bool
 
 	scratch []*viewer // the writer goroutine's copy of viewers
+	turn    int       // where the next round starts in viewers
 }
 
 // newWriters starts one writer per CPU the process may use.
@@ -120,8 +121,12 @@ func (w *writer) run() {
 			w.stop()
 			return
 		}
+		// Each round starts one viewer further on, so that no viewer is
+		// always the last served (by a keyframe's whole round, at 100
+		// viewers 10-20 ms later than the first).
 		w.mu.Lock()
-		w.scratch = append(w.scratch[:0], w.viewers...)
+		w.scratch = rotated(w.scratch[:0], w.viewers, w.turn)
+		w.turn++
 		w.mu.Unlock()
 
 		more := false
@@ -151,6 +156,17 @@ func (w *writer) run() {
 			w.poke()
 		}
 	}
+}
+
+// rotated appends vs to dst starting at vs[k mod len(vs)], wrapping
+// around, and returns dst.
+func rotated(dst, vs []*viewer, k int) []*viewer {
+	if len(vs) == 0 {
+		return dst
+	}
+	k %= len(vs)
+	dst = append(dst, vs[k:]...)
+	return append(dst, vs[:k]...)
 }
 
 // stop hands back the viewers the writer still has when the fan-out
