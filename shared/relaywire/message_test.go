@@ -123,6 +123,7 @@ func TestReadMessageRejectsWhatBreaksTheProtocol(t *testing.T) {
 		{"trailing garbage", frame(byte(TypeSubscribe), `{"channel":77}x`)},
 		{"wrong field type", frame(byte(TypeSubscribe), `{"channel":"77"}`)},
 		{"channel out of range", frame(byte(TypeSubscribe), `{"channel":4294967296}`)},
+		{"first_seq out of range", frame(byte(TypeSubscribed), `{"channel":77,"tracks":[{"flow":154,"track":"video","first_seq":65536}]}`)},
 		{"sequence number out of range", frame(byte(TypeNACK), `{"flow":1,"seqs":[65536]}`)},
 		{"more than 64 sequence numbers", frame(byte(TypeNACK), `{"flow":1,"seqs":[`+strings.Repeat("1,", 64)+`1]}`)},
 	}
