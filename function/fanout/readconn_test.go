@@ -28,50 +28,43 @@ func refusedAddr(t *testing.T) net.Addr {
 	return addr
 }
 
-// setRecvErr makes the kernel report the ICMP errors that come back for
-// sock's sends on its next read (IP_RECVERR).
-func setRecvErr(t *testing.T, sock *net.UDPConn) {
+// onFD runs f on sock's file descriptor and fails the test on its error.
+func onFD(t *testing.T, sock *net.UDPConn, f func(fd int) error) {
 	t.Helper()
 	rc, err := sock.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVERR, 1)
-	}); err != nil {
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
 		t.Fatal(err)
 	}
-	if serr != nil {
-		t.Fatal(serr)
+	if ferr != nil {
+		t.Fatal(ferr)
 	}
+}
+
+// setRecvErr makes the kernel report the ICMP errors that come back for
+// sock's sends on its next read (IP_RECVERR).
+func setRecvErr(t *testing.T, sock *net.UDPConn) {
+	t.Helper()
+	onFD(t, sock, func(fd int) error { return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVERR, 1) })
 }
 
 // waitSocketError blocks until the kernel has an error pending on sock,
 // failing after a generous bound.
 func waitSocketError(t *testing.T, sock *net.UDPConn) {
 	t.Helper()
-	rc, err := sock.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var perr error
 	var revents int16
-	if err := rc.Control(func(fd uintptr) {
+	onFD(t, sock, func(fd int) error {
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLERR}}
 		for {
-			_, perr = unix.Poll(fds, 10_000)
-			if !errors.Is(perr, unix.EINTR) {
-				break
+			if _, err := unix.Poll(fds, 10_000); !errors.Is(err, unix.EINTR) {
+				revents = fds[0].Revents
+				return err
 			}
 		}
-		revents = fds[0].Revents
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if perr != nil {
-		t.Fatal(perr)
-	}
+	})
 	if revents&unix.POLLERR == 0 {
 		t.Fatalf("no error pending on the socket (revents %#x): the ICMP error did not come back", revents)
 	}
