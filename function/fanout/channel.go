@@ -52,6 +52,7 @@ type trackMedia struct {
 	// that viewers see one continuous stream.
 	started       bool
 	ssrc, oldSSRC uint32
+	hasOld        bool // oldSSRC is set: the stream restarted once
 	seqOff        uint16
 	tsOff         uint32
 	lastTS        uint32    // output timestamp of the newest frame
@@ -116,7 +117,7 @@ func (ch *channel) ingest(t relaywire.Track, pkt []byte, now time.Time) {
 	case !m.started:
 		m.started, m.ssrc = true, h.ssrc
 	case h.ssrc == m.ssrc:
-	case h.ssrc == m.oldSSRC:
+	case m.hasOld && h.ssrc == m.oldSSRC:
 		ch.duplicates.Add(1) // a straggler of the stream before the restart
 		return
 	default:
@@ -245,7 +246,7 @@ func (ch *channel) restart(t relaywire.Track, h rtpHeader, now time.Time) {
 	if n == 0 {
 		n = 1
 	}
-	m.oldSSRC, m.ssrc = m.ssrc, h.ssrc
+	m.oldSSRC, m.ssrc, m.hasOld = m.ssrc, h.ssrc, true
 	m.seqOff = m.cache.last + 1 - h.seq
 	m.tsOff = m.lastTS + n - h.ts
 	m.cache.fresh = true
