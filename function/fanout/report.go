@@ -65,21 +65,15 @@ type reportScratch struct {
 }
 
 // sendReports writes to each target one compound RTCP packet: a sender
-// report for each of its tracks that has sent a packet. A write that fails
-// costs that viewer its report and nothing else; no lock is held while
-// pion writes. It stops early when the fan-out closes, and returns the
-// number of packets written.
+// report for each of its tracks that has sent a packet; then it drains
+// each target's audio RTCP (a wait of up to drainWait each, which no
+// report waits behind). A write that fails costs that viewer its report
+// and nothing else; no lock is held while pion writes. It stops early
+// when the fan-out closes, and returns the number of packets written.
 func (f *Fanout) sendReports(targets []reportTarget, s *reportScratch) (written int) {
 	for _, r := range targets {
-		select {
-		case <-f.quit:
+		if f.closing() {
 			return written
-		default:
-		}
-		// Once audio went out, its SRTP exists: pion's read would wait for
-		// it before.
-		if r.audio != nil && r.v.counters.packets[relaywire.Audio].Load() > 0 {
-			r.v.drainRTCP(relaywire.Audio, r.audio, s.rtcp[:])
 		}
 		s.pkts = r.v.senderReports(time.Now(), &s.srs, s.pkts[:0])
 		if len(s.pkts) == 0 {
@@ -91,7 +85,27 @@ func (f *Fanout) sendReports(targets []reportTarget, s *reportScratch) (written 
 		}
 		written++
 	}
+	for _, r := range targets {
+		if f.closing() {
+			return written
+		}
+		// Once audio went out, its SRTP exists: pion's read would wait for
+		// it before.
+		if r.audio != nil && r.v.counters.packets[relaywire.Audio].Load() > 0 {
+			r.v.drainRTCP(relaywire.Audio, r.audio, s.rtcp[:])
+		}
+	}
 	return written
+}
+
+// closing reports whether Close has begun.
+func (f *Fanout) closing() bool {
+	select {
+	case <-f.quit:
+		return true
+	default:
+		return false
+	}
 }
 
 // reportTargets appends to dst the open sessions that have written media
