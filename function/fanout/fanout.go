@@ -155,7 +155,7 @@ type Fanout struct {
 	running       map[*viewer]struct{}     // viewers whose goroutines still run
 	totals        Stats                    // counts of retired viewers and removed channels
 
-	quit  chan struct{}  // closed by Close: stops the sender reports
+	quit  chan struct{}  // closed by Close: stops the writers and the sender reports
 	wg    sync.WaitGroup // every goroutine and pending grace timer
 	load  loadMeter
 	hooks hooks
@@ -406,9 +406,6 @@ func (f *Fanout) Close() error {
 
 	for _, v := range vs {
 		f.closeViewer(v, "function closing", false)
-	}
-	for _, w := range f.writers {
-		close(w.quit)
 	}
 	close(f.quit)
 	f.wg.Wait()

@@ -50,5 +50,5 @@ func TestQueue(t *testing.T) {
 
 // testWriter is a writer that is never run, for viewers without a Fanout.
 func testWriter() *writer {
-	return &writer{wake: make(chan struct{}, 1), quit: make(chan struct{})}
+	return &writer{wake: make(chan struct{}, 1)}
 }

@@ -17,8 +17,7 @@ type writer struct {
 	f      *Fanout
 	batch  *sendBatch    // where its rounds' datagrams wait to be sent
 	wake   chan struct{} // a token when one of its viewers has work
-	quit   chan struct{}
-	assign int // viewers assigned, for balancing; guarded by Fanout.mu
+	assign int           // viewers assigned, for balancing; guarded by Fanout.mu
 
 	mu      sync.Mutex
 	viewers []*viewer // viewers past their burst
@@ -33,7 +32,7 @@ func (f *Fanout) newWriters() {
 	n := runtime.GOMAXPROCS(0)
 	f.writers = make([]*writer, n)
 	for i := range f.writers {
-		w := &writer{f: f, batch: f.conn.newBatch(), wake: make(chan struct{}, 1), quit: make(chan struct{})}
+		w := &writer{f: f, batch: f.conn.newBatch(), wake: make(chan struct{}, 1)}
 		f.writers[i] = w
 		f.wg.Add(1)
 		go func() {
@@ -117,7 +116,7 @@ func (w *writer) run() {
 	for {
 		select {
 		case <-w.wake:
-		case <-w.quit:
+		case <-w.f.quit:
 			w.stop()
 			return
 		}
