@@ -140,7 +140,12 @@ func (ch *channel) ingest(t relaywire.Track, pkt []byte, now time.Time) {
 	// A keyframe revealed by a late packet (its first packet recovered
 	// after the ones behind it, or a late marker before it): viewers
 	// waiting for a keyframe start from it now, not at the next one.
-	revealed := t == relaywire.Video && !keyframeStart && m.cache.keyframeOK && (!hadKey || m.cache.keyframe != oldKey)
+	var gopFrom uint16
+	var gopLen int
+	revealed := false
+	if t == relaywire.Video && !keyframeStart && m.cache.keyframeOK && (!hadKey || m.cache.keyframe != oldKey) {
+		gopFrom, gopLen, revealed = m.cache.gop()
+	}
 	// The newest frame's timestamp and when its first packet came: the
 	// track's clock, from which sender reports and a restart extrapolate.
 	// A frame's later packets come later only because of the frame's size.
@@ -154,7 +159,7 @@ func (ch *channel) ingest(t relaywire.Track, pkt []byte, now time.Time) {
 			case keyframeStart:
 				v.videoLive = true
 			case revealed:
-				v.videoLive = ch.queueGOP(v) // with p, if p is in the keyframe's range
+				v.videoLive = queueGOP(v, m.cache, gopFrom, gopLen) // with p, if p is in the keyframe's range
 				continue
 			default:
 				continue
@@ -165,15 +170,13 @@ func (ch *channel) ingest(t relaywire.Track, pkt []byte, now time.Time) {
 	ch.release(t, p.marker)
 }
 
-// queueGOP queues to v the cached video packets from the newest keyframe
-// on, and reports whether it did: not when there is no such keyframe, nor
-// when they would not all fit in v's queue (a keyframe revealed long after
-// it came, which the next keyframe serves better than a queue that drops).
-// Called with mu held.
-func (ch *channel) queueGOP(v *viewer) bool {
-	c := ch.media[relaywire.Video].cache
-	from, n, ok := c.gop()
-	if !ok || n > v.queue.free() {
+// queueGOP queues to v the n cached video packets from seq from on (the
+// newest keyframe's), and reports whether it did: not when they would not
+// all fit in v's queue (a keyframe revealed long after it came, which the
+// next keyframe serves better than a queue that drops). Called with the
+// channel's mu held.
+func queueGOP(v *viewer, c *packetCache, from uint16, n int) bool {
+	if n > v.queue.free() {
 		return false
 	}
 	for i := range n {
