@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/interceptor"
 	"github.com/pion/transport/v2"
 	"github.com/pion/transport/v2/stdnet"
 	"github.com/pion/webrtc/v3"
@@ -55,19 +54,12 @@ func (c lossyConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // a second for its first frame).
 func TestViewerConnectsAfterLosingTheFirstDTLSDatagram(t *testing.T) {
 	h := newHarness(t, Config{}, hooks{})
-	me := &webrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	se := viewerSettings()
 	std, err := stdnet.NewNet()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var lost atomic.Bool
-	se.SetNet(lossyNet{std, &lost})
-	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(se))
-	p := newPeer(t, api)
+	p := newPeer(t, viewerAPI(t, false, func(se *webrtc.SettingEngine) { se.SetNet(lossyNet{std, &lost}) }))
 	connected := make(chan struct{})
 	p.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		if s == webrtc.PeerConnectionStateConnected {

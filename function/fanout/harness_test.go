@@ -295,7 +295,7 @@ func (h *harness) waitJoined(session string) {
 // packet the relay recovered after a large keyframe still counts. Without
 // them, SRTP replay protection is off, so that a test can ask for a packet
 // it already has and see it arrive again.
-func viewerAPI(t testing.TB, withNACK bool) *webrtc.API {
+func viewerAPI(t testing.TB, withNACK bool, tune ...func(*webrtc.SettingEngine)) *webrtc.API {
 	t.Helper()
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
@@ -312,6 +312,9 @@ func viewerAPI(t testing.TB, withNACK bool) *webrtc.API {
 		se.SetSRTPReplayProtectionWindow(1024)
 	} else {
 		se.DisableSRTPReplayProtection(true)
+	}
+	for _, f := range tune {
+		f(&se)
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 }
