@@ -102,6 +102,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"lightspeed/shared/ftlclient"
 )
 
 func main() {
@@ -198,6 +200,7 @@ type config struct {
 	parallel   int
 	cpuProfile string
 	verbose    bool
+	peakKbps   int // the publisher's video pacing; < 0: OBS's for each clip
 
 	browser        bool // glass-to-glass in Chromium instead of the fan-out steps
 	browserViewers int
@@ -226,6 +229,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.parallel, "parallel", 8, "viewers connecting at the same time")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the function during the largest step to this file, and its heap profile at the end of the step to FILE.heap")
 	fs.BoolVar(&cfg.verbose, "v", false, "log every viewer's join times")
+	fs.IntVar(&cfg.peakKbps, "peak-kbps", -1, "pace the publisher's video to this many kbit/s after a 100 ms burst, as the FTL SDK does; -1: as OBS, 1.2 times each clip's video bitrate; 0: no pacing, every frame's packets at once")
 	fs.StringVar(&cfg.attach, "attach", "", "use the running gateway at this HTTP address (host:port) instead of starting one")
 	fs.StringVar(&cfg.ftlAddr, "ftl", "", "with -attach: the gateway's FTL control address (default: the -attach host, port 8084)")
 	fs.StringVar(&cfg.streamKey, "key", "", "with -attach: the stream key to publish with, <channel>-<secret>")
@@ -283,7 +287,7 @@ func parseFlags(args []string) (config, error) {
 
 // fanoutFlags are the flags of the fan-out steps, which -browser does not
 // run.
-var fanoutFlags = []string{"viewers", "settle", "keyint-test", "joins", "baseline", "parallel", "cpuprofile",
+var fanoutFlags = []string{"viewers", "settle", "keyint-test", "joins", "baseline", "parallel", "cpuprofile", "peak-kbps",
 	"attach", "ftl", "key", "function-pid", "gateway-pid"}
 
 // browserFlags checks the flags of -browser; set holds the flags given.
@@ -378,6 +382,13 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 	ours.whep = fmt.Sprintf("http://%s/api/whep/%d", httpAddr, channel)
 	ours.sent = func() sentFrames { return sentFrames(sent.Load().snapshot()) }
 
+	// peakKbps is the pace of c's video.
+	peakKbps := func(c clip) int {
+		if cfg.peakKbps < 0 {
+			return ftlclient.PeakKbps(c.nals)
+		}
+		return cfg.peakKbps
+	}
 	// startPublisher streams c, with a fresh log of sent frames: from the
 	// tap, or from the schedule when attached.
 	stopSchedule := func() {}
@@ -392,7 +403,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 			stopSchedule = cancel
 			started = func(at time.Time) { go schedule(sctx, l, b.epoch, at, c) }
 		}
-		p, err := publish(ctx, ftlAddr, key, c, started)
+		p, err := publish(ctx, ftlAddr, key, c, peakKbps(c), started)
 		if err != nil {
 			return nil, err
 		}
@@ -430,7 +441,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 		return rep, err
 	}
 	if c, err := readChannel(ctx, httpAddr, channel); err == nil && c.Video != nil {
-		rep.Stream = Stream{BitrateBps: c.Video.BitrateBps, KeyframeIntervalMs: c.Video.KeyframeIntervalMs}
+		rep.Stream = Stream{BitrateBps: c.Video.BitrateBps, KeyframeIntervalMs: c.Video.KeyframeIntervalMs, PeakKbps: peakKbps(gop1)}
 	}
 
 	idleFor := max(cfg.duration/2, 2*time.Second)

@@ -52,6 +52,7 @@ func TestSmallRunMeasuresEveryFigure(t *testing.T) {
 		joins:      2,
 		baseline:   true,
 		parallel:   2,
+		peakKbps:   -1, // as OBS
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	rep, err := run(ctx, cfg, log)
@@ -103,6 +104,10 @@ func TestSmallRunMeasuresEveryFigure(t *testing.T) {
 	if rep.Stream.BitrateBps == 0 {
 		t.Error("the stream's bitrate was not read")
 	}
+	// Paced as OBS paces the test media: 1.2 times its video bitrate.
+	if lo, hi := int(1.1*rep.Stream.BitrateBps/1000), int(1.4*rep.Stream.BitrateBps/1000); rep.Stream.PeakKbps < lo || rep.Stream.PeakKbps > hi {
+		t.Errorf("video paced at %d kbit/s, want OBS's 1.2 times the stream's %.0f kbit/s", rep.Stream.PeakKbps, rep.Stream.BitrateBps/1000)
+	}
 }
 
 // testWriter sends log lines to t.Log.
@@ -121,8 +126,9 @@ func TestParseFlags(t *testing.T) {
 		check   func(config) bool
 	}{
 		{"defaults measure 10, 50 and 100 viewers for 20 s", nil, "", func(c config) bool {
-			return fmt.Sprint(c.viewers) == "[10 50 100]" && c.duration == 20*time.Second && c.keyintTest && !c.baseline && !c.browser
+			return fmt.Sprint(c.viewers) == "[10 50 100]" && c.duration == 20*time.Second && c.keyintTest && !c.baseline && !c.browser && c.peakKbps < 0
 		}},
+		{"the publisher's pacing is taken", []string{"-peak-kbps", "0"}, "", func(c config) bool { return c.peakKbps == 0 }},
 		{"viewers are parsed", []string{"-viewers", "2, 5"}, "", func(c config) bool { return fmt.Sprint(c.viewers) == "[2 5]" }},
 		{"viewers must increase", []string{"-viewers", "50,10"}, "must increase", nil},
 		{"viewers must be positive", []string{"-viewers", "0"}, "not a positive number", nil},
@@ -142,6 +148,7 @@ func TestParseFlags(t *testing.T) {
 		{"browser with attach", []string{"-browser", "-attach", "127.0.0.1:8080", "-key", "77-x"}, "-attach does not go with it", nil},
 		{"browser with a profile", []string{"-browser", "-cpuprofile", "f"}, "-cpuprofile does not go with it", nil},
 		{"browser with the joins", []string{"-browser", "-keyint-test=false"}, "-keyint-test does not go with it", nil},
+		{"browser with pacing", []string{"-browser", "-peak-kbps", "3000"}, "-peak-kbps does not go with it", nil},
 		{"browser viewers must be positive", []string{"-browser", "-browser-viewers", "0"}, "-browser-viewers must be positive", nil},
 		{"more browsers than viewers", []string{"-browser", "-browsers", "2"}, "-browsers must be between 1 and -browser-viewers (1)", nil},
 		{"browser duration must be positive", []string{"-browser", "-duration", "0s"}, "-duration must be positive", nil},

@@ -56,11 +56,11 @@ type publisher struct {
 	done   chan error
 }
 
-// publish connects to the FTL ingest at addr and loops c. started is
-// called with the time the stream begins, right before the first frame
-// is due.
-func publish(ctx context.Context, addr, key string, c clip, started func(time.Time)) (*publisher, error) {
-	conn, err := ftlclient.Dial(ctx, ftlclient.Config{Addr: addr, StreamKey: key, VendorName: "lightspeed-bench"})
+// publish connects to the FTL ingest at addr and loops c, its video paced
+// to peakKbps (0: not paced). started is called with the time the stream
+// begins, right before the first frame is due.
+func publish(ctx context.Context, addr, key string, c clip, peakKbps int, started func(time.Time)) (*publisher, error) {
+	conn, err := ftlclient.Dial(ctx, ftlclient.Config{Addr: addr, StreamKey: key, VendorName: "lightspeed-bench", PeakKbps: peakKbps})
 	if err != nil {
 		return nil, fmt.Errorf("bench: publish: %w", err)
 	}

@@ -34,6 +34,7 @@ type Machine struct {
 type Stream struct {
 	BitrateBps         float64 `json:"bitrate_bps"`
 	KeyframeIntervalMs int64   `json:"keyframe_interval_ms"`
+	PeakKbps           int     `json:"peak_kbps"` // the publisher's video pacing (FTL SDK peak_kbps); 0: none
 }
 
 // Row is one measurement window: one stack with a number of viewers.
@@ -171,7 +172,11 @@ func limits(rows []Row, cpus int) string {
 // print writes the report as tables.
 func (r *Report) print(w io.Writer) {
 	fmt.Fprintf(w, "\nmachine: %d cores, %s, %s; stack %s\n", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, r.Mode)
-	fmt.Fprintf(w, "stream: %.2f Mbit/s, keyframe every %d ms\n\n", r.Stream.BitrateBps/1e6, r.Stream.KeyframeIntervalMs)
+	pace := "video unpaced (every packet sent at once)"
+	if r.Stream.PeakKbps > 0 {
+		pace = fmt.Sprintf("video paced at %d kbit/s after a 100 ms burst, as OBS's FTL SDK does", r.Stream.PeakKbps)
+	}
+	fmt.Fprintf(w, "stream: %.2f Mbit/s, keyframe every %d ms, %s\n\n", r.Stream.BitrateBps/1e6, r.Stream.KeyframeIntervalMs, pace)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "stack\tviewers\tpkt/s/viewer\tµs/pkt\tmarginal µs/pkt\tviewers/core\tKB/viewer\tlatency p50/p95/p99 ms\t(reader p99)\tttff p50/p95 ms\tloss\tbusy cores (fn/gw/viewers/other)\tnote\t")
 	for _, x := range r.Rows {

@@ -41,6 +41,7 @@ func run() error {
 		opusFile  = flag.String("opus", "", "Ogg Opus file to send, 20 ms packets (default: the test media)")
 		loops     = flag.Int("loops", 0, "times to play the media; 0 loops until interrupted")
 		rate      = flag.Float64("rate", 1, "pace of the media: 1 is real time, 2 twice as fast")
+		peakKbps  = flag.Int("peak-kbps", -1, "pace video to this many kbit/s after a 100 ms burst, as the FTL SDK does; -1: as OBS, 1.2 times the media's video bitrate (times -rate); 0: no pacing")
 		speedTest = flag.Duration("speedtest", time.Second, "length of the speed test after connecting, as OBS does; 0 for none")
 		verbose   = flag.Bool("v", false, "log debug events (each retransmission)")
 	)
@@ -60,6 +61,10 @@ func run() error {
 		return err
 	}
 
+	if *peakKbps < 0 { // OBS's peak, for the pace the media is played at
+		*peakKbps = int(float64(ftlclient.PeakKbps(nals)) * max(*rate, 1))
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -69,6 +74,7 @@ func run() error {
 		VendorVersion: "1",
 		SpeedTest:     *speedTest,
 		Rate:          *rate,
+		PeakKbps:      *peakKbps,
 		Logger:        log,
 	})
 	var refused *ftlclient.ReplyError
@@ -79,7 +85,7 @@ func run() error {
 		return err
 	}
 	log.Info("streaming", "channel", conn.Channel(), "media", conn.MediaAddr().String(),
-		"nal_units", len(nals), "opus_packets", len(opus), "loops", *loops, "rate", *rate)
+		"nal_units", len(nals), "opus_packets", len(opus), "loops", *loops, "rate", *rate, "peak_kbps", *peakKbps)
 
 	var wg sync.WaitGroup
 	statsCtx, stopStats := context.WithCancel(ctx)

@@ -44,14 +44,22 @@ type Config struct {
 	// Rate multiplies the pace of the media: 1 is real time, 4 is four
 	// times faster (for tests). Media timestamps are unaffected. Default 1.
 	Rate float64
+	// PeakKbps is the SDK's peak_kbps: video leaves the media socket no
+	// faster than this, after a burst of up to 100 ms of it, as the SDK's
+	// send thread paces it (audio, pings and retransmissions are not
+	// paced; Rate does not scale it). OBS sets 1.2 times the encoder's
+	// bitrate (PeakKbps computes it for given media). 0 sends each video
+	// packet at once, as the SDK does with a peak of 0.
+	PeakKbps int
 	// Logger receives the connection's events; default: none.
 	Logger *slog.Logger
-	// OnFrame, if set, is called by Stream once per video frame it sends,
-	// with the frame's RTP timestamp and the time the frame's first packet
-	// was written to the media socket (taken right before the write, so
-	// the packet cannot arrive anywhere earlier). It is called from the
-	// goroutine running Stream once the frame's first NAL unit is sent, so
-	// it must return quickly.
+	// OnFrame, if set, is called once per video frame Stream sends, with
+	// the frame's RTP timestamp and the time the frame's first packet was
+	// written to the media socket (taken right before the write, so the
+	// packet cannot arrive anywhere earlier). It is called from the
+	// goroutine running Stream once the frame's first NAL unit is sent,
+	// or with PeakKbps from the pacer's once the first packet is, so it
+	// must return quickly.
 	OnFrame func(rtpTimestamp uint32, firstPacketSent time.Time)
 
 	// keepalive overrides the interval of control PINGs, for tests.
@@ -107,8 +115,9 @@ type Conn struct {
 
 	stream streamState // owned by the Stream call running
 
-	pingsOff atomic.Bool   // during the speed test
-	echoes   chan struct{} // a ping echo arrived (buffered, lossy)
+	pingsOff atomic.Bool      // during the speed test
+	echoes   chan struct{}    // a ping echo arrived (buffered, lossy)
+	videoQ   chan queuedVideo // video packets waiting for the pacer; nil without PeakKbps
 
 	group     *errgroup.Group
 	ctx       context.Context // done when the connection ends
@@ -179,6 +188,10 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	c.group.Go(func() error { return c.pingMedia(c.ctx) })
 	c.group.Go(func() error { return c.keepalive(c.ctx) })
 	c.group.Go(func() error { return c.readControl(c.ctx) })
+	if cfg.PeakKbps > 0 {
+		c.videoQ = make(chan queuedVideo, paceQueue)
+		c.group.Go(func() error { return c.paceVideo(c.ctx) })
+	}
 	log.Info("ftl: connected", "media", c.media.String())
 
 	if cfg.SpeedTest > 0 {
@@ -200,6 +213,7 @@ func withDefaults(cfg Config) Config {
 	if cfg.Rate <= 0 {
 		cfg.Rate = 1
 	}
+	cfg.PeakKbps = max(cfg.PeakKbps, 0)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

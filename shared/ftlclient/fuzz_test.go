@@ -1,6 +1,7 @@
 package ftlclient
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -96,7 +97,7 @@ func FuzzHandleDatagram(f *testing.F) {
 
 	c := newBareConn(f)
 	for i := range 10 {
-		c.sendVideoNAL([]byte{0x41, 0x9a, byte(i)}, int64(i)*33333, true, false)
+		c.sendVideoNAL(context.Background(), []byte{0x41, 0x9a, byte(i)}, int64(i)*33333, true, false)
 	}
 	for i := range 5 {
 		c.sendAudio([]byte{0xfc, byte(i)}, int64(i)*20000)

@@ -149,13 +149,17 @@ func putVideoPacket(out []byte, h rtp.Header, rest []byte, first bool, nalHeader
 // sendVideoNAL packetizes and sends one NAL unit with media time dts,
 // keeping every packet for retransmission. It returns the unit's RTP
 // timestamp and, if stamp is set, the time right before its first packet
-// was written.
-func (c *Conn) sendVideoNAL(nal []byte, dts int64, endOfFrame, stamp bool) (ts uint32, firstSent time.Time, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// was written. With a pacer the packets are queued to it instead (waiting
+// while its queue is full), a stamped first packet is reported to
+// OnFrame by the pacer, and firstSent is zero.
+func (c *Conn) sendVideoNAL(ctx context.Context, nal []byte, dts int64, endOfFrame, stamp bool) (ts uint32, firstSent time.Time, err error) {
 	t := c.video
+	c.mu.Lock()
 	c.setTimestamp(t, dts)
+	ts = t.timestamp
+	c.mu.Unlock()
 	for rest, first := nal, true; len(rest) > 0; first = false {
+		c.mu.Lock()
 		s, sn := t.next()
 		n, used := putVideoPacket(s.buf[:], t.header(sn, false), rest, first, nal[0], endOfFrame)
 		s.n = n
@@ -164,14 +168,21 @@ func (c *Conn) sendVideoNAL(nal []byte, dts int64, endOfFrame, stamp bool) (ts u
 		t.payloadBytes += uint32(used)
 		c.stats.videoPackets.Add(1)
 		c.stats.videoBytes.Add(uint64(n))
-		if first && stamp {
-			firstSent = time.Now()
+		if c.videoQ == nil {
+			if first && stamp {
+				firstSent = time.Now()
+			}
+			err = c.send(s.buf[:n])
 		}
-		if err := c.send(s.buf[:n]); err != nil {
-			return t.timestamp, firstSent, err
+		c.mu.Unlock()
+		if c.videoQ != nil {
+			err = c.queueVideo(ctx, queuedVideo{sn: sn, stamp: first && stamp})
+		}
+		if err != nil {
+			return ts, firstSent, err
 		}
 	}
-	return t.timestamp, firstSent, nil
+	return ts, firstSent, nil
 }
 
 // sendAudio sends one Opus packet with media time dts.
@@ -251,7 +262,7 @@ func (c *Conn) Stream(ctx context.Context, nals, opus [][]byte, loops int) error
 			}
 			var err error
 			if video {
-				err = c.sendFrame(frames[v], dts)
+				err = c.sendFrame(ctx, frames[v], dts)
 				v++
 			} else {
 				err = c.sendOpus(opus[a], dts)
@@ -260,6 +271,9 @@ func (c *Conn) Stream(ctx context.Context, nals, opus [][]byte, loops int) error
 			if err != nil {
 				if c.ctx.Err() != nil {
 					return c.done()
+				}
+				if ctx.Err() != nil { // waiting for the pacer's queue
+					return ctx.Err()
 				}
 				return fmt.Errorf("ftl: channel %d: stream: %w", c.channel, err)
 			}
@@ -271,7 +285,7 @@ func (c *Conn) Stream(ctx context.Context, nals, opus [][]byte, loops int) error
 
 // sendFrame sends the NAL units of one frame, the marker on the last, and
 // tells cfg.OnFrame when the frame's first packet went out.
-func (c *Conn) sendFrame(frame [][]byte, dts int64) error {
+func (c *Conn) sendFrame(ctx context.Context, frame [][]byte, dts int64) error {
 	st := &c.stream
 	onFrame := c.cfg.OnFrame
 	started := false
@@ -284,11 +298,11 @@ func (c *Conn) sendFrame(frame [][]byte, dts int64) error {
 			st.videoStarted = true
 		}
 		stamp := onFrame != nil && !started
-		ts, sent, err := c.sendVideoNAL(nal, dts, i == len(frame)-1, stamp)
+		ts, sent, err := c.sendVideoNAL(ctx, nal, dts, i == len(frame)-1, stamp)
 		if err != nil {
 			return err
 		}
-		if stamp {
+		if stamp && c.videoQ == nil {
 			onFrame(ts, sent)
 		}
 		started = true

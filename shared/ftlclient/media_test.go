@@ -381,7 +381,7 @@ func TestNACKIgnoresPacketsNoLongerInTheRing(t *testing.T) {
 	c := dial(t, f, Config{})
 	nal := []byte{0x41, 0x9a, 1, 2, 3}
 	for i := range ringSize + 10 {
-		if _, _, err := c.sendVideoNAL(nal, int64(i)*33333, true, false); err != nil {
+		if _, _, err := c.sendVideoNAL(context.Background(), nal, int64(i)*33333, true, false); err != nil {
 			t.Fatal(err)
 		}
 		if i%64 == 63 { // do not outrun the ingest's socket buffer
@@ -547,7 +547,7 @@ func BenchmarkSendVideoNAL(b *testing.B) {
 	b.ResetTimer()
 	b.SetBytes(int64(len(nal)))
 	for i := range b.N {
-		if _, _, err := c.sendVideoNAL(nal, int64(i)*33333, true, false); err != nil {
+		if _, _, err := c.sendVideoNAL(context.Background(), nal, int64(i)*33333, true, false); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -563,7 +563,7 @@ func BenchmarkSendFrameWithOnFrame(b *testing.B) {
 	b.ResetTimer()
 	b.SetBytes(int64(len(p)))
 	for i := range b.N {
-		if err := c.sendFrame(frame, int64(i)*33333); err != nil {
+		if err := c.sendFrame(context.Background(), frame, int64(i)*33333); err != nil {
 			b.Fatal(err)
 		}
 	}
