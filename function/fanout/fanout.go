@@ -142,6 +142,7 @@ type Fanout struct {
 	conn    *sendConn
 	mux     ice.UDPMux
 	writers []*writer
+	certs   certSource
 
 	// chans is the channel map WriteRTP reads without locking; it is
 	// replaced, never changed, under mu.

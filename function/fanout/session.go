@@ -127,7 +127,14 @@ func (f *Fanout) negotiate(ctx context.Context, v *viewer, offer string) (string
 	if err := f.subscribe(ctx, v); err != nil {
 		return "", "", err
 	}
-	pc, err := f.api.NewPeerConnection(webrtc.Configuration{BundlePolicy: webrtc.BundlePolicyMaxBundle})
+	cert, err := f.certs.get(time.Now())
+	if err != nil {
+		return "", "", err
+	}
+	pc, err := f.api.NewPeerConnection(webrtc.Configuration{
+		BundlePolicy: webrtc.BundlePolicyMaxBundle,
+		Certificates: []webrtc.Certificate{cert},
+	})
 	if err != nil {
 		return "", "", fmt.Errorf("new peer connection: %w", err)
 	}
