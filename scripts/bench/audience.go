@@ -61,6 +61,14 @@ func (w *watcher) play(ctx context.Context, p *player, url string) error {
 	return nil
 }
 
+// sincePost returns how long after the WHEP POST t was, 0 for a zero t.
+func (w *watcher) sincePost(t time.Time) time.Duration {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Sub(w.epoch) - time.Duration(w.posted.Load())
+}
+
 // close ends the viewer.
 func (w *watcher) close() {
 	if w.v != nil {

@@ -69,7 +69,8 @@ func (b *bench) joins(ctx context.Context, stack, url string, keyint time.Durati
 			if t, _ := w.ttff(); t > slowJoin {
 				level = slog.LevelInfo // where the time went: the connection, the first packet, or a broken keyframe
 			}
-			b.log.Log(ctx, level, "join", "keyint", keyint, "answer", time.Duration(w.answered.Load()-p), "connected", time.Duration(w.connected.Load()-p),
+			b.log.Log(ctx, level, "join", "keyint", keyint, "answer", time.Duration(w.answered.Load()-p),
+				"ice_connected", w.sincePost(w.v.ICEConnected()), "pair", w.v.SelectedPair(), "connected", time.Duration(w.connected.Load()-p),
 				"first_packet", time.Duration(w.firstPkt.Load()-p), "first_key", time.Duration(w.firstKey.Load()-p),
 				"broken_keyframes", w.broken.Load())
 			if t, got := w.ttff(); got {

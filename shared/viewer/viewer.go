@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -65,6 +66,7 @@ type Viewer struct {
 	failed    chan struct{}
 	once      sync.Once
 	fonce     sync.Once
+	iceAt     atomic.Int64 // Unix ns when ICE connected, 0 before
 
 	mu      sync.Mutex // guards closing and wg.Go, so no reader starts once Close waits
 	closing bool
@@ -113,6 +115,11 @@ func newPeerConnection(o Options) (*webrtc.PeerConnection, error) {
 }
 
 func (v *Viewer) watchState(o Options) {
+	v.pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
+		if s == webrtc.ICEConnectionStateConnected {
+			v.iceAt.CompareAndSwap(0, time.Now().UnixNano())
+		}
+	})
 	v.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		switch s {
 		case webrtc.PeerConnectionStateConnected:
@@ -312,6 +319,24 @@ func Websocket(ctx context.Context, wsURL string, o Options) (*Viewer, error) {
 		return nil, ctx.Err()
 	}
 	return v, nil
+}
+
+// ICEConnected returns when ICE first connected (before DTLS), zero
+// before then.
+func (v *Viewer) ICEConnected() time.Time {
+	if ns := v.iceAt.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// SelectedPair describes the ICE candidate pair in use, "" before one is.
+func (v *Viewer) SelectedPair() string {
+	p, err := v.pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || p == nil {
+		return ""
+	}
+	return p.String()
 }
 
 // Connected is closed when the PeerConnection is connected.
