@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"lightspeed/scripts/bench/glass"
+	"lightspeed/shared/ftlclient"
 	"lightspeed/shared/netns"
+	"lightspeed/shared/testmedia"
 )
 
 // The project's targets for glass-to-glass latency, and the shortest
@@ -44,15 +46,24 @@ func creepWindow(d time.Duration) time.Duration {
 // holds what was measured even when an error (a cleanup failure) comes
 // with it.
 func runBrowser(ctx context.Context, cfg config, log *slog.Logger) (*BrowserReport, error) {
+	peak := cfg.peakKbps
+	if peak < 0 { // OBS's, for the test media the stack streams
+		nals, err := testmedia.NALUnits()
+		if err != nil {
+			return nil, fmt.Errorf("bench: test media: %w", err)
+		}
+		peak = ftlclient.PeakKbps(nals)
+	}
 	opt := glass.Options{
 		Duration: cfg.duration,
 		Viewers:  cfg.browserViewers,
 		Browsers: cfg.browsers,
 		Window:   creepWindow(cfg.duration),
+		PeakKbps: peak,
 		Logf:     func(format string, args ...any) { log.Info(fmt.Sprintf(format, args...)) },
 	}
 	log.Info("glass-to-glass in Chromium", "viewers", opt.Viewers, "browsers", opt.Browsers,
-		"duration", opt.Duration, "creep_window", opt.Window)
+		"duration", opt.Duration, "creep_window", opt.Window, "peak_kbps", opt.PeakKbps)
 	res, err := glass.Run(ctx, opt)
 	if res == nil {
 		return nil, err
@@ -71,6 +82,7 @@ type BrowserReport struct {
 	WindowSeconds   float64   `json:"window_seconds"` // the first and last stretch compared for creep
 	Viewers         int       `json:"viewers"`
 	Browsers        int       `json:"browsers"`
+	PeakKbps        int       `json:"peak_kbps"` // the publisher's video pacing; 0: none
 
 	// Send → presented and send → expected display, over every viewer.
 	LatencyMs GlassDelay `json:"latency_ms"`
@@ -187,6 +199,7 @@ func newBrowserReport(m Machine, res *glass.Result) *BrowserReport {
 		WindowSeconds:   o.Window.Seconds(),
 		Viewers:         len(res.Viewers),
 		Browsers:        o.Browsers,
+		PeakKbps:        o.PeakKbps,
 		LatencyMs:       glassDelay(res.Latency),
 		DisplayMs:       glassDelay(res.Display),
 		ClockDriftMs:    toMs(res.ClockDrift),
@@ -294,6 +307,11 @@ func ms(d time.Duration) string {
 // print writes glass's table, then the statements on the targets.
 func (r *BrowserReport) print(w io.Writer) {
 	fmt.Fprintf(w, "\nmachine: %d cores, %s, %s\n", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion)
+	if r.PeakKbps > 0 {
+		fmt.Fprintf(w, "publisher: video paced at %d kbit/s after a 100 ms burst, as OBS's FTL SDK does\n", r.PeakKbps)
+	} else {
+		fmt.Fprintln(w, "publisher: video unpaced (every frame's packets at once)")
+	}
 	if r.res != nil {
 		r.res.WriteTable(w)
 	}

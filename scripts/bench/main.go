@@ -287,7 +287,7 @@ func parseFlags(args []string) (config, error) {
 
 // fanoutFlags are the flags of the fan-out steps, which -browser does not
 // run.
-var fanoutFlags = []string{"viewers", "settle", "keyint-test", "joins", "baseline", "parallel", "cpuprofile", "peak-kbps",
+var fanoutFlags = []string{"viewers", "settle", "keyint-test", "joins", "baseline", "parallel", "cpuprofile",
 	"attach", "ftl", "key", "function-pid", "gateway-pid"}
 
 // browserFlags checks the flags of -browser; set holds the flags given.

@@ -148,7 +148,7 @@ func TestParseFlags(t *testing.T) {
 		{"browser with attach", []string{"-browser", "-attach", "127.0.0.1:8080", "-key", "77-x"}, "-attach does not go with it", nil},
 		{"browser with a profile", []string{"-browser", "-cpuprofile", "f"}, "-cpuprofile does not go with it", nil},
 		{"browser with the joins", []string{"-browser", "-keyint-test=false"}, "-keyint-test does not go with it", nil},
-		{"browser with pacing", []string{"-browser", "-peak-kbps", "3000"}, "-peak-kbps does not go with it", nil},
+		{"browser takes the pacing", []string{"-browser", "-peak-kbps", "3000"}, "", func(c config) bool { return c.browser && c.peakKbps == 3000 }},
 		{"browser viewers must be positive", []string{"-browser", "-browser-viewers", "0"}, "-browser-viewers must be positive", nil},
 		{"more browsers than viewers", []string{"-browser", "-browsers", "2"}, "-browsers must be between 1 and -browser-viewers (1)", nil},
 		{"browser duration must be positive", []string{"-browser", "-duration", "0s"}, "-duration must be positive", nil},

@@ -227,6 +227,9 @@ type Stack struct {
 	NALs, Opus [][]byte
 	// OnFrame, if set, is the publisher's ftlclient.Config.OnFrame.
 	OnFrame func(rtpTimestamp uint32, firstPacketSent time.Time)
+	// PeakKbps is the publisher's ftlclient.Config.PeakKbps: 0 sends each
+	// frame's packets at once.
+	PeakKbps int
 	// Live reports whether the gateway has the stream key's channel live.
 	Live func() bool
 }
@@ -252,7 +255,7 @@ func (s Stack) Run(ctx context.Context, more ...func(ctx context.Context) error)
 	eg.Go(func() error {
 		conn, err := ftlclient.Dial(ctx, ftlclient.Config{
 			Addr: s.Gateway.FTLAddr().String(), StreamKey: s.StreamKey, Rate: 1,
-			OnFrame: s.OnFrame,
+			OnFrame: s.OnFrame, PeakKbps: s.PeakKbps,
 		})
 		if err != nil {
 			return fmt.Errorf("publisher: %w", err)

@@ -88,6 +88,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -124,6 +125,10 @@ type Options struct {
 	// audio repeated to last as long. Empty streams the test media, with a
 	// keyframe every second.
 	H264 string
+	// PeakKbps paces the publisher's video as the FTL SDK does
+	// (ftlclient.Config.PeakKbps); negative: as OBS, 1.2 times the
+	// media's video bitrate; 0: not paced, each frame's packets at once.
+	PeakKbps int
 	// JoinAt, if positive, opens each viewer page JoinAt after the
 	// publisher sent a keyframe, in the middle of a GOP longer than
 	// JoinAt, and fills Viewer.Join. Zero opens the pages at once.
@@ -348,6 +353,9 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	}
 	if opt.JoinAt > 0 {
 		env = append(env, envKeyframes+"=1")
+	}
+	if opt.PeakKbps != 0 {
+		env = append(env, envPeakKbps+"="+strconv.Itoa(opt.PeakKbps))
 	}
 	stack, err := stackRole.Start(pair, dir, env, opt.Logf)
 	if err != nil {

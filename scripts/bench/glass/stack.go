@@ -22,6 +22,7 @@ import (
 	"lightspeed/gateway/app"
 	"lightspeed/gateway/hub"
 	"lightspeed/gateway/keys"
+	"lightspeed/shared/ftlclient"
 	"lightspeed/shared/stackrole"
 	"lightspeed/shared/testmedia"
 )
@@ -52,6 +53,9 @@ const (
 	// keyframe the hub releases (see keyframePrefix) and keep the
 	// function's statistics in functionFile.
 	envKeyframes = "LS_GLASS_KEYFRAMES"
+	// envPeakKbps paces the publisher's video (Options.PeakKbps); unset
+	// or 0: not paced.
+	envPeakKbps = "LS_GLASS_PEAK_KBPS"
 )
 
 // stackRole is Role with the variables of its address and data directory.
@@ -102,10 +106,18 @@ type FunctionStats struct {
 // until SIGTERM and returns the process's exit code.
 func ServeStack() int {
 	return stackRole.Serve(slog.LevelWarn, func(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
-		return serveStack(ctx, log, stackParams{
+		sp := stackParams{
 			Params: p, framesPath: os.Getenv(envFrames),
 			h264Path: os.Getenv(envH264), keyframes: os.Getenv(envKeyframes) == "1",
-		})
+		}
+		if v := os.Getenv(envPeakKbps); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("glass: stack: $%s: %w", envPeakKbps, err)
+			}
+			sp.peakKbps = n
+		}
+		return serveStack(ctx, log, sp)
 	})
 }
 
@@ -115,6 +127,7 @@ type stackParams struct {
 	framesPath       string // $LS_GLASS_FRAMES
 	h264Path         string // $LS_GLASS_H264; "" for the test media
 	keyframes        bool   // $LS_GLASS_KEYFRAMES is 1
+	peakKbps         int    // $LS_GLASS_PEAK_KBPS; < 0: OBS's for the media
 }
 
 func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
@@ -209,8 +222,12 @@ func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
 			}
 		})
 	}
+	peak := sp.peakKbps
+	if peak < 0 {
+		peak = ftlclient.PeakKbps(nals)
+	}
 	stack := stackrole.Stack{
-		Gateway: g, StreamKey: streamKey, NALs: nals, Opus: opus, OnFrame: fl.sent,
+		Gateway: g, StreamKey: streamKey, NALs: nals, Opus: opus, OnFrame: fl.sent, PeakKbps: peak,
 		Live: func() bool { h := g.Hubs().Get(channel); return h != nil && h.Stats().Live },
 	}
 	err = stack.Run(ctx, more...)
