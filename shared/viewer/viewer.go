@@ -97,6 +97,13 @@ func newPeerConnection(o Options) (*webrtc.PeerConnection, error) {
 	// timer, whatever the client resends). A viewer that loses a handshake
 	// datagram should cost what it costs a browser, not a second.
 	se.SetDTLSRetransmissionInterval(100 * time.Millisecond)
+	// The server's first ICE checks can arrive before the viewer has
+	// applied the answer: the viewer then knows the server's address as a
+	// peer-reflexive candidate, pion credits the host candidate's checks
+	// to it, and as the controlling agent it waits 1 s before nominating
+	// a peer-reflexive pair (a join logged "ice_connected=1.006s" on
+	// "remote udp4 prflx"). Browsers nominate it at once.
+	se.SetPrflxAcceptanceMinWait(0)
 	if o.Loopback {
 		se.SetIncludeLoopbackCandidate(true)
 		se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
