@@ -3,7 +3,9 @@
 // Command bench measures what Lightspeed costs and how fast it is: it
 // starts a gateway and a function as child processes on loopback (or
 // attaches to a running gateway), publishes the test media over FTL, opens
-// N pion WHEP viewers and reports, for each N:
+// N pion WHEP viewers and reports, for each N. The publisher paces video
+// as OBS's FTL SDK does (1.2 times the media's bitrate after a 100 ms
+// burst); -peak-kbps sets another pace, 0 none.
 //
 //	go run ./scripts/bench                                  10, 50, 100 viewers
 //	go run ./scripts/bench -viewers 10,50,100 -baseline -json /tmp/bench.json
@@ -34,7 +36,8 @@
 //     publisher sent last before it (live keyframes outvote a late
 //     joiner's cached one). When attached to a gateway the bench did not
 //     start there is no tap: a frame's send time is then its due time in
-//     the publisher's real-time schedule.
+//     the publisher's real-time schedule (so the publisher's pacing counts;
+//     use -peak-kbps 0 there).
 //   - Time to first frame: from the start of the WHEP POST to the marker
 //     packet of the first whole keyframe (SPS, PPS and IDR with consecutive
 //     sequence numbers), for the viewers of each step (all joining at once)
