@@ -1,6 +1,9 @@
-// WHEP client (draft-ietf-wish-whep): one POST of a complete offer, one
-// DELETE of the session to leave. No trickle ICE: the offer is sent once
-// ICE gathering completes, or after a short wait, whichever comes first.
+// WHEP client (draft-ietf-wish-whep): one POST of the offer, one DELETE of
+// the session to leave. The offer goes at once, without waiting for ICE
+// gathering, and no candidate is trickled: with no STUN or TURN server the
+// browser gathers only host candidates, which browsers hide behind mDNS
+// names a server cannot resolve. The server learns the browser's address
+// from the browser's connectivity checks (a peer-reflexive candidate).
 
 /** OfflineError: the channel is unknown or not live (404). */
 export class OfflineError extends Error {
@@ -72,10 +75,12 @@ export function waitForGathering(pc, timeoutMs) {
  * connect makes the offer on pc, posts it to url and applies the answer.
  * It resolves to the absolute URL of the session (to DELETE when leaving),
  * or rejects with OfflineError, BusyError, HTTPError or a network error.
+ * gatherTimeoutMs > 0 waits up to that long for ICE gathering first, for a
+ * page given STUN or TURN servers whose candidates the server can use.
  */
-export async function connect(pc, url, { gatherTimeoutMs = 1000 } = {}) {
+export async function connect(pc, url, { gatherTimeoutMs = 0 } = {}) {
   await pc.setLocalDescription(await pc.createOffer());
-  await waitForGathering(pc, gatherTimeoutMs);
+  if (gatherTimeoutMs > 0) await waitForGathering(pc, gatherTimeoutMs);
 
   const res = await fetch(url, {
     method: "POST",
