@@ -59,7 +59,8 @@ type Config struct {
 	// packet cannot arrive anywhere earlier). It is called from the
 	// goroutine running Stream once the frame's first NAL unit is sent,
 	// or with PeakKbps from the pacer's once the first packet is, so it
-	// must return quickly.
+	// must return quickly, and with PeakKbps it must not call Close or
+	// Disconnect (they wait for the pacer).
 	OnFrame func(rtpTimestamp uint32, firstPacketSent time.Time)
 
 	// keepalive overrides the interval of control PINGs, for tests.
@@ -118,6 +119,10 @@ type Conn struct {
 	pingsOff atomic.Bool      // during the speed test
 	echoes   chan struct{}    // a ping echo arrived (buffered, lossy)
 	videoQ   chan queuedVideo // video packets waiting for the pacer; nil without PeakKbps
+	// videoPending counts the video packets queued and not yet sent;
+	// videoIdle gets a token when it falls to zero.
+	videoPending atomic.Int64
+	videoIdle    chan struct{}
 
 	group     *errgroup.Group
 	ctx       context.Context // done when the connection ends
@@ -190,6 +195,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	c.group.Go(func() error { return c.readControl(c.ctx) })
 	if cfg.PeakKbps > 0 {
 		c.videoQ = make(chan queuedVideo, paceQueue)
+		c.videoIdle = make(chan struct{}, 1)
 		c.group.Go(func() error { return c.paceVideo(c.ctx) })
 	}
 	log.Info("ftl: connected", "media", c.media.String())

@@ -166,9 +166,9 @@ func (c *Conn) sendVideoNAL(ctx context.Context, nal []byte, dts int64, endOfFra
 		rest = rest[used:]
 		t.packets++
 		t.payloadBytes += uint32(used)
-		c.stats.videoPackets.Add(1)
-		c.stats.videoBytes.Add(uint64(n))
-		if c.videoQ == nil {
+		if c.videoQ == nil { // else the pacer sends and counts it
+			c.stats.videoPackets.Add(1)
+			c.stats.videoBytes.Add(uint64(n))
 			if first && stamp {
 				firstSent = time.Now()
 			}
@@ -222,7 +222,8 @@ type streamState struct {
 // media loops times, or until ctx is done if loops is 0; each loop starts
 // when the longer of the two tracks of the previous one ends, and
 // timestamps go on across loops and calls. It returns nil when the loops
-// are played, ctx's error when ctx is done, and the connection's error
+// are played (with PeakKbps, once the pacer has sent their last video
+// packet), ctx's error when ctx is done, and the connection's error
 // (a *ReplyError when the ingest ended the stream, ErrClosed after
 // Disconnect or Close) when the connection ends.
 func (c *Conn) Stream(ctx context.Context, nals, opus [][]byte, loops int) error {
@@ -280,7 +281,7 @@ func (c *Conn) Stream(ctx context.Context, nals, opus [][]byte, loops int) error
 		}
 		st.nextDTS = base + loopLen
 	}
-	return nil
+	return c.waitVideoSent(ctx)
 }
 
 // sendFrame sends the NAL units of one frame, the marker on the last, and

@@ -66,21 +66,41 @@ type queuedVideo struct {
 }
 
 // queueVideo hands packet sn to the pacer, waiting while its queue is
-// full.
+// full. (The SDK drops video then; a test publisher keeps every packet and
+// slows its caller, audio included: a peak below the media's bitrate makes
+// Stream fall behind real time.)
 func (c *Conn) queueVideo(ctx context.Context, q queuedVideo) error {
+	c.videoPending.Add(1)
 	select {
 	case c.videoQ <- q:
 		return nil
 	case <-ctx.Done():
+		c.videoPending.Add(-1)
 		return ctx.Err()
 	case <-c.ctx.Done():
+		c.videoPending.Add(-1)
 		return c.done()
 	}
 }
 
+// waitVideoSent waits until the pacer has sent every queued packet.
+func (c *Conn) waitVideoSent(ctx context.Context) error {
+	for c.videoQ != nil && c.videoPending.Load() > 0 {
+		select {
+		case <-c.videoIdle:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.ctx.Done():
+			return c.done()
+		}
+	}
+	return nil
+}
+
 // paceVideo sends the queued video packets at the peak rate until ctx is
 // done. A frame's first packet marked for OnFrame is reported once
-// written.
+// written. A failed write is logged and the stream goes on, as the SDK
+// does.
 func (c *Conn) paceVideo(ctx context.Context) error {
 	p := newPacer(c.cfg.PeakKbps)
 	timer := time.NewTimer(time.Hour)
@@ -103,10 +123,16 @@ func (c *Conn) paceVideo(ctx context.Context) error {
 		}
 		n, ts, sent, err := c.sendQueuedVideo(q.sn)
 		if err != nil {
-			return err
+			c.log.Debug("ftl: video send failed", "seq", q.sn, "err", err)
 		}
 		p.sent(n)
-		if q.stamp && n > 0 && c.cfg.OnFrame != nil {
+		if c.videoPending.Add(-1) == 0 {
+			select {
+			case c.videoIdle <- struct{}{}:
+			default:
+			}
+		}
+		if q.stamp && err == nil && n > 0 && c.cfg.OnFrame != nil {
 			c.cfg.OnFrame(ts, sent)
 		}
 	}
@@ -114,7 +140,7 @@ func (c *Conn) paceVideo(ctx context.Context) error {
 
 // sendQueuedVideo writes video packet sn from the ring and returns its
 // length, RTP timestamp and the time right before the write; n is 0 if
-// the ring no longer holds it.
+// the ring no longer holds it. It counts the packet as sent.
 func (c *Conn) sendQueuedVideo(sn uint16) (n int, ts uint32, sent time.Time, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -124,7 +150,12 @@ func (c *Conn) sendQueuedVideo(sn uint16) (n int, ts uint32, sent time.Time, err
 	}
 	ts = binary.BigEndian.Uint32(s.buf[4:8])
 	sent = time.Now()
-	return s.n, ts, sent, c.send(s.buf[:s.n])
+	if err := c.send(s.buf[:s.n]); err != nil {
+		return s.n, ts, sent, err
+	}
+	c.stats.videoPackets.Add(1)
+	c.stats.videoBytes.Add(uint64(s.n))
+	return s.n, ts, sent, nil
 }
 
 // PeakKbps returns the peak_kbps OBS would set for the video nals played

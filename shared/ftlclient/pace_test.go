@@ -166,7 +166,8 @@ func TestStreamWaitingForAFullPacerQueueEndsWithItsContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
-		for len(c.videoQ) < cap(c.videoQ) {
+		deadline := time.Now().Add(10 * time.Second)
+		for len(c.videoQ) < cap(c.videoQ) && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
 		cancel()
@@ -174,5 +175,28 @@ func TestStreamWaitingForAFullPacerQueueEndsWithItsContext(t *testing.T) {
 	err := c.Stream(ctx, [][]byte{sps, idr}, nil, 1)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Stream = %v, want context.Canceled", err)
+	}
+}
+
+func TestPacedStreamReturnsOnceItsVideoIsSentSoDisconnectLosesNone(t *testing.T) {
+	nals, opus := syntheticMedia()
+	f := startIngest(t, ingestOptions{})
+	c := dial(t, f, Config{PeakKbps: 400}) // the media's ~6 KB of video take >100 ms; the loop's timing ~20 ms
+	if err := c.Stream(context.Background(), nals, opus, 1); err != nil {
+		t.Fatalf("Stream: %v", err)
+	}
+	sent := c.Stats().VideoPackets
+	if err := c.Disconnect(); err != nil {
+		t.Fatalf("Disconnect: %v", err)
+	}
+	waitFor(t, "the video packets counted as sent", func() bool {
+		video, _ := split(t, f.mediaPackets())
+		return uint64(len(video)) >= sent
+	})
+	video, _ := split(t, f.mediaPackets())
+	// 9 packets: SPS, PPS, a 3-packet IDR, a 500-byte slice, a 1380-byte
+	// one and a 2-packet FU-A.
+	if sent != 9 || len(video) != 9 {
+		t.Errorf("%d video packets counted as sent and %d arrived, want all 9 of the media", sent, len(video))
 	}
 }
