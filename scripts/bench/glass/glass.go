@@ -126,8 +126,8 @@ type Options struct {
 	// keyframe every second.
 	H264 string
 	// PeakKbps paces the publisher's video as the FTL SDK does
-	// (ftlclient.Config.PeakKbps); negative: as OBS, 1.2 times the
-	// media's video bitrate; 0: not paced, each frame's packets at once.
+	// (ftlclient.Config.PeakKbps; ftlclient.PeakKbps gives OBS's); 0: not
+	// paced, each frame's packets at once.
 	PeakKbps int
 	// JoinAt, if positive, opens each viewer page JoinAt after the
 	// publisher sent a keyframe, in the middle of a GOP longer than
@@ -354,7 +354,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	if opt.JoinAt > 0 {
 		env = append(env, envKeyframes+"=1")
 	}
-	if opt.PeakKbps != 0 {
+	if opt.PeakKbps > 0 {
 		env = append(env, envPeakKbps+"="+strconv.Itoa(opt.PeakKbps))
 	}
 	stack, err := stackRole.Start(pair, dir, env, opt.Logf)

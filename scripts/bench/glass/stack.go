@@ -22,7 +22,6 @@ import (
 	"lightspeed/gateway/app"
 	"lightspeed/gateway/hub"
 	"lightspeed/gateway/keys"
-	"lightspeed/shared/ftlclient"
 	"lightspeed/shared/stackrole"
 	"lightspeed/shared/testmedia"
 )
@@ -127,7 +126,7 @@ type stackParams struct {
 	framesPath       string // $LS_GLASS_FRAMES
 	h264Path         string // $LS_GLASS_H264; "" for the test media
 	keyframes        bool   // $LS_GLASS_KEYFRAMES is 1
-	peakKbps         int    // $LS_GLASS_PEAK_KBPS; < 0: OBS's for the media
+	peakKbps         int    // $LS_GLASS_PEAK_KBPS; 0: not paced
 }
 
 func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
@@ -222,12 +221,8 @@ func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
 			}
 		})
 	}
-	peak := sp.peakKbps
-	if peak < 0 {
-		peak = ftlclient.PeakKbps(nals)
-	}
 	stack := stackrole.Stack{
-		Gateway: g, StreamKey: streamKey, NALs: nals, Opus: opus, OnFrame: fl.sent, PeakKbps: peak,
+		Gateway: g, StreamKey: streamKey, NALs: nals, Opus: opus, OnFrame: fl.sent, PeakKbps: sp.peakKbps,
 		Live: func() bool { h := g.Hubs().Get(channel); return h != nil && h.Stats().Live },
 	}
 	err = stack.Run(ctx, more...)
