@@ -110,6 +110,26 @@ func TestSmallRunMeasuresEveryFigure(t *testing.T) {
 	}
 }
 
+// TestStackThatFailsToStartIsCleanedUp starts a stack whose gateway exits
+// at once (channel 0 is not a valid stream key): startStack returns the
+// gateway's error, having stopped what it started.
+func TestStackThatFailsToStartIsCleanedUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the gateway and the function")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	st, err := startStack(ctx, log, stackOptions{dir: t.TempDir(), epoch: time.Now(), capacity: 10, channel: 0})
+	if err == nil {
+		st.close()
+		t.Fatal("a stack with channel 0 started")
+	}
+	if !strings.Contains(err.Error(), "channel id 0") {
+		t.Errorf("error %q does not give the gateway's reason", err)
+	}
+}
+
 // testWriter sends log lines to t.Log.
 type testWriter struct{ t *testing.T }
 

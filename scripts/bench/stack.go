@@ -211,9 +211,10 @@ func startStack(ctx context.Context, log *slog.Logger, o stackOptions) (s *stack
 	tapCtx, stopTap := context.WithCancel(context.Background())
 	s.stopTap, s.tapDone = stopTap, make(chan struct{})
 	go func() { defer close(s.tapDone); s.tap.run(tapCtx) }()
+	started := s // the returns below set s to nil
 	defer func() {
 		if err != nil {
-			s.close()
+			started.close()
 		}
 	}()
 
