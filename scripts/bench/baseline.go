@@ -258,10 +258,11 @@ func startBaseline(ctx context.Context, dir string, epoch time.Time, whepURL str
 	if err != nil {
 		return nil, err
 	}
-	b = &baseline{proc: proc}
+	started := &baseline{proc: proc}
+	b = started
 	defer func() {
 		if err != nil {
-			b.close()
+			started.close() // the error returns set b to nil
 		}
 	}()
 	lines := make(chan string, 1)
