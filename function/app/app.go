@@ -36,8 +36,8 @@ type Config struct {
 	PublicIPs        []string      `env:"PUBLIC_IPS" envSeparator:"," help:"IPs advertised to viewers (NAT 1:1), comma-separated; default: the interface addresses"`
 	Region           string        `env:"REGION" help:"region code (Fly region); default: FLY_REGION"`
 	MachineID        string        `env:"MACHINE_ID" help:"machine id; default: FLY_MACHINE_ID or the host name"`
-	Capacity         int           `env:"CAPACITY" envDefault:"500" help:"most viewers this function takes"`
-	IdleExit         time.Duration `env:"IDLE_EXIT" envDefault:"0s" help:"exit after this long with no viewers (0: never)"`
+	Capacity         int           `env:"CAPACITY" envDefault:"500" min:"1" help:"most viewers this function takes"`
+	IdleExit         time.Duration `env:"IDLE_EXIT" envDefault:"0s" min:"0s" help:"exit after this long with no viewers; 0s: never"`
 	MetricsAddr      string        `env:"METRICS_ADDR" help:"serve Prometheus metrics at http://<this address>/metrics, e.g. :9091; empty: off"`
 	PprofAddr        string        `env:"PPROF_ADDR" help:"serve Go profiles (pprof) at this address, e.g. 127.0.0.1:6061; empty: off"`
 	LogLevel         string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`

@@ -38,14 +38,14 @@ import (
 type Config struct {
 	FTLAddr         string        `env:"FTL_ADDR" envDefault:":8084" help:"FTL control listen address (TCP); OBS always uses port 8084"`
 	FTLMediaAddr    string        `env:"FTL_MEDIA_ADDR" help:"FTL media listen address (UDP); default: the control port on all addresses (on Fly: fly-global-services:8084)"`
-	FTLAnnouncePort int           `env:"FTL_ANNOUNCE_PORT" help:"UDP port told to publishers; default: the media socket's port"`
+	FTLAnnouncePort int           `env:"FTL_ANNOUNCE_PORT" min:"0" max:"65535" help:"UDP port told to publishers; default: the media socket's port"`
 	FTLProxyProto   bool          `env:"FTL_PROXY_PROTOCOL" help:"FTL control connections carry a PROXY protocol header with the publisher's address (true behind Fly's proxy_proto handler)"`
 	HTTPAddr        string        `env:"HTTP_ADDR" envDefault:":8080" help:"HTTP listen address (API, metrics, health)"`
 	DataDir         string        `env:"DATA_DIR" envDefault:"./data" help:"directory of the stream key file"`
 	StreamKey       string        `env:"STREAM_KEY" help:"the only stream key, <channel>-<secret>; keys are then not stored"`
-	DefaultChannel  uint32        `env:"DEFAULT_CHANNEL" envDefault:"77" help:"channel whose key is created on first start"`
+	DefaultChannel  uint32        `env:"DEFAULT_CHANNEL" envDefault:"77" min:"1" help:"channel whose key is created on first start"`
 	PublicHost      string        `env:"PUBLIC_HOST" envDefault:"localhost" help:"host name publishers use, printed in the OBS settings"`
-	HubMaxHold      time.Duration `env:"HUB_MAX_HOLD" envDefault:"40ms" help:"how long the hub waits for a missing publisher packet"`
+	HubMaxHold      time.Duration `env:"HUB_MAX_HOLD" envDefault:"40ms" min:"1ms" help:"how long the hub waits for a missing publisher packet"`
 	RelayAddr       string        `env:"RELAY_ADDR" envDefault:":4433" help:"relay listen address (QUIC, UDP) that functions connect to"`
 	RelaySecret     string        `env:"RELAY_SECRET" help:"secret functions prove they know; default: generated and kept in the data dir"`
 	RelayCert       string        `env:"RELAY_CERT" help:"relay TLS certificate file (PEM); default: self-signed, kept in the data dir"`
@@ -54,7 +54,7 @@ type Config struct {
 	EmbedFunction   bool          `env:"EMBEDDED_FUNCTION" envDefault:"true" help:"run a function inside the gateway (one-machine setup)"`
 	WebRTCUDPAddr   string        `env:"WEBRTC_UDP_ADDR" envDefault:":8189" help:"embedded function: UDP address of all WebRTC media"`
 	PublicIPs       []string      `env:"PUBLIC_IPS" envSeparator:"," help:"embedded function: IPs advertised to viewers, comma-separated; default: the interface addresses"`
-	FunctionCap     int           `env:"FUNCTION_CAPACITY" envDefault:"500" help:"embedded function: most viewers it takes"`
+	FunctionCap     int           `env:"FUNCTION_CAPACITY" envDefault:"500" min:"1" help:"embedded function: most viewers it takes"`
 
 	// Loopback makes the embedded function offer loopback candidates only
 	// (Go tests on 127.0.0.1).

@@ -5,6 +5,13 @@
 // and `help` tags:
 //
 //	HTTPAddr string `env:"HTTP_ADDR" envDefault:":8080" help:"HTTP listen address"`
+//
+// Number and duration fields may also carry `min` and `max` tags, in the
+// field's own syntax; a value outside them is an error naming the
+// variable:
+//
+//	Capacity int           `env:"CAPACITY" envDefault:"500" min:"1"`
+//	Hold     time.Duration `env:"HOLD" envDefault:"40ms" min:"0s"`
 package envconfig
 
 import (
@@ -12,7 +19,9 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strconv"
 	"text/tabwriter"
+	"time"
 
 	"github.com/caarlos0/env/v10"
 )
@@ -40,7 +49,7 @@ func Load(cfg any, command string, args []string, w io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
-		return nil
+		return checkBounds(cfg)
 	}
 	// Name the variable, not the Go field, in what the operator reads.
 	t := structType(cfg)
@@ -81,7 +90,84 @@ func Usage(w io.Writer, command string, cfg any) {
 		if def == "" {
 			def = "-"
 		}
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\n", Prefix, name, def, f.Tag.Get("help"))
+		help := f.Tag.Get("help")
+		lo, hasLo := f.Tag.Lookup("min")
+		hi, hasHi := f.Tag.Lookup("max")
+		switch {
+		case hasLo && hasHi:
+			help += fmt.Sprintf(" (%s to %s)", lo, hi)
+		case hasLo:
+			help += fmt.Sprintf(" (at least %s)", lo)
+		case hasHi:
+			help += fmt.Sprintf(" (at most %s)", hi)
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\n", Prefix, name, def, help)
 	}
 	tw.Flush()
+}
+
+// checkBounds checks every field with a min or max tag against them.
+func checkBounds(cfg any) error {
+	v := reflect.ValueOf(cfg)
+	for v.Kind() == reflect.Pointer {
+		v = v.Elem()
+	}
+	t := v.Type()
+	var errs []error
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		for _, bound := range []string{"min", "max"} {
+			lim, ok := f.Tag.Lookup(bound)
+			if !ok {
+				continue
+			}
+			if err := checkBound(v.Field(i), bound, lim); err != nil {
+				errs = append(errs, fmt.Errorf("%s%s: %w", Prefix, f.Tag.Get("env"), err))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// checkBound compares a field's value with its bound lim ("min" or
+// "max"), written in the field's syntax. A bound that does not parse is
+// the program's mistake and panics.
+func checkBound(v reflect.Value, bound, lim string) error {
+	var below, above bool
+	var shown string
+	switch {
+	case v.Type() == durationType:
+		l, err := time.ParseDuration(lim)
+		if err != nil {
+			panic(fmt.Sprintf("envconfig: %s tag %q: %v", bound, lim, err))
+		}
+		d := time.Duration(v.Int())
+		below, above, shown = d < l, d > l, d.String()
+	case v.CanInt():
+		l, err := strconv.ParseInt(lim, 10, 64)
+		if err != nil {
+			panic(fmt.Sprintf("envconfig: %s tag %q: %v", bound, lim, err))
+		}
+		below, above, shown = v.Int() < l, v.Int() > l, strconv.FormatInt(v.Int(), 10)
+	case v.CanUint():
+		l, err := strconv.ParseUint(lim, 10, 64)
+		if err != nil {
+			panic(fmt.Sprintf("envconfig: %s tag %q: %v", bound, lim, err))
+		}
+		below, above, shown = v.Uint() < l, v.Uint() > l, strconv.FormatUint(v.Uint(), 10)
+	default:
+		panic(fmt.Sprintf("envconfig: %s tag on a %s field", bound, v.Type()))
+	}
+	switch {
+	case bound == "min" && below:
+		return fmt.Errorf("%s is less than %s", shown, lim)
+	case bound == "max" && above:
+		return fmt.Errorf("%s is more than %s", shown, lim)
+	}
+	return nil
 }
