@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -49,6 +50,9 @@ func run() error {
 	if *key == "" {
 		flag.Usage()
 		return errors.New("-key is required")
+	}
+	if err := checkFlags(*loops, *rate, *speedTest); err != nil {
+		return err
 	}
 	level := slog.LevelInfo
 	if *verbose {
@@ -102,6 +106,19 @@ func run() error {
 		conn.Close()
 		return err
 	}
+}
+
+// checkFlags refuses the numbers that have no meaning.
+func checkFlags(loops int, rate float64, speedTest time.Duration) error {
+	switch {
+	case loops < 0:
+		return fmt.Errorf("-loops %d: want 0 (until interrupted) or more", loops)
+	case !(rate > 0) || math.IsInf(rate, 1):
+		return fmt.Errorf("-rate %v: want a pace above 0 (1 is real time)", rate)
+	case speedTest < 0:
+		return fmt.Errorf("-speedtest %v: want 0 (none) or more", speedTest)
+	}
+	return nil
 }
 
 // loadMedia reads the media files, or takes the test media.
