@@ -248,7 +248,7 @@ type baseline struct {
 // baseline role) and feeds it the channel as one viewer of the stack at
 // whepURL receives it: the hub's normalized stream, ≤ 1200-byte packets,
 // the same sequence numbers and timestamps.
-func startBaseline(ctx context.Context, dir string, epoch time.Time, whepURL string) (b *baseline, err error) {
+func startBaseline(ctx context.Context, dir string, epoch time.Time, whepURL string) (_ *baseline, err error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
@@ -258,11 +258,10 @@ func startBaseline(ctx context.Context, dir string, epoch time.Time, whepURL str
 	if err != nil {
 		return nil, err
 	}
-	started := &baseline{proc: proc}
-	b = started
+	b := &baseline{proc: proc}
 	defer func() {
 		if err != nil {
-			started.close() // the error returns set b to nil
+			b.close()
 		}
 	}()
 	lines := make(chan string, 1)

@@ -188,7 +188,7 @@ type stackOptions struct {
 
 // startStack builds and starts a gateway (no embedded function) and one
 // function, and waits until the function has joined the gateway.
-func startStack(ctx context.Context, log *slog.Logger, o stackOptions) (s *stack, err error) {
+func startStack(ctx context.Context, log *slog.Logger, o stackOptions) (_ *stack, err error) {
 	log.Info("building gateway and function")
 	if err := build(ctx, o.dir, "./gateway", "./function"); err != nil {
 		return nil, err
@@ -199,7 +199,7 @@ func startStack(ctx context.Context, log *slog.Logger, o stackOptions) (s *stack
 	}
 	secret := make([]byte, 20)
 	rand.Read(secret)
-	s = &stack{
+	s := &stack{
 		httpAddr: fmt.Sprintf("127.0.0.1:%d", tcp[0]),
 		ftlAddr:  fmt.Sprintf("127.0.0.1:%d", tcp[1]),
 		key:      fmt.Sprintf("%d-%s", o.channel, hex.EncodeToString(secret)),
@@ -211,10 +211,9 @@ func startStack(ctx context.Context, log *slog.Logger, o stackOptions) (s *stack
 	tapCtx, stopTap := context.WithCancel(context.Background())
 	s.stopTap, s.tapDone = stopTap, make(chan struct{})
 	go func() { defer close(s.tapDone); s.tap.run(tapCtx) }()
-	started := s // the returns below set s to nil
 	defer func() {
 		if err != nil {
-			started.close()
+			s.close()
 		}
 	}()
 
