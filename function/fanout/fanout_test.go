@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"slices"
 	"strings"
@@ -403,6 +404,70 @@ func TestRemoteCandidatesBeforeTheAnswerAreKept(t *testing.T) {
 	h.waitJoined("ws")
 	h.writeGOP(2)
 	p.waitAll(relaywire.Video, h.sent[relaywire.Video])
+}
+
+// TestRemoteCandidatesAreBounded checks that a viewer cannot make the
+// function check more than relaywire.MaxCandidates addresses: not in its
+// offer, not in its answer, not trickled.
+func TestRemoteCandidatesAreBounded(t *testing.T) {
+	cand := func(i int) string {
+		return fmt.Sprintf("candidate:%d 1 udp 2130706431 127.0.0.1 9 typ host", i)
+	}
+	withCandidates := func(sdp string, n int) string {
+		var b strings.Builder
+		b.WriteString(strings.TrimRight(sdp, "\r\n"))
+		for i := range n {
+			b.WriteString("\r\na=" + cand(i))
+		}
+		return b.String() + "\r\n"
+	}
+	t.Run("offer", func(t *testing.T) {
+		h := newHarness(t, Config{}, hooks{})
+		p := newPeer(t, viewerAPI(t, true))
+		offer := withCandidates(p.offer(), relaywire.MaxCandidates+1)
+		if _, _, err := h.f.StartSession(context.Background(), "v", testChannel, offer); !errors.Is(err, ErrTooManyCandidates) {
+			t.Fatalf("StartSession with %d candidates: %v", relaywire.MaxCandidates+1, err)
+		}
+		if err := h.f.AddCandidate("v", relaywire.Candidate{}); !errors.Is(err, ErrUnknownSession) {
+			t.Fatalf("the refused session is still there: %v", err)
+		}
+	})
+	t.Run("trickled", func(t *testing.T) {
+		h := newHarness(t, Config{}, hooks{})
+		if _, _, err := h.f.StartSession(context.Background(), "ws", testChannel, ""); err != nil {
+			t.Fatal(err)
+		}
+		zero := uint16(0)
+		for i := range relaywire.MaxCandidates {
+			if err := h.f.AddCandidate("ws", relaywire.Candidate{Candidate: cand(i), SDPMLineIndex: &zero}); err != nil {
+				t.Fatalf("candidate %d: %v", i+1, err)
+			}
+		}
+		if err := h.f.AddCandidate("ws", relaywire.Candidate{Candidate: cand(99), SDPMLineIndex: &zero}); !errors.Is(err, ErrTooManyCandidates) {
+			t.Fatalf("candidate %d: %v", relaywire.MaxCandidates+1, err)
+		}
+		if err := h.f.AddCandidate("ws", relaywire.Candidate{SDPMLineIndex: &zero}); err != nil {
+			t.Fatalf("end of candidates: %v", err)
+		}
+	})
+	t.Run("answer after trickled", func(t *testing.T) {
+		h := newHarness(t, Config{}, hooks{})
+		_, offer, err := h.f.StartSession(context.Background(), "ws", testChannel, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		zero := uint16(0)
+		for i := range relaywire.MaxCandidates - 1 {
+			if err := h.f.AddCandidate("ws", relaywire.Candidate{Candidate: cand(i), SDPMLineIndex: &zero}); err != nil {
+				t.Fatalf("candidate %d: %v", i+1, err)
+			}
+		}
+		p := newPeer(t, viewerAPI(t, true))
+		answer := withCandidates(p.answer(offer), 2)
+		if err := h.f.SetAnswer("ws", answer); !errors.Is(err, ErrTooManyCandidates) {
+			t.Fatalf("an answer with 2 more candidates: %v", err)
+		}
+	})
 }
 
 func TestLoadCountsViewersAndEgress(t *testing.T) {

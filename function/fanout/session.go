@@ -12,9 +12,20 @@ import (
 	"lightspeed/shared/relaywire"
 )
 
-// maxPendingCandidates bounds the remote candidates kept until a viewer's
-// answer arrives.
-const maxPendingCandidates = 64
+// ErrTooManyCandidates is returned for a viewer that gives more than
+// relaywire.MaxCandidates ICE candidates: each is an address the function
+// would send connectivity checks to.
+var ErrTooManyCandidates = fmt.Errorf("more than %d ICE candidates", relaywire.MaxCandidates)
+
+// countCandidates adds n remote candidates to v's count, or fails when
+// that would pass relaywire.MaxCandidates. Called with f.mu held.
+func (v *viewer) countCandidates(n int) error {
+	if v.candidates+n > relaywire.MaxCandidates {
+		return ErrTooManyCandidates
+	}
+	v.candidates += n
+	return nil
+}
 
 // errSessionEnded is returned by StartSession when the session was closed
 // while it was being set up.
@@ -28,9 +39,20 @@ var errSessionEnded = errors.New("session closed while starting")
 // Upstream when its first viewer arrives. StartSession fails with ErrFull
 // when the fan-out has Capacity sessions.
 func (f *Fanout) StartSession(ctx context.Context, session string, channel uint32, offer string) (sdpType, sdp string, err error) {
+	n := relaywire.SDPCandidates(offer)
+	if n > relaywire.MaxCandidates {
+		return "", "", fmt.Errorf("fanout: session %s: the offer has %d ICE candidates: %w", session, n, ErrTooManyCandidates)
+	}
 	v, err := f.reserve(session, channel)
 	if err != nil {
 		return "", "", fmt.Errorf("fanout: session %s: channel %d: %w", session, channel, err)
+	}
+	f.mu.Lock()
+	err = v.countCandidates(n) // with any trickled meanwhile
+	f.mu.Unlock()
+	if err != nil {
+		f.closeViewer(v, "too many candidates", false)
+		return "", "", fmt.Errorf("fanout: session %s: %w", session, err)
 	}
 	sdpType, sdp, err = f.negotiate(ctx, v, offer)
 	if err != nil {
@@ -259,6 +281,12 @@ func (f *Fanout) SetAnswer(session, sdp string) error {
 	if err != nil {
 		return err
 	}
+	f.mu.Lock()
+	err = v.countCandidates(relaywire.SDPCandidates(sdp))
+	f.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("fanout: session %s: the answer: %w", session, err)
+	}
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
 		return fmt.Errorf("fanout: session %s: set answer: %w", session, err)
 	}
@@ -282,10 +310,14 @@ func (f *Fanout) AddCandidate(session string, c relaywire.Candidate) error {
 		f.mu.Unlock()
 		return fmt.Errorf("fanout: session %s: %w", session, ErrUnknownSession)
 	}
-	if !v.remoteSet {
-		if len(v.pending) < maxPendingCandidates {
-			v.pending = append(v.pending, init)
+	if c.Candidate != "" {
+		if err := v.countCandidates(1); err != nil {
+			f.mu.Unlock()
+			return fmt.Errorf("fanout: session %s: %w", session, err)
 		}
+	}
+	if !v.remoteSet {
+		v.pending = append(v.pending, init) // bounded by the count
 		f.mu.Unlock()
 		return nil
 	}

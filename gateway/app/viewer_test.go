@@ -3,13 +3,16 @@ package app
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +21,7 @@ import (
 	"lightspeed/shared/ftlclient"
 	"lightspeed/shared/h264"
 	"lightspeed/shared/netns"
+	"lightspeed/shared/relaywire"
 	"lightspeed/shared/viewer"
 )
 
@@ -402,6 +406,57 @@ func TestRoutingPrefersTheViewersRegionThenTheNearest(t *testing.T) {
 	}
 }
 
+// TestWebsocketCandidatesAreBounded checks that a page that trickles more
+// than relaywire.MaxCandidates candidates loses its socket and session.
+func TestWebsocketCandidatesAreBounded(t *testing.T) {
+	g := startGateway(t, stackConfig(t))
+	streamForever(t, g)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, _, err := websocket.DefaultDialer.DialContext(ctx, fmt.Sprintf("ws://%s/websocket?channel=77", g.HTTPAddr()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	type message struct {
+		Event string          `json:"event"`
+		Data  json.RawMessage `json:"data"`
+	}
+	for {
+		var m message
+		if err := c.ReadJSON(&m); err != nil {
+			t.Fatalf("waiting for the offer: %v", err)
+		}
+		if m.Event == "offer" {
+			break
+		}
+	}
+	if n := g.signaling.Viewers(77); n != 1 {
+		t.Fatalf("viewers %d, want 1", n)
+	}
+	for i := range relaywire.MaxCandidates + 1 {
+		cand := map[string]any{"candidate": fmt.Sprintf("candidate:%d 1 udp 2130706431 127.0.0.1 9 typ host", i), "sdpMLineIndex": 0}
+		if err := c.WriteJSON(map[string]any{"event": "candidate", "data": cand}); err != nil {
+			t.Fatalf("candidate %d: %v", i+1, err)
+		}
+	}
+	for {
+		var m message
+		err := c.ReadJSON(&m)
+		if err == nil {
+			continue // a candidate or info message sent before the close
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("the socket is still open after %d candidates", relaywire.MaxCandidates+1)
+		}
+		break
+	}
+	waitUntil(t, "the session is gone", func() bool {
+		return g.signaling.Viewers(77) == 0 && g.Function().Fanout().Viewers(77) == 0
+	})
+}
+
 func TestWHEPSessionTrickleAndDelete(t *testing.T) {
 	g := startGateway(t, stackConfig(t))
 	streamForever(t, g)
@@ -424,6 +479,23 @@ func TestWHEPSessionTrickleAndDelete(t *testing.T) {
 	if got := do("PATCH", "application/sdp", "a=end-of-candidates\r\n"); got != http.StatusUnsupportedMediaType {
 		t.Fatalf("PATCH with the wrong type: %d", got)
 	}
+	// A session takes relaywire.MaxCandidates candidates in all (its offer
+	// had some): one by one, the first PATCH past them is refused. They
+	// name one loopback address, which the function's checks may reach.
+	accepted := 0
+	for ; ; accepted++ {
+		got := do("PATCH", "application/trickle-ice-sdpfrag", fmt.Sprintf("a=mid:0\r\na=candidate:%d 1 udp 2130706431 127.0.0.1 9 typ host\r\n", accepted))
+		if got == http.StatusBadRequest {
+			break
+		}
+		if got != http.StatusNoContent || accepted > relaywire.MaxCandidates {
+			t.Fatalf("PATCH of candidate %d: %d", accepted+1, got)
+		}
+	}
+	if accepted == 0 || accepted > relaywire.MaxCandidates-1 {
+		t.Fatalf("%d candidates accepted before the limit, want 1 to %d (the offer has at least one)", accepted, relaywire.MaxCandidates-1)
+	}
+	t.Logf("%d trickled candidates accepted before the limit", accepted)
 	if n := g.signaling.Viewers(77); n != 1 {
 		t.Fatalf("viewers %d, want 1", n)
 	}

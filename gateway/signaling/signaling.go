@@ -63,6 +63,22 @@ type Signaling struct {
 type session struct {
 	*relay.Session
 	kind string // "whep" or "websocket"
+
+	mu         sync.Mutex
+	candidates int // the viewer's ICE candidates so far, in its SDP and trickled
+}
+
+// addCandidates counts n more of the viewer's ICE candidates, or reports
+// false when that would pass relaywire.MaxCandidates (the function would
+// refuse them).
+func (s *session) addCandidates(n int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.candidates+n > relaywire.MaxCandidates {
+		return false
+	}
+	s.candidates += n
+	return true
 }
 
 // New returns signaling over cfg.
@@ -143,7 +159,7 @@ func (s *Signaling) start(ctx context.Context, kind, region string, channel uint
 			s.sessionErrors.WithLabelValues("function").Inc()
 			return nil, err
 		}
-		sess := &session{Session: rs, kind: kind}
+		sess := &session{Session: rs, kind: kind, candidates: relaywire.SDPCandidates(offer)}
 		s.mu.Lock()
 		s.sessions[rs.ID] = sess
 		s.viewers[channel]++

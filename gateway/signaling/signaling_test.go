@@ -13,6 +13,7 @@ import (
 	"lightspeed/gateway/hub"
 	"lightspeed/gateway/relay"
 	"lightspeed/gateway/scheduler"
+	"lightspeed/shared/relaywire"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -81,6 +82,8 @@ func TestWHEPErrors(t *testing.T) {
 		{"no media section", "/api/whep/77", "application/sdp", "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", 400, "no audio or video"},
 		{"no ICE credentials", "/api/whep/77", "application/sdp", strings.Replace(offer, "a=ice-ufrag:abcd\r\n", "", 1), 400, "ICE"},
 		{"too large", "/api/whep/77", "application/sdp", offer + strings.Repeat("a=x\r\n", maxSDP/5), 413, "larger"},
+		{"too many candidates", "/api/whep/77", "application/sdp", offer + strings.Repeat("a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n", relaywire.MaxCandidates+1), 400, "65 ICE candidates, more than 64"},
+		{"as many candidates as allowed", "/api/whep/77", "application/sdp", offer + strings.Repeat("a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n", relaywire.MaxCandidates), 503, "try again"},
 		{"no function", "/api/whep/77", "application/sdp", offer, 503, "try again"},
 	}
 	for _, tt := range tests {

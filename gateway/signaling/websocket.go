@@ -193,6 +193,10 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 					s.log.Info("signaling: websocket sent a bad answer", "session", sess.ID)
 					return
 				}
+				if !sess.addCandidates(relaywire.SDPCandidates(a.SDP)) {
+					s.log.Info("signaling: websocket sent too many ICE candidates", "session", sess.ID, "max", relaywire.MaxCandidates)
+					return
+				}
 				actx, acancel := context.WithTimeout(ctx, s.cfg.SessionTimeout)
 				err := s.cfg.Relay.SetAnswer(actx, sess.ID, a.SDP)
 				acancel()
@@ -204,6 +208,10 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 				var cand relaywire.Candidate
 				if json.Unmarshal(m.Data, &cand) != nil {
 					s.log.Info("signaling: websocket sent a bad candidate", "session", sess.ID)
+					return
+				}
+				if cand.Candidate != "" && !sess.addCandidates(1) {
+					s.log.Info("signaling: websocket sent too many ICE candidates", "session", sess.ID, "max", relaywire.MaxCandidates)
 					return
 				}
 				if err := s.cfg.Relay.AddCandidate(sess.ID, cand); err != nil {

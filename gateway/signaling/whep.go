@@ -83,6 +83,9 @@ func checkOffer(offer string) string {
 	if err := d.UnmarshalString(offer); err != nil {
 		return "malformed SDP: " + err.Error()
 	}
+	if n := relaywire.SDPCandidates(offer); n > relaywire.MaxCandidates {
+		return fmt.Sprintf("the offer has %d ICE candidates, more than %d", n, relaywire.MaxCandidates)
+	}
 	media := 0
 	for _, m := range d.MediaDescriptions {
 		if m.MediaName.Media == "audio" || m.MediaName.Media == "video" {
@@ -189,6 +192,16 @@ func (s *Signaling) whepPatch(w http.ResponseWriter, r *http.Request) {
 	cands, err := parseSDPFrag(frag)
 	if err != nil {
 		httpError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	n := 0
+	for _, c := range cands {
+		if c.Candidate != "" {
+			n++
+		}
+	}
+	if !sess.addCandidates(n) {
+		httpError(w, http.StatusBadRequest, "more than %d ICE candidates in this session", relaywire.MaxCandidates)
 		return
 	}
 	for _, c := range cands {

@@ -199,3 +199,15 @@ func TestAuthMACBindsSecretExporterAndNonce(t *testing.T) {
 		}
 	}
 }
+
+func TestSDPCandidatesCountsCandidateLines(t *testing.T) {
+	sdp := "v=0\r\na=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n" +
+		"a=candidate:2 1 udp 1 127.0.0.1 10 typ host\na=end-of-candidates\r\na=ice-ufrag:x\r\n x=a=candidate:3\r\n" +
+		"a=candidate:4 1 udp 1 127.0.0.1 11 typ host"
+	if n := SDPCandidates(sdp); n != 3 {
+		t.Fatalf("%d candidates, want 3 (CRLF, LF and a last line without an ending)", n)
+	}
+	if n := SDPCandidates(""); n != 0 {
+		t.Fatalf("%d candidates in nothing", n)
+	}
+}

@@ -3,6 +3,8 @@
 // datagrams.
 package relaywire
 
+import "strings"
+
 // ALPN is the QUIC application protocol of the relay.
 const ALPN = "lightspeed-relay/1"
 
@@ -53,6 +55,24 @@ type TrackInfo struct {
 	// again for packets lost before the first one it receives. Absent
 	// from gateways that do not say.
 	FirstSeq *uint16 `json:"first_seq,omitempty"`
+}
+
+// MaxCandidates bounds the ICE candidates one viewer session gives, in its
+// SDP and trickled together: each is an address the function sends
+// connectivity checks to. A browser gives a few; a host with many
+// interfaces a few dozen. The function refuses more; the gateway tells the
+// viewer.
+const MaxCandidates = 64
+
+// SDPCandidates counts the candidate lines (a=candidate:) of an SDP.
+func SDPCandidates(sdp string) int {
+	n := 0
+	for line := range strings.Lines(sdp) {
+		if strings.HasPrefix(line, "a=candidate:") {
+			n++
+		}
+	}
+	return n
 }
 
 // Candidate is an ICE candidate in the browser's RTCIceCandidateInit form.
