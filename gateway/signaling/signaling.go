@@ -65,12 +65,13 @@ type session struct {
 	kind string // "whep" or "websocket"
 
 	mu         sync.Mutex
-	candidates int // the viewer's ICE candidates so far, in its SDP and trickled
+	candidates int // the viewer's ICE candidates so far, in its SDP and trickled (ends of candidates too)
 }
 
 // addCandidates counts n more of the viewer's ICE candidates, or reports
 // false when that would pass relaywire.MaxCandidates (the function would
-// refuse them).
+// refuse them). Trickled ends of candidates count too: each is a message
+// to the function.
 func (s *session) addCandidates(n int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

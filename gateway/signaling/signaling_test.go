@@ -137,8 +137,14 @@ func TestParseSDPFrag(t *testing.T) {
 	if _, err := parseSDPFrag("a=ice-ufrag:x\r\n"); err == nil {
 		t.Fatal("a fragment without candidates was accepted")
 	}
-	if _, err := parseSDPFrag(strings.Repeat("a=candidate:1 1 udp 1 192.0.2.1 1 typ host\r\n", 65)); err == nil {
-		t.Fatal("65 candidates accepted")
+	if _, err := parseSDPFrag(strings.Repeat("a=candidate:1 1 udp 1 192.0.2.1 1 typ host\r\n", relaywire.MaxCandidates+1)); err == nil {
+		t.Fatalf("%d candidates accepted", relaywire.MaxCandidates+1)
+	}
+	if _, err := parseSDPFrag(strings.Repeat("a=end-of-candidates\r\n", relaywire.MaxCandidates+1)); err == nil {
+		t.Fatalf("%d ends of candidates accepted", relaywire.MaxCandidates+1)
+	}
+	if c, err := parseSDPFrag(strings.Repeat("a=candidate:1 1 udp 1 192.0.2.1 1 typ host\r\n", relaywire.MaxCandidates-1) + "a=end-of-candidates\r\n"); err != nil || len(c) != relaywire.MaxCandidates {
+		t.Fatalf("%d candidates and an end: %d, %v", relaywire.MaxCandidates-1, len(c), err)
 	}
 }
 
@@ -147,7 +153,7 @@ func FuzzParseSDPFrag(f *testing.F) {
 	f.Add("m=audio 9 RTP/AVP 0\r\nm=video 9 RTP/AVP 0\r\na=candidate:x\r\n")
 	f.Fuzz(func(t *testing.T, frag string) {
 		cands, err := parseSDPFrag(frag)
-		if err == nil && (len(cands) == 0 || len(cands) > 65) {
+		if err == nil && (len(cands) == 0 || len(cands) > relaywire.MaxCandidates) {
 			t.Fatalf("%d candidates without error", len(cands))
 		}
 	})

@@ -210,7 +210,7 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 					s.log.Info("signaling: websocket sent a bad candidate", "session", sess.ID)
 					return
 				}
-				if cand.Candidate != "" && !sess.addCandidates(1) {
+				if !sess.addCandidates(1) { // an end of candidates counts too: each is a relay message
 					s.log.Info("signaling: websocket sent too many ICE candidates", "session", sess.ID, "max", relaywire.MaxCandidates)
 					return
 				}

@@ -194,13 +194,7 @@ func (s *Signaling) whepPatch(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	n := 0
-	for _, c := range cands {
-		if c.Candidate != "" {
-			n++
-		}
-	}
-	if !sess.addCandidates(n) {
+	if !sess.addCandidates(len(cands)) { // an end of candidates counts too: each is a relay message
 		httpError(w, http.StatusBadRequest, "more than %d ICE candidates in this session", relaywire.MaxCandidates)
 		return
 	}
@@ -225,6 +219,9 @@ func parseSDPFrag(frag string) ([]relaywire.Candidate, error) {
 	)
 	for _, line := range strings.Split(frag, "\n") {
 		line = strings.TrimSpace(line)
+		if len(out) == relaywire.MaxCandidates && (strings.HasPrefix(line, "a=candidate:") || line == "a=end-of-candidates") {
+			return nil, fmt.Errorf("more than %d candidates", relaywire.MaxCandidates)
+		}
 		switch {
 		case strings.HasPrefix(line, "m="):
 			i := index
@@ -237,9 +234,6 @@ func parseSDPFrag(frag string) ([]relaywire.Candidate, error) {
 			v := strings.TrimPrefix(line, "a=ice-ufrag:")
 			ufrag = &v
 		case strings.HasPrefix(line, "a=candidate:"):
-			if len(out) >= 64 {
-				return nil, errors.New("more than 64 candidates")
-			}
 			c := relaywire.Candidate{Candidate: strings.TrimPrefix(line, "a="), SDPMid: mid, SDPMLineIndex: mline, UsernameFragment: ufrag}
 			if mid == nil && mline == nil {
 				zero := uint16(0)
