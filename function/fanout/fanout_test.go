@@ -408,25 +408,28 @@ func TestRemoteCandidatesBeforeTheAnswerAreKept(t *testing.T) {
 
 // TestRemoteCandidatesAreBounded checks that a viewer cannot make the
 // function check more than relaywire.MaxCandidates addresses: not in its
-// offer, not in its answer, not trickled.
+// offer, not in its answer, not trickled; and that a viewer cannot queue
+// candidates without bound before its SDP. Candidates naming an address
+// already named, or one the function never checks, cost nothing.
 func TestRemoteCandidatesAreBounded(t *testing.T) {
-	cand := func(i int) string {
-		return fmt.Sprintf("candidate:%d 1 udp 2130706431 127.0.0.1 9 typ host", i)
+	zero := uint16(0)
+	cand := func(port int) relaywire.Candidate {
+		return relaywire.Candidate{Candidate: fmt.Sprintf("candidate:%d 1 udp 2130706431 127.0.0.1 %d typ host", port, port), SDPMLineIndex: &zero}
 	}
-	withCandidates := func(sdp string, n int) string {
+	withCandidates := func(sdp string, from, n int) string {
 		var b strings.Builder
 		b.WriteString(strings.TrimRight(sdp, "\r\n"))
-		for i := range n {
-			b.WriteString("\r\na=" + cand(i))
+		for port := from; port < from+n; port++ {
+			b.WriteString("\r\na=" + cand(port).Candidate)
 		}
 		return b.String() + "\r\n"
 	}
 	t.Run("offer", func(t *testing.T) {
 		h := newHarness(t, Config{}, hooks{})
 		p := newPeer(t, viewerAPI(t, true))
-		offer := withCandidates(p.offer(), relaywire.MaxCandidates+1)
+		offer := withCandidates(p.offer(), 1, relaywire.MaxCandidates+1)
 		if _, _, err := h.f.StartSession(context.Background(), "v", testChannel, offer); !errors.Is(err, ErrTooManyCandidates) {
-			t.Fatalf("StartSession with %d candidates: %v", relaywire.MaxCandidates+1, err)
+			t.Fatalf("StartSession with %d addresses: %v", relaywire.MaxCandidates+1, err)
 		}
 		if err := h.f.AddCandidate("v", relaywire.Candidate{}); !errors.Is(err, ErrUnknownSession) {
 			t.Fatalf("the refused session is still there: %v", err)
@@ -437,17 +440,36 @@ func TestRemoteCandidatesAreBounded(t *testing.T) {
 		if _, _, err := h.f.StartSession(context.Background(), "ws", testChannel, ""); err != nil {
 			t.Fatal(err)
 		}
-		zero := uint16(0)
-		for i := range relaywire.MaxCandidates {
-			if err := h.f.AddCandidate("ws", relaywire.Candidate{Candidate: cand(i), SDPMLineIndex: &zero}); err != nil {
+		for port := 1; port <= relaywire.MaxCandidates; port++ {
+			if err := h.f.AddCandidate("ws", cand(port)); err != nil {
+				t.Fatalf("address %d: %v", port, err)
+			}
+		}
+		for _, c := range []relaywire.Candidate{
+			cand(1), // named already
+			{Candidate: "candidate:9 1 tcp 1518280447 127.0.0.1 9 typ host tcptype passive", SDPMLineIndex: &zero},
+			{SDPMLineIndex: &zero}, // end of candidates
+		} {
+			if err := h.f.AddCandidate("ws", c); err != nil {
+				t.Fatalf("%q: %v", c.Candidate, err)
+			}
+		}
+		if err := h.f.AddCandidate("ws", cand(relaywire.MaxCandidates+1)); !errors.Is(err, ErrTooManyCandidates) {
+			t.Fatalf("address %d: %v", relaywire.MaxCandidates+1, err)
+		}
+	})
+	t.Run("queued before the SDP", func(t *testing.T) {
+		h := newHarness(t, Config{}, hooks{})
+		if _, _, err := h.f.StartSession(context.Background(), "ws", testChannel, ""); err != nil {
+			t.Fatal(err)
+		}
+		for i := range relaywire.MaxTrickle {
+			if err := h.f.AddCandidate("ws", cand(1)); err != nil {
 				t.Fatalf("candidate %d: %v", i+1, err)
 			}
 		}
-		if err := h.f.AddCandidate("ws", relaywire.Candidate{Candidate: cand(99), SDPMLineIndex: &zero}); !errors.Is(err, ErrTooManyCandidates) {
-			t.Fatalf("candidate %d: %v", relaywire.MaxCandidates+1, err)
-		}
-		if err := h.f.AddCandidate("ws", relaywire.Candidate{SDPMLineIndex: &zero}); err != nil {
-			t.Fatalf("end of candidates: %v", err)
+		if err := h.f.AddCandidate("ws", relaywire.Candidate{SDPMLineIndex: &zero}); !errors.Is(err, ErrTooManyCandidates) {
+			t.Fatalf("candidate %d before the SDP: %v", relaywire.MaxTrickle+1, err)
 		}
 	})
 	t.Run("answer after trickled", func(t *testing.T) {
@@ -456,16 +478,21 @@ func TestRemoteCandidatesAreBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		zero := uint16(0)
-		for i := range relaywire.MaxCandidates - 1 {
-			if err := h.f.AddCandidate("ws", relaywire.Candidate{Candidate: cand(i), SDPMLineIndex: &zero}); err != nil {
-				t.Fatalf("candidate %d: %v", i+1, err)
+		for port := 1; port < relaywire.MaxCandidates; port++ {
+			if err := h.f.AddCandidate("ws", cand(port)); err != nil {
+				t.Fatalf("address %d: %v", port, err)
 			}
 		}
 		p := newPeer(t, viewerAPI(t, true))
-		answer := withCandidates(p.answer(offer), 2)
+		answer := withCandidates(p.answer(offer), 1000, 2)
 		if err := h.f.SetAnswer("ws", answer); !errors.Is(err, ErrTooManyCandidates) {
-			t.Fatalf("an answer with 2 more candidates: %v", err)
+			t.Fatalf("an answer naming 2 more addresses: %v", err)
+		}
+		if err := h.f.AddCandidate("ws", relaywire.Candidate{}); !errors.Is(err, ErrUnknownSession) {
+			t.Fatalf("the session is still open: %v", err)
+		}
+		if _, _, closed := h.up.calls(); closed["ws"] == "" {
+			t.Fatalf("the gateway was not told the session closed: %v", closed)
 		}
 	})
 }

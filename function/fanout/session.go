@@ -12,20 +12,11 @@ import (
 	"lightspeed/shared/relaywire"
 )
 
-// ErrTooManyCandidates is returned for a viewer that gives more than
-// relaywire.MaxCandidates ICE candidates: each is an address the function
-// would send connectivity checks to.
-var ErrTooManyCandidates = fmt.Errorf("more than %d ICE candidates", relaywire.MaxCandidates)
-
-// countCandidates adds n remote candidates to v's count, or fails when
-// that would pass relaywire.MaxCandidates. Called with f.mu held.
-func (v *viewer) countCandidates(n int) error {
-	if v.candidates+n > relaywire.MaxCandidates {
-		return ErrTooManyCandidates
-	}
-	v.candidates += n
-	return nil
-}
+// ErrTooManyCandidates is returned for a viewer whose ICE candidates name
+// more than relaywire.MaxCandidates addresses (each is one the function
+// would send connectivity checks to), or that trickles more than
+// relaywire.MaxTrickle before its SDP.
+var ErrTooManyCandidates = errors.New("too many ICE candidates")
 
 // errSessionEnded is returned by StartSession when the session was closed
 // while it was being set up.
@@ -39,20 +30,13 @@ var errSessionEnded = errors.New("session closed while starting")
 // Upstream when its first viewer arrives. StartSession fails with ErrFull
 // when the fan-out has Capacity sessions.
 func (f *Fanout) StartSession(ctx context.Context, session string, channel uint32, offer string) (sdpType, sdp string, err error) {
-	n := relaywire.SDPCandidates(offer)
-	if n > relaywire.MaxCandidates {
-		return "", "", fmt.Errorf("fanout: session %s: the offer has %d ICE candidates: %w", session, n, ErrTooManyCandidates)
+	var remote relaywire.CandidateSet
+	if !remote.AddSDP(offer) {
+		return "", "", fmt.Errorf("fanout: session %s: the offer names more than %d addresses: %w", session, relaywire.MaxCandidates, ErrTooManyCandidates)
 	}
-	v, err := f.reserve(session, channel)
+	v, err := f.reserve(session, channel, remote)
 	if err != nil {
 		return "", "", fmt.Errorf("fanout: session %s: channel %d: %w", session, channel, err)
-	}
-	f.mu.Lock()
-	err = v.countCandidates(n) // with any trickled meanwhile
-	f.mu.Unlock()
-	if err != nil {
-		f.closeViewer(v, "too many candidates", false)
-		return "", "", fmt.Errorf("fanout: session %s: %w", session, err)
 	}
 	sdpType, sdp, err = f.negotiate(ctx, v, offer)
 	if err != nil {
@@ -65,7 +49,7 @@ func (f *Fanout) StartSession(ctx context.Context, session string, channel uint3
 
 // reserve counts a new session against the capacity and its channel,
 // creating the channel on its first session.
-func (f *Fanout) reserve(session string, id uint32) (*viewer, error) {
+func (f *Fanout) reserve(session string, id uint32, remote relaywire.CandidateSet) (*viewer, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
@@ -98,6 +82,7 @@ func (f *Fanout) reserve(session string, id uint32) (*viewer, error) {
 		}
 	}
 	v := newViewer(f, session, ch, size, f.pickWriter())
+	v.remote = remote
 	f.sessions[session] = v
 	return v, nil
 }
@@ -282,10 +267,11 @@ func (f *Fanout) SetAnswer(session, sdp string) error {
 		return err
 	}
 	f.mu.Lock()
-	err = v.countCandidates(relaywire.SDPCandidates(sdp))
+	ok := v.remote.AddSDP(sdp)
 	f.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("fanout: session %s: the answer: %w", session, err)
+	if !ok {
+		f.closeViewer(v, "too many ICE candidates", true)
+		return fmt.Errorf("fanout: session %s: the answer's candidates and those trickled name more than %d addresses: %w", session, relaywire.MaxCandidates, ErrTooManyCandidates)
 	}
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
 		return fmt.Errorf("fanout: session %s: set answer: %w", session, err)
@@ -310,14 +296,16 @@ func (f *Fanout) AddCandidate(session string, c relaywire.Candidate) error {
 		f.mu.Unlock()
 		return fmt.Errorf("fanout: session %s: %w", session, ErrUnknownSession)
 	}
-	if c.Candidate != "" {
-		if err := v.countCandidates(1); err != nil {
-			f.mu.Unlock()
-			return fmt.Errorf("fanout: session %s: %w", session, err)
-		}
+	if !v.remote.Add(c.Candidate) {
+		f.mu.Unlock()
+		return fmt.Errorf("fanout: session %s: candidates name more than %d addresses: %w", session, relaywire.MaxCandidates, ErrTooManyCandidates)
 	}
 	if !v.remoteSet {
-		v.pending = append(v.pending, init) // bounded by the count
+		if len(v.pending) == relaywire.MaxTrickle {
+			f.mu.Unlock()
+			return fmt.Errorf("fanout: session %s: more than %d candidates before its SDP: %w", session, relaywire.MaxTrickle, ErrTooManyCandidates)
+		}
+		v.pending = append(v.pending, init)
 		f.mu.Unlock()
 		return nil
 	}

@@ -43,13 +43,13 @@ type viewer struct {
 	running   atomic.Int32 // goroutines still running; the last one retires the viewer
 
 	// Guarded by Fanout.mu.
-	pc         *webrtc.PeerConnection
-	audioRTCP  *webrtc.RTPSender // drained by the reporter
-	closed     bool
-	remoteSet  bool                      // the viewer's SDP is set: its candidates can be added
-	route      netip.AddrPort            // the remote address routed to w's batch
-	pending    []webrtc.ICECandidateInit // remote candidates that came before it
-	candidates int                       // remote candidates given, in its SDP and trickled
+	pc        *webrtc.PeerConnection
+	audioRTCP *webrtc.RTPSender // drained by the reporter
+	closed    bool
+	remoteSet bool                      // the viewer's SDP is set: its candidates can be added
+	route     netip.AddrPort            // the remote address routed to w's batch
+	pending   []webrtc.ICECandidateInit // remote candidates that came before it
+	remote    relaywire.CandidateSet    // the addresses its candidates name, in its SDP and trickled
 
 	// Guarded by ch.mu. burstFrom/burstLen are set before joined is closed
 	// and only read by the writer after that.

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -406,8 +406,9 @@ func TestRoutingPrefersTheViewersRegionThenTheNearest(t *testing.T) {
 	}
 }
 
-// TestWebsocketCandidatesAreBounded checks that a page that trickles more
-// than relaywire.MaxCandidates candidates loses its socket and session.
+// TestWebsocketCandidatesAreBounded checks that a page whose trickled
+// candidates name more than relaywire.MaxCandidates addresses loses its
+// socket, told why, and its session.
 func TestWebsocketCandidatesAreBounded(t *testing.T) {
 	g := startGateway(t, stackConfig(t))
 	streamForever(t, g)
@@ -435,10 +436,10 @@ func TestWebsocketCandidatesAreBounded(t *testing.T) {
 	if n := g.signaling.Viewers(77); n != 1 {
 		t.Fatalf("viewers %d, want 1", n)
 	}
-	for i := range relaywire.MaxCandidates + 1 {
-		cand := map[string]any{"candidate": fmt.Sprintf("candidate:%d 1 udp 2130706431 127.0.0.1 9 typ host", i), "sdpMLineIndex": 0}
+	for port := 1; port <= relaywire.MaxCandidates+1; port++ {
+		cand := map[string]any{"candidate": fmt.Sprintf("candidate:%d 1 udp 2130706431 127.0.0.1 %d typ host", port, port), "sdpMLineIndex": 0}
 		if err := c.WriteJSON(map[string]any{"event": "candidate", "data": cand}); err != nil {
-			t.Fatalf("candidate %d: %v", i+1, err)
+			t.Fatalf("candidate %d: %v", port, err)
 		}
 	}
 	for {
@@ -447,8 +448,9 @@ func TestWebsocketCandidatesAreBounded(t *testing.T) {
 		if err == nil {
 			continue // a candidate or info message sent before the close
 		}
-		if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			t.Fatalf("the socket is still open after %d candidates", relaywire.MaxCandidates+1)
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation || !strings.Contains(ce.Text, "too many ICE candidates") {
+			t.Fatalf("after %d addresses: %v, want a policy-violation close saying why", relaywire.MaxCandidates+1, err)
 		}
 		break
 	}
@@ -479,23 +481,33 @@ func TestWHEPSessionTrickleAndDelete(t *testing.T) {
 	if got := do("PATCH", "application/sdp", "a=end-of-candidates\r\n"); got != http.StatusUnsupportedMediaType {
 		t.Fatalf("PATCH with the wrong type: %d", got)
 	}
-	// A session takes relaywire.MaxCandidates candidates in all (its offer
-	// had some): one by one, the first PATCH past them is refused. They
-	// name one loopback address, which the function's checks may reach.
-	accepted := 0
-	for ; ; accepted++ {
-		got := do("PATCH", "application/trickle-ice-sdpfrag", fmt.Sprintf("a=mid:0\r\na=candidate:%d 1 udp 2130706431 127.0.0.1 9 typ host\r\n", accepted))
-		if got == http.StatusBadRequest {
-			break
-		}
-		if got != http.StatusNoContent || accepted > relaywire.MaxCandidates {
-			t.Fatalf("PATCH of candidate %d: %d", accepted+1, got)
+	// A session's candidates may name relaywire.MaxCandidates addresses in
+	// all, its offer's included: trickled one by one, the first new address
+	// past them is refused; one named already, or a TCP one, is not. They
+	// are loopback addresses, which the function's checks may reach.
+	var offered relaywire.CandidateSet
+	offered.AddSDP(v.PeerConnection().LocalDescription().SDP)
+	patch := func(c string) int {
+		return do("PATCH", "application/trickle-ice-sdpfrag", "a=mid:0\r\na="+c+"\r\n")
+	}
+	udp := func(port int) string {
+		return fmt.Sprintf("candidate:%d 1 udp 2130706431 127.0.0.1 %d typ host", port, port)
+	}
+	free := relaywire.MaxCandidates - offered.Len()
+	for port := 1; port <= free; port++ {
+		if got := patch(udp(port)); got != http.StatusNoContent {
+			t.Fatalf("PATCH of address %d of %d: %d", port, free, got)
 		}
 	}
-	if accepted == 0 || accepted > relaywire.MaxCandidates-1 {
-		t.Fatalf("%d candidates accepted before the limit, want 1 to %d (the offer has at least one)", accepted, relaywire.MaxCandidates-1)
+	if got := patch(udp(1)); got != http.StatusNoContent {
+		t.Fatalf("PATCH of an address named already: %d", got)
 	}
-	t.Logf("%d trickled candidates accepted before the limit", accepted)
+	if got := patch("candidate:9 1 tcp 1518280447 127.0.0.1 9 typ host tcptype passive"); got != http.StatusNoContent {
+		t.Fatalf("PATCH of a TCP candidate: %d", got)
+	}
+	if got := patch(udp(free + 1)); got != http.StatusBadRequest {
+		t.Fatalf("PATCH of address %d past the offer's %d: %d, want 400", free+1, offered.Len(), got)
+	}
 	if n := g.signaling.Viewers(77); n != 1 {
 		t.Fatalf("viewers %d, want 1", n)
 	}

@@ -64,21 +64,34 @@ type session struct {
 	*relay.Session
 	kind string // "whep" or "websocket"
 
-	mu         sync.Mutex
-	candidates int // the viewer's ICE candidates so far, in its SDP and trickled (ends of candidates too)
+	mu       sync.Mutex
+	remote   relaywire.CandidateSet // the addresses the viewer's candidates name, in its SDP and trickled
+	trickled int                    // candidate messages trickled, ends of candidates too
 }
 
-// addCandidates counts n more of the viewer's ICE candidates, or reports
-// false when that would pass relaywire.MaxCandidates (the function would
-// refuse them). Trickled ends of candidates count too: each is a message
-// to the function.
-func (s *session) addCandidates(n int) bool {
+// addSDP counts the candidates of the viewer's SDP, or reports false when
+// they would name more than relaywire.MaxCandidates addresses (the
+// function would refuse them).
+func (s *session) addSDP(sdp string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.candidates+n > relaywire.MaxCandidates {
+	return s.remote.AddSDP(sdp)
+}
+
+// addTrickled counts trickled candidates, or reports false when they pass
+// relaywire.MaxCandidates addresses or relaywire.MaxTrickle messages.
+func (s *session) addTrickled(cands ...relaywire.Candidate) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.trickled += len(cands)
+	if s.trickled > relaywire.MaxTrickle {
 		return false
 	}
-	s.candidates += n
+	for _, c := range cands {
+		if !s.remote.Add(c.Candidate) {
+			return false
+		}
+	}
 	return true
 }
 
@@ -160,7 +173,8 @@ func (s *Signaling) start(ctx context.Context, kind, region string, channel uint
 			s.sessionErrors.WithLabelValues("function").Inc()
 			return nil, err
 		}
-		sess := &session{Session: rs, kind: kind, candidates: relaywire.SDPCandidates(offer)}
+		sess := &session{Session: rs, kind: kind}
+		sess.remote.AddSDP(offer) // checked by checkOffer
 		s.mu.Lock()
 		s.sessions[rs.ID] = sess
 		s.viewers[channel]++

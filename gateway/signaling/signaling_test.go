@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -56,6 +57,16 @@ const offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE
 	"a=fingerprint:sha-256 AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89\r\n" +
 	"a=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:96 H264/90000\r\n"
 
+// candidateLines returns n SDP candidate lines naming 127.0.0.1 at ports
+// from on.
+func candidateLines(from, n int) string {
+	var b strings.Builder
+	for port := from; port < from+n; port++ {
+		fmt.Fprintf(&b, "a=candidate:%d 1 udp 2130706431 127.0.0.1 %d typ host\r\n", port, port)
+	}
+	return b.String()
+}
+
 func post(t *testing.T, h http.Handler, path, ctype, body string) *http.Response {
 	t.Helper()
 	req := httptest.NewRequest("POST", path, strings.NewReader(body))
@@ -82,8 +93,8 @@ func TestWHEPErrors(t *testing.T) {
 		{"no media section", "/api/whep/77", "application/sdp", "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", 400, "no audio or video"},
 		{"no ICE credentials", "/api/whep/77", "application/sdp", strings.Replace(offer, "a=ice-ufrag:abcd\r\n", "", 1), 400, "ICE"},
 		{"too large", "/api/whep/77", "application/sdp", offer + strings.Repeat("a=x\r\n", maxSDP/5), 413, "larger"},
-		{"too many candidates", "/api/whep/77", "application/sdp", offer + strings.Repeat("a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n", relaywire.MaxCandidates+1), 400, "65 ICE candidates, more than 64"},
-		{"as many candidates as allowed", "/api/whep/77", "application/sdp", offer + strings.Repeat("a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n", relaywire.MaxCandidates), 503, "try again"},
+		{"too many candidate addresses", "/api/whep/77", "application/sdp", offer + candidateLines(1, relaywire.MaxCandidates+1), 400, "name more than 64 addresses"},
+		{"as many candidate addresses as allowed, named twice", "/api/whep/77", "application/sdp", offer + candidateLines(1, relaywire.MaxCandidates) + candidateLines(1, relaywire.MaxCandidates), 503, "try again"},
 		{"no function", "/api/whep/77", "application/sdp", offer, 503, "try again"},
 	}
 	for _, tt := range tests {
@@ -137,14 +148,14 @@ func TestParseSDPFrag(t *testing.T) {
 	if _, err := parseSDPFrag("a=ice-ufrag:x\r\n"); err == nil {
 		t.Fatal("a fragment without candidates was accepted")
 	}
-	if _, err := parseSDPFrag(strings.Repeat("a=candidate:1 1 udp 1 192.0.2.1 1 typ host\r\n", relaywire.MaxCandidates+1)); err == nil {
-		t.Fatalf("%d candidates accepted", relaywire.MaxCandidates+1)
+	if _, err := parseSDPFrag(strings.Repeat("a=candidate:1 1 udp 1 192.0.2.1 1 typ host\r\n", relaywire.MaxTrickle+1)); err == nil {
+		t.Fatalf("%d candidates accepted", relaywire.MaxTrickle+1)
 	}
-	if _, err := parseSDPFrag(strings.Repeat("a=end-of-candidates\r\n", relaywire.MaxCandidates+1)); err == nil {
-		t.Fatalf("%d ends of candidates accepted", relaywire.MaxCandidates+1)
+	if _, err := parseSDPFrag(strings.Repeat("a=end-of-candidates\r\n", relaywire.MaxTrickle+1)); err == nil {
+		t.Fatalf("%d ends of candidates accepted", relaywire.MaxTrickle+1)
 	}
-	if c, err := parseSDPFrag(strings.Repeat("a=candidate:1 1 udp 1 192.0.2.1 1 typ host\r\n", relaywire.MaxCandidates-1) + "a=end-of-candidates\r\n"); err != nil || len(c) != relaywire.MaxCandidates {
-		t.Fatalf("%d candidates and an end: %d, %v", relaywire.MaxCandidates-1, len(c), err)
+	if c, err := parseSDPFrag(strings.Repeat("a=candidate:1 1 udp 1 192.0.2.1 1 typ host\r\n", relaywire.MaxTrickle-1) + "a=end-of-candidates\r\n"); err != nil || len(c) != relaywire.MaxTrickle {
+		t.Fatalf("%d candidates and an end: %d, %v", relaywire.MaxTrickle-1, len(c), err)
 	}
 }
 
@@ -153,7 +164,7 @@ func FuzzParseSDPFrag(f *testing.F) {
 	f.Add("m=audio 9 RTP/AVP 0\r\nm=video 9 RTP/AVP 0\r\na=candidate:x\r\n")
 	f.Fuzz(func(t *testing.T, frag string) {
 		cands, err := parseSDPFrag(frag)
-		if err == nil && (len(cands) == 0 || len(cands) > relaywire.MaxCandidates) {
+		if err == nil && (len(cands) == 0 || len(cands) > relaywire.MaxTrickle) {
 			t.Fatalf("%d candidates without error", len(cands))
 		}
 	})

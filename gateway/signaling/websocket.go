@@ -193,8 +193,8 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 					s.log.Info("signaling: websocket sent a bad answer", "session", sess.ID)
 					return
 				}
-				if !sess.addCandidates(relaywire.SDPCandidates(a.SDP)) {
-					s.log.Info("signaling: websocket sent too many ICE candidates", "session", sess.ID, "max", relaywire.MaxCandidates)
+				if !sess.addSDP(a.SDP) {
+					c.tooManyCandidates(s, sess.ID)
 					return
 				}
 				actx, acancel := context.WithTimeout(ctx, s.cfg.SessionTimeout)
@@ -210,8 +210,8 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 					s.log.Info("signaling: websocket sent a bad candidate", "session", sess.ID)
 					return
 				}
-				if !sess.addCandidates(1) { // an end of candidates counts too: each is a relay message
-					s.log.Info("signaling: websocket sent too many ICE candidates", "session", sess.ID, "max", relaywire.MaxCandidates)
+				if !sess.addTrickled(cand) {
+					c.tooManyCandidates(s, sess.ID)
 					return
 				}
 				if err := s.cfg.Relay.AddCandidate(sess.ID, cand); err != nil {
@@ -223,6 +223,16 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 }
 
 // broadcastInfo tells every page how many viewers its channel has.
+// tooManyCandidates ends a page's socket with a policy-violation close
+// frame that says why: its candidates passed relaywire.MaxCandidates
+// addresses or relaywire.MaxTrickle messages.
+func (c *wsConn) tooManyCandidates(s *Signaling, session string) {
+	s.log.Info("signaling: websocket sent too many ICE candidates", "session", session,
+		"max_addresses", relaywire.MaxCandidates, "max_trickled", relaywire.MaxTrickle)
+	_ = c.conn.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "too many ICE candidates"), time.Now().Add(time.Second))
+}
+
 func (s *Signaling) broadcastInfo() {
 	s.mu.Lock()
 	socks := make([]*wsConn, 0, len(s.sockets))

@@ -83,8 +83,9 @@ func checkOffer(offer string) string {
 	if err := d.UnmarshalString(offer); err != nil {
 		return "malformed SDP: " + err.Error()
 	}
-	if n := relaywire.SDPCandidates(offer); n > relaywire.MaxCandidates {
-		return fmt.Sprintf("the offer has %d ICE candidates, more than %d", n, relaywire.MaxCandidates)
+	var remote relaywire.CandidateSet
+	if !remote.AddSDP(offer) {
+		return fmt.Sprintf("the offer's ICE candidates name more than %d addresses", relaywire.MaxCandidates)
 	}
 	media := 0
 	for _, m := range d.MediaDescriptions {
@@ -194,8 +195,8 @@ func (s *Signaling) whepPatch(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	if !sess.addCandidates(len(cands)) { // an end of candidates counts too: each is a relay message
-		httpError(w, http.StatusBadRequest, "more than %d ICE candidates in this session", relaywire.MaxCandidates)
+	if !sess.addTrickled(cands...) {
+		httpError(w, http.StatusBadRequest, "too many ICE candidates in this session: they may name %d addresses and be trickled %d times", relaywire.MaxCandidates, relaywire.MaxTrickle)
 		return
 	}
 	for _, c := range cands {
@@ -219,8 +220,8 @@ func parseSDPFrag(frag string) ([]relaywire.Candidate, error) {
 	)
 	for _, line := range strings.Split(frag, "\n") {
 		line = strings.TrimSpace(line)
-		if len(out) == relaywire.MaxCandidates && (strings.HasPrefix(line, "a=candidate:") || line == "a=end-of-candidates") {
-			return nil, fmt.Errorf("more than %d candidates", relaywire.MaxCandidates)
+		if len(out) == relaywire.MaxTrickle && (strings.HasPrefix(line, "a=candidate:") || line == "a=end-of-candidates") {
+			return nil, fmt.Errorf("more than %d candidates", relaywire.MaxTrickle)
 		}
 		switch {
 		case strings.HasPrefix(line, "m="):

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -200,14 +201,53 @@ func TestAuthMACBindsSecretExporterAndNonce(t *testing.T) {
 	}
 }
 
-func TestSDPCandidatesCountsCandidateLines(t *testing.T) {
-	sdp := "v=0\r\na=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n" +
-		"a=candidate:2 1 udp 1 127.0.0.1 10 typ host\na=end-of-candidates\r\na=ice-ufrag:x\r\n x=a=candidate:3\r\n" +
-		"a=candidate:4 1 udp 1 127.0.0.1 11 typ host"
-	if n := SDPCandidates(sdp); n != 3 {
-		t.Fatalf("%d candidates, want 3 (CRLF, LF and a last line without an ending)", n)
+func TestCandidateSetCountsDistinctCheckedAddresses(t *testing.T) {
+	udp := func(port int) string { return fmt.Sprintf("candidate:1 1 udp 2130706431 127.0.0.1 %d typ host", port) }
+	var s CandidateSet
+	for port := 1; port <= MaxCandidates; port++ {
+		if !s.Add(udp(port)) {
+			t.Fatalf("address %d refused", port)
+		}
 	}
-	if n := SDPCandidates(""); n != 0 {
-		t.Fatalf("%d candidates in nothing", n)
+	for _, c := range []string{
+		udp(1),        // seen
+		"a=" + udp(2), // seen, as an SDP line
+		"candidate:2 1 UDP 2130706431 127.0.0.1 1 typ host", // seen, another foundation
+		"candidate:3 1 tcp 1518280447 127.0.0.1 9 typ host tcptype passive",
+		"candidate:4 1 udp 2130706431 3f9c1a8e-8e4b-4a3e-9c5d-0e4a7a1b2c3d.local 5000 typ host",
+		"candidate:5 1 udp", // unreadable
+		"",                  // an end of candidates
+	} {
+		if !s.Add(c) {
+			t.Errorf("%q refused: it names no new address the function checks", c)
+		}
+	}
+	if s.Len() != MaxCandidates {
+		t.Fatalf("%d addresses, want %d", s.Len(), MaxCandidates)
+	}
+	if s.Add(udp(MaxCandidates + 1)) {
+		t.Fatalf("address %d accepted", MaxCandidates+1)
+	}
+	if s.Len() != MaxCandidates {
+		t.Fatalf("a refused address was counted: %d", s.Len())
+	}
+}
+
+func TestCandidateSetAddSDP(t *testing.T) {
+	var sdp strings.Builder
+	sdp.WriteString("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n")
+	for port := 1; port <= MaxCandidates; port++ { // the same addresses in both sections, as a browser without bundle gives them
+		fmt.Fprintf(&sdp, "a=candidate:1 1 udp 2130706431 127.0.0.1 %d typ host\r\n", port)
+	}
+	sdp.WriteString("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n")
+	for port := 1; port <= MaxCandidates; port++ {
+		fmt.Fprintf(&sdp, "a=candidate:1 1 udp 2130706431 127.0.0.1 %d typ host\n", port)
+	}
+	var s CandidateSet
+	if ok := s.AddSDP(sdp.String()); !ok || s.Len() != MaxCandidates {
+		t.Fatalf("%d addresses named twice: accepted %v, counted %d", MaxCandidates, ok, s.Len())
+	}
+	if s.AddSDP("a=candidate:1 1 udp 2130706431 127.0.0.2 1 typ host") {
+		t.Fatal("one address more accepted")
 	}
 }

@@ -57,22 +57,74 @@ type TrackInfo struct {
 	FirstSeq *uint16 `json:"first_seq,omitempty"`
 }
 
-// MaxCandidates bounds the ICE candidates one viewer session gives, in its
-// SDP and trickled together: each is an address the function sends
-// connectivity checks to. A browser gives a few; a host with many
+// MaxCandidates bounds the distinct addresses a viewer session's ICE
+// candidates name, in its SDP and trickled together: the function sends
+// connectivity checks to each. A browser names a few; a host with many
 // interfaces a few dozen. The function refuses more; the gateway tells the
 // viewer.
 const MaxCandidates = 64
 
-// SDPCandidates counts the candidate lines (a=candidate:) of an SDP.
-func SDPCandidates(sdp string) int {
-	n := 0
+// MaxTrickle bounds the candidate messages (candidates and ends of
+// candidates) a viewer session trickles: each is a message to the
+// function.
+const MaxTrickle = 256
+
+// CandidateSet is the distinct addresses (IP and port) that a viewer's ICE
+// candidates name. Candidates the function never checks do not count: TCP
+// ones, mDNS host names and unreadable ones. The zero value is empty.
+type CandidateSet struct {
+	addrs map[string]struct{}
+}
+
+// Add counts the address of a candidate ("candidate:..." or
+// "a=candidate:..."). It reports false, counting nothing, when the address
+// would be the set's (MaxCandidates+1)th.
+func (s *CandidateSet) Add(candidate string) bool {
+	addr, ok := candidateAddr(candidate)
+	if !ok {
+		return true
+	}
+	if _, seen := s.addrs[addr]; seen {
+		return true
+	}
+	if len(s.addrs) == MaxCandidates {
+		return false
+	}
+	if s.addrs == nil {
+		s.addrs = make(map[string]struct{})
+	}
+	s.addrs[addr] = struct{}{}
+	return true
+}
+
+// AddSDP adds the candidates of an SDP. It reports false when they name
+// more than MaxCandidates addresses with those already in the set.
+func (s *CandidateSet) AddSDP(sdp string) bool {
 	for line := range strings.Lines(sdp) {
-		if strings.HasPrefix(line, "a=candidate:") {
-			n++
+		if strings.HasPrefix(line, "a=candidate:") && !s.Add(line) {
+			return false
 		}
 	}
-	return n
+	return true
+}
+
+// Len is the number of distinct addresses in the set.
+func (s *CandidateSet) Len() int { return len(s.addrs) }
+
+// candidateAddr returns the address and port of a UDP candidate (RFC 8839:
+// foundation, component, transport, priority, address, port, "typ" ...),
+// or false for one the function does not check.
+func candidateAddr(c string) (string, bool) {
+	c = strings.TrimPrefix(strings.TrimSpace(c), "a=")
+	rest, ok := strings.CutPrefix(c, "candidate:")
+	if !ok {
+		return "", false
+	}
+	f := strings.Fields(rest)
+	if len(f) < 6 || !strings.EqualFold(f[2], "udp") || strings.HasSuffix(f[4], ".local") {
+		return "", false
+	}
+	return f[4] + " " + f[5], true
 }
 
 // Candidate is an ICE candidate in the browser's RTCIceCandidateInit form.
