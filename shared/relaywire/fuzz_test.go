@@ -88,3 +88,24 @@ func FuzzParseDatagram(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCandidateSet adds a viewer's candidate strings, as trickled and as an
+// SDP: it must never panic, never hold more than MaxCandidates addresses,
+// and take again what it took.
+func FuzzCandidateSet(f *testing.F) {
+	f.Add("candidate:1 1 udp 2130706431 127.0.0.1 9 typ host", "v=0\r\na=candidate:2 1 UDP 1 ::1 10 typ host\r\n")
+	f.Add("a=candidate:3 1 tcp 1518280447 127.0.0.1 9 typ host tcptype passive", "a=candidate:4 1 udp 1 x.local 5 typ host\n")
+	f.Add("candidate:", "a=candidate:\r\na=candidate: 1 udp\r\n")
+	f.Add("", "")
+	f.Fuzz(func(t *testing.T, cand, sdp string) {
+		var s CandidateSet
+		took := s.Add(cand)
+		s.AddSDP(sdp)
+		if s.Len() > MaxCandidates {
+			t.Fatalf("%d addresses", s.Len())
+		}
+		if took && !s.Add(cand) {
+			t.Fatalf("%q taken, then refused", cand)
+		}
+	})
+}
