@@ -296,15 +296,15 @@ func (f *Fanout) AddCandidate(session string, c relaywire.Candidate) error {
 		f.mu.Unlock()
 		return fmt.Errorf("fanout: session %s: %w", session, ErrUnknownSession)
 	}
+	if !v.remoteSet && len(v.pending) == relaywire.MaxTrickle {
+		f.mu.Unlock()
+		return fmt.Errorf("fanout: session %s: more than %d candidates before its SDP: %w", session, relaywire.MaxTrickle, ErrTooManyCandidates)
+	}
 	if !v.remote.Add(c.Candidate) {
 		f.mu.Unlock()
 		return fmt.Errorf("fanout: session %s: candidates name more than %d addresses: %w", session, relaywire.MaxCandidates, ErrTooManyCandidates)
 	}
 	if !v.remoteSet {
-		if len(v.pending) == relaywire.MaxTrickle {
-			f.mu.Unlock()
-			return fmt.Errorf("fanout: session %s: more than %d candidates before its SDP: %w", session, relaywire.MaxTrickle, ErrTooManyCandidates)
-		}
 		v.pending = append(v.pending, init)
 		f.mu.Unlock()
 		return nil

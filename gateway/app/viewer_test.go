@@ -508,6 +508,17 @@ func TestWHEPSessionTrickleAndDelete(t *testing.T) {
 	if got := patch(udp(free + 1)); got != http.StatusBadRequest {
 		t.Fatalf("PATCH of address %d past the offer's %d: %d, want 400", free+1, offered.Len(), got)
 	}
+	// A refused PATCH counts nothing: the session takes what it could
+	// before.
+	if got := patch(udp(1) + "\r\na=" + udp(free+2)); got != http.StatusBadRequest {
+		t.Fatalf("PATCH of a known and a new address: %d, want 400", got)
+	}
+	if got := patch(udp(1)); got != http.StatusNoContent {
+		t.Fatalf("PATCH of a known address after a refused one: %d", got)
+	}
+	if got := patch("end-of-candidates"); got != http.StatusNoContent {
+		t.Fatalf("PATCH of an end of candidates: %d", got)
+	}
 	if n := g.signaling.Viewers(77); n != 1 {
 		t.Fatalf("viewers %d, want 1", n)
 	}

@@ -78,20 +78,16 @@ func (s *session) addSDP(sdp string) bool {
 	return s.remote.AddSDP(sdp)
 }
 
-// addTrickled counts trickled candidates, or reports false when they pass
-// relaywire.MaxCandidates addresses or relaywire.MaxTrickle messages.
+// addTrickled counts trickled candidates, all or none: it reports false,
+// counting nothing, when they would pass relaywire.MaxCandidates addresses
+// or relaywire.MaxTrickle messages.
 func (s *session) addTrickled(cands ...relaywire.Candidate) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.trickled += len(cands)
-	if s.trickled > relaywire.MaxTrickle {
+	if s.trickled+len(cands) > relaywire.MaxTrickle || !s.remote.AddTrickled(cands) {
 		return false
 	}
-	for _, c := range cands {
-		if !s.remote.Add(c.Candidate) {
-			return false
-		}
-	}
+	s.trickled += len(cands)
 	return true
 }
 

@@ -177,3 +177,41 @@ func FuzzCheckOffer(f *testing.F) {
 		checkOffer(sdp) // must not panic
 	})
 }
+
+// TestSessionCountsTrickledCandidatesAllOrNone checks that a refused batch
+// of trickled candidates counts nothing, neither messages nor addresses.
+func TestSessionCountsTrickledCandidatesAllOrNone(t *testing.T) {
+	var s session
+	end := relaywire.Candidate{}
+	for range relaywire.MaxTrickle - 1 {
+		if !s.addTrickled(end) {
+			t.Fatal("an end of candidates refused below the limit")
+		}
+	}
+	if s.addTrickled(end, end) {
+		t.Fatalf("%d messages accepted", relaywire.MaxTrickle+1)
+	}
+	if !s.addTrickled(end) {
+		t.Fatal("the last message refused after a refused batch")
+	}
+	if s.addTrickled(end) {
+		t.Fatalf("%d messages accepted", relaywire.MaxTrickle+1)
+	}
+
+	var a session
+	udp := func(port int) relaywire.Candidate {
+		return relaywire.Candidate{Candidate: fmt.Sprintf("candidate:1 1 udp 2130706431 127.0.0.1 %d typ host", port)}
+	}
+	if !a.addSDP(candidateLines(1, relaywire.MaxCandidates-1)) {
+		t.Fatalf("%d addresses in an SDP refused", relaywire.MaxCandidates-1)
+	}
+	if a.addTrickled(udp(1), udp(1000), udp(1001)) {
+		t.Fatalf("%d addresses accepted", relaywire.MaxCandidates+1)
+	}
+	if !a.addTrickled(udp(1000)) {
+		t.Fatal("the last address refused after a refused batch")
+	}
+	if a.addSDP(candidateLines(2000, 1)) {
+		t.Fatalf("an SDP naming address %d accepted", relaywire.MaxCandidates+1)
+	}
+}

@@ -222,7 +222,6 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// broadcastInfo tells every page how many viewers its channel has.
 // tooManyCandidates ends a page's socket with a policy-violation close
 // frame that says why: its candidates passed relaywire.MaxCandidates
 // addresses or relaywire.MaxTrickle messages.
@@ -233,6 +232,7 @@ func (c *wsConn) tooManyCandidates(s *Signaling, session string) {
 		websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "too many ICE candidates"), time.Now().Add(time.Second))
 }
 
+// broadcastInfo tells every page how many viewers its channel has.
 func (s *Signaling) broadcastInfo() {
 	s.mu.Lock()
 	socks := make([]*wsConn, 0, len(s.sockets))

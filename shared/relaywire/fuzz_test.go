@@ -6,7 +6,10 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/pion/ice/v2"
 )
 
 // FuzzReadMessage reads a control stream of arbitrary bytes: it must never
@@ -91,20 +94,29 @@ func FuzzParseDatagram(f *testing.F) {
 
 // FuzzCandidateSet adds a viewer's candidate strings, as trickled and as an
 // SDP: it must never panic, never hold more than MaxCandidates addresses,
-// and take again what it took.
+// take again what it took, and count every candidate that pion reads as
+// one it would check (a UDP candidate with an IP address).
 func FuzzCandidateSet(f *testing.F) {
 	f.Add("candidate:1 1 udp 2130706431 127.0.0.1 9 typ host", "v=0\r\na=candidate:2 1 UDP 1 ::1 10 typ host\r\n")
 	f.Add("a=candidate:3 1 tcp 1518280447 127.0.0.1 9 typ host tcptype passive", "a=candidate:4 1 udp 1 x.local 5 typ host\n")
-	f.Add("candidate:", "a=candidate:\r\na=candidate: 1 udp\r\n")
+	f.Add("candidate: 1 udp 2130706431 127.0.0.2 9 typ host", "a=candidate: 1 udpx 1 10.0.0.1 9 typ host\r\n")
+	f.Add("Candidate:1 1 udp 2130706431 fe80::1%eth0 9 typ host", "a=candidate:\r\na=candidate: 1 udp\r\n")
 	f.Add("", "")
 	f.Fuzz(func(t *testing.T, cand, sdp string) {
 		var s CandidateSet
 		took := s.Add(cand)
+		if !took {
+			t.Fatalf("%q refused by an empty set", cand)
+		}
+		if c, err := ice.UnmarshalCandidate(strings.TrimPrefix(cand, "candidate:")); err == nil && c.NetworkType().IsUDP() &&
+			!strings.HasSuffix(c.Address(), ".local") && s.Len() != 1 {
+			t.Fatalf("%q: pion checks %s, but the set counted %d addresses", cand, c.Address(), s.Len())
+		}
 		s.AddSDP(sdp)
 		if s.Len() > MaxCandidates {
 			t.Fatalf("%d addresses", s.Len())
 		}
-		if took && !s.Add(cand) {
+		if !s.Add(cand) {
 			t.Fatalf("%q taken, then refused", cand)
 		}
 	})

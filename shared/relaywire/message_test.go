@@ -210,13 +210,14 @@ func TestCandidateSetCountsDistinctCheckedAddresses(t *testing.T) {
 		}
 	}
 	for _, c := range []string{
-		udp(1),        // seen
-		"a=" + udp(2), // seen, as an SDP line
-		"candidate:2 1 UDP 2130706431 127.0.0.1 1 typ host", // seen, another foundation
-		"candidate:3 1 tcp 1518280447 127.0.0.1 9 typ host tcptype passive",
-		"candidate:4 1 udp 2130706431 3f9c1a8e-8e4b-4a3e-9c5d-0e4a7a1b2c3d.local 5000 typ host",
-		"candidate:5 1 udp", // unreadable
-		"",                  // an end of candidates
+		udp(1), // seen
+		"candidate:2 1 UDP 2130706431 127.0.0.1 1 typ host",        // seen, another foundation
+		"candidate:3 1 udp 2130706431 ::ffff:127.0.0.1 1 typ host", // seen, IPv4-mapped
+		"candidate:4 1 tcp 1518280447 127.0.0.1 9 typ host tcptype passive",
+		"candidate:5 1 udp 2130706431 3f9c1a8e-8e4b-4a3e-9c5d-0e4a7a1b2c3d.local 5000 typ host",
+		"candidate:6 1 udp", // unreadable: pion refuses it too
+		"candidate:7 1 udp 2130706431 example.com 5000 typ host", // not an IP: pion refuses it
+		"", // an end of candidates
 	} {
 		if !s.Add(c) {
 			t.Errorf("%q refused: it names no new address the function checks", c)
@@ -225,11 +226,44 @@ func TestCandidateSetCountsDistinctCheckedAddresses(t *testing.T) {
 	if s.Len() != MaxCandidates {
 		t.Fatalf("%d addresses, want %d", s.Len(), MaxCandidates)
 	}
-	if s.Add(udp(MaxCandidates + 1)) {
-		t.Fatalf("address %d accepted", MaxCandidates+1)
+	// Every form pion reads as a UDP candidate counts.
+	for _, c := range []string{
+		udp(MaxCandidates + 1),
+		"candidate:1 1 udp 2130706431 ::1 9 typ host",
+		"candidate: 1 udp 2130706431 127.0.0.2 9 typ host", // no foundation
+		" 1 udp 2130706431 127.0.0.2 9 typ host",           // no prefix, no foundation
+		"candidate:1 1 UDP 2130706431 127.0.0.3 9 typ host",
+		"Candidate:1 1 udp 2130706431 127.0.0.4 9 typ host", // a foundation "Candidate:1" to pion
+		"candidate:1 1 udp 2130706431 fe80::1%eth0 9 typ host",
+		"candidate:1 2 udp 1686052607 198.51.100.7 50000 typ srflx raddr 0.0.0.0 rport 0",
+	} {
+		if s.Add(c) {
+			t.Errorf("%q accepted past the limit", c)
+		}
 	}
 	if s.Len() != MaxCandidates {
 		t.Fatalf("a refused address was counted: %d", s.Len())
+	}
+}
+
+func TestCandidateSetTakesTrickledCandidatesAllOrNone(t *testing.T) {
+	var s CandidateSet
+	var batch []Candidate
+	for port := 1; port < MaxCandidates; port++ {
+		batch = append(batch, Candidate{Candidate: fmt.Sprintf("candidate:1 1 udp 2130706431 127.0.0.1 %d typ host", port)})
+	}
+	if !s.AddTrickled(batch) || s.Len() != MaxCandidates-1 {
+		t.Fatalf("%d addresses: %d counted", MaxCandidates-1, s.Len())
+	}
+	two := []Candidate{
+		{Candidate: "candidate:1 1 udp 2130706431 127.0.0.2 1 typ host"},
+		{Candidate: "candidate:1 1 udp 2130706431 127.0.0.2 2 typ host"},
+	}
+	if s.AddTrickled(two) || s.Len() != MaxCandidates-1 {
+		t.Fatalf("two addresses past the limit: %d counted", s.Len())
+	}
+	if !s.AddTrickled(two[:1]) || !s.AddTrickled([]Candidate{{}}) || s.Len() != MaxCandidates {
+		t.Fatalf("the last address, then an end: %d counted", s.Len())
 	}
 }
 

@@ -3,7 +3,13 @@
 // datagrams.
 package relaywire
 
-import "strings"
+import (
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/pion/ice/v2"
+)
 
 // ALPN is the QUIC application protocol of the relay.
 const ALPN = "lightspeed-relay/1"
@@ -70,61 +76,86 @@ const MaxCandidates = 64
 const MaxTrickle = 256
 
 // CandidateSet is the distinct addresses (IP and port) that a viewer's ICE
-// candidates name. Candidates the function never checks do not count: TCP
-// ones, mDNS host names and unreadable ones. The zero value is empty.
+// candidates name. A candidate counts when pion, which the function runs,
+// would check its address: it reads the candidate with pion's own parser,
+// as pion does, so that no candidate pion takes is missed. TCP candidates,
+// mDNS names (the function has mDNS off) and candidates pion cannot read
+// do not count. The zero value is empty.
 type CandidateSet struct {
-	addrs map[string]struct{}
+	addrs map[netip.AddrPort]struct{}
 }
 
-// Add counts the address of a candidate ("candidate:..." or
-// "a=candidate:..."). It reports false, counting nothing, when the address
-// would be the set's (MaxCandidates+1)th.
+// Add counts the address of a trickled candidate (RTCIceCandidateInit's
+// candidate: "candidate:..."). It reports false, counting nothing, when
+// the address would be the set's (MaxCandidates+1)th.
 func (s *CandidateSet) Add(candidate string) bool {
-	addr, ok := candidateAddr(candidate)
-	if !ok {
-		return true
-	}
-	if _, seen := s.addrs[addr]; seen {
-		return true
-	}
-	if len(s.addrs) == MaxCandidates {
-		return false
-	}
-	if s.addrs == nil {
-		s.addrs = make(map[string]struct{})
-	}
-	s.addrs[addr] = struct{}{}
-	return true
+	return s.addAll([]string{strings.TrimPrefix(candidate, "candidate:")})
 }
 
-// AddSDP adds the candidates of an SDP. It reports false when they name
-// more than MaxCandidates addresses with those already in the set.
+// AddSDP counts the addresses of an SDP's candidate lines. It reports
+// false, counting nothing, when with the set's they would name more than
+// MaxCandidates addresses.
 func (s *CandidateSet) AddSDP(sdp string) bool {
+	var values []string
 	for line := range strings.Lines(sdp) {
-		if strings.HasPrefix(line, "a=candidate:") && !s.Add(line) {
-			return false
+		if v, ok := strings.CutPrefix(line, "a=candidate:"); ok {
+			values = append(values, strings.TrimRight(v, "\r\n"))
 		}
 	}
-	return true
+	return s.addAll(values)
+}
+
+// AddTrickled counts the addresses of trickled candidates, all or none:
+// it reports false, counting nothing, when they would pass MaxCandidates.
+func (s *CandidateSet) AddTrickled(cands []Candidate) bool {
+	values := make([]string, len(cands))
+	for i, c := range cands {
+		values[i] = strings.TrimPrefix(c.Candidate, "candidate:")
+	}
+	return s.addAll(values)
 }
 
 // Len is the number of distinct addresses in the set.
 func (s *CandidateSet) Len() int { return len(s.addrs) }
 
-// candidateAddr returns the address and port of a UDP candidate (RFC 8839:
-// foundation, component, transport, priority, address, port, "typ" ...),
-// or false for one the function does not check.
-func candidateAddr(c string) (string, bool) {
-	c = strings.TrimPrefix(strings.TrimSpace(c), "a=")
-	rest, ok := strings.CutPrefix(c, "candidate:")
-	if !ok {
-		return "", false
+// addAll adds the addresses of candidate values (an SDP attribute's value,
+// after "candidate:"), all or none.
+func (s *CandidateSet) addAll(values []string) bool {
+	var fresh []netip.AddrPort
+	for _, v := range values {
+		a, ok := checkedAddr(v)
+		if !ok {
+			continue
+		}
+		if _, seen := s.addrs[a]; seen || slices.Contains(fresh, a) {
+			continue
+		}
+		if len(s.addrs)+len(fresh) == MaxCandidates {
+			return false
+		}
+		fresh = append(fresh, a)
 	}
-	f := strings.Fields(rest)
-	if len(f) < 6 || !strings.EqualFold(f[2], "udp") || strings.HasSuffix(f[4], ".local") {
-		return "", false
+	if len(fresh) > 0 && s.addrs == nil {
+		s.addrs = make(map[netip.AddrPort]struct{}, len(fresh))
 	}
-	return f[4] + " " + f[5], true
+	for _, a := range fresh {
+		s.addrs[a] = struct{}{}
+	}
+	return true
+}
+
+// checkedAddr returns the address pion would send connectivity checks to
+// for a candidate value, or false when it would send none.
+func checkedAddr(value string) (netip.AddrPort, bool) {
+	c, err := ice.UnmarshalCandidate(value)
+	if err != nil || !c.NetworkType().IsUDP() || strings.HasSuffix(c.Address(), ".local") {
+		return netip.AddrPort{}, false
+	}
+	ip, err := netip.ParseAddr(c.Address())
+	if err != nil || c.Port() < 0 || c.Port() > 65535 {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ip.Unmap().WithZone(""), uint16(c.Port())), true
 }
 
 // Candidate is an ICE candidate in the browser's RTCIceCandidateInit form.
