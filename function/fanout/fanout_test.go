@@ -497,6 +497,73 @@ func TestRemoteCandidatesAreBounded(t *testing.T) {
 	})
 }
 
+func TestCandidatesNoViewerCanHaveAreDropped(t *testing.T) {
+	f := &Fanout{cfg: Config{}}
+	sdp := "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n" +
+		"a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n" +
+		"a=candidate:2 1 udp 2130706431 ::1 9 typ host\r\n" +
+		"a=candidate:3 1 udp 2130706431 169.254.1.1 9 typ host\r\n" +
+		"a=candidate:4 1 udp 2130706431 fe80::1 9 typ host\r\n" +
+		"a=candidate:5 1 udp 2130706431 0.0.0.0 9 typ host\r\n" +
+		"a=candidate:6 1 udp 2130706431 224.0.0.251 9 typ host\r\n" +
+		"a=candidate:7 1 udp 2130706431 ::ffff:127.0.0.1 9 typ host\r\n" +
+		"a=candidate:8 1 udp 1686052607 198.51.100.7 50000 typ srflx raddr 0.0.0.0 rport 0\r\n" +
+		"a=candidate:9 1 udp 2130706431 10.0.0.1 9 typ host\r\n" +
+		"a=candidate:10 1 udp 2130706431 x.local 9 typ host\r\n" +
+		"a=candidate:11 1 tcp 1518280447 127.0.0.1 9 typ host tcptype passive\r\n" +
+		"a=end-of-candidates\r\n"
+	got, dropped := f.dropUnreachable(sdp)
+	want := "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n" +
+		"a=candidate:8 1 udp 1686052607 198.51.100.7 50000 typ srflx raddr 0.0.0.0 rport 0\r\n" +
+		"a=candidate:9 1 udp 2130706431 10.0.0.1 9 typ host\r\n" +
+		"a=candidate:10 1 udp 2130706431 x.local 9 typ host\r\n" +
+		"a=candidate:11 1 tcp 1518280447 127.0.0.1 9 typ host tcptype passive\r\n" +
+		"a=end-of-candidates\r\n"
+	if got != want || dropped != 7 {
+		t.Fatalf("dropped %d:\n%s\nwant 7:\n%s", dropped, got, want)
+	}
+	f.cfg.Loopback = true
+	if got, dropped := f.dropUnreachable(sdp); got != sdp || dropped != 0 {
+		t.Fatalf("a loopback fan-out dropped %d", dropped)
+	}
+}
+
+// TestAViewerWithoutUsableCandidatesConnects serves a loopback viewer from
+// a fan-out that drops loopback candidates: the function learns the
+// viewer's address from its connectivity checks (a peer-reflexive
+// candidate), as with a browser that hides its addresses behind mDNS
+// names, and refuses a trickled loopback candidate.
+func TestAViewerWithoutUsableCandidatesConnects(t *testing.T) {
+	h := newHarness(t, Config{}, hooks{})
+	h.f.cfg.Loopback = false // it still gathers on loopback only: New read the setting
+	p := newPeer(t, viewerAPI(t, true))
+	h.connectWHEP(p, "v")
+	h.writeGOP(2)
+	p.waitAll(relaywire.Video, h.sent[relaywire.Video])
+
+	_, pc, err := h.f.peer("v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := 0
+	for _, st := range pc.GetStats() {
+		if c, ok := st.(webrtc.ICECandidateStats); ok && c.Type == webrtc.StatsTypeRemoteCandidate {
+			remote++
+			if c.CandidateType != webrtc.ICECandidateTypePrflx {
+				t.Errorf("remote candidate %s:%d of type %s, want only the peer-reflexive one", c.IP, c.Port, c.CandidateType)
+			}
+		}
+	}
+	if remote == 0 {
+		t.Error("no remote candidate in the stats")
+	}
+	zero := uint16(0)
+	c := relaywire.Candidate{Candidate: "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host", SDPMLineIndex: &zero}
+	if err := h.f.AddCandidate("v", c); !errors.Is(err, ErrUnreachableCandidate) {
+		t.Fatalf("a trickled loopback candidate: %v", err)
+	}
+}
+
 func TestLoadCountsViewersAndEgress(t *testing.T) {
 	h := newHarness(t, Config{}, hooks{})
 	p := newPeer(t, viewerAPI(t, true))

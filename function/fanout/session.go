@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/pion/webrtc/v3"
@@ -17,6 +18,46 @@ import (
 // would send connectivity checks to), or that trickles more than
 // relaywire.MaxTrickle before its SDP.
 var ErrTooManyCandidates = errors.New("too many ICE candidates")
+
+// ErrUnreachableCandidate is returned for a trickled candidate whose
+// address no viewer can have.
+var ErrUnreachableCandidate = errors.New("a candidate address no viewer can have")
+
+// unreachable reports whether a remote candidate's address is one no
+// viewer can have: loopback, unspecified, multicast or link-local. The
+// function would send connectivity checks to its own host's services or
+// its link. A fan-out serving loopback (tests) takes every address.
+func (f *Fanout) unreachable(a netip.Addr) bool {
+	if f.cfg.Loopback {
+		return false
+	}
+	return a.IsLoopback() || a.IsUnspecified() || a.IsMulticast() || a.IsLinkLocalUnicast()
+}
+
+// dropUnreachable returns a viewer's SDP without the candidate lines that
+// name an address no viewer can have, and how many it dropped. pion then
+// learns the viewer's address from its connectivity checks, as it does
+// for a browser that hides its addresses behind mDNS names.
+func (f *Fanout) dropUnreachable(sdp string) (string, int) {
+	if f.cfg.Loopback {
+		return sdp, 0
+	}
+	var b strings.Builder
+	dropped := 0
+	for line := range strings.Lines(sdp) {
+		if v, ok := strings.CutPrefix(line, "a=candidate:"); ok {
+			if a, ok := relaywire.CheckedAddr(strings.TrimRight(v, "\r\n")); ok && f.unreachable(a.Addr()) {
+				dropped++
+				continue
+			}
+		}
+		b.WriteString(line)
+	}
+	if dropped == 0 {
+		return sdp, 0
+	}
+	return b.String(), dropped
+}
 
 // errSessionEnded is returned by StartSession when the session was closed
 // while it was being set up.
@@ -183,6 +224,10 @@ func (f *Fanout) negotiate(ctx context.Context, v *viewer, offer string) (string
 
 	var local webrtc.SessionDescription
 	if offer != "" {
+		offer, dropped := f.dropUnreachable(offer)
+		if dropped > 0 {
+			f.log.Debug("fanout: dropped candidates no viewer can have", "viewer", v.id, "count", dropped)
+		}
 		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 			return "", "", fmt.Errorf("set offer: %w", err)
 		}
@@ -273,6 +318,10 @@ func (f *Fanout) SetAnswer(session, sdp string) error {
 		f.closeViewer(v, "too many ICE candidates", true)
 		return fmt.Errorf("fanout: session %s: the answer's candidates and those trickled name more than %d addresses: %w", session, relaywire.MaxCandidates, ErrTooManyCandidates)
 	}
+	sdp, dropped := f.dropUnreachable(sdp)
+	if dropped > 0 {
+		f.log.Debug("fanout: dropped candidates no viewer can have", "viewer", v.id, "count", dropped)
+	}
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
 		return fmt.Errorf("fanout: session %s: set answer: %w", session, err)
 	}
@@ -303,6 +352,10 @@ func (f *Fanout) AddCandidate(session string, c relaywire.Candidate) error {
 	if !v.remote.Add(c.Candidate) {
 		f.mu.Unlock()
 		return fmt.Errorf("fanout: session %s: candidates name more than %d addresses: %w", session, relaywire.MaxCandidates, ErrTooManyCandidates)
+	}
+	if a, ok := relaywire.CheckedAddr(strings.TrimPrefix(c.Candidate, "candidate:")); ok && f.unreachable(a.Addr()) {
+		f.mu.Unlock()
+		return fmt.Errorf("fanout: session %s: %s: %w", session, a, ErrUnreachableCandidate)
 	}
 	if !v.remoteSet {
 		v.pending = append(v.pending, init)

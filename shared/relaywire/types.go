@@ -123,7 +123,7 @@ func (s *CandidateSet) Len() int { return len(s.addrs) }
 func (s *CandidateSet) addAll(values []string) bool {
 	var fresh []netip.AddrPort
 	for _, v := range values {
-		a, ok := checkedAddr(v)
+		a, ok := CheckedAddr(v)
 		if !ok {
 			continue
 		}
@@ -144,9 +144,11 @@ func (s *CandidateSet) addAll(values []string) bool {
 	return true
 }
 
-// checkedAddr returns the address pion would send connectivity checks to
-// for a candidate value, or false when it would send none.
-func checkedAddr(value string) (netip.AddrPort, bool) {
+// CheckedAddr returns the address pion would send connectivity checks to
+// for a candidate, or false when it would send none. value is a candidate
+// attribute's value: an SDP line after "a=candidate:", or
+// RTCIceCandidateInit's candidate after its "candidate:" prefix.
+func CheckedAddr(value string) (netip.AddrPort, bool) {
 	c, err := ice.UnmarshalCandidate(value)
 	if err != nil || !c.NetworkType().IsUDP() || strings.HasSuffix(c.Address(), ".local") {
 		return netip.AddrPort{}, false
