@@ -2,6 +2,8 @@ package fanout
 
 import (
 	"encoding/binary"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,6 +125,45 @@ func FuzzHandleRTCP(f *testing.F) {
 		var out [32]entry
 		if n := v.queue.pop(out[:]); uint64(n) != c.retransmits.Load() {
 			t.Fatalf("%d queued, %d counted", n, c.retransmits.Load())
+		}
+	})
+}
+
+// FuzzDropUnreachable filters a viewer's SDP: it must never panic, keep
+// every line but candidate lines, in order, and leave no candidate that
+// names an address no viewer can have.
+func FuzzDropUnreachable(f *testing.F) {
+	f.Add("v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\na=candidate:2 1 udp 1 198.51.100.7 9 typ host\r\n")
+	f.Add("a=candidate: 1 UDP 1 fe80::1%eth0 9 typ host\na=candidate:3 1 udp 1 ::ffff:224.0.0.1 9 typ host")
+	f.Add("a=candidate:\r\na=end-of-candidates\r\n")
+	f.Fuzz(func(t *testing.T, sdp string) {
+		fan := &Fanout{}
+		out, dropped := fan.dropUnreachable(sdp)
+		var kept []string
+		for line := range strings.Lines(sdp) {
+			if strings.HasPrefix(line, "a=candidate:") {
+				continue
+			}
+			kept = append(kept, line)
+		}
+		var got []string
+		candidates := 0
+		for line := range strings.Lines(out) {
+			v, ok := strings.CutPrefix(line, "a=candidate:")
+			if !ok {
+				got = append(got, line)
+				continue
+			}
+			candidates++
+			if a, ok := relaywire.CheckedAddr(strings.TrimRight(v, "\r\n")); ok && fan.unreachable(a.Addr()) {
+				t.Fatalf("kept %q", line)
+			}
+		}
+		if !slices.Equal(got, kept) {
+			t.Fatalf("other lines changed:\n%q\nwant\n%q", got, kept)
+		}
+		if candidates+dropped != strings.Count("\n"+sdp, "\na=candidate:") {
+			t.Fatalf("%d kept + %d dropped candidate lines", candidates, dropped)
 		}
 	})
 }
