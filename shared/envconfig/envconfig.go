@@ -15,6 +15,7 @@
 package envconfig
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -135,39 +136,37 @@ func checkBounds(cfg any) error {
 var durationType = reflect.TypeFor[time.Duration]()
 
 // checkBound compares a field's value with its bound lim ("min" or
-// "max"), written in the field's syntax. A bound that does not parse is
-// the program's mistake and panics.
+// "max"), written in the field's syntax. A bound that does not parse, or
+// one on a field that is not a number, is the program's mistake and
+// panics.
 func checkBound(v reflect.Value, bound, lim string) error {
-	var below, above bool
-	var shown string
-	switch {
-	case v.Type() == durationType:
-		l, err := time.ParseDuration(lim)
-		if err != nil {
-			panic(fmt.Sprintf("envconfig: %s tag %q: %v", bound, lim, err))
-		}
-		d := time.Duration(v.Int())
-		below, above, shown = d < l, d > l, d.String()
-	case v.CanInt():
-		l, err := strconv.ParseInt(lim, 10, 64)
-		if err != nil {
-			panic(fmt.Sprintf("envconfig: %s tag %q: %v", bound, lim, err))
-		}
-		below, above, shown = v.Int() < l, v.Int() > l, strconv.FormatInt(v.Int(), 10)
-	case v.CanUint():
-		l, err := strconv.ParseUint(lim, 10, 64)
-		if err != nil {
-			panic(fmt.Sprintf("envconfig: %s tag %q: %v", bound, lim, err))
-		}
-		below, above, shown = v.Uint() < l, v.Uint() > l, strconv.FormatUint(v.Uint(), 10)
-	default:
-		panic(fmt.Sprintf("envconfig: %s tag on a %s field", bound, v.Type()))
+	c, shown, err := compare(v, lim)
+	if err != nil {
+		panic(fmt.Sprintf("envconfig: %s tag %q: %v", bound, lim, err))
 	}
 	switch {
-	case bound == "min" && below:
+	case bound == "min" && c < 0:
 		return fmt.Errorf("%s is less than %s", shown, lim)
-	case bound == "max" && above:
+	case bound == "max" && c > 0:
 		return fmt.Errorf("%s is more than %s", shown, lim)
 	}
 	return nil
+}
+
+// compare compares a number or duration field with lim, and returns the
+// field's value as written.
+func compare(v reflect.Value, lim string) (int, string, error) {
+	switch {
+	case v.Type() == durationType:
+		l, err := time.ParseDuration(lim)
+		d := time.Duration(v.Int())
+		return cmp.Compare(d, l), d.String(), err
+	case v.CanInt():
+		l, err := strconv.ParseInt(lim, 10, 64)
+		return cmp.Compare(v.Int(), l), strconv.FormatInt(v.Int(), 10), err
+	case v.CanUint():
+		l, err := strconv.ParseUint(lim, 10, 64)
+		return cmp.Compare(v.Uint(), l), strconv.FormatUint(v.Uint(), 10), err
+	}
+	return 0, "", fmt.Errorf("a %s field has no bounds", v.Type())
 }
