@@ -1,5 +1,5 @@
 #!/bin/sh
-# gen-testmedia.sh regenerates the committed test media in shared/testmedia:
+# gen-testmedia.sh regenerates the committed test media in shared/testkit/testmedia:
 #
 #   video.h264  H.264 Annex B, constrained baseline, 1280x720, 30 fps, 4 s,
 #               a keyframe every second, SPS and PPS before every IDR, no SEI,
@@ -15,7 +15,7 @@ set -eu
 
 command -v ffmpeg >/dev/null || { echo "gen-testmedia.sh: ffmpeg is required" >&2; exit 1; }
 
-out="$(cd "$(dirname "$0")/.." && pwd)/shared/testmedia"
+out="$(cd "$(dirname "$0")/.." && pwd)/shared/testkit/testmedia"
 seconds=4
 
 ffmpeg -hide_banner -loglevel error -y \

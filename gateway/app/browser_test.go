@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"lightspeed/gateway/keys"
-	"lightspeed/shared/browser"
-	"lightspeed/shared/netns"
-	"lightspeed/shared/stackrole"
-	"lightspeed/shared/testmedia"
+	"lightspeed/shared/testkit/browser"
+	"lightspeed/shared/testkit/netns"
+	"lightspeed/shared/testkit/stackrole"
+	"lightspeed/shared/testkit/testmedia"
 )
 
 // stackRole is the role of the test binary re-executed in namespace A:

@@ -15,8 +15,8 @@ import (
 
 	"lightspeed/gateway/hub"
 	"lightspeed/gateway/keys"
-	"lightspeed/shared/ftlclient"
-	"lightspeed/shared/testmedia"
+	"lightspeed/shared/testkit/ftlclient"
+	"lightspeed/shared/testkit/testmedia"
 )
 
 const testKey = "77-e2esecretkey"

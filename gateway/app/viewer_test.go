@@ -18,11 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	functionapp "lightspeed/function/app"
-	"lightspeed/shared/ftlclient"
 	"lightspeed/shared/h264"
-	"lightspeed/shared/netns"
 	"lightspeed/shared/relaywire"
-	"lightspeed/shared/viewer"
+	"lightspeed/shared/testkit/ftlclient"
+	"lightspeed/shared/testkit/netns"
+	"lightspeed/shared/testkit/viewer"
 )
 
 // stackConfig is a gateway on loopback with an embedded function in

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"lightspeed/shared/h264"
-	"lightspeed/shared/viewer"
+	"lightspeed/shared/testkit/viewer"
 )
 
 // watcher is one light viewer: a pion WHEP viewer without interceptors

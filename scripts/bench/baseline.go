@@ -24,7 +24,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v3"
 
-	"lightspeed/shared/viewer"
+	"lightspeed/shared/testkit/viewer"
 )
 
 // The baseline is the fan-out of the original Lightspeed relay

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"lightspeed/shared/testmedia"
+	"lightspeed/shared/testkit/testmedia"
 )
 
 // benchPackets is one GOP of the test media as RTP packets of at most

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"lightspeed/scripts/bench/glass"
-	"lightspeed/shared/ftlclient"
-	"lightspeed/shared/netns"
-	"lightspeed/shared/testmedia"
+	"lightspeed/shared/testkit/ftlclient"
+	"lightspeed/shared/testkit/netns"
+	"lightspeed/shared/testkit/testmedia"
 )
 
 // The project's targets for glass-to-glass latency, and the shortest

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"lightspeed/scripts/bench/glass"
-	"lightspeed/shared/browser"
+	"lightspeed/shared/testkit/browser"
 )
 
 func TestCreepWindowIsAMinuteOrHalfTheRun(t *testing.T) {

@@ -106,7 +106,7 @@ import (
 	"syscall"
 	"time"
 
-	"lightspeed/shared/ftlclient"
+	"lightspeed/shared/testkit/ftlclient"
 )
 
 func main() {

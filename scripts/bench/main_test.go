@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"lightspeed/shared/netns"
-	"lightspeed/shared/testmedia"
+	"lightspeed/shared/testkit/netns"
+	"lightspeed/shared/testkit/testmedia"
 )
 
 // TestMain runs the tests, or plays the role this binary was re-executed

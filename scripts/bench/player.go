@@ -10,16 +10,16 @@ import (
 	"github.com/pion/transport/v2/stdnet"
 	"github.com/pion/webrtc/v3"
 
-	"lightspeed/shared/viewer"
+	"lightspeed/shared/testkit/viewer"
 )
 
 // srtpWindow is the SRTP replay window of the bench's viewers: pion's
 // default, as they have no NACKs to bring packets back late.
 const srtpWindow = 64
 
-// player opens the bench's WHEP viewers: shared/viewer made lighter, with
+// player opens the bench's WHEP viewers: shared/testkit/viewer made lighter, with
 // no interceptors (no NACKs, no receiver reports), loopback candidates
-// only and no mDNS, kernel receive times (stampNet; shared/viewer gives
+// only and no mDNS, kernel receive times (stampNet; shared/testkit/viewer gives
 // the sockets large receive buffers), and a reader per track that hands the packet's RTP
 // header to a callback without copying or allocating.
 type player struct {

@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"time"
 
-	"lightspeed/shared/ftlclient"
-	"lightspeed/shared/testmedia"
+	"lightspeed/shared/testkit/ftlclient"
+	"lightspeed/shared/testkit/testmedia"
 )
 
 // gop4H264 is 8 s of 720p30 H.264 with a keyframe every 4 s, made like

@@ -3,7 +3,7 @@
 //
 //	go run ./scripts/ftlsend -addr 127.0.0.1 -key 77-secret
 //
-// By default it sends the committed test media (shared/testmedia) in a
+// By default it sends the committed test media (shared/testkit/testmedia) in a
 // loop until interrupted; -h264 and -opus send other files (H.264 Annex B,
 // Ogg Opus with 20 ms packets). Ctrl-C ends the stream with DISCONNECT.
 package main
@@ -23,8 +23,8 @@ import (
 	"syscall"
 	"time"
 
-	"lightspeed/shared/ftlclient"
-	"lightspeed/shared/testmedia"
+	"lightspeed/shared/testkit/ftlclient"
+	"lightspeed/shared/testkit/testmedia"
 )
 
 func main() {

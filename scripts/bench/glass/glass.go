@@ -96,9 +96,9 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"lightspeed/shared/browser"
-	"lightspeed/shared/netns"
-	"lightspeed/shared/stackrole"
+	"lightspeed/shared/testkit/browser"
+	"lightspeed/shared/testkit/netns"
+	"lightspeed/shared/testkit/stackrole"
 )
 
 // Options configure Run.

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"lightspeed/shared/browser"
-	"lightspeed/shared/netns"
-	"lightspeed/shared/testmedia"
+	"lightspeed/shared/testkit/browser"
+	"lightspeed/shared/testkit/netns"
+	"lightspeed/shared/testkit/testmedia"
 )
 
 // TestMain runs the tests, or the stack when Run has re-executed the test

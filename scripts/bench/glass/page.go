@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"lightspeed/shared/browser"
+	"lightspeed/shared/testkit/browser"
 )
 
 // installJS hooks requestVideoFrameCallback on the viewer page's <video>

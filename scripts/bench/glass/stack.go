@@ -22,8 +22,8 @@ import (
 	"lightspeed/gateway/app"
 	"lightspeed/gateway/hub"
 	"lightspeed/gateway/keys"
-	"lightspeed/shared/stackrole"
-	"lightspeed/shared/testmedia"
+	"lightspeed/shared/testkit/stackrole"
+	"lightspeed/shared/testkit/testmedia"
 )
 
 // Role is the role (see netns.Role) of the binary that Run re-executes in

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"lightspeed/shared/netns"
+	"lightspeed/shared/testkit/netns"
 )
 
 // testRole is the role the test binary plays in

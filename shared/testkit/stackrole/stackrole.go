@@ -42,9 +42,9 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"lightspeed/shared/ftlclient"
-	"lightspeed/shared/netns"
-	"lightspeed/shared/testmedia"
+	"lightspeed/shared/testkit/ftlclient"
+	"lightspeed/shared/testkit/netns"
+	"lightspeed/shared/testkit/testmedia"
 )
 
 // readyPrefix starts the line the stack prints, followed by the page's
@@ -223,7 +223,7 @@ type Stack struct {
 	// StreamKey is the key the publisher streams with.
 	StreamKey string
 	// NALs and Opus are the media the publisher streams; nil for both
-	// streams the test media (lightspeed/shared/testmedia).
+	// streams the test media (lightspeed/shared/testkit/testmedia).
 	NALs, Opus [][]byte
 	// OnFrame, if set, is the publisher's ftlclient.Config.OnFrame.
 	OnFrame func(rtpTimestamp uint32, firstPacketSent time.Time)

@@ -14,7 +14,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 
-	"lightspeed/shared/testmedia"
+	"lightspeed/shared/testkit/testmedia"
 )
 
 // streamAll streams the media once and waits until the ingest has every

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"lightspeed/shared/netns"
+	"lightspeed/shared/testkit/netns"
 )
 
 // rolePageServer is the role of the test binary re-executed in namespace

@@ -43,7 +43,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
-	"lightspeed/shared/netns"
+	"lightspeed/shared/testkit/netns"
 )
 
 // pollInterval is how often WaitFor evaluates its expression.
