@@ -30,6 +30,7 @@ import (
 	"github.com/pion/webrtc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"lightspeed/function/udpbatch"
 	"lightspeed/shared/relaywire"
 )
 
@@ -139,7 +140,7 @@ type Fanout struct {
 	log     *slog.Logger
 	up      Upstream
 	api     *webrtc.API
-	conn    *sendConn
+	conn    *udpbatch.Conn
 	mux     ice.UDPMux
 	writers []*writer
 	certs   certSource
@@ -174,7 +175,7 @@ func New(cfg Config, up Upstream) (*Fanout, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fanout: listen %s: %w", cfg.UDPAddr, err)
 	}
-	sc := newSendConn(conn)
+	sc := udpbatch.New(conn)
 	loggers := pionLoggers{log: cfg.Logger}
 	f := &Fanout{
 		cfg:           cfg,
@@ -327,8 +328,9 @@ func (f *Fanout) Stats() Stats {
 	for _, ch := range f.channels {
 		ch.addCounters(&s)
 	}
-	s.SendCalls, s.SendDatagrams, s.SendSegmented, s.SendErrors = f.conn.sendStats()
-	s.ReadErrors = f.conn.readErrorCount()
+	cs := f.conn.Stats()
+	s.SendCalls, s.SendDatagrams, s.SendSegmented, s.SendErrors = cs.Calls, cs.Datagrams, cs.Segmented, cs.Errors
+	s.ReadErrors = cs.ReadErrors
 	return s
 }
 

@@ -299,10 +299,10 @@ func (f *Fanout) routeViewer(v *viewer, p *webrtc.ICECandidatePair) {
 		return
 	}
 	if v.route.IsValid() {
-		f.conn.route(v.route, nil)
+		f.conn.Route(v.route, nil)
 	}
 	v.route = addr
-	f.conn.route(addr, v.w.batch)
+	f.conn.Route(addr, v.w.batch)
 }
 
 // SetAnswer applies the viewer's answer to the offer StartSession made.
@@ -420,7 +420,7 @@ func (f *Fanout) closeViewer(v *viewer, reason string, notify bool) {
 		}
 		v.closed = true
 		if v.route.IsValid() {
-			f.conn.route(v.route, nil)
+			f.conn.Route(v.route, nil)
 		}
 		pc := v.pc
 		f.release(v.ch)

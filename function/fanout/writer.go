@@ -3,21 +3,23 @@ package fanout
 import (
 	"runtime"
 	"sync"
+
+	"lightspeed/function/udpbatch"
 )
 
 // writer is one of the pool's writer goroutines. It owns a share of the
 // viewers: when woken it takes up to a batch of entries from each of its
 // viewers' queues and writes them, all in one round of its send batch, so
-// that what it wrote leaves in a few sendmmsg calls (see sendConn). A viewer's packets
+// that what it wrote leaves in a few sendmmsg calls (see udpbatch.Conn). A viewer's packets
 // are written by one writer only, in queue order. Nothing in the write
 // path waits for a viewer (pion's SRTP write and the UDP socket never
 // block on a peer), so sharing a writer costs a viewer nothing but its
 // turn; a viewer whose queue overflows drops its own packets.
 type writer struct {
 	f      *Fanout
-	batch  *sendBatch    // where its rounds' datagrams wait to be sent
-	wake   chan struct{} // a token when one of its viewers has work
-	assign int           // viewers assigned, for balancing; guarded by Fanout.mu
+	batch  *udpbatch.Batch // where its rounds' datagrams wait to be sent
+	wake   chan struct{}   // a token when one of its viewers has work
+	assign int             // viewers assigned, for balancing; guarded by Fanout.mu
 
 	mu      sync.Mutex
 	viewers []*viewer // viewers past their burst
@@ -32,7 +34,7 @@ func (f *Fanout) newWriters() {
 	n := runtime.GOMAXPROCS(0)
 	f.writers = make([]*writer, n)
 	for i := range f.writers {
-		w := &writer{f: f, batch: f.conn.newBatch(), wake: make(chan struct{}, 1)}
+		w := &writer{f: f, batch: f.conn.NewBatch(), wake: make(chan struct{}, 1)}
 		f.writers[i] = w
 		f.wg.Add(1)
 		go func() {
@@ -129,7 +131,7 @@ func (w *writer) run() {
 		w.mu.Unlock()
 
 		more := false
-		w.batch.beginRound()
+		w.batch.BeginRound()
 		for _, v := range w.scratch {
 			select {
 			case <-v.done:
@@ -149,7 +151,7 @@ func (w *writer) run() {
 			}
 			more = more || n == len(entries)
 		}
-		w.batch.endRound()
+		w.batch.EndRound()
 		clear(w.scratch)
 		if more {
 			w.poke()

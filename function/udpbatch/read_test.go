@@ -1,6 +1,6 @@
 //go:build linux
 
-package fanout
+package udpbatch
 
 import (
 	"bytes"
@@ -72,7 +72,7 @@ func waitSocketError(t *testing.T, sock *net.UDPConn) {
 
 func TestReadFromRetriesAReportedICMPError(t *testing.T) {
 	sock := listenLoopback(t, 1)[0]
-	c := newSendConn(sock)
+	c := New(sock)
 	t.Cleanup(func() { c.Close() })
 	setRecvErr(t, sock)
 
@@ -104,14 +104,14 @@ func TestReadFromRetriesAReportedICMPError(t *testing.T) {
 	if from.String() != peer.LocalAddr().String() {
 		t.Errorf("ReadFrom read from %v, want %v", from, peer.LocalAddr())
 	}
-	if got := c.readErrorCount(); got != 1 {
-		t.Errorf("readErrorCount = %d, want 1", got)
+	if got := c.Stats().ReadErrors; got != 1 {
+		t.Errorf("Stats().ReadErrors = %d, want 1", got)
 	}
 }
 
 func TestReadFromAfterCloseReturnsErrClosed(t *testing.T) {
 	sock := listenLoopback(t, 1)[0]
-	c := newSendConn(sock)
+	c := New(sock)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -119,14 +119,14 @@ func TestReadFromAfterCloseReturnsErrClosed(t *testing.T) {
 	if !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("ReadFrom after Close: %v, want net.ErrClosed", err)
 	}
-	if got := c.readErrorCount(); got != 0 {
-		t.Errorf("readErrorCount = %d, want 0", got)
+	if got := c.Stats().ReadErrors; got != 0 {
+		t.Errorf("Stats().ReadErrors = %d, want 0", got)
 	}
 }
 
 func TestReadFromReturnsADeadlineTimeout(t *testing.T) {
 	sock := listenLoopback(t, 1)[0]
-	c := newSendConn(sock)
+	c := New(sock)
 	t.Cleanup(func() { c.Close() })
 	if err := sock.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,6 @@
 //go:build linux
 
-package fanout
+package udpbatch
 
 import (
 	"bytes"
@@ -71,13 +71,13 @@ func TestSendConnBatchesARoundAndKeepsEachReceiversOrder(t *testing.T) {
 			if err != nil {
 				t.Skipf("no %s: %v", tt.name, err)
 			}
-			c := newSendConn(sock)
+			c := New(sock)
 			defer c.Close()
 			rx := listenLoopback(t, 3)
-			routed := c.newBatch()
+			routed := c.NewBatch()
 			for _, r := range rx[:2] { // the third receiver has no route
 				key, _ := addrKey(r.LocalAddr())
-				c.route(key, routed)
+				c.Route(key, routed)
 			}
 
 			// A round: per receiver, runs of full-size datagrams with a
@@ -90,7 +90,7 @@ func TestSendConnBatchesARoundAndKeepsEachReceiversOrder(t *testing.T) {
 				}
 				return 1200
 			}
-			routed.beginRound()
+			routed.BeginRound()
 			for f := range frames {
 				for r, conn := range rx {
 					for k := range perFrame {
@@ -101,11 +101,10 @@ func TestSendConnBatchesARoundAndKeepsEachReceiversOrder(t *testing.T) {
 					}
 				}
 			}
-			calls, _, _, _ := c.sendStats()
-			if calls == 0 {
+			if c.Stats().Calls == 0 {
 				t.Fatalf("no batch was sent while the round was open, though it held more than %d datagrams", batchSize)
 			}
-			routed.endRound()
+			routed.EndRound()
 
 			for r, conn := range rx {
 				got := readAll(t, conn, frames*perFrame)
@@ -115,17 +114,17 @@ func TestSendConnBatchesARoundAndKeepsEachReceiversOrder(t *testing.T) {
 					}
 				}
 			}
-			calls, datagrams, segmented, errs := c.sendStats()
-			if errs != 0 || datagrams != 2*frames*perFrame {
-				t.Fatalf("batched %d datagrams with %d errors, want %d and none", datagrams, errs, 2*frames*perFrame)
+			s := c.Stats()
+			if s.Errors != 0 || s.Datagrams != 2*frames*perFrame {
+				t.Fatalf("batched %d datagrams with %d errors, want %d and none", s.Datagrams, s.Errors, 2*frames*perFrame)
 			}
 			if c.noGSO.Load() {
-				t.Logf("this kernel refused UDP GSO: %d datagrams in %d calls, one by one", datagrams, calls)
-			} else if segmented != datagrams {
-				t.Fatalf("%d of %d datagrams went in segmented runs, want all (every run is one frame to one receiver)", segmented, datagrams)
+				t.Logf("this kernel refused UDP GSO: %d datagrams in %d calls, one by one", s.Datagrams, s.Calls)
+			} else if s.Segmented != s.Datagrams {
+				t.Fatalf("%d of %d datagrams went in segmented runs, want all (every run is one frame to one receiver)", s.Segmented, s.Datagrams)
 			}
-			if calls >= datagrams/4 {
-				t.Fatalf("%d sendmmsg calls for %d datagrams", calls, datagrams)
+			if s.Calls >= s.Datagrams/4 {
+				t.Fatalf("%d sendmmsg calls for %d datagrams", s.Calls, s.Datagrams)
 			}
 		})
 	}
@@ -136,14 +135,14 @@ func TestSendConnSendsAtOnceOutsideRounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newSendConn(sock)
+	c := New(sock)
 	defer c.Close()
 	rx := listenLoopback(t, 1)[0]
-	b := c.newBatch()
+	b := c.NewBatch()
 	key, _ := addrKey(rx.LocalAddr())
-	c.route(key, b)
+	c.Route(key, b)
 
-	// Routed, but the writer is not in a round: the datagram leaves in
+	// Routed, but the batch is not in a round: the datagram leaves in
 	// the call, so it can be read without ending anything.
 	if _, err := c.WriteTo([]byte("now"), rx.LocalAddr()); err != nil {
 		t.Fatal(err)
@@ -152,19 +151,19 @@ func TestSendConnSendsAtOnceOutsideRounds(t *testing.T) {
 		t.Fatalf("got %q", got[0])
 	}
 	// A round that ends empty sends nothing; a removed route is direct.
-	b.beginRound()
-	b.endRound()
-	c.route(key, nil)
-	b.beginRound()
+	b.BeginRound()
+	b.EndRound()
+	c.Route(key, nil)
+	b.BeginRound()
 	if _, err := c.WriteTo([]byte("unrouted"), rx.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
 	if got := readAll(t, rx, 1); string(got[0]) != "unrouted" {
 		t.Fatalf("got %q", got[0])
 	}
-	b.endRound()
-	if calls, datagrams, _, _ := c.sendStats(); calls != 0 || datagrams != 0 {
-		t.Fatalf("%d batched calls for %d datagrams, want none", calls, datagrams)
+	b.EndRound()
+	if s := c.Stats(); s.Calls != 0 || s.Datagrams != 0 {
+		t.Fatalf("%d batched calls for %d datagrams, want none", s.Calls, s.Datagrams)
 	}
 }
 
@@ -187,10 +186,10 @@ func BenchmarkSendConn(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				c := newSendConn(sock)
+				c := New(sock)
 				defer c.Close()
 				const receivers = 50
-				batch := c.newBatch()
+				batch := c.NewBatch()
 				var addrs []net.Addr
 				for range receivers {
 					r, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -209,14 +208,14 @@ func BenchmarkSendConn(b *testing.B) {
 					addrs = append(addrs, r.LocalAddr())
 					if !direct {
 						key, _ := addrKey(r.LocalAddr())
-						c.route(key, batch)
+						c.Route(key, batch)
 					}
 				}
 				p := make([]byte, 1200)
 				b.SetBytes(int64(len(p)))
 				b.ResetTimer()
 				for i := 0; i < b.N; {
-					batch.beginRound()
+					batch.BeginRound()
 					for _, a := range addrs {
 						for range run {
 							if _, err := c.WriteTo(p, a); err != nil {
@@ -225,7 +224,7 @@ func BenchmarkSendConn(b *testing.B) {
 							i++
 						}
 					}
-					batch.endRound()
+					batch.EndRound()
 				}
 			})
 		}
@@ -237,30 +236,30 @@ func TestSendConnSkipsAFailedDatagram(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newSendConn(sock)
+	c := New(sock)
 	defer c.Close()
 	rx := listenLoopback(t, 2)
-	b := c.newBatch()
+	b := c.NewBatch()
 	bad := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 0} // the kernel refuses port 0
 	for _, a := range []net.Addr{rx[0].LocalAddr(), bad, rx[1].LocalAddr()} {
 		key, _ := addrKey(a)
-		c.route(key, b)
+		c.Route(key, b)
 	}
 
 	// The refused datagram sits between two good ones in one sendmmsg.
-	b.beginRound()
+	b.BeginRound()
 	for _, a := range []net.Addr{rx[0].LocalAddr(), bad, rx[1].LocalAddr()} {
 		if _, err := c.WriteTo([]byte("x"), a); err != nil {
 			t.Fatal(err)
 		}
 	}
-	b.endRound()
+	b.EndRound()
 	for _, r := range rx {
 		if got := readAll(t, r, 1); string(got[0]) != "x" {
 			t.Fatalf("got %q", got[0])
 		}
 	}
-	if _, datagrams, _, errs := c.sendStats(); datagrams != 2 || errs == 0 {
-		t.Fatalf("%d datagrams sent, %d errors; want 2 and the refused one counted", datagrams, errs)
+	if s := c.Stats(); s.Datagrams != 2 || s.Errors == 0 {
+		t.Fatalf("%d datagrams sent, %d errors; want 2 and the refused one counted", s.Datagrams, s.Errors)
 	}
 }

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package fanout
+package udpbatch
 
 import "net"
 
@@ -16,7 +16,7 @@ func openSendSocket(*net.UDPConn) sendSocket { return sendSocket{} }
 func (sendSocket) close() {}
 
 // send sends the batch datagram by datagram.
-func (b *sendBatch) send() {
+func (b *Batch) send() {
 	c := b.c
 	for k := range b.n {
 		if _, err := c.UDPConn.WriteTo(b.slot(k), b.addrs[k]); err != nil {

@@ -1,6 +1,6 @@
 //go:build linux
 
-package fanout
+package udpbatch
 
 import (
 	"encoding/binary"
@@ -54,7 +54,7 @@ func (s sendSocket) close() {}
 // send sends the batch: runs of datagrams to one address become segmented
 // sends, and everything leaves in as few sendmmsg calls as the kernel
 // takes.
-func (b *sendBatch) send() {
+func (b *Batch) send() {
 	c := b.c
 	if c.out.fd < 0 {
 		b.sendEach(0, b.n)
@@ -124,7 +124,7 @@ func (b *sendBatch) send() {
 }
 
 // segsOf counts the datagrams of messages [from, to).
-func (b *sendBatch) segsOf(from, to int) int {
+func (b *Batch) segsOf(from, to int) int {
 	n := 0
 	for _, s := range b.msgs.segs[from:to] {
 		n += s
@@ -133,7 +133,7 @@ func (b *sendBatch) segsOf(from, to int) int {
 }
 
 // sendEach sends datagrams [from, to) of the batch one by one.
-func (b *sendBatch) sendEach(from, to int) {
+func (b *Batch) sendEach(from, to int) {
 	c := b.c
 	for k := from; k < to; k++ {
 		if _, err := c.UDPConn.WriteTo(b.slot(k), b.addrs[k]); err != nil {

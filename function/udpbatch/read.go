@@ -1,4 +1,4 @@
-package fanout
+package udpbatch
 
 import (
 	"errors"
@@ -54,11 +54,10 @@ func isTransientReadError(err error) bool {
 // retries reads that fail with a transient error, counting each: pion's
 // ICE UDP mux ends, and with it every viewer's connection, on any read
 // error other than a timeout. It is a guard: Linux reports ICMP errors to
-// an unconnected UDP socket only when IP_RECVERR is set, which the
-// fan-out's socket does not set today. Any other error (a closed socket, a passed
-// deadline) is returned as it is, so closing the socket still ends its
-// reader.
-func (c *sendConn) ReadFrom(p []byte) (int, net.Addr, error) {
+// an unconnected UDP socket only when IP_RECVERR is set, which New does
+// not set. Any other error (a closed socket, a passed deadline) is
+// returned as it is, so closing the socket still ends its reader.
+func (c *Conn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for run := 1; ; run++ {
 		n, addr, err := c.UDPConn.ReadFrom(p)
 		if err == nil || !isTransientReadError(err) {
@@ -69,9 +68,4 @@ func (c *sendConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			time.Sleep(readErrorPause)
 		}
 	}
-}
-
-// readErrorCount is the number of transient read errors ReadFrom retried.
-func (c *sendConn) readErrorCount() uint64 {
-	return c.readErrors.Load()
 }
