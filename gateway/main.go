@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -20,7 +21,7 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
 		if errors.Is(err, envconfig.ErrHelp) {
 			return
 		}
@@ -29,9 +30,14 @@ func main() {
 	}
 }
 
-func run(args []string) error {
+// usage is the command line of the gateway, for --help.
+const usage = "gateway [keys <command>]\n\n" + keys.Usage
+
+// run runs the gateway, or its keys subcommand, with args (the words after
+// the command's name); what the operator reads goes to out.
+func run(args []string, out io.Writer) error {
 	var cfg app.Config
-	if err := envconfig.Load(&cfg, "gateway [keys add|list|rotate|remove [channel]]", args, os.Stdout); err != nil {
+	if err := envconfig.Load(&cfg, usage, args, out); err != nil {
 		return err
 	}
 	log, err := envconfig.NewLogger(cfg.LogLevel, cfg.LogFormat)
@@ -43,7 +49,7 @@ func run(args []string) error {
 		return err
 	}
 	if len(args) > 0 && args[0] == "keys" {
-		return keys.Command(args[1:], store, os.Stdout)
+		return keys.Command(args[1:], store, cfg.DefaultChannel, out)
 	}
 	if len(args) > 0 {
 		return fmt.Errorf("unknown command %q (try --help)", args[0])
@@ -54,7 +60,7 @@ func run(args []string) error {
 			return err
 		}
 		if created {
-			fmt.Println(keys.OBSInstructions(k, cfg.PublicHost))
+			fmt.Fprintln(out, keys.OBSInstructions(k, cfg.PublicHost))
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -1,8 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"io"
+	"os"
 	"strings"
 	"testing"
+
+	"lightspeed/gateway/keys"
+	"lightspeed/shared/envconfig"
 )
 
 // TestSettingsOutOfBoundsAreRefused checks that the gateway refuses
@@ -19,10 +25,69 @@ func TestSettingsOutOfBoundsAreRefused(t *testing.T) {
 	} {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
 			t.Setenv(tc.name, tc.value)
-			err := run(nil)
+			err := run(nil, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("run: %v, want an error saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestKeysWithoutAChannelUseTheDefaultChannel checks that the keys
+// subcommand, given no channel, acts on LS_DEFAULT_CHANNEL, and on 77 when
+// it is not set.
+func TestKeysWithoutAChannelUseTheDefaultChannel(t *testing.T) {
+	for _, tc := range []struct {
+		name, setting string
+		want          uint32
+	}{
+		{"LS_DEFAULT_CHANNEL=5", "5", 5},
+		{"LS_DEFAULT_CHANNEL unset", "", 77},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("LS_DATA_DIR", t.TempDir())
+			t.Setenv("LS_STREAM_KEY", "")
+			if tc.setting != "" {
+				t.Setenv("LS_DEFAULT_CHANNEL", tc.setting)
+			} else {
+				t.Setenv("LS_DEFAULT_CHANNEL", "")
+				os.Unsetenv("LS_DEFAULT_CHANNEL")
+			}
+			cmd := func(args ...string) keys.Key {
+				t.Helper()
+				var out bytes.Buffer
+				if err := run(append([]string{"keys"}, args...), &out); err != nil {
+					t.Fatalf("keys %v: %v", args, err)
+				}
+				k, err := keys.Parse(strings.TrimSpace(out.String()))
+				if err != nil {
+					t.Fatalf("keys %v printed %q: %v", args, out.String(), err)
+				}
+				return k
+			}
+			added := cmd("add")
+			rotated := cmd("rotate")
+			if added.Channel != tc.want || rotated.Channel != tc.want || rotated.Secret == added.Secret {
+				t.Fatalf("keys add gave %v, keys rotate gave %v; want two keys of channel %d with different secrets", added, rotated, tc.want)
+			}
+			var out bytes.Buffer
+			if err := run([]string{"keys", "list"}, &out); err != nil || out.String() != rotated.String()+"\n" {
+				t.Fatalf("keys list printed %q, %v; want the rotated key alone", out.String(), err)
+			}
+		})
+	}
+}
+
+// TestHelpSaysWhatAMissingChannelMeans checks that --help tells the
+// operator which channel keys add and rotate use when given none.
+func TestHelpSaysWhatAMissingChannelMeans(t *testing.T) {
+	var out bytes.Buffer
+	if err := run([]string{"--help"}, &out); err != envconfig.ErrHelp {
+		t.Fatalf("run --help: %v, want ErrHelp", err)
+	}
+	for _, want := range []string{"gateway keys rotate [channel]", "A missing channel is the default channel (LS_DEFAULT_CHANNEL", "LS_DEFAULT_CHANNEL"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help does not say %q:\n%s", want, out.String())
+		}
 	}
 }

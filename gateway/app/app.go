@@ -43,7 +43,7 @@ type Config struct {
 	HTTPAddr        string        `env:"HTTP_ADDR" envDefault:":8080" help:"HTTP listen address (API, metrics, health)"`
 	DataDir         string        `env:"DATA_DIR" envDefault:"./data" help:"directory of the stream key file"`
 	StreamKey       string        `env:"STREAM_KEY" help:"the only stream key, <channel>-<secret>; keys are then not stored"`
-	DefaultChannel  uint32        `env:"DEFAULT_CHANNEL" envDefault:"77" min:"1" help:"channel whose key is created on first start"`
+	DefaultChannel  uint32        `env:"DEFAULT_CHANNEL" envDefault:"77" min:"1" help:"channel whose key is created on first start; keys add and keys rotate act on it when given no channel"`
 	PublicHost      string        `env:"PUBLIC_HOST" envDefault:"localhost" help:"host name publishers use, printed in the OBS settings"`
 	HubMaxHold      time.Duration `env:"HUB_MAX_HOLD" envDefault:"40ms" min:"1ms" help:"how long the hub waits for a missing publisher packet"`
 	RelayAddr       string        `env:"RELAY_ADDR" envDefault:":4433" help:"relay listen address (QUIC, UDP) that functions connect to"`

@@ -6,19 +6,23 @@ import (
 	"io"
 )
 
+// Usage lists the forms of the "keys" subcommand, one per line.
+const Usage = `  gateway keys add [channel]       create a key
+  gateway keys list                print every key
+  gateway keys rotate [channel]    give a key a new secret
+  gateway keys remove <channel>    delete a key
+A missing channel is the default channel (LS_DEFAULT_CHANNEL, 77 unless set).`
+
 // ErrUsage is wrapped by the errors Command returns for a malformed
 // command line; its text is the usage.
-var ErrUsage = errors.New(`usage:
-  gateway keys add [channel]       create a key (channel defaults to 77)
-  gateway keys list                print every key
-  gateway keys rotate [channel]    give a key a new secret (channel defaults to 77)
-  gateway keys remove <channel>    delete a key`)
+var ErrUsage = errors.New("usage:\n" + Usage)
 
 // Command runs the "keys" subcommand of the gateway on s: args are the
-// words after "keys". add and rotate print the new stream key, list prints
-// every key, one per line, sorted by channel; they print keys alone so
-// scripts can read them. "help" prints the usage.
-func Command(args []string, s *Store, out io.Writer) error {
+// words after "keys". add and rotate act on defaultChannel (the gateway's
+// LS_DEFAULT_CHANNEL) when args name no channel. add and rotate print the
+// new stream key, list prints every key, one per line, sorted by channel;
+// they print keys alone so scripts can read them. "help" prints the usage.
+func Command(args []string, s *Store, defaultChannel uint32, out io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("keys: missing command: %w", ErrUsage)
 	}
@@ -38,7 +42,7 @@ func Command(args []string, s *Store, out io.Writer) error {
 		}
 		return nil
 	case "add", "rotate":
-		ch, err := channelArg(name, rest, true)
+		ch, err := channelArg(name, rest, defaultChannel)
 		if err != nil {
 			return err
 		}
@@ -54,7 +58,7 @@ func Command(args []string, s *Store, out io.Writer) error {
 		_, err = fmt.Fprintln(out, k)
 		return err
 	case "remove":
-		ch, err := channelArg(name, rest, false)
+		ch, err := channelArg(name, rest, 0)
 		if err != nil {
 			return err
 		}
@@ -67,12 +71,12 @@ func Command(args []string, s *Store, out io.Writer) error {
 	return fmt.Errorf("keys: unknown command %q: %w", name, ErrUsage)
 }
 
-// channelArg reads the channel argument of command name. When optional and
-// absent it is DefaultChannel.
-func channelArg(name string, args []string, optional bool) (uint32, error) {
+// channelArg reads the channel argument of command name. When absent it is
+// def; a def of 0 means the channel must be given.
+func channelArg(name string, args []string, def uint32) (uint32, error) {
 	switch {
-	case len(args) == 0 && optional:
-		return DefaultChannel, nil
+	case len(args) == 0 && def != 0:
+		return def, nil
 	case len(args) == 0:
 		return 0, fmt.Errorf("keys: %s needs a channel: %w", name, ErrUsage)
 	case len(args) > 1:

@@ -7,10 +7,14 @@ import (
 	"testing"
 )
 
+// defaultChannel is the gateway's default channel when LS_DEFAULT_CHANNEL
+// is not set.
+const defaultChannel uint32 = 77
+
 func run(t *testing.T, s *Store, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	err := Command(args, s, &out)
+	err := Command(args, s, defaultChannel, &out)
 	return out.String(), err
 }
 
@@ -22,7 +26,7 @@ func TestCommandManagesKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	added, err := Parse(strings.TrimSuffix(out, "\n"))
-	if err != nil || added.Channel != DefaultChannel || !strings.HasSuffix(out, "\n") || strings.Count(out, "\n") != 1 {
+	if err != nil || added.Channel != defaultChannel || !strings.HasSuffix(out, "\n") || strings.Count(out, "\n") != 1 {
 		t.Fatalf("add printed %q; want one line with a key for channel 77", out)
 	}
 
@@ -48,10 +52,10 @@ func TestCommandManagesKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	rotated, _ := Parse(strings.TrimSpace(out))
-	if rotated.Channel != DefaultChannel || rotated.Secret == added.Secret {
+	if rotated.Channel != defaultChannel || rotated.Secret == added.Secret {
 		t.Fatalf("rotate printed %q; want a new key for channel 77", out)
 	}
-	if secret, _ := s.Secret(DefaultChannel); secret != rotated.Secret {
+	if secret, _ := s.Secret(defaultChannel); secret != rotated.Secret {
 		t.Fatalf("store has %q after rotate, want %q", secret, rotated.Secret)
 	}
 
@@ -67,6 +71,32 @@ func TestCommandManagesKeys(t *testing.T) {
 	out, _ = run(t, s, "list")
 	if out != rotated.String()+"\n" {
 		t.Fatalf("list after remove printed %q", out)
+	}
+}
+
+func TestCommandWithoutAChannelUsesTheGivenDefault(t *testing.T) {
+	s, _ := openTemp(t)
+	var out bytes.Buffer
+	if err := Command([]string{"add"}, s, 5, &out); err != nil {
+		t.Fatal(err)
+	}
+	added, err := Parse(strings.TrimSpace(out.String()))
+	if err != nil || added.Channel != 5 {
+		t.Fatalf("add with default 5 printed %q; want a key for channel 5", out.String())
+	}
+	out.Reset()
+	if err := Command([]string{"rotate"}, s, 5, &out); err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := Parse(strings.TrimSpace(out.String()))
+	if err != nil || rotated.Channel != 5 || rotated.Secret == added.Secret {
+		t.Fatalf("rotate with default 5 printed %q; want a new key for channel 5", out.String())
+	}
+	if _, ok := s.Secret(defaultChannel); ok {
+		t.Errorf("channel %d got a key; only channel 5 was meant", defaultChannel)
+	}
+	if err := Command([]string{"remove"}, s, 5, &out); !errors.Is(err, ErrUsage) {
+		t.Errorf("remove without a channel: %v; want a usage error (remove never defaults)", err)
 	}
 }
 

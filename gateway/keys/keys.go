@@ -19,10 +19,6 @@ import (
 	"strings"
 )
 
-// DefaultChannel is the channel whose key the gateway creates on first
-// start: the default of the original Lightspeed.
-const DefaultChannel uint32 = 77
-
 // MaxSecretLen is the longest secret the FTL SDK can hold: it copies the
 // secret into a 100-byte buffer, terminating NUL included.
 const MaxSecretLen = 99

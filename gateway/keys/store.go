@@ -129,7 +129,8 @@ func (s *Store) Remove(channel uint32) error {
 // it creates a key for channel and returns it with created true. Otherwise
 // it returns channel's key if there is one, else the key with the lowest
 // channel, with created false. The gateway calls it on every start with
-// DefaultChannel and prints OBSInstructions when created is true.
+// its default channel (LS_DEFAULT_CHANNEL) and prints OBSInstructions when
+// created is true.
 func (s *Store) EnsureDefault(channel uint32) (k Key, created bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -105,15 +105,15 @@ func TestKeysPersistAcrossOpen(t *testing.T) {
 
 func TestEnsureDefaultCreatesOnceThenReuses(t *testing.T) {
 	s, dir := openTemp(t)
-	first, created, err := s.EnsureDefault(DefaultChannel)
+	first, created, err := s.EnsureDefault(defaultChannel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !created || first.Channel != DefaultChannel {
+	if !created || first.Channel != defaultChannel {
 		t.Fatalf("first EnsureDefault = %+v, created %v; want a new key for channel 77", first, created)
 	}
 
-	second, created, err := s.EnsureDefault(DefaultChannel)
+	second, created, err := s.EnsureDefault(defaultChannel)
 	if err != nil || created || second != first {
 		t.Fatalf("second EnsureDefault = %+v, created %v, %v; want %+v again", second, created, err, first)
 	}
@@ -122,7 +122,7 @@ func TestEnsureDefaultCreatesOnceThenReuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	third, created, err := reopened.EnsureDefault(DefaultChannel)
+	third, created, err := reopened.EnsureDefault(defaultChannel)
 	if err != nil || created || third != first {
 		t.Fatalf("EnsureDefault after restart = %+v, created %v, %v; want %+v", third, created, err, first)
 	}
@@ -132,11 +132,11 @@ func TestEnsureDefaultKeepsAStoreThatHasOtherKeys(t *testing.T) {
 	s, _ := openTemp(t)
 	k9, _ := s.Add(9)
 	s.Add(12)
-	got, created, err := s.EnsureDefault(DefaultChannel)
+	got, created, err := s.EnsureDefault(defaultChannel)
 	if err != nil || created || got != k9 {
 		t.Fatalf("EnsureDefault = %+v, created %v, %v; want the lowest channel's key %+v", got, created, err, k9)
 	}
-	if _, ok := s.Secret(DefaultChannel); ok {
+	if _, ok := s.Secret(defaultChannel); ok {
 		t.Errorf("EnsureDefault added a key for channel 77 to a store that had keys")
 	}
 }
@@ -233,7 +233,7 @@ func TestAFailedWriteChangesNothing(t *testing.T) {
 
 func TestAnotherProcessChangesAreSeen(t *testing.T) {
 	gateway, dir := openTemp(t)
-	k, _, err := gateway.EnsureDefault(DefaultChannel)
+	k, _, err := gateway.EnsureDefault(defaultChannel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,11 +241,11 @@ func TestAnotherProcessChangesAreSeen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rotated, err := cli.Rotate(DefaultChannel)
+	rotated, err := cli.Rotate(defaultChannel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if secret, _ := gateway.Secret(DefaultChannel); secret != rotated.Secret {
+	if secret, _ := gateway.Secret(defaultChannel); secret != rotated.Secret {
 		t.Errorf("running store answers %q after rotation elsewhere, want %q (old %q)", secret, rotated.Secret, k.Secret)
 	}
 	added, _ := cli.Add(5)
@@ -316,13 +316,13 @@ func TestStaticStoreHoldsOneKeyAndRefusesChanges(t *testing.T) {
 	if secret, ok := s.Secret(12); !ok || secret != "fromenv" {
 		t.Errorf("Secret(12) = %q, %v; want the static secret", secret, ok)
 	}
-	if _, ok := s.Secret(DefaultChannel); ok {
+	if _, ok := s.Secret(defaultChannel); ok {
 		t.Errorf("static store has a key for channel 77")
 	}
 	if got := s.List(); len(got) != 1 || got[0] != k {
 		t.Errorf("List() = %v, want [%v]", got, k)
 	}
-	got, created, err := s.EnsureDefault(DefaultChannel)
+	got, created, err := s.EnsureDefault(defaultChannel)
 	if err != nil || created || got != k {
 		t.Errorf("EnsureDefault = %+v, created %v, %v; want the static key, nothing created", got, created, err)
 	}
