@@ -29,19 +29,14 @@ import (
 	"lightspeed/shared/relaywire"
 )
 
-// Timings of the client.
+// Timings of the client; those the gateway keeps too are relaywire's.
 const (
-	dialTimeout     = 10 * time.Second
-	authTimeout     = 5 * time.Second // hello to welcome
-	writeTimeout    = 5 * time.Second // one control message
-	streamTimeout   = 2 * time.Second // one packet on a fallback stream
-	keepAlivePeriod = 5 * time.Second
-	idleTimeout     = 15 * time.Second
-	nackInterval    = 10 * time.Millisecond
-	inboxSize       = 4096        // received datagrams not yet handed on: a keyframe cache
-	loadInterval    = time.Second // load reports and subscription retries
-	minBackoff      = 250 * time.Millisecond
-	maxBackoff      = 5 * time.Second
+	dialTimeout  = 10 * time.Second
+	nackInterval = 10 * time.Millisecond
+	inboxSize    = 4096        // received datagrams not yet handed on: a keyframe cache
+	loadInterval = time.Second // load reports and subscription retries
+	minBackoff   = 250 * time.Millisecond
+	maxBackoff   = 5 * time.Second
 )
 
 // nackPolicy is how the client asks for relay losses again. A new
@@ -213,7 +208,7 @@ func (c *Client) stop() {
 
 // tlsConfig verifies the gateway by its pinned fingerprint or by a CA.
 func (c *Client) tlsConfig() (*tls.Config, error) {
-	conf := &tls.Config{NextProtos: []string{relaywire.ALPN}, MinVersion: tls.VersionTLS13}
+	conf := relaywire.TLSConfig()
 	switch {
 	case c.cfg.Fingerprint != "":
 		want, err := hex.DecodeString(strings.ToLower(strings.ReplaceAll(c.cfg.Fingerprint, ":", "")))
@@ -251,14 +246,13 @@ func (c *Client) tlsConfig() (*tls.Config, error) {
 	return conf, nil
 }
 
+// quicConfig is the function's QUIC configuration: relaywire's, with no
+// bidirectional streams from the gateway (it opens only unidirectional
+// ones, for the datagram fallback).
 func quicConfig() *quic.Config {
-	return &quic.Config{
-		EnableDatagrams:      true,
-		KeepAlivePeriod:      keepAlivePeriod,
-		MaxIdleTimeout:       idleTimeout,
-		HandshakeIdleTimeout: authTimeout,
-		MaxIncomingStreams:   -1, // the gateway opens only unidirectional streams
-	}
+	c := relaywire.QUICConfig()
+	c.MaxIncomingStreams = -1
+	return c
 }
 
 // connect makes one connection and serves it until it ends. established

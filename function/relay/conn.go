@@ -71,7 +71,7 @@ type pendingSession struct {
 
 // handshake runs hello, challenge, auth and welcome on a new connection.
 func (c *Client) handshake(ctx context.Context, qc *quic.Conn, h Handler) (*conn, error) {
-	hctx, cancel := context.WithTimeout(ctx, authTimeout)
+	hctx, cancel := context.WithTimeout(ctx, relaywire.AuthTimeout)
 	defer cancel()
 	str, err := qc.OpenStreamSync(hctx)
 	if err != nil {
@@ -171,11 +171,11 @@ func (cc *conn) run(ctx context.Context) error {
 }
 
 // write sends one control message; a gateway that does not read for
-// writeTimeout loses the connection.
+// relaywire.WriteTimeout loses the connection.
 func (cc *conn) write(m relaywire.Message) error {
 	cc.wmu.Lock()
 	defer cc.wmu.Unlock()
-	cc.str.SetWriteDeadline(time.Now().Add(writeTimeout))
+	cc.str.SetWriteDeadline(time.Now().Add(relaywire.WriteTimeout))
 	if err := relaywire.WriteMessage(cc.str, m); err != nil {
 		cc.qc.CloseWithError(relaywire.CodeNone, "control stream stalled")
 		return err
@@ -224,7 +224,7 @@ func (cc *conn) receiveStreams() error {
 		if err != nil {
 			return err
 		}
-		st.SetReadDeadline(time.Now().Add(streamTimeout))
+		st.SetReadDeadline(time.Now().Add(relaywire.StreamTimeout))
 		b, err := io.ReadAll(io.LimitReader(st, relaywire.MaxDatagramSize+1))
 		if err != nil || len(b) > relaywire.MaxDatagramSize {
 			st.CancelRead(0)

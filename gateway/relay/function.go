@@ -104,11 +104,12 @@ func (f *function) refuse(qc *quic.Conn, r *refusal) {
 	qc.CloseWithError(r.code, r.msg)
 }
 
-// authenticate runs hello, challenge, auth and welcome within authTimeout.
+// authenticate runs hello, challenge, auth and welcome within
+// relaywire.AuthTimeout.
 // On a refusal it also returns the partial function, whose control stream
 // carries the error message.
 func (s *Server) authenticate(qc *quic.Conn, log *slog.Logger) (*function, *bufio.Reader, error) {
-	ctx, cancel := context.WithTimeout(qc.Context(), authTimeout)
+	ctx, cancel := context.WithTimeout(qc.Context(), relaywire.AuthTimeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	timeout := &refusal{code: relaywire.CodeUnauthorized, reason: "timeout", msg: "authentication timeout"}
@@ -234,11 +235,11 @@ func (f *function) serve(br *bufio.Reader) error {
 }
 
 // write sends one control message. A function that does not read its
-// control stream for writeTimeout is disconnected.
+// control stream for relaywire.WriteTimeout is disconnected.
 func (f *function) write(m relaywire.Message) error {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
-	f.str.SetWriteDeadline(time.Now().Add(writeTimeout))
+	f.str.SetWriteDeadline(time.Now().Add(relaywire.WriteTimeout))
 	if err := relaywire.WriteMessage(f.str, m); err != nil {
 		f.qc.CloseWithError(relaywire.CodeNone, "control stream stalled")
 		return fmt.Errorf("relay: function %s: %w", f.id, err)
@@ -460,7 +461,7 @@ func (f *function) sendStream(d []byte) error {
 	if err != nil {
 		return err
 	}
-	st.SetWriteDeadline(time.Now().Add(writeTimeout))
+	st.SetWriteDeadline(time.Now().Add(relaywire.WriteTimeout))
 	if _, err := st.Write(d); err != nil {
 		st.CancelWrite(0)
 		return f.ctx.Err() // a stalled stream loses one packet; a closed connection ends the forward

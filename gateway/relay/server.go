@@ -26,15 +26,12 @@ import (
 	"lightspeed/shared/relaywire"
 )
 
-// Timings and bounds of the relay.
+// Bounds of the relay's gateway end; its timings, shared with the
+// function, are relaywire's.
 const (
-	authTimeout          = 5 * time.Second  // from accept to welcome
-	writeTimeout         = 5 * time.Second  // one control message; a stalled function is disconnected
-	keepAlivePeriod      = 5 * time.Second  // QUIC keep-alive
-	idleTimeout          = 15 * time.Second // QUIC idle timeout
-	subscriptionCapacity = 2048             // packets queued per (function, channel)
-	nackQueue            = 64               // NACK messages waiting per function
-	candidateBuffer      = 32               // trickled candidates waiting per session
+	subscriptionCapacity = 2048 // packets queued per (function, channel)
+	nackQueue            = 64   // NACK messages waiting per function
+	candidateBuffer      = 32   // trickled candidates waiting per session
 )
 
 // Errors of the session API.
@@ -61,18 +58,14 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// quicConfig is the QUIC configuration of both ends: datagrams on, one
-// control stream opened by the function, unidirectional streams only from
-// the gateway (the datagram fallback).
+// quicConfig is the gateway's QUIC configuration: relaywire's, with one
+// control stream opened by the function and no unidirectional streams from
+// it (only the gateway opens those, for the datagram fallback).
 func quicConfig() *quic.Config {
-	return &quic.Config{
-		EnableDatagrams:       true,
-		KeepAlivePeriod:       keepAlivePeriod,
-		MaxIdleTimeout:        idleTimeout,
-		HandshakeIdleTimeout:  authTimeout,
-		MaxIncomingStreams:    1,
-		MaxIncomingUniStreams: -1,
-	}
+	c := relaywire.QUICConfig()
+	c.MaxIncomingStreams = 1
+	c.MaxIncomingUniStreams = -1
+	return c
 }
 
 // Server is the relay's gateway end.
@@ -126,11 +119,8 @@ func (s *Server) Listen() error {
 	if len(s.cfg.Cert.Certificate) == 0 {
 		return errors.New("relay: no certificate")
 	}
-	tlsConf := &tls.Config{
-		Certificates: []tls.Certificate{s.cfg.Cert},
-		NextProtos:   []string{relaywire.ALPN},
-		MinVersion:   tls.VersionTLS13,
-	}
+	tlsConf := relaywire.TLSConfig()
+	tlsConf.Certificates = []tls.Certificate{s.cfg.Cert}
 	ua, err := net.ResolveUDPAddr("udp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("relay: address %q: %w", s.cfg.Addr, err)
