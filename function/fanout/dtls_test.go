@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"net"
+	"regexp"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,9 +50,10 @@ func (c lossyConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // handshake flight (it answers a WHEP offer, so it is the DTLS client and
 // speaks first) is lost on the way to the viewer. The fan-out sends it
 // again and the viewer connects. How soon is a timing figure, not
-// asserted: with -v the test prints it, about dtlsRetransmit (103-112 ms
-// here; 1.0-2.0 s with pion's default fixed 1 s, which made a viewer wait
-// a second for its first frame).
+// asserted: with -v the test prints it, about webrtcapi's DTLS
+// retransmission interval of 100 ms (103-112 ms here; 1.0-2.0 s with
+// pion's default fixed 1 s, which made a viewer wait a second for its
+// first frame).
 func TestViewerConnectsAfterLosingTheFirstDTLSDatagram(t *testing.T) {
 	h := newHarness(t, Config{}, hooks{})
 	std, err := stdnet.NewNet()
@@ -84,4 +86,24 @@ func TestViewerConnectsAfterLosingTheFirstDTLSDatagram(t *testing.T) {
 	t.Logf("connected %v after the offer, one handshake datagram lost", time.Since(start))
 	h.writeGOP(3)
 	h.waitJoined("lossy")
+}
+
+var fingerprintLine = regexp.MustCompile(`(?m)^a=fingerprint:(\S+ \S+)\r?$`)
+
+func TestViewersConnectWithTheFanoutsOneCertificate(t *testing.T) {
+	h := newHarness(t, Config{}, hooks{})
+	h.writeGOP(3)
+	var seen []string
+	for _, id := range []string{"one", "two"} {
+		p := newPeer(t, viewerAPI(t, false))
+		h.connectWHEP(p, id) // the DTLS handshake checks the fingerprint
+		m := fingerprintLine.FindStringSubmatch(p.pc.RemoteDescription().SDP)
+		if m == nil {
+			t.Fatalf("%s: no fingerprint in the answer", id)
+		}
+		seen = append(seen, m[1])
+	}
+	if seen[0] != seen[1] {
+		t.Errorf("fingerprints %q and %q, want one certificate for both viewers", seen[0], seen[1])
+	}
 }

@@ -24,14 +24,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/dtls/v2"
 	"github.com/pion/ice/v2"
-	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"lightspeed/function/udpbatch"
 	"lightspeed/shared/relaywire"
+	"lightspeed/shared/webrtcapi"
 )
 
 // Upstream is the relay client as the fan-out sees it.
@@ -75,15 +74,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Capacity <= 0 {
 		c.Capacity = 500
-	}
-	if c.ICEDisconnectedTimeout <= 0 {
-		c.ICEDisconnectedTimeout = 5 * time.Second
-	}
-	if c.ICEFailedTimeout <= 0 {
-		c.ICEFailedTimeout = 10 * time.Second
-	}
-	if c.ICEKeepalive <= 0 {
-		c.ICEKeepalive = 2 * time.Second
 	}
 	if c.UnsubscribeGrace <= 0 {
 		c.UnsubscribeGrace = 10 * time.Second
@@ -143,7 +133,7 @@ type Fanout struct {
 	conn    *udpbatch.Conn
 	mux     ice.UDPMux
 	writers []*writer
-	certs   certSource
+	certs   webrtcapi.Certificates
 
 	// chans is the channel map WriteRTP reads without locking; it is
 	// replaced, never changed, under mu.
@@ -176,7 +166,7 @@ func New(cfg Config, up Upstream) (*Fanout, error) {
 		return nil, fmt.Errorf("fanout: listen %s: %w", cfg.UDPAddr, err)
 	}
 	sc := udpbatch.New(conn)
-	loggers := pionLoggers{log: cfg.Logger}
+	loggers := webrtcapi.Loggers{Log: cfg.Logger, Layer: "fanout"}
 	f := &Fanout{
 		cfg:           cfg,
 		log:           cfg.Logger,
@@ -191,9 +181,19 @@ func New(cfg Config, up Upstream) (*Fanout, error) {
 	}
 	f.chans.Store(&map[uint32]*channel{})
 	f.load.reset(time.Now())
-	if f.api, err = f.newAPI(loggers); err != nil {
+	f.api, err = webrtcapi.New(webrtcapi.Config{
+		Mux:                    f.mux,
+		PublicIPs:              cfg.PublicIPs,
+		Loopback:               cfg.Loopback,
+		SendOnly:               true, // viewers send no media
+		ICEDisconnectedTimeout: cfg.ICEDisconnectedTimeout,
+		ICEFailedTimeout:       cfg.ICEFailedTimeout,
+		ICEKeepalive:           cfg.ICEKeepalive,
+		Loggers:                loggers,
+	})
+	if err != nil {
 		f.mux.Close()
-		return nil, err
+		return nil, fmt.Errorf("fanout: %w", err)
 	}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(collector{f}); err != nil {
@@ -205,78 +205,6 @@ func New(cfg Config, up Upstream) (*Fanout, error) {
 	f.startReports()
 	f.log.Info("fanout: listening", "addr", f.Addr().String(), "public_ips", strings.Join(cfg.PublicIPs, ","))
 	return f, nil
-}
-
-// newAPI builds the fan-out's own pion API: the codecs it sends, one UDP
-// port for all ICE traffic, and no interceptors.
-// dtlsRetransmit is how long pion waits for the viewer's answer to a DTLS
-// handshake flight before sending the flight again.
-const dtlsRetransmit = 100 * time.Millisecond
-
-func (f *Fanout) newAPI(loggers pionLoggers) (*webrtc.API, error) {
-	me := &webrtc.MediaEngine{}
-	for _, c := range h264Codecs() {
-		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
-			return nil, fmt.Errorf("fanout: register H264: %w", err)
-		}
-	}
-	if err := me.RegisterCodec(opusCodec, webrtc.RTPCodecTypeAudio); err != nil {
-		return nil, fmt.Errorf("fanout: register opus: %w", err)
-	}
-	if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: playoutDelayURI}, webrtc.RTPCodecTypeVideo); err != nil {
-		return nil, fmt.Errorf("fanout: register playout-delay: %w", err)
-	}
-
-	// No interceptor: each would sit on the write path of every packet to
-	// every viewer, and pion's sender-report interceptor also runs a
-	// goroutine per viewer. NACKs are answered from the shared caches (not
-	// from per-viewer copies) and the fan-out writes its own sender reports
-	// (report.go).
-	ir := &interceptor.Registry{}
-
-	se := webrtc.SettingEngine{LoggerFactory: loggers}
-	se.SetICEUDPMux(f.mux)
-	// AES-GCM costs a fraction of AES-CM + HMAC-SHA1 per packet; 128-bit
-	// keys are the cheaper of the two GCM profiles. AES-CM stays for
-	// viewers without GCM.
-	se.SetSRTPProtectionProfiles(dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AEAD_AES_256_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80)
-	// Viewers send no media, so there is no SRTP to check for replays:
-	// no replay window per stream.
-	se.DisableSRTPReplayProtection(true)
-	// pion resends a lost DTLS flight after a fixed interval, 1 s by
-	// default, with no backoff: a lost ClientHello or a peer that was not
-	// yet reading kept a viewer waiting a whole second for its first
-	// frame. Browsers start at 50 ms and back off; 100 ms costs a few
-	// repeated handshake datagrams to a viewer far away.
-	se.SetDTLSRetransmissionInterval(dtlsRetransmit)
-	se.SetLite(false)
-	se.SetICETimeouts(f.cfg.ICEDisconnectedTimeout, f.cfg.ICEFailedTimeout, f.cfg.ICEKeepalive)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
-	var ips []string
-	for _, ip := range f.cfg.PublicIPs {
-		if ip = strings.TrimSpace(ip); ip != "" {
-			ips = append(ips, ip)
-		}
-	}
-	if f.cfg.Loopback {
-		se.SetIncludeLoopbackCandidate(true)
-		se.SetInterfaceFilter(isLoopback)
-		if len(ips) == 0 {
-			ips = []string{"127.0.0.1"}
-		}
-	}
-	if len(ips) > 0 {
-		se.SetNAT1To1IPs(ips, webrtc.ICECandidateTypeHost)
-	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(ir)), nil
-}
-
-// isLoopback reports whether the named interface is the loopback ("lo" on
-// Linux, "lo0" elsewhere).
-func isLoopback(name string) bool {
-	ifi, err := net.InterfaceByName(name)
-	return err == nil && ifi.Flags&net.FlagLoopback != 0
 }
 
 // Addr is the bound address of the ICE UDP mux.

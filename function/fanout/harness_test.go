@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -22,6 +23,7 @@ import (
 	"github.com/pion/webrtc/v3"
 
 	"lightspeed/shared/relaywire"
+	"lightspeed/shared/webrtcapi"
 )
 
 const (
@@ -323,7 +325,10 @@ func viewerAPI(t testing.TB, withNACK bool, tune ...func(*webrtc.SettingEngine))
 func viewerSettings() webrtc.SettingEngine {
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true)
-	se.SetInterfaceFilter(isLoopback)
+	se.SetInterfaceFilter(func(name string) bool {
+		ifi, err := net.InterfaceByName(name)
+		return err == nil && ifi.Flags&net.FlagLoopback != 0
+	})
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	return se
@@ -515,4 +520,23 @@ func (h *harness) connectWHEP(p *peer, session string) {
 	}
 	p.accept(answer)
 	h.waitJoined(session)
+}
+
+// track_test.go checks the codec table through these names; the table
+// and its own tests are in shared/webrtcapi.
+var (
+	preferH264   = webrtcapi.PreferH264
+	chooseCodec  = webrtcapi.ChooseCodec
+	h264Profiles = webrtcapi.PreferH264("")
+)
+
+// fmtpParam returns the value of key in an fmtp line.
+func fmtpParam(fmtp, key string) string {
+	for _, kv := range strings.Split(fmtp, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		if strings.EqualFold(k, key) {
+			return v
+		}
+	}
+	return ""
 }

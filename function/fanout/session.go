@@ -11,6 +11,7 @@ import (
 	"github.com/pion/webrtc/v3"
 
 	"lightspeed/shared/relaywire"
+	"lightspeed/shared/webrtcapi"
 )
 
 // ErrTooManyCandidates is returned for a viewer whose ICE candidates name
@@ -175,7 +176,7 @@ func (f *Fanout) negotiate(ctx context.Context, v *viewer, offer string) (string
 	if err := f.subscribe(ctx, v); err != nil {
 		return "", "", err
 	}
-	cert, err := f.certs.get(time.Now())
+	cert, err := f.certs.Get(time.Now())
 	if err != nil {
 		return "", "", err
 	}
@@ -186,8 +187,8 @@ func (f *Fanout) negotiate(ctx context.Context, v *viewer, offer string) (string
 	if err != nil {
 		return "", "", fmt.Errorf("new peer connection: %w", err)
 	}
-	v.tracks[relaywire.Video] = newViewerTrack(webrtc.RTPCodecTypeVideo, preferH264(v.ch.videoFmtp()))
-	v.tracks[relaywire.Audio] = newViewerTrack(webrtc.RTPCodecTypeAudio, []webrtc.RTPCodecParameters{opusCodec})
+	v.tracks[relaywire.Video] = newViewerTrack(webrtc.RTPCodecTypeVideo, webrtcapi.PreferH264(v.ch.videoFmtp()))
+	v.tracks[relaywire.Audio] = newViewerTrack(webrtc.RTPCodecTypeAudio, webrtcapi.PreferOpus())
 	var senders [2]*webrtc.RTPSender
 	for t, track := range v.tracks {
 		tr, err := pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})

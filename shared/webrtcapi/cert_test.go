@@ -1,14 +1,13 @@
-package fanout
+package webrtcapi
 
 import (
-	"regexp"
 	"testing"
 	"time"
 )
 
-func fingerprint(t *testing.T, c *certSource, now time.Time) string {
+func fingerprint(t *testing.T, c *Certificates, now time.Time) string {
 	t.Helper()
-	cert, err := c.get(now)
+	cert, err := c.Get(now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +22,7 @@ func fingerprint(t *testing.T, c *certSource, now time.Time) string {
 }
 
 func TestOneCertificateServesSessionsForItsLifetime(t *testing.T) {
-	var c certSource
+	var c Certificates
 	t0 := time.Now()
 	first := fingerprint(t, &c, t0)
 	if got := fingerprint(t, &c, t0.Add(certLifetime-time.Second)); got != first {
@@ -35,25 +34,5 @@ func TestOneCertificateServesSessionsForItsLifetime(t *testing.T) {
 	}
 	if got := fingerprint(t, &c, t0.Add(certLifetime+time.Hour)); got != second {
 		t.Errorf("the renewed certificate was not kept")
-	}
-}
-
-var fingerprintLine = regexp.MustCompile(`(?m)^a=fingerprint:(\S+ \S+)\r?$`)
-
-func TestViewersConnectWithTheFanoutsOneCertificate(t *testing.T) {
-	h := newHarness(t, Config{}, hooks{})
-	h.writeGOP(3)
-	var seen []string
-	for _, id := range []string{"one", "two"} {
-		p := newPeer(t, viewerAPI(t, false))
-		h.connectWHEP(p, id) // the DTLS handshake checks the fingerprint
-		m := fingerprintLine.FindStringSubmatch(p.pc.RemoteDescription().SDP)
-		if m == nil {
-			t.Fatalf("%s: no fingerprint in the answer", id)
-		}
-		seen = append(seen, m[1])
-	}
-	if seen[0] != seen[1] {
-		t.Errorf("fingerprints %q and %q, want one certificate for both viewers", seen[0], seen[1])
 	}
 }

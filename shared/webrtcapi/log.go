@@ -1,4 +1,4 @@
-package fanout
+package webrtcapi
 
 import (
 	"context"
@@ -8,21 +8,37 @@ import (
 	"github.com/pion/logging"
 )
 
-// pionLoggers routes pion's logs to slog: its errors as warnings, its
-// warnings and infos at debug level (pion warns about much that is
-// normal on a server), its debug and trace output nowhere.
-type pionLoggers struct{ log *slog.Logger }
-
-// NewLogger returns the logger of one pion scope.
-func (p pionLoggers) NewLogger(scope string) logging.LeveledLogger {
-	return pionLogger{log: p.log.With("pion", scope)}
+// Loggers routes pion's logs to slog: its errors as warnings, its
+// warnings and infos at debug level (pion warns about much that is normal
+// on a server), its debug and trace output nowhere. It is the
+// logging.LoggerFactory of New's SettingEngine, and of anything else of
+// pion's the endpoint makes (its ICE UDP mux).
+type Loggers struct {
+	Log   *slog.Logger // nil: slog.Default()
+	Layer string       // the messages' prefix: "fanout" logs "fanout: pion: …"
 }
 
-type pionLogger struct{ log *slog.Logger }
+// NewLogger returns the logger of one pion scope.
+func (p Loggers) NewLogger(scope string) logging.LeveledLogger {
+	log := p.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	prefix := "pion: "
+	if p.Layer != "" {
+		prefix = p.Layer + ": pion: "
+	}
+	return pionLogger{log: log.With("pion", scope), prefix: prefix}
+}
+
+type pionLogger struct {
+	log    *slog.Logger
+	prefix string
+}
 
 func (l pionLogger) logf(level slog.Level, format string, args ...any) {
 	if l.log.Enabled(context.Background(), level) {
-		l.log.Log(context.Background(), level, "fanout: pion: "+fmt.Sprintf(format, args...))
+		l.log.Log(context.Background(), level, l.prefix+fmt.Sprintf(format, args...))
 	}
 }
 
