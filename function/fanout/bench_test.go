@@ -2,7 +2,6 @@ package fanout
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"runtime"
 	"sync/atomic"
@@ -11,6 +10,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v3"
 
+	"lightspeed/function/relay"
 	"lightspeed/shared/relaywire"
 )
 
@@ -63,8 +63,7 @@ func addFakeViewer(tb testing.TB, f *Fanout, id string, w webrtc.TrackLocalWrite
 }
 
 // BenchmarkWriteRTP measures the whole per-packet path with N viewers
-// bound to fake writers (no PeerConnections, no SRTP, no sockets): parse,
-// cache, queue to every viewer, and each viewer's writer copying the packet
+// bound to fake writers (no PeerConnections, no SRTP, no sockets): cache, queue to every viewer, and each viewer's writer copying the packet
 // out of the cache and writing it. The writers are drained every 256
 // packets so no queue overflows; ns/op is wall time per relayed packet.
 func BenchmarkWriteRTP(b *testing.B) {
@@ -104,16 +103,19 @@ func BenchmarkWriteRTP(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
+			relayed := make([]*relay.Packet, len(pkts))
+			for i, p := range pkts {
+				relayed[i] = asRelayed(relaywire.Video, p)
+			}
 			seq, ts := uint16(0), uint32(0)
 			for i := range b.N {
-				p := pkts[i%len(pkts)]
-				binary.BigEndian.PutUint16(p[2:], seq)
-				binary.BigEndian.PutUint32(p[4:], ts)
+				p := relayed[i%len(relayed)]
+				p.Seq, p.Timestamp = seq, ts
 				seq++
-				if p[1]&0x80 != 0 {
+				if p.Marker {
 					ts += 3000
 				}
-				f.WriteRTP(testChannel, relaywire.Video, p)
+				f.WriteRTP(p)
 				if i%256 == 255 {
 					drain(uint64(i+1) * uint64(n))
 				}

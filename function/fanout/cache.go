@@ -23,7 +23,7 @@ const (
 const (
 	slotUsed     = 1 << iota
 	slotMarker   // the packet has the RTP marker bit
-	slotKeyframe // the payload carries an IDR slice, SPS or PPS start (h264.PayloadInfo.Keyframe)
+	slotKeyframe // the hub marked the packet as the first of a keyframe
 )
 
 // cached describes the packet in one slot.
@@ -36,14 +36,15 @@ type cached struct {
 
 func (c cached) marker() bool { return c.flags&slotMarker != 0 }
 
-// incoming is one packet offered to a packetCache.
+// incoming is one packet offered to a packetCache, with the marks the
+// gateway's hub gave it.
 type incoming struct {
-	seq      uint16
-	ts       uint32
-	marker   bool
-	keyframe bool // h264.PayloadInfo.Keyframe
-	hasSPS   bool // h264.PayloadInfo.HasSPS
-	payload  []byte
+	seq         uint16
+	ts          uint32
+	marker      bool
+	keyframe    bool // the first packet of a keyframe
+	streamStart bool // the first packet of a new stream
+	payload     []byte
 }
 
 // packetCache is the shared cache of one track of one channel: a ring of
@@ -59,21 +60,21 @@ type packetCache struct {
 
 	started bool
 	last    uint16 // newest sequence number stored
-	first   uint16 // oldest sequence number stored since the stream began
-	fresh   bool   // the next packet begins a stream (first packet, or after a discontinuity)
 
 	keyframe   uint16 // first packet of the newest keyframe
 	keyframeOK bool
+
+	streamStart   uint16 // first packet of the newest stream: keyframes before it are not taken
+	streamStartOK bool
 }
 
 // newPacketCache makes a cache of slots slots that grows, by doubling, up
 // to maxSlots to hold the packets since the last keyframe.
 func newPacketCache(slots, maxSlots int) *packetCache {
 	return &packetCache{
-		meta:  make([]cached, slots),
-		data:  make([]byte, slots*maxPayload),
-		max:   max(slots, maxSlots),
-		fresh: true,
+		meta: make([]cached, slots),
+		data: make([]byte, slots*maxPayload),
+		max:  max(slots, maxSlots),
 	}
 }
 
@@ -110,12 +111,12 @@ func (c *packetCache) lookup(seq uint16) (cached, bool) {
 // maxPayload. keyframeStart is true when p is the newest packet and starts
 // a keyframe: a viewer waiting for one may begin with it.
 //
-// A keyframe starts at a packet carrying an IDR slice, SPS or PPS whose
-// previous packet ended a frame (marker bit, or another timestamp), or at
-// the first packet of a stream if it carries an SPS (also when it comes
-// late, recovered after the packets behind it). A late packet with a
-// marker bit makes the packet after it a keyframe start too, so reordering
-// does not hide one.
+// The hub marks where keyframes and streams start; the cache takes its
+// word. The newest keyframe is the one whose first packet has the highest
+// sequence number, also when that packet came late (recovered after the
+// packets behind it), but never one from before the newest stream start:
+// a new viewer must not get the last stream's keyframe with the new
+// stream's frames.
 func (c *packetCache) store(p incoming) (stored, keyframeStart bool) {
 	if len(p.payload) > maxPayload {
 		return false, false
@@ -136,13 +137,6 @@ func (c *packetCache) store(p incoming) (stored, keyframeStart bool) {
 			c.keyframeOK = false
 		}
 	}
-	// The stream's start: its first packet, or a late one older than every
-	// packet of the stream so far (the first packets lost, then recovered).
-	start := c.fresh || seqAfter(c.first, p.seq)
-	if start {
-		c.first = p.seq
-	}
-	c.fresh = false
 	newest := !c.started || seqAfter(p.seq, c.last)
 	if newest {
 		c.started, c.last = true, p.seq
@@ -158,25 +152,23 @@ func (c *packetCache) store(p incoming) (stored, keyframeStart bool) {
 	}
 	*old = cached{seq: p.seq, n: uint16(n), ts: p.ts, flags: flags}
 
-	if p.keyframe {
-		prev, ok := c.lookup(p.seq - 1)
-		if (ok && (prev.marker() || prev.ts != p.ts)) || (start && p.hasSPS) {
-			c.markKeyframe(p.seq)
-			keyframeStart = newest
+	// A stream start farther back than the ring reaches guards nothing
+	// any more (and would read as ahead once the numbers wrap).
+	if c.streamStartOK && int(c.last-c.streamStart) >= len(c.meta) {
+		c.streamStartOK = false
+	}
+	if p.streamStart && (!c.streamStartOK || seqAfter(p.seq, c.streamStart)) {
+		c.streamStart, c.streamStartOK = p.seq, true
+		if c.keyframeOK && seqAfter(p.seq, c.keyframe) {
+			c.keyframeOK = false
 		}
 	}
-	if p.marker {
-		if next, ok := c.lookup(p.seq + 1); ok && next.flags&slotKeyframe != 0 {
-			c.markKeyframe(p.seq + 1)
-		}
+	if p.keyframe && (!c.keyframeOK || seqAfter(p.seq, c.keyframe)) &&
+		(!c.streamStartOK || !seqAfter(c.streamStart, p.seq)) {
+		c.keyframe, c.keyframeOK = p.seq, true
+		keyframeStart = newest
 	}
 	return true, keyframeStart
-}
-
-func (c *packetCache) markKeyframe(seq uint16) {
-	if !c.keyframeOK || seqAfter(seq, c.keyframe) {
-		c.keyframe, c.keyframeOK = seq, true
-	}
 }
 
 // gop returns the range of sequence numbers from the start of the newest

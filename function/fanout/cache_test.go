@@ -5,22 +5,14 @@ import (
 	"testing"
 )
 
-// pk is a cache input in tests: kind "sps", "idr", "p" (keyframe flags
-// follow h264.Inspect), marker on the last packet of a frame. All have the
-// same timestamp unless a test sets one with tsOf.
+// pk is a cache input in tests, with the hub's marks: kind "key" (the
+// first packet of a keyframe), "new" (the first packet of a new stream),
+// "newkey" (both), anything else none; marker on the last packet of a
+// frame.
 func pk(seq uint16, kind string, marker bool) incoming {
 	p := incoming{seq: seq, ts: 100, marker: marker, payload: []byte{byte(seq), byte(seq >> 8), 0xaa}}
-	switch kind {
-	case "sps":
-		p.keyframe, p.hasSPS = true, true
-	case "idr":
-		p.keyframe = true
-	}
-	return p
-}
-
-func tsOf(p incoming, ts uint32) incoming {
-	p.ts = ts
+	p.keyframe = kind == "key" || kind == "newkey"
+	p.streamStart = kind == "new" || kind == "newkey"
 	return p
 }
 
@@ -38,73 +30,57 @@ func TestPacketCacheKeyframes(t *testing.T) {
 			wantOK: false,
 		},
 		{
-			name:     "the first packet of a stream starts a keyframe if it carries an SPS",
-			in:       []incoming{pk(10, "sps", false), pk(11, "idr", false), pk(12, "idr", true), pk(13, "p", true)},
+			name:     "the packet the hub marks starts a keyframe",
+			in:       []incoming{pk(10, "key", false), pk(11, "idr", false), pk(12, "idr", true), pk(13, "p", true)},
 			wantFrom: 10, wantN: 4, wantOK: true,
 		},
 		{
-			name:     "the stream's first packet, lost and recovered late, still starts its keyframe",
-			in:       []incoming{pk(11, "idr", false), pk(12, "idr", true), pk(13, "p", true), pk(10, "sps", false)},
+			name:     "the keyframe's first packet, lost and recovered late, still starts it",
+			in:       []incoming{pk(11, "idr", false), pk(12, "idr", true), pk(13, "p", true), pk(10, "key", false)},
 			wantFrom: 10, wantN: 4, wantOK: true,
 		},
 		{
-			name:   "a late SPS inside the stream does not start a keyframe without its frame's end before it",
-			in:     []incoming{pk(9, "p", false), pk(11, "idr", false), pk(12, "idr", true), pk(10, "sps", false)},
-			wantOK: false,
-		},
-		{
-			name:   "the first packet of a stream without SPS does not start a keyframe",
+			name:   "packets the hub did not mark start nothing, whatever they carry",
 			in:     []incoming{pk(10, "idr", false), pk(11, "idr", true), pk(12, "p", true)},
 			wantOK: false,
 		},
 		{
-			name: "a keyframe starts after a packet with the marker bit",
-			in: []incoming{
-				pk(1, "p", true), pk(2, "sps", false), pk(3, "idr", false), pk(4, "idr", true),
-				pk(5, "p", false), pk(6, "p", true),
-			},
-			wantFrom: 2, wantN: 5, wantOK: true,
-		},
-		{
-			name: "a keyframe starts after a packet of another frame whose marker bit is missing",
-			in: []incoming{
-				pk(1, "p", false), tsOf(pk(2, "sps", false), 500), tsOf(pk(3, "idr", true), 500),
-			},
-			wantFrom: 2, wantN: 2, wantOK: true,
-		},
-		{
-			name: "a second IDR slice of the same frame is not a new keyframe",
-			in: []incoming{
-				pk(1, "p", true), pk(2, "sps", false), pk(3, "idr", false), pk(4, "idr", true),
-			},
-			wantFrom: 2, wantN: 3, wantOK: true,
-		},
-		{
 			name: "the newest keyframe wins",
 			in: []incoming{
-				pk(1, "p", true), pk(2, "sps", false), pk(3, "idr", true),
-				pk(4, "p", true), pk(5, "sps", false), pk(6, "idr", true), pk(7, "p", true),
+				pk(1, "p", true), pk(2, "key", false), pk(3, "idr", true),
+				pk(4, "p", true), pk(5, "key", false), pk(6, "idr", true), pk(7, "p", true),
 			},
 			wantFrom: 5, wantN: 3, wantOK: true,
 		},
 		{
-			name: "a keyframe whose previous packet was lost is not a start",
-			in: []incoming{
-				pk(1, "p", true), pk(3, "sps", false), pk(4, "idr", true),
-			},
+			name:     "an older keyframe coming late does not replace the newest",
+			in:       []incoming{pk(5, "key", false), pk(6, "p", true), pk(2, "key", false)},
+			wantFrom: 5, wantN: 2, wantOK: true,
+		},
+		{
+			name:   "a new stream drops the keyframe before it",
+			in:     []incoming{pk(1, "key", false), pk(2, "p", true), pk(3, "new", true), pk(4, "p", true)},
 			wantOK: false,
 		},
 		{
-			name: "a late marker packet reveals the keyframe after it",
-			in: []incoming{
-				pk(1, "p", true), pk(3, "sps", false), pk(4, "idr", true), pk(2, "p", true),
-			},
+			name:     "a new stream that starts with a keyframe keeps it",
+			in:       []incoming{pk(1, "key", false), pk(2, "p", true), pk(3, "newkey", true), pk(4, "p", true)},
 			wantFrom: 3, wantN: 2, wantOK: true,
+		},
+		{
+			name:   "a keyframe of the old stream coming late is not taken",
+			in:     []incoming{pk(1, "p", true), pk(4, "new", true), pk(5, "p", true), pk(2, "key", true)},
+			wantOK: false,
+		},
+		{
+			name:     "the new stream's next keyframe is taken",
+			in:       []incoming{pk(1, "key", true), pk(4, "new", true), pk(5, "key", true), pk(6, "p", true)},
+			wantFrom: 5, wantN: 2, wantOK: true,
 		},
 		{
 			name: "wrap-around of sequence numbers",
 			in: []incoming{
-				pk(65534, "p", true), pk(65535, "sps", false), pk(0, "idr", true), pk(1, "p", true),
+				pk(65534, "p", true), pk(65535, "key", false), pk(0, "idr", true), pk(1, "p", true),
 			},
 			wantFrom: 65535, wantN: 3, wantOK: true,
 		},
@@ -125,6 +101,20 @@ func TestPacketCacheKeyframes(t *testing.T) {
 	}
 }
 
+// A stream start far behind (farther than the ring reaches) no longer
+// guards against older keyframes, also when the numbers wrapped around.
+func TestPacketCacheForgetsAStreamStartFarBehind(t *testing.T) {
+	c := newPacketCache(8, 8)
+	c.store(pk(100, "new", true))
+	for seq := uint16(101); seq != 100+40000; seq++ {
+		c.store(pk(seq, "p", true))
+	}
+	c.store(pk(100+40000, "key", true))
+	if from, _, ok := c.gop(); !ok || from != 100+40000 {
+		t.Fatalf("gop from %d (%v), want the keyframe at %d", from, ok, 100+40000)
+	}
+}
+
 func TestPacketCacheReportsKeyframeStartOnlyForTheNewestPacket(t *testing.T) {
 	c := newPacketCache(64, 64)
 	steps := []struct {
@@ -132,10 +122,11 @@ func TestPacketCacheReportsKeyframeStartOnlyForTheNewestPacket(t *testing.T) {
 		want bool
 	}{
 		{pk(1, "p", true), false},
-		{pk(2, "sps", false), true},
+		{pk(2, "key", false), true},
 		{pk(3, "idr", true), false},
-		{pk(5, "sps", false), false}, // its previous packet is missing
-		{pk(4, "p", true), false},    // late: 5 becomes the cached keyframe, but viewers already passed it
+		{pk(6, "p", true), false},
+		{pk(5, "key", false), false}, // late: it becomes the cached keyframe, but viewers already passed it
+		{pk(4, "key", false), false}, // late and older than 5
 	}
 	for _, s := range steps {
 		if _, got := c.store(s.p); got != s.want {
@@ -190,7 +181,7 @@ func TestPacketCacheStoreAndLoad(t *testing.T) {
 func TestPacketCacheForgetsAKeyframeItOverwrote(t *testing.T) {
 	c := newPacketCache(8, 8)
 	c.store(pk(1, "p", true))
-	c.store(pk(2, "sps", false))
+	c.store(pk(2, "key", false))
 	c.store(pk(3, "idr", true))
 	for seq := uint16(4); seq < 10; seq++ {
 		c.store(pk(seq, "p", true))
@@ -207,7 +198,7 @@ func TestPacketCacheForgetsAKeyframeItOverwrote(t *testing.T) {
 func TestPacketCacheGOPLongerThanTheCacheAfterAJump(t *testing.T) {
 	c := newPacketCache(8, 8)
 	c.store(pk(1, "p", true))
-	c.store(pk(2, "sps", true))
+	c.store(pk(2, "key", true))
 	c.store(pk(20, "p", true)) // a jump past the ring, not touching slot 2
 	if _, _, ok := c.gop(); ok {
 		t.Fatal("GOP offered though it spans more than the cache")
@@ -219,7 +210,7 @@ func TestPacketCacheGOPLongerThanTheCacheAfterAJump(t *testing.T) {
 func TestPacketCacheGrowsToHoldTheGOP(t *testing.T) {
 	c := newPacketCache(8, 32)
 	c.store(pk(1, "p", true))
-	c.store(pk(2, "sps", false))
+	c.store(pk(2, "key", false))
 	for seq := uint16(3); seq <= 22; seq++ {
 		c.store(pk(seq, "p", true))
 	}
@@ -242,7 +233,7 @@ func TestPacketCacheGrowsToHoldTheGOP(t *testing.T) {
 // A GOP longer than the cache's maximum is not kept, as with a fixed cache.
 func TestPacketCacheGrowsNoFurtherThanItsMaximum(t *testing.T) {
 	c := newPacketCache(8, 16)
-	c.store(pk(1, "sps", false))
+	c.store(pk(1, "key", false))
 	for seq := uint16(2); seq <= 40; seq++ {
 		c.store(pk(seq, "p", true))
 	}
@@ -260,7 +251,7 @@ func TestPacketCacheKeepsItsSizeWhileGOPsFit(t *testing.T) {
 	for seq := uint16(1); seq <= 200; seq++ {
 		kind := "p"
 		if seq%6 == 1 {
-			kind = "sps"
+			kind = "key"
 		}
 		c.store(pk(seq, kind, true))
 	}

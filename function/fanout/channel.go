@@ -5,7 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"lightspeed/shared/h264"
+	"lightspeed/function/relay"
 	"lightspeed/shared/relaywire"
 )
 
@@ -41,22 +41,14 @@ type channel struct {
 	in, invalid, duplicates atomic.Uint64
 }
 
-// trackMedia is the state of one track of a channel.
+// trackMedia is the state of one track of a channel. Its packets come
+// numbered as viewers see them (the relay's receiver keeps the numbering
+// continuous) and marked by the hub (keyframe and stream starts).
 type trackMedia struct {
-	cache *packetCache
-	clock uint32 // RTP clock rate
-
-	// The output numbering. Packets keep their relayed sequence numbers and
-	// timestamps, shifted by seqOff/tsOff, which change only when the
-	// relayed stream restarts (a new SSRC, as after a gateway restart), so
-	// that viewers see one continuous stream.
-	started       bool
-	ssrc, oldSSRC uint32
-	hasOld        bool // oldSSRC is set: the stream restarted once
-	seqOff        uint16
-	tsOff         uint32
-	lastTS        uint32    // output timestamp of the newest frame
-	lastAt        time.Time // when the first packet of that frame arrived
+	cache  *packetCache
+	clock  uint32    // RTP clock rate
+	lastTS uint32    // timestamp of the newest frame
+	lastAt time.Time // when the first packet of that frame arrived
 }
 
 // frameHold is how long the packets of a video frame wait for its marker
@@ -98,39 +90,25 @@ func (ch *channel) videoFmtp() string {
 
 // ingest stores a relayed packet in the track's cache and queues it for
 // every viewer that takes it. It never waits for a viewer.
-func (ch *channel) ingest(t relaywire.Track, pkt []byte, now time.Time) {
+func (ch *channel) ingest(rp *relay.Packet, now time.Time) {
 	ch.in.Add(1)
-	h, payload, ok := parseRTP(pkt)
-	if !ok || len(payload) > maxPayload {
+	t := rp.Track
+	if len(rp.Payload) > maxPayload {
 		ch.invalid.Add(1)
 		return
 	}
-	var info h264.PayloadInfo
-	if t == relaywire.Video {
-		info, _ = h264.Inspect(payload) // a payload it cannot read is forwarded, never a keyframe
+	p := incoming{
+		seq:         rp.Seq,
+		ts:          rp.Timestamp,
+		marker:      rp.Marker,
+		keyframe:    t == relaywire.Video && rp.Keyframe,
+		streamStart: rp.StreamStart,
+		payload:     rp.Payload,
 	}
 
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	m := &ch.media[t]
-	switch {
-	case !m.started:
-		m.started, m.ssrc = true, h.ssrc
-	case h.ssrc == m.ssrc:
-	case m.hasOld && h.ssrc == m.oldSSRC:
-		ch.duplicates.Add(1) // a straggler of the stream before the restart
-		return
-	default:
-		ch.restart(t, h, now)
-	}
-	p := incoming{
-		seq:      h.seq + m.seqOff,
-		ts:       h.ts + m.tsOff,
-		marker:   h.marker,
-		keyframe: info.Keyframe,
-		hasSPS:   info.HasSPS,
-		payload:  payload,
-	}
 	oldKey, hadKey := m.cache.keyframe, m.cache.keyframeOK
 	stored, keyframeStart := m.cache.store(p)
 	if !stored {
@@ -152,8 +130,14 @@ func (ch *channel) ingest(t relaywire.Track, pkt []byte, now time.Time) {
 	if p.seq == m.cache.last && (p.ts != m.lastTS || m.lastAt.IsZero()) {
 		m.lastTS, m.lastAt = p.ts, now
 	}
+	// A new stream: viewers' decoders need its first keyframe (which may
+	// be this packet).
+	restart := t == relaywire.Video && p.streamStart && p.seq == m.cache.last
 	e := entry{track: t, seq: p.seq}
 	for _, v := range ch.viewers {
+		if restart {
+			v.videoLive = false
+		}
 		if t == relaywire.Video && !v.videoLive {
 			switch {
 			case keyframeStart:
@@ -236,28 +220,6 @@ func (ch *channel) stopHold() {
 		ch.hold.Stop()
 	}
 	ch.holding = false
-}
-
-// restart continues the output numbering of track t across a restart of
-// the relayed stream: the first new packet follows the last old one, and
-// its timestamp is advanced by the wall-clock pause. Viewers' video waits
-// for the new stream's first keyframe.
-func (ch *channel) restart(t relaywire.Track, h rtpHeader, now time.Time) {
-	m := &ch.media[t]
-	pause := min(max(now.Sub(m.lastAt), 0), time.Hour) // an hour of ticks fits in 32 bits
-	n := uint32(ticks(pause, m.clock))
-	if n == 0 {
-		n = 1
-	}
-	m.oldSSRC, m.ssrc, m.hasOld = m.ssrc, h.ssrc, true
-	m.seqOff = m.cache.last + 1 - h.seq
-	m.tsOff = m.lastTS + n - h.ts
-	m.cache.fresh = true
-	if t == relaywire.Video {
-		for _, v := range ch.viewers {
-			v.videoLive = false
-		}
-	}
 }
 
 // join makes v receive the channel's packets: under one lock it takes the

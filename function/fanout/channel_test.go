@@ -1,26 +1,41 @@
 package fanout
 
 import (
-	"encoding/binary"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/pion/rtp"
 
+	"lightspeed/function/relay"
 	"lightspeed/shared/relaywire"
 )
 
-func rawVideo(seq uint16, ts, ssrc uint32, marker bool, payload ...byte) []byte {
-	b := make([]byte, 12, 12+len(payload))
-	b[0] = 0x80
-	if marker {
-		b[1] = 0x80
+// relayedVideo is a video packet as the relay hands it to the fan-out,
+// with the hub's marks: "key" (the first packet of a keyframe), "new" (the
+// first of a new stream), "newkey" (both), anything else none.
+func relayedVideo(seq uint16, ts uint32, marker bool, marks string, payload ...byte) *relay.Packet {
+	return &relay.Packet{
+		Channel: testChannel, Track: relaywire.Video, Seq: seq, Timestamp: ts, Marker: marker,
+		Keyframe:    marks == "key" || marks == "newkey",
+		StreamStart: marks == "new" || marks == "newkey",
+		Payload:     payload,
 	}
-	binary.BigEndian.PutUint16(b[2:], seq)
-	binary.BigEndian.PutUint32(b[4:], ts)
-	binary.BigEndian.PutUint32(b[8:], ssrc)
-	return append(b, payload...)
+}
+
+// asRelayed is an RTP packet of the test synth as the relay hands it on.
+// The synth's keyframes start with an SPS, which is where the hub marks
+// them.
+func asRelayed(t relaywire.Track, pkt []byte) *relay.Packet {
+	d, err := relaywire.ParseDatagram(relaywire.AppendDatagram(nil, relaywire.FlowOf(testChannel, t), 0, pkt))
+	if err != nil {
+		panic(err)
+	}
+	return &relay.Packet{
+		Channel: testChannel, Track: t, Seq: d.Seq, Timestamp: d.Timestamp, Marker: d.Marker,
+		Keyframe: t == relaywire.Video && len(d.Payload) > 0 && d.Payload[0]&0x1f == 7,
+		Payload:  d.Payload,
+	}
 }
 
 func drainQueue(v *viewer) []entry {
@@ -32,45 +47,43 @@ func drainQueue(v *viewer) []entry {
 	return out
 }
 
-func TestRestartedStreamContinuesTheViewersNumbering(t *testing.T) {
-	ch := newChannel(testChannel)
-	v := newViewer(nil, "v", ch, 64, testWriter())
-	ch.join(v)
-	t0 := time.Unix(1000, 0)
-	sps, slice := []byte{0x67, 0x42}, []byte{0x41, 1}
-
-	ch.ingest(relaywire.Video, rawVideo(500, 9000, 0xaaaa, true, sps...), t0)
-	ch.ingest(relaywire.Video, rawVideo(501, 12000, 0xaaaa, true, slice...), t0.Add(33*time.Millisecond))
-	// The gateway restarted: a new SSRC, new numbering, starting at a keyframe
-	// one second later.
-	ch.ingest(relaywire.Video, rawVideo(40000, 7, 0xbbbb, false, sps...), t0.Add(time.Second+33*time.Millisecond))
-	ch.ingest(relaywire.Video, rawVideo(40001, 7, 0xbbbb, true, slice...), t0.Add(time.Second+34*time.Millisecond))
-	// A straggler of the old stream is dropped.
-	ch.ingest(relaywire.Video, rawVideo(502, 15000, 0xaaaa, true, slice...), t0.Add(time.Second+35*time.Millisecond))
-
-	got := drainQueue(v)
-	want := []uint16{500, 501, 502, 503}
-	if len(got) != len(want) {
-		t.Fatalf("queued %v, want seqs %v", got, want)
-	}
-	buf := make([]byte, maxPayload)
-	for i, e := range got {
-		if e.seq != want[i] {
-			t.Fatalf("queued %v, want seqs %v", got, want)
-		}
-		if _, ok := ch.load(relaywire.Video, e.seq, buf); !ok {
-			t.Fatalf("seq %d not in the cache", e.seq)
-		}
-	}
-	m, _ := ch.load(relaywire.Video, 502, buf)
-	if m.ts != 12000+90000 {
-		t.Fatalf("first timestamp after the restart %d, want %d (one second on)", m.ts, 12000+90000)
-	}
-	if from, _, ok := ch.media[relaywire.Video].cache.gop(); !ok || from != 502 {
-		t.Fatalf("GOP from %d (%v), want the new stream's keyframe at 502", from, ok)
-	}
-	if ch.duplicates.Load() != 1 {
-		t.Fatalf("%d packets dropped, want the straggler", ch.duplicates.Load())
+// TestStreamStartMakesViewersWaitForItsKeyframe: a packet the relay marks
+// as a new stream's first drops the cached keyframe before it, and live
+// viewers wait for the new stream's keyframe, which may be that packet.
+func TestStreamStartMakesViewersWaitForItsKeyframe(t *testing.T) {
+	for _, tt := range []struct {
+		marks string
+		want  []uint16
+		gop   uint16
+	}{
+		{marks: "new", want: []uint16{500, 501, 503, 504}, gop: 503},
+		{marks: "newkey", want: []uint16{500, 501, 502, 503, 504}, gop: 503},
+	} {
+		t.Run(tt.marks, func(t *testing.T) {
+			ch := newChannel(testChannel)
+			v := newViewer(nil, "v", ch, 64, testWriter())
+			ch.join(v)
+			t0 := time.Unix(1000, 0)
+			aud, slice := []byte{0x09, 0xf0}, []byte{0x41, 1}
+			ch.ingest(relayedVideo(500, 9000, false, "key", aud...), t0)
+			ch.ingest(relayedVideo(501, 9000, true, "", slice...), t0)
+			ch.ingest(relayedVideo(502, 12000, true, tt.marks, slice...), t0.Add(time.Second))
+			if _, _, ok := ch.media[relaywire.Video].cache.gop(); ok != (tt.marks == "newkey") {
+				t.Fatalf("a GOP is cached after the stream start: %v", ok)
+			}
+			ch.ingest(relayedVideo(503, 15000, false, "key", aud...), t0.Add(time.Second))
+			ch.ingest(relayedVideo(504, 15000, true, "", slice...), t0.Add(time.Second))
+			var got []uint16
+			for _, e := range drainQueue(v) {
+				got = append(got, e.seq)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("queued %v, want %v", got, tt.want)
+			}
+			if from, _, ok := ch.media[relaywire.Video].cache.gop(); !ok || from != tt.gop {
+				t.Fatalf("GOP from %d (%v), want %d", from, ok, tt.gop)
+			}
+		})
 	}
 }
 
@@ -110,7 +123,7 @@ func TestBurstPacketsCarryPlayoutDelayZeroAndLivePacketsNone(t *testing.T) {
 }
 
 // TestRevealedKeyframeStartsAWaitingViewerOnlyIfItFits: a keyframe whose
-// SPS comes late starts a waiting viewer from the SPS on, in order, when
+// first packet comes late starts a waiting viewer from the SPS on, in order, when
 // the packets since it fit in the viewer's queue; a viewer whose queue
 // could not take them all keeps waiting for the next keyframe instead of
 // getting a keyframe with its newest packets dropped.
@@ -123,17 +136,18 @@ func TestRevealedKeyframeStartsAWaitingViewerOnlyIfItFits(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	sps, idr, slice := []byte{0x67, 0x42}, []byte{0x65, 1}, []byte{0x41, 1}
 
-	// The SPS (100) is lost; the rest of the keyframe and a frame come.
-	ch.ingest(relaywire.Video, rawVideo(101, 9000, 0xaaaa, false, idr...), t0)
-	ch.ingest(relaywire.Video, rawVideo(102, 9000, 0xaaaa, false, idr...), t0)
-	ch.ingest(relaywire.Video, rawVideo(103, 9000, 0xaaaa, true, idr...), t0)
-	ch.ingest(relaywire.Video, rawVideo(104, 12000, 0xaaaa, true, slice...), t0)
+	// The keyframe's first packet (100) is lost; the rest of the keyframe
+	// and a frame come.
+	ch.ingest(relayedVideo(101, 9000, false, "", idr...), t0)
+	ch.ingest(relayedVideo(102, 9000, false, "", idr...), t0)
+	ch.ingest(relayedVideo(103, 9000, true, "", idr...), t0)
+	ch.ingest(relayedVideo(104, 12000, true, "", slice...), t0)
 	if n := len(drainQueue(roomy)) + len(drainQueue(tight)); n != 0 {
 		t.Fatalf("%d packets queued before any keyframe", n)
 	}
-	// The SPS comes back: the keyframe is 100..104, five packets.
-	ch.ingest(relaywire.Video, rawVideo(100, 9000, 0xaaaa, false, sps...), t0)
-	ch.ingest(relaywire.Video, rawVideo(105, 15000, 0xaaaa, true, slice...), t0)
+	// Its first packet comes back: the keyframe is 100..104, five packets.
+	ch.ingest(relayedVideo(100, 9000, false, "key", sps...), t0)
+	ch.ingest(relayedVideo(105, 15000, true, "", slice...), t0)
 
 	var got []uint16
 	for _, e := range drainQueue(roomy) {
@@ -146,7 +160,7 @@ func TestRevealedKeyframeStartsAWaitingViewerOnlyIfItFits(t *testing.T) {
 		t.Errorf("tight viewer got %v, want nothing until the next keyframe", q)
 	}
 	// The next keyframe starts the tight viewer.
-	ch.ingest(relaywire.Video, rawVideo(106, 18000, 0xaaaa, false, sps...), t0)
+	ch.ingest(relayedVideo(106, 18000, false, "key", sps...), t0)
 	if q := drainQueue(tight); len(q) != 1 || q[0].seq != 106 {
 		t.Errorf("tight viewer got %v at the next keyframe, want 106", q)
 	}

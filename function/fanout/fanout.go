@@ -28,6 +28,7 @@ import (
 	"github.com/pion/webrtc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"lightspeed/function/relay"
 	"lightspeed/function/udpbatch"
 	"lightspeed/shared/relaywire"
 	"lightspeed/shared/webrtcapi"
@@ -214,15 +215,15 @@ func (f *Fanout) Addr() net.Addr { return f.conn.LocalAddr() }
 // pkt is only read during the call. WriteRTP copies the packet into the
 // track's cache and queues it for the channel's viewers; it never waits
 // for a viewer. Packets of channels without viewers are ignored.
-func (f *Fanout) WriteRTP(channel uint32, t relaywire.Track, pkt []byte) {
-	if t != relaywire.Video && t != relaywire.Audio {
+func (f *Fanout) WriteRTP(p *relay.Packet) {
+	if p.Track != relaywire.Video && p.Track != relaywire.Audio {
 		return
 	}
-	ch := (*f.chans.Load())[channel]
+	ch := (*f.chans.Load())[p.Channel]
 	if ch == nil {
 		return
 	}
-	ch.ingest(t, pkt, time.Now())
+	ch.ingest(p, time.Now())
 }
 
 // Viewers is the number of sessions of a channel, connected or not.

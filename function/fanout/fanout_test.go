@@ -282,7 +282,7 @@ func TestCloseEndsEverySession(t *testing.T) {
 	if _, _, err := h.f.StartSession(context.Background(), "three", testChannel, ""); !errors.Is(err, ErrClosed) {
 		t.Fatalf("StartSession after Close: %v, want ErrClosed", err)
 	}
-	h.f.WriteRTP(testChannel, relaywire.Video, h.syn.keyframe()[0]) // ignored, no panic
+	h.f.WriteRTP(asRelayed(relaywire.Video, h.syn.keyframe()[0])) // ignored, no panic
 	p.pc.Close()
 	waitGoroutines(t, base)
 }

@@ -1,7 +1,6 @@
 package fanout
 
 import (
-	"encoding/binary"
 	"slices"
 	"strings"
 	"testing"
@@ -9,17 +8,18 @@ import (
 
 	"github.com/pion/rtcp"
 
+	"lightspeed/function/relay"
 	"lightspeed/shared/relaywire"
 )
 
-// The FuzzIngest input is a program of relayed packets, each an op byte
-// then its arguments:
+// The FuzzIngest input is a program of relayed packets, each an op byte,
+// a sequence number step (int8), a payload length (byte) and the payload:
 //
 //	op&1:    track (0 video, 1 audio)
 //	op&2:    marker bit
-//	op&4:    raw: the next byte is a length, the bytes after it the whole packet
-//	op&8:    the packet comes from another SSRC (a restarted stream)
-//	else:    seq step (int8), payload length (byte), payload bytes
+//	op&4:    the hub's stream-start mark
+//	op&8:    the hub's keyframe mark
+//	op&16:   the payload is 1201 bytes, over the cache's slots
 func fuzzProgram(ops ...[]byte) []byte {
 	var b []byte
 	for _, op := range ops {
@@ -29,59 +29,41 @@ func fuzzProgram(ops ...[]byte) []byte {
 }
 
 func FuzzIngest(f *testing.F) {
+	aud := []byte{0x09, 0xf0}
 	sps := []byte{0x67, 0x42, 0xc0, 0x1f}
-	idrStart := []byte{0x7c, 0x85, 1, 2, 3}
 	idrEnd := []byte{0x7c, 0x45, 4, 5}
 	slice := []byte{0x41, 9, 9}
 	pkt := func(op byte, step int8, payload []byte) []byte {
 		return append([]byte{op, byte(step), byte(len(payload))}, payload...)
 	}
-	f.Add(fuzzProgram(pkt(0, 1, sps), pkt(0, 1, idrStart), pkt(2, 1, idrEnd), pkt(2, 1, slice), pkt(1, 1, []byte{0xfc, 1})))
-	f.Add(fuzzProgram(pkt(2, 1, slice), pkt(0, 2, sps), pkt(2, -1, slice), pkt(2, 3, idrEnd), pkt(8, 1, sps), pkt(10, 1, idrEnd)))
-	f.Add(fuzzProgram([]byte{4, 12, 0x80, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0x11, 0x11}, pkt(2, 100, slice)))
+	f.Add(fuzzProgram(pkt(8, 1, aud), pkt(0, 1, sps), pkt(2, 1, idrEnd), pkt(2, 1, slice), pkt(1, 1, []byte{0xfc, 1})))
+	f.Add(fuzzProgram(pkt(2, 1, slice), pkt(8, 2, sps), pkt(2, -1, slice), pkt(2, 3, idrEnd), pkt(4, 1, sps), pkt(14, 1, idrEnd)))
+	f.Add(fuzzProgram(pkt(8, 1, sps), pkt(16, 1, slice), pkt(2, 100, slice), pkt(12, -90, aud)))
 	f.Fuzz(func(t *testing.T, prog []byte) {
 		ch := newChannel(testChannel)
 		v := newViewer(nil, "fuzz", ch, 8, testWriter())
 		ch.join(v)
 		seq := [2]uint16{100, 200}
-		ssrc := [2]uint32{testVideoSSRC, testAudioSSRC}
 		now := time.Unix(1000, 0)
 		buf := make([]byte, maxPayload)
+		big := make([]byte, maxPayload+1)
 		var out [8]entry
-		for len(prog) > 0 {
+		for len(prog) >= 3 {
 			op := prog[0]
-			prog = prog[1:]
 			tr := relaywire.Track(op & 1)
-			if op&8 != 0 {
-				ssrc[tr]++
+			seq[tr] += uint16(int8(prog[1]))
+			n := min(int(prog[2]), len(prog)-3)
+			payload := prog[3 : 3+n]
+			prog = prog[3+n:]
+			if op&16 != 0 {
+				payload = big
 			}
-			var packet []byte
-			if op&4 != 0 {
-				if len(prog) < 1 {
-					return
-				}
-				n := min(int(prog[0]), len(prog)-1)
-				packet, prog = prog[1:1+n], prog[1+n:]
-			} else {
-				if len(prog) < 2 {
-					return
-				}
-				seq[tr] += uint16(int8(prog[0]))
-				n := min(int(prog[1]), len(prog)-2)
-				payload := prog[2 : 2+n]
-				prog = prog[2+n:]
-				packet = make([]byte, 12+len(payload))
-				packet[0] = 0x80
-				if op&2 != 0 {
-					packet[1] = 0x80
-				}
-				binary.BigEndian.PutUint16(packet[2:], seq[tr])
-				binary.BigEndian.PutUint32(packet[4:], uint32(seq[tr])*3000)
-				binary.BigEndian.PutUint32(packet[8:], ssrc[tr])
-				copy(packet[12:], payload)
+			p := relay.Packet{
+				Channel: testChannel, Track: tr, Seq: seq[tr], Timestamp: uint32(seq[tr]) * 3000,
+				Marker: op&2 != 0, StreamStart: op&4 != 0, Keyframe: op&8 != 0, Payload: payload,
 			}
 			now = now.Add(10 * time.Millisecond)
-			ch.ingest(tr, packet, now)
+			ch.ingest(&p, now)
 
 			for i := range ch.media {
 				c := ch.media[i].cache

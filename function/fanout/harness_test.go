@@ -256,7 +256,7 @@ func (h *harness) write(t relaywire.Track, pkts ...[]byte) {
 			h.t.Fatal(err)
 		}
 		h.sent[t] = append(h.sent[t], sent{p.SequenceNumber, slices.Clone(p.Payload)})
-		h.f.WriteRTP(testChannel, t, b)
+		h.f.WriteRTP(asRelayed(t, b))
 	}
 }
 

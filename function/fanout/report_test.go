@@ -9,6 +9,7 @@ import (
 
 	"github.com/pion/rtcp"
 
+	"lightspeed/function/relay"
 	"lightspeed/shared/relaywire"
 )
 
@@ -55,11 +56,11 @@ func TestSenderReportsExtrapolateTheChannelsClockAndCountWhatWasWritten(t *testi
 	// later, its timestamp about to wrap; a packet of the frame before,
 	// recovered late; an audio packet at t0 + 2 ms.
 	const vts = 0xffff_f000
-	ch.ingest(relaywire.Video, rawVideo(100, vts, 9, false, 0x41, 1), t0)
-	ch.ingest(relaywire.Video, rawVideo(101, vts, 9, false, 0x41, 2), t0.Add(5*time.Millisecond))
-	ch.ingest(relaywire.Video, rawVideo(102, vts, 9, true, 0x41, 3), t0.Add(10*time.Millisecond))
-	ch.ingest(relaywire.Video, rawVideo(99, vts-3000, 9, true, 0x41, 0), t0.Add(12*time.Millisecond))
-	ch.ingest(relaywire.Audio, rawVideo(7, 480, 10, true, 0xfc, 1, 2), t0.Add(2*time.Millisecond))
+	ch.ingest(relayedVideo(100, vts, false, "", 0x41, 1), t0)
+	ch.ingest(relayedVideo(101, vts, false, "", 0x41, 2), t0.Add(5*time.Millisecond))
+	ch.ingest(relayedVideo(102, vts, true, "", 0x41, 3), t0.Add(10*time.Millisecond))
+	ch.ingest(relayedVideo(99, vts-3000, true, "", 0x41, 0), t0.Add(12*time.Millisecond))
+	ch.ingest(&relay.Packet{Channel: testChannel, Track: relaywire.Audio, Seq: 7, Timestamp: 480, Marker: true, Payload: []byte{0xfc, 1, 2}}, t0.Add(2*time.Millisecond))
 
 	// The viewer has written three video packets (burst, live or
 	// retransmitted alike) and no audio yet: a report for video only.
@@ -102,7 +103,7 @@ func TestSenderReportsExtrapolateTheChannelsClockAndCountWhatWasWritten(t *testi
 	}
 
 	// The next frame moves the clock to its own first packet.
-	ch.ingest(relaywire.Video, rawVideo(103, vts+3000, 9, true, 0x41, 4), t0.Add(40*time.Millisecond))
+	ch.ingest(relayedVideo(103, vts+3000, true, "", 0x41, 4), t0.Add(40*time.Millisecond))
 	pkts = v.senderReports(now, &srs, nil)
 	if got, want := pkts[0].(*rtcp.SenderReport).RTPTime, uint32(vts+3000+131400-1<<32); got != want {
 		t.Fatalf("video RTP time after the next frame: %d, want %d", got, want)

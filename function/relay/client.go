@@ -75,19 +75,14 @@ type Config struct {
 
 	Logger     *slog.Logger // default slog.Default()
 	Registerer prometheus.Registerer
-
-	// DropDatagram, if set, is asked about each received datagram, in
-	// arrival order, and drops it when it returns true: a test hook to
-	// simulate relay loss.
-	DropDatagram func() bool
 }
 
 // Handler is what the client drives: the WebRTC fan-out.
 type Handler interface {
-	// WriteRTP takes one RTP packet of a subscribed channel. It is called
-	// by one goroutine at a time, must not block, and pkt is valid only
-	// during the call.
-	WriteRTP(channel uint32, t relaywire.Track, pkt []byte)
+	// WriteRTP takes one packet of a subscribed channel, numbered and
+	// marked (Packet). It is called by one goroutine at a time, must not
+	// block, and p is valid only during the call.
+	WriteRTP(p *Packet)
 	// StartSession starts a viewer session: with the viewer's offer it
 	// returns ("answer", sdp); with offer "" it returns ("offer", sdp). The
 	// SDP is complete (ICE gathering finished). It runs in its own
@@ -130,10 +125,11 @@ type Client struct {
 	stats counters
 
 	mu      sync.Mutex
-	cur     *conn               // the authenticated connection, or nil
-	changed chan struct{}       // closed and replaced whenever cur changes or Run stops
-	stopped bool                // Run has returned
-	want    map[uint32]struct{} // channels subscribed again after reconnects
+	cur     *conn                         // the authenticated connection, or nil
+	changed chan struct{}                 // closed and replaced whenever cur changes or Run stops
+	stopped bool                          // Run has returned
+	want    map[uint32]struct{}           // channels subscribed again after reconnects
+	numbers map[relaywire.Flow]*numbering // output numbering of the wanted channels' tracks, across connections
 
 	starts sync.WaitGroup // Handler.StartSession goroutines
 }
@@ -148,6 +144,7 @@ func NewClient(cfg Config) *Client {
 		log:     cfg.Logger,
 		changed: make(chan struct{}),
 		want:    make(map[uint32]struct{}),
+		numbers: make(map[relaywire.Flow]*numbering),
 	}
 	if cfg.Registerer != nil {
 		c.register(cfg.Registerer)
@@ -366,6 +363,7 @@ func (c *Client) Subscribe(ctx context.Context, channel uint32) ([]relaywire.Tra
 		if !wanted {
 			c.mu.Lock()
 			delete(c.want, channel)
+			c.forgetNumbering(channel)
 			c.mu.Unlock()
 		}
 		return nil, err
@@ -376,10 +374,30 @@ func (c *Client) Subscribe(ctx context.Context, channel uint32) ([]relaywire.Tra
 func (c *Client) Unsubscribe(channel uint32) {
 	c.mu.Lock()
 	delete(c.want, channel)
+	c.forgetNumbering(channel)
 	c.mu.Unlock()
 	if cc := c.current(); cc != nil {
 		cc.unsubscribe(channel)
 	}
+}
+
+// numberingOf returns the output numbering of a flow, made at its first
+// subscription and kept until the channel is unsubscribed.
+func (c *Client) numberingOf(id relaywire.Flow) *numbering {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.numbers[id]
+	if n == nil {
+		n = newNumbering(id.Track())
+		c.numbers[id] = n
+	}
+	return n
+}
+
+// forgetNumbering drops the numbering of a channel's tracks; c.mu is held.
+func (c *Client) forgetNumbering(channel uint32) {
+	delete(c.numbers, relaywire.FlowOf(channel, relaywire.Video))
+	delete(c.numbers, relaywire.FlowOf(channel, relaywire.Audio))
 }
 
 // wanted returns the channels to subscribe on every connection.

@@ -15,7 +15,6 @@ import (
 	"github.com/quic-go/quic-go"
 	"golang.org/x/sync/errgroup"
 
-	"lightspeed/shared/nack"
 	"lightspeed/shared/relaywire"
 )
 
@@ -187,14 +186,10 @@ func (cc *conn) write(m relaywire.Message) error {
 // receive queue, which holds 128 and drops silently beyond, to the inbox,
 // which holds a whole keyframe cache.
 func (cc *conn) receiveDatagrams() error {
-	drop := cc.c.cfg.DropDatagram
 	for {
 		b, err := cc.qc.ReceiveDatagram(cc.ctx)
 		if err != nil {
 			return err
-		}
-		if drop != nil && drop() {
-			continue
 		}
 		select {
 		case cc.inbox <- b:
@@ -237,24 +232,27 @@ func (cc *conn) receiveStreams() error {
 // deliver hands one datagram's packet to the handler if its flow is
 // subscribed and it is not a duplicate.
 func (cc *conn) deliver(b []byte) {
-	f, pkt, err := relaywire.ParseDatagram(b)
+	d, err := relaywire.ParseDatagram(b)
 	if err != nil {
 		return
 	}
-	seq, ssrc := relaywire.RTPSequence(pkt), relaywire.RTPSSRC(pkt)
 	now := time.Now()
 	cc.deliverMu.Lock()
 	defer cc.deliverMu.Unlock()
 	cc.fmu.Lock()
-	fl := cc.flows[f]
-	ok := fl != nil && fl.accept(seq, ssrc, now, &cc.c.stats)
+	fl := cc.flows[d.Flow]
+	var p Packet
+	ok := false
+	if fl != nil {
+		p, ok = fl.receive(&d, now, &cc.c.stats)
+	}
 	cc.fmu.Unlock()
 	if fl == nil {
 		return // not subscribed (any more)
 	}
 	cc.c.stats.received.Add(1)
 	if ok {
-		cc.h.WriteRTP(fl.channel, fl.track, pkt)
+		cc.h.WriteRTP(&p)
 	}
 }
 
@@ -335,7 +333,7 @@ func (cc *conn) startSubscribe(ch uint32) *chanSub {
 	for _, t := range []relaywire.Track{relaywire.Video, relaywire.Audio} {
 		id := relaywire.FlowOf(ch, t)
 		if cc.flows[id] == nil {
-			cc.flows[id] = &flow{channel: ch, track: t, tracker: nack.Tracker{Policy: nackPolicy}}
+			cc.flows[id] = newFlow(ch, t, cc.c.numberingOf(id))
 		}
 	}
 	cc.fmu.Unlock()
@@ -411,10 +409,14 @@ func (cc *conn) subscribed(m *relaywire.Subscribed) {
 	now := time.Now()
 	cc.fmu.Lock()
 	for _, ti := range m.Tracks {
-		if ti.FirstSeq == nil || ti.Flow.Channel() != m.Channel {
+		fl := cc.flows[ti.Flow]
+		if fl == nil || ti.Flow.Channel() != m.Channel {
 			continue
 		}
-		if fl := cc.flows[ti.Flow]; fl != nil {
+		if ti.ClockRate != 0 {
+			fl.out.clock = ti.ClockRate
+		}
+		if ti.FirstSeq != nil {
 			fl.anchor(*ti.FirstSeq, ti.SSRC, now, &cc.c.stats)
 		}
 	}

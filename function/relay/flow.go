@@ -13,20 +13,152 @@ import (
 // divides 2^16, so the ring of bits stays aligned across the wrap-around.
 const window = nack.MaxJump
 
-// flow is the receive state of one track: the SSRC of its stream, the
-// NACK tracker that finds its holes and a ring of bits, one per sequence
-// number of the window, set for those received.
+// Packet is one RTP packet of a subscribed channel as the relay hands it
+// to the fan-out: numbered for the function's viewers, with what the
+// gateway's hub decided about it. The fan-out trusts these marks and never
+// inspects the media to find them.
+type Packet struct {
+	Channel   uint32
+	Track     relaywire.Track
+	Seq       uint16 // continuous for the channel's life on this function, across restarts of the relayed stream
+	Timestamp uint32 // likewise
+	Marker    bool
+	Keyframe  bool // the first packet of a keyframe: a decoder may start here
+	// StreamStart marks the first packet of a new stream: the publisher
+	// restarted (the hub's mark), or the relayed stream did (another SSRC,
+	// as after a gateway restart, or numbering that jumped). A keyframe
+	// from before it no longer serves a new viewer, and a decoder needs
+	// the next keyframe.
+	StreamStart bool
+	Payload     []byte // without CSRCs, header extension and padding; valid only during the call
+}
+
+// flow is the function's one receiver of one track. It finds the holes
+// and duplicates of the relayed stream (per connection: the NACK tracker,
+// a ring of bits for the sequence numbers of the window that arrived, the
+// SSRC it follows) and numbers what it hands on (across connections, in
+// out): the relayed stream's sequence numbers and timestamps, shifted by
+// offsets that change only when that stream restarts, so that viewers see
+// one continuous stream.
 type flow struct {
 	channel uint32
 	track   relaywire.Track
+	out     *numbering // the channel's, kept while it is subscribed
+
 	tracker nack.Tracker
 	started bool
 	ssrc    uint32
 	oldSSRC uint32 // the stream before the newest one (if hasOld); its stragglers are dropped
 	hasOld  bool
-	stale   int // far-behind packets dropped in a row
+	stale   int  // far-behind packets dropped in a row
+	jumped  bool // the packet just accepted restarted the numbering of the same SSRC
 	highest uint16
 	seen    [window / 64]uint64
+}
+
+// newFlow returns the receiver of a track whose output numbering is out.
+func newFlow(channel uint32, t relaywire.Track, out *numbering) *flow {
+	return &flow{channel: channel, track: t, out: out, tracker: nack.Tracker{Policy: nackPolicy}}
+}
+
+// numbering is the output numbering of one track of a subscribed channel.
+// It outlives connections: a new connection (to the same gateway, whose
+// hub keeps its SSRC and numbering, or to a restarted one, whose hub does
+// not) continues it.
+type numbering struct {
+	clock   uint32 // RTP clock rate
+	started bool   // a packet was numbered: the fields below hold
+	ssrc    uint32 // the relayed stream numbered now
+	seqOff  uint16
+	tsOff   uint32
+	lastSeq uint16    // the newest output sequence number
+	lastTS  uint32    // the output timestamp of the newest frame
+	lastAt  time.Time // when that frame's first packet came
+
+	// The first sequence number the gateway sends of a stream that is
+	// not numbered yet (its answer to a subscription): a new stream's
+	// numbering starts there, so that packets lost before the first one
+	// received and recovered later fit before it.
+	nextSSRC  uint32
+	nextFirst uint16
+	hasNext   bool
+}
+
+// expect tells the numbering where the gateway's stream ssrc starts.
+func (n *numbering) expect(first uint16, ssrc uint32) {
+	if n.started && ssrc != n.ssrc {
+		n.nextSSRC, n.nextFirst, n.hasNext = ssrc, first, true
+	}
+}
+
+// newNumbering returns the numbering of a track, with the default clock
+// of its kind until the subscription tells.
+func newNumbering(t relaywire.Track) *numbering {
+	if t == relaywire.Video {
+		return &numbering{clock: 90000}
+	}
+	return &numbering{clock: 48000}
+}
+
+// number gives p (with the relayed stream's sequence number and
+// timestamp) its output numbering. A packet of another stream than the
+// last one numbered, or of numbering that jumped, starts a new stream: its
+// sequence number follows the newest output one and its timestamp is
+// advanced by the wall-clock pause since the newest frame (an hour at
+// most, which 32 bits of ticks hold; at least one tick).
+func (n *numbering) number(p *Packet, ssrc uint32, jumped bool, now time.Time) {
+	switch {
+	case !n.started:
+		n.started, n.ssrc = true, ssrc
+		n.lastSeq, n.lastTS, n.lastAt = p.Seq-1, p.Timestamp, now
+	case ssrc != n.ssrc || jumped:
+		pause := min(max(now.Sub(n.lastAt), 0), time.Hour)
+		step := max(uint32(ticks(pause, n.clock)), 1)
+		base := p.Seq
+		if n.hasNext && ssrc == n.nextSSRC && !jumped && int16(p.Seq-n.nextFirst) >= 0 && int16(p.Seq-n.nextFirst) < window {
+			base = n.nextFirst
+		}
+		n.ssrc, n.hasNext = ssrc, false
+		n.seqOff = n.lastSeq + 1 - base
+		n.tsOff = n.lastTS + step - p.Timestamp
+		p.StreamStart = true
+	}
+	p.Seq += n.seqOff
+	p.Timestamp += n.tsOff
+	if int16(p.Seq-n.lastSeq) > 0 {
+		if p.Timestamp != n.lastTS {
+			n.lastTS, n.lastAt = p.Timestamp, now
+		}
+		n.lastSeq = p.Seq
+	}
+}
+
+// ticks is d in ticks of a clock of the given rate, rounded toward zero.
+// It is exact for any d: a 32-bit timestamp takes its low 32 bits.
+func ticks(d time.Duration, clock uint32) int64 {
+	c := int64(clock)
+	return int64(d/time.Second)*c + int64(d%time.Second)*c/int64(time.Second)
+}
+
+// receive is the flow's whole work for one datagram: accept it, then
+// number it. ok is false for a packet not to hand on (a duplicate, a
+// straggler of an old stream).
+func (f *flow) receive(d *relaywire.Datagram, now time.Time, st *counters) (p Packet, ok bool) {
+	if !f.accept(d.Seq, d.SSRC, now, st) {
+		return Packet{}, false
+	}
+	p = Packet{
+		Channel:     f.channel,
+		Track:       f.track,
+		Seq:         d.Seq,
+		Timestamp:   d.Timestamp,
+		Marker:      d.Marker,
+		Keyframe:    d.Flags.Keyframe(),
+		StreamStart: d.Flags.StreamStart(),
+		Payload:     d.Payload,
+	}
+	f.out.number(&p, d.SSRC, f.jumped, now)
+	return p, true
 }
 
 func (f *flow) mark(seq uint16)        { f.seen[seq%window/64] |= 1 << (seq % 64) }
@@ -51,6 +183,7 @@ func (f *flow) restart(seq uint16, ssrc uint32, now time.Time) {
 // for the next keyframe.) Called with the gateway's answer to the
 // subscription, which datagrams may overtake.
 func (f *flow) anchor(first uint16, ssrc uint32, now time.Time, st *counters) {
+	f.out.expect(first, ssrc)
 	if !f.started {
 		f.restart(first-1, ssrc, now) // first itself comes next
 		return
@@ -99,6 +232,7 @@ const staleLimit = 64
 // publisher reconnects, and a flow lives as long as one connection to one
 // gateway: this is a guard, as is staleLimit.)
 func (f *flow) accept(seq uint16, ssrc uint32, now time.Time, st *counters) bool {
+	f.jumped = false
 	switch {
 	case !f.started:
 		f.restart(seq, ssrc, now)
@@ -149,6 +283,7 @@ func (f *flow) accepted(seq uint16, now time.Time, st *counters) bool {
 		// numbering stays, unless such packets keep coming.
 		if f.stale++; f.stale >= staleLimit {
 			f.restart(seq, f.ssrc, now)
+			f.jumped = true
 			return true
 		}
 		st.duplicates.Add(1)

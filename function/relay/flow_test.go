@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"encoding/binary"
 	"slices"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func TestFlowHandsOnEachPacketOnce(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := &flow{tracker: nack.Tracker{Policy: nackPolicy}}
+			f := newFlow(77, relaywire.Video, newNumbering(relaywire.Video))
 			var st counters
 			for i, seq := range tt.seqs {
 				if got := f.accept(seq, testSSRC, t0, &st); got != tt.handedOn[i] {
@@ -68,7 +69,7 @@ const testSSRC = 0x1234abcd
 func TestFlowFollowsANewStream(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	for _, first := range []uint16{39000, 40001, 40100, 60000} {
-		f := &flow{tracker: nack.Tracker{Policy: nackPolicy}}
+		f := newFlow(77, relaywire.Video, newNumbering(relaywire.Video))
 		var st counters
 		for _, seq := range []uint16{40000, 40002} { // 40001 missing
 			f.accept(seq, testSSRC, t0, &st)
@@ -122,7 +123,7 @@ func TestFlowAnchorAsksForPacketsBeforeTheFirstReceived(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := &flow{tracker: nack.Tracker{Policy: nackPolicy}}
+			f := newFlow(77, relaywire.Video, newNumbering(relaywire.Video))
 			var st counters
 			for _, seq := range tt.before {
 				if !f.accept(seq, testSSRC, t0, &st) {
@@ -160,7 +161,7 @@ func TestFlowAnchorAsksForPacketsBeforeTheFirstReceived(t *testing.T) {
 // everything until it wraps around.
 func TestFlowFollowsAJumpOfHalfTheSequenceSpace(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
-	f := &flow{tracker: nack.Tracker{Policy: nackPolicy}}
+	f := newFlow(77, relaywire.Video, newNumbering(relaywire.Video))
 	var st counters
 	for seq := uint16(1000); seq < 1010; seq++ {
 		f.accept(seq, testSSRC, t0, &st)
@@ -181,7 +182,7 @@ func TestFlowFollowsAJumpOfHalfTheSequenceSpace(t *testing.T) {
 	}
 	// A stale duplicate now and then, between packets handed on, never
 	// adds up to staleLimit.
-	g := &flow{tracker: nack.Tracker{Policy: nackPolicy}}
+	g := newFlow(77, relaywire.Video, newNumbering(relaywire.Video))
 	next := uint16(5000)
 	g.accept(next, testSSRC, t0, &st)
 	for range 3 * staleLimit {
@@ -197,7 +198,7 @@ func TestFlowFollowsAJumpOfHalfTheSequenceSpace(t *testing.T) {
 
 func TestFlowHandsOnAPacketArrivingAfterItsNACKsWereGivenUp(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
-	f := &flow{tracker: nack.Tracker{Policy: nackPolicy}}
+	f := newFlow(77, relaywire.Video, newNumbering(relaywire.Video))
 	var st counters
 	f.accept(10, testSSRC, t0, &st)
 	f.accept(12, testSSRC, t0, &st)
@@ -230,7 +231,7 @@ func TestFlowAsksForEachPacketLostInABurst(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	id := relaywire.FlowOf(77, relaywire.Video)
 	start := func() (*flow, *counters) {
-		f := &flow{channel: 77, track: relaywire.Video, tracker: nack.Tracker{Policy: nackPolicy}}
+		f := newFlow(77, relaywire.Video, newNumbering(relaywire.Video))
 		st := new(counters)
 		for seq := range uint16(total) {
 			if seq < first || seq >= first+lost {
@@ -326,16 +327,16 @@ func TestFingerprintAcceptsColonsAndUppercase(t *testing.T) {
 // nopHandler takes packets and does nothing.
 type nopHandler struct{ Handler }
 
-func (nopHandler) WriteRTP(uint32, relaywire.Track, []byte) {}
+func (nopHandler) WriteRTP(*Packet) {}
 
 // BenchmarkDeliver is the per-packet work of the receive loop.
 func BenchmarkDeliver(b *testing.B) {
 	cc := &conn{c: NewClient(Config{}), h: nopHandler{}, flows: make(map[relaywire.Flow]*flow)}
 	id := relaywire.FlowOf(77, relaywire.Video)
-	cc.flows[id] = &flow{channel: 77, track: relaywire.Video, tracker: nack.Tracker{Policy: nackPolicy}}
+	cc.flows[id] = newFlow(77, relaywire.Video, newNumbering(relaywire.Video))
 	pkt := make([]byte, 1200)
 	pkt[0] = 0x80
-	d := relaywire.AppendDatagram(nil, id, pkt)
+	d := relaywire.AppendDatagram(nil, id, 0, pkt)
 	n := len(d) - len(pkt) // the RTP packet starts here
 	b.ReportAllocs()
 	b.SetBytes(int64(len(d)))
@@ -344,5 +345,125 @@ func BenchmarkDeliver(b *testing.B) {
 		seq++
 		d[n+2], d[n+3] = byte(seq>>8), byte(seq)
 		cc.deliver(d)
+	}
+}
+
+// datagram returns the parsed datagram of a video packet of channel 77.
+func datagram(t *testing.T, seq uint16, ts, ssrc uint32, flags relaywire.Flags) *relaywire.Datagram {
+	t.Helper()
+	pkt := make([]byte, 13)
+	pkt[0] = 0x80
+	binary.BigEndian.PutUint16(pkt[2:], seq)
+	binary.BigEndian.PutUint32(pkt[4:], ts)
+	binary.BigEndian.PutUint32(pkt[8:], ssrc)
+	pkt[12] = byte(seq)
+	d, err := relaywire.ParseDatagram(relaywire.AppendDatagram(nil, relaywire.FlowOf(77, relaywire.Video), flags, pkt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &d
+}
+
+// TestFlowPassesTheHubsMarksOn: the keyframe and stream-start marks of a
+// datagram reach the fan-out as they were sent; the fan-out never looks
+// at the media to find them.
+func TestFlowPassesTheHubsMarksOn(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	f := newFlow(77, relaywire.Video, newNumbering(relaywire.Video))
+	var st counters
+	for i, flags := range []relaywire.Flags{relaywire.FlagStreamStart | relaywire.FlagKeyframe, 0, relaywire.FlagKeyframe, relaywire.FlagStreamStart} {
+		p, ok := f.receive(datagram(t, uint16(10+i), 3000, testSSRC, flags), t0, &st)
+		if !ok || p.Keyframe != flags.Keyframe() || p.StreamStart != flags.StreamStart() || p.Seq != uint16(10+i) ||
+			p.Channel != 77 || p.Track != relaywire.Video || !bytes.Equal(p.Payload, []byte{byte(10 + i)}) {
+			t.Errorf("packet %d with flags %d: %+v, %v", i, flags, p, ok)
+		}
+	}
+}
+
+// TestFlowNumbersANewStreamAfterTheLast: another SSRC (a restarted
+// gateway's hub) continues the output numbering: the first new packet
+// follows the newest old one, its timestamp advanced by the pause, and
+// it is marked as a stream start; the old stream's stragglers are dropped.
+func TestFlowNumbersANewStreamAfterTheLast(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	out := newNumbering(relaywire.Video)
+	f := newFlow(77, relaywire.Video, out)
+	var st counters
+	for i := range 3 {
+		if p, ok := f.receive(datagram(t, uint16(100+i), 9000+uint32(i)*3000, testSSRC, 0), t0.Add(time.Duration(i)*33*time.Millisecond), &st); !ok || p.Seq != uint16(100+i) || p.StreamStart {
+			t.Fatalf("old stream packet %d: %+v %v", i, p, ok)
+		}
+	}
+	const newSSRC = 0x5555aaaa
+	at := t0.Add(66*time.Millisecond + 2*time.Second)
+	p, ok := f.receive(datagram(t, 40000, 777, newSSRC, relaywire.FlagKeyframe), at, &st)
+	if !ok || p.Seq != 103 || !p.StreamStart || !p.Keyframe || p.Timestamp != 15000+2*90000 {
+		t.Fatalf("first packet of the new stream: seq %d ts %d stream start %v (%v), want 103, %d, true", p.Seq, p.Timestamp, p.StreamStart, ok, 15000+2*90000)
+	}
+	p, ok = f.receive(datagram(t, 40001, 777, newSSRC, 0), at, &st)
+	if !ok || p.Seq != 104 || p.StreamStart || p.Timestamp != 15000+2*90000 {
+		t.Fatalf("second packet of the new stream: %+v %v", p, ok)
+	}
+	if _, ok := f.receive(datagram(t, 99, 9000, testSSRC, 0), at, &st); ok {
+		t.Error("a straggler of the old stream was handed on")
+	}
+
+	// A new connection to the same gateway: the same stream goes on with
+	// the same numbering, no stream start.
+	g := newFlow(77, relaywire.Video, out)
+	p, ok = g.receive(datagram(t, 40005, 3777, newSSRC, 0), at.Add(time.Second), &st)
+	if !ok || p.Seq != 108 || p.StreamStart || p.Timestamp != 15000+2*90000+3000 {
+		t.Fatalf("after a reconnect: %+v %v, want seq 108 without a stream start", p, ok)
+	}
+}
+
+// TestFlowNumbersANewStreamFromWhereTheGatewaySaysItStarts: when the
+// subscription's answer tells where a new stream starts, its first
+// packets, lost and recovered after later ones, still fit before them.
+func TestFlowNumbersANewStreamFromWhereTheGatewaySaysItStarts(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	out := newNumbering(relaywire.Video)
+	f := newFlow(77, relaywire.Video, out)
+	var st counters
+	f.receive(datagram(t, 500, 1000, testSSRC, 0), t0, &st)
+
+	const newSSRC = 0x5555aaaa
+	g := newFlow(77, relaywire.Video, out) // the connection to the restarted gateway
+	g.anchor(7000, newSSRC, t0, &st)
+	p, ok := g.receive(datagram(t, 7002, 50, newSSRC, 0), t0.Add(time.Second), &st)
+	if !ok || p.Seq != 503 || !p.StreamStart {
+		t.Fatalf("first packet received: %+v %v, want seq 503 (two lost before it)", p, ok)
+	}
+	for i, want := range []uint16{501, 502} {
+		p, ok := g.receive(datagram(t, 7000+uint16(i), 50, newSSRC, relaywire.Flags(1-i)), t0.Add(time.Second), &st)
+		if !ok || p.Seq != want || p.StreamStart {
+			t.Errorf("recovered packet %d: %+v %v, want seq %d", 7000+i, p, ok, want)
+		}
+	}
+}
+
+// TestFlowNumbersAJumpAsANewStream: numbering that jumped by half the
+// sequence space or more (the flow follows it after staleLimit packets)
+// continues the output numbering too, marked as a stream start.
+func TestFlowNumbersAJumpAsANewStream(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	f := newFlow(77, relaywire.Video, newNumbering(relaywire.Video))
+	var st counters
+	f.receive(datagram(t, 40000, 0, testSSRC, 0), t0, &st)
+	var last Packet
+	for i := range staleLimit {
+		p, ok := f.receive(datagram(t, 30000+uint16(i), 0, testSSRC, 0), t0, &st)
+		if ok {
+			last = p
+			if i != staleLimit-1 {
+				t.Fatalf("far-behind packet %d handed on", i)
+			}
+		}
+	}
+	if last.Seq != 40001 || !last.StreamStart {
+		t.Fatalf("the packet that makes the jump: %+v, want seq 40001 and a stream start", last)
+	}
+	if p, ok := f.receive(datagram(t, 30000+staleLimit, 0, testSSRC, 0), t0, &st); !ok || p.Seq != 40002 || p.StreamStart {
+		t.Fatalf("the next one: %+v %v", p, ok)
 	}
 }

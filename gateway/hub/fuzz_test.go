@@ -13,8 +13,8 @@ import (
 // The fuzz input is a program of operations, each a byte op followed by
 // its arguments:
 //
-//	op%16 == 0: EndPublish
-//	op%16 == 1: StartPublish
+//	op%16 == 0: Release
+//	op%16 == 1: Release, then a new Claim and Start
 //	op%16 == 2: advance the clock by the next byte in ms, ReleaseExpired
 //	op%16 == 3: add a FromKeyframe subscriber (at most two in all)
 //	otherwise:  a packet of track op&1 with marker op&2; arguments: seq
@@ -100,9 +100,10 @@ func FuzzWriteRTP(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		clk := &clock{t: t0}
-		h := hub.New(1, testOptions(clk))
-		defer h.Close()
-		h.StartPublish(hub.PublisherInfo{})
+		r := hub.NewRegistry(testOptions(clk))
+		defer r.Close()
+		pub := claim(t, r, 1, hub.PublisherInfo{})
+		h := pub.Hub()
 		tracks := h.Tracks()
 		subs := []*fuzzSub{{s: h.Subscribe(hub.SubscribeOptions{Capacity: 1024})}}
 		var seq [2]uint16
@@ -114,9 +115,10 @@ func FuzzWriteRTP(f *testing.F) {
 			data = data[1:]
 			switch {
 			case op%16 == opEnd:
-				h.EndPublish()
+				pub.Release()
 			case op%16 == opStart:
-				h.StartPublish(hub.PublisherInfo{})
+				pub.Release()
+				pub = claim(t, r, 1, hub.PublisherInfo{})
 			case op%16 == opWait:
 				if len(data) > 0 {
 					clk.Advance(time.Duration(data[0]) * time.Millisecond)
@@ -139,7 +141,7 @@ func FuzzWriteRTP(f *testing.F) {
 				payload := padded(n, data[5:5+k])
 				data = data[5+k:]
 				p := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq[tr], Timestamp: ts[tr], Marker: op&2 != 0}, Payload: payload}
-				h.WriteRTP(tr, p, clk.Now())
+				pub.WriteRTP(tr, p, clk.Now())
 			}
 
 			for i, fs := range subs {
@@ -156,8 +158,9 @@ func FuzzWriteRTP(f *testing.F) {
 					}
 					fs.seen[p.Track], fs.last[p.Track] = true, p.Seq
 					if i == 0 {
-						n, ok := h.Retransmit(p.Track, p.Seq, retrans)
-						if !ok || !bytes.Equal(retrans[:n], p.Data) {
+						r, ok := h.Retransmit(p.Track, p.Seq, retrans)
+						if !ok || !bytes.Equal(r.Data, p.Data) || r.Keyframe != p.Keyframe || r.StreamStart != p.StreamStart ||
+							r.Seq != p.Seq || r.Timestamp != p.Timestamp || r.Track != p.Track {
 							t.Fatalf("Retransmit(%v, %d) = %v, differs from the packet sent", p.Track, p.Seq, ok)
 						}
 					}

@@ -15,12 +15,13 @@ type gopCache struct {
 }
 
 type gopEntry struct {
-	off      int
-	n        uint16
-	seq      uint16
-	ts       uint32
-	track    Track
-	keyframe bool
+	off         int
+	n           uint16
+	seq         uint16
+	ts          uint32
+	track       Track
+	keyframe    bool
+	streamStart bool
 }
 
 // reset empties the cache at a keyframe.
@@ -47,7 +48,7 @@ func (c *gopCache) add(p Packet) {
 	}
 	c.entries = append(c.entries, gopEntry{
 		off: len(c.data), n: uint16(len(p.Data)),
-		seq: p.Seq, ts: p.Timestamp, track: p.Track, keyframe: p.Keyframe,
+		seq: p.Seq, ts: p.Timestamp, track: p.Track, keyframe: p.Keyframe, streamStart: p.StreamStart,
 	})
 	c.data = append(c.data, p.Data...)
 }
@@ -56,10 +57,11 @@ func (c *gopCache) add(p Packet) {
 func (c *gopCache) packet(i int) Packet {
 	e := c.entries[i]
 	return Packet{
-		Track:     e.track,
-		Data:      c.data[e.off : e.off+int(e.n)],
-		Seq:       e.seq,
-		Timestamp: e.ts,
-		Keyframe:  e.keyframe,
+		Track:       e.track,
+		Data:        c.data[e.off : e.off+int(e.n)],
+		Seq:         e.seq,
+		Timestamp:   e.ts,
+		Keyframe:    e.keyframe,
+		StreamStart: e.streamStart,
 	}
 }

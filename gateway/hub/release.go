@@ -2,6 +2,7 @@ package hub
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -27,6 +28,7 @@ type track struct {
 	baseTS      uint32 // first output timestamp of the hub's life
 	tsOffset    uint32 // output timestamp = publisher timestamp + tsOffset
 	newSession  bool   // tsOffset is set by the next released packet
+	streamStart bool   // the next output packet is the first of a publisher session
 	released    bool   // a packet was released in an earlier session
 	lastTS      uint32 // timestamp of the last output packet
 	lastRelease time.Time
@@ -79,6 +81,7 @@ func (h *Hub) release(tr *track, ts uint32, marker bool, payload []byte, arrival
 			tr.tsOffset = tr.baseTS - ts
 		}
 		tr.newSession = false
+		tr.streamStart = true
 	}
 	tr.released = true
 	tr.lastRelease = arrival
@@ -174,6 +177,8 @@ func (h *Hub) readSPS(nal []byte) {
 // h.out[headerSize:n]) and hands it to the retransmission ring, the GOP
 // cache and every subscription.
 func (h *Hub) emit(tr *track, n int, ts uint32, marker, keyframe bool) {
+	streamStart := tr.streamStart
+	tr.streamStart = false
 	hdr := rtp.Header{
 		Version:        2,
 		Marker:         marker,
@@ -185,8 +190,8 @@ func (h *Hub) emit(tr *track, n int, ts uint32, marker, keyframe bool) {
 	if _, err := hdr.MarshalTo(h.out[:headerSize]); err != nil {
 		panic(err) // headerSize fits a header without CSRC and extensions
 	}
-	p := Packet{Track: tr.kind, Data: h.out[:n], Seq: tr.seq, Timestamp: ts, Keyframe: keyframe}
-	tr.ring.store(p.Seq, p.Data)
+	p := Packet{Track: tr.kind, Data: h.out[:n], Seq: tr.seq, Timestamp: ts, Keyframe: keyframe, StreamStart: streamStart}
+	tr.ring.store(p)
 	if keyframe {
 		h.gop.reset()
 	}
@@ -218,34 +223,39 @@ type ring struct {
 }
 
 type ringSlot struct {
-	seq  uint16
-	n    uint16 // 0: empty
-	data [MaxPacketSize]byte
+	seq         uint16
+	n           uint16 // 0: empty
+	keyframe    bool
+	streamStart bool
+	data        [MaxPacketSize]byte
 }
 
-// store keeps a copy of output packet seq.
-func (r *ring) store(seq uint16, pkt []byte) {
-	i := int(seq % ringSize)
+// store keeps a copy of output packet p.
+func (r *ring) store(p Packet) {
+	i := int(p.Seq % ringSize)
 	page := r.pages[i/ringPage]
 	if page == nil {
 		page = new([ringPage]ringSlot)
 		r.pages[i/ringPage] = page
 	}
 	s := &page[i%ringPage]
-	s.seq = seq
-	s.n = uint16(copy(s.data[:], pkt))
+	s.seq, s.keyframe, s.streamStart = p.Seq, p.Keyframe, p.StreamStart
+	s.n = uint16(copy(s.data[:], p.Data))
 }
 
-// load copies output packet seq into dst if it is still held.
-func (r *ring) load(seq uint16, dst []byte) (n int, ok bool) {
+// load copies output packet seq of track t into dst if it is still held;
+// the packet's Data aliases dst.
+func (r *ring) load(t Track, seq uint16, dst []byte) (p Packet, ok bool) {
 	i := int(seq % ringSize)
 	page := r.pages[i/ringPage]
 	if page == nil {
-		return 0, false
+		return Packet{}, false
 	}
 	s := &page[i%ringPage]
 	if s.n == 0 || s.seq != seq || len(dst) < int(s.n) {
-		return 0, false
+		return Packet{}, false
 	}
-	return copy(dst, s.data[:s.n]), true
+	n := copy(dst, s.data[:s.n])
+	return Packet{Track: t, Data: dst[:n], Seq: seq, Timestamp: binary.BigEndian.Uint32(dst[4:8]),
+		Keyframe: s.keyframe, StreamStart: s.streamStart}, true
 }

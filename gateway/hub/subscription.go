@@ -21,6 +21,10 @@ type Packet struct {
 	Seq       uint16
 	Timestamp uint32
 	Keyframe  bool // first packet of a keyframe (a subscriber may start here)
+	// StreamStart marks the first packet of the track in a publisher
+	// session: the packets before it came from another session, so a
+	// keyframe cached from before it no longer serves a new subscriber.
+	StreamStart bool
 }
 
 // Subscription is one reader of a hub's output: a queue of fixed slots,
@@ -52,11 +56,12 @@ func (s *Subscription) First(t Track) uint16 { return s.first[t] }
 
 // queued describes the packet in one slot of the queue.
 type queued struct {
-	n        uint16
-	seq      uint16
-	ts       uint32
-	track    Track
-	keyframe bool
+	n           uint16
+	seq         uint16
+	ts          uint32
+	track       Track
+	keyframe    bool
+	streamStart bool
 }
 
 func newSubscription(h *Hub, capacity int) *Subscription {
@@ -84,7 +89,7 @@ func (s *Subscription) push(p Packet) bool {
 	}
 	i := (s.head + s.count) % len(s.meta)
 	n := copy(s.data[i*MaxPacketSize:(i+1)*MaxPacketSize], p.Data)
-	s.meta[i] = queued{n: uint16(n), seq: p.Seq, ts: p.Timestamp, track: p.Track, keyframe: p.Keyframe}
+	s.meta[i] = queued{n: uint16(n), seq: p.Seq, ts: p.Timestamp, track: p.Track, keyframe: p.Keyframe, streamStart: p.StreamStart}
 	s.count++
 	s.mu.Unlock()
 	select {
@@ -113,7 +118,7 @@ func (s *Subscription) Next(ctx context.Context) (Packet, error) {
 			s.head = (s.head + 1) % len(s.meta)
 			s.count--
 			s.mu.Unlock()
-			return Packet{Track: q.track, Data: s.cur[:n], Seq: q.seq, Timestamp: q.ts, Keyframe: q.keyframe}, nil
+			return Packet{Track: q.track, Data: s.cur[:n], Seq: q.seq, Timestamp: q.ts, Keyframe: q.keyframe, StreamStart: q.streamStart}, nil
 		}
 		s.mu.Unlock()
 		select {

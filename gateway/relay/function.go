@@ -149,7 +149,7 @@ func (s *Server) authenticate(qc *quic.Conn, log *slog.Logger) (*function, *bufi
 	hello := m.(*relaywire.Hello)
 	if hello.Version != relaywire.Version {
 		return f, nil, &refusal{code: relaywire.CodeProtocol, reason: "protocol",
-			msg: fmt.Sprintf("relay: protocol version %d, want %d", hello.Version, relaywire.Version)}
+			msg: fmt.Sprintf("relay: the function speaks relay protocol version %d, this gateway %d: run the same release on both", hello.Version, relaywire.Version)}
 	}
 	nonce := make([]byte, relaywire.NonceSize)
 	rand.Read(nonce)
@@ -363,7 +363,7 @@ func (f *function) forward(ctx context.Context, fw *forward) {
 		if p.Track == hub.Audio {
 			flow = audio
 		}
-		buf = relaywire.AppendDatagram(buf[:0], flow, p.Data)
+		buf = relaywire.AppendDatagram(buf[:0], flow, flagsOf(p), p.Data)
 		if fw.sub.Pending() >= paceBacklog {
 			if d := pace.delay(time.Now()); d > 0 {
 				time.Sleep(d)
@@ -373,6 +373,18 @@ func (f *function) forward(ctx context.Context, fw *forward) {
 			return
 		}
 	}
+}
+
+// flagsOf is what the hub decided about p, as the datagram carries it.
+func flagsOf(p hub.Packet) relaywire.Flags {
+	var f relaywire.Flags
+	if p.Keyframe {
+		f |= relaywire.FlagKeyframe
+	}
+	if p.StreamStart {
+		f |= relaywire.FlagStreamStart
+	}
+	return f
 }
 
 // Pacing of a forward: the keyframe cache a subscription starts with
@@ -423,12 +435,12 @@ func (f *function) retransmit() {
 					f.s.metrics.unrecoverable.Inc()
 					continue
 				}
-				k, ok := h.Retransmit(hub.Track(n.Flow.Track()), seq, pkt[:])
+				p, ok := h.Retransmit(hub.Track(n.Flow.Track()), seq, pkt[:])
 				if !ok {
 					f.s.metrics.unrecoverable.Inc()
 					continue
 				}
-				buf = relaywire.AppendDatagram(buf[:0], n.Flow, pkt[:k])
+				buf = relaywire.AppendDatagram(buf[:0], n.Flow, flagsOf(p), p.Data)
 				if err := f.send(buf); err != nil {
 					return
 				}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"net"
@@ -168,10 +169,21 @@ func newRecorder() *recorder {
 	return r
 }
 
-func (r *recorder) WriteRTP(channel uint32, t relaywire.Track, pkt []byte) {
+// WriteRTP keeps a copy of p as an RTP packet: a 12-byte header with
+// its marker, sequence number and timestamp (payload type and SSRC 0),
+// then its payload.
+func (r *recorder) WriteRTP(p *fnrelay.Packet) {
+	pkt := make([]byte, 12, 12+len(p.Payload))
+	pkt[0] = 0x80
+	if p.Marker {
+		pkt[1] = 0x80
+	}
+	binary.BigEndian.PutUint16(pkt[2:], p.Seq)
+	binary.BigEndian.PutUint32(pkt[4:], p.Timestamp)
+	pkt = append(pkt, p.Payload...)
 	r.mu.Lock()
-	f := relaywire.FlowOf(channel, t)
-	r.pkts[f] = append(r.pkts[f], bytes.Clone(pkt))
+	f := relaywire.FlowOf(p.Channel, p.Track)
+	r.pkts[f] = append(r.pkts[f], pkt)
 	r.mu.Unlock()
 	r.count.Add(1)
 }

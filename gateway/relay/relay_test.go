@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -23,6 +24,7 @@ import (
 	fnrelay "lightspeed/function/relay"
 	"lightspeed/gateway/hub"
 	"lightspeed/shared/relaywire"
+	"lightspeed/shared/testkit/lossy"
 )
 
 func TestFunctionWithTheSecretIsWelcomedWithItsHelloAndLoad(t *testing.T) {
@@ -156,7 +158,7 @@ func TestConnectionsThatDoNotProveTheSecretAreRefusedAndGetNothing(t *testing.T)
 			pub := startPublishing(g.hubs, 77)
 			qc := rawDial(t, g)
 			for i := range 10 { // datagrams before welcome are ignored
-				qc.SendDatagram(relaywire.AppendDatagram(nil, relaywire.FlowOf(77, relaywire.Video), make([]byte, 12+i)))
+				qc.SendDatagram(relaywire.AppendDatagram(nil, relaywire.FlowOf(77, relaywire.Video), 0, make([]byte, 12+i)))
 			}
 			if tt.name != "silence" {
 				str, err := qc.OpenStream()
@@ -348,11 +350,12 @@ func TestSubscribedChannelArrivesByteIdenticalInOrderUntilUnsubscribed(t *testin
 			t.Fatalf("flow %d: %d packets, want %d", flow, len(got), n)
 		}
 		for i := range got {
-			if !bytes.Equal(got[i], sent[tr][i]) {
+			// Marker, sequence number, timestamp and payload as the hub sent them.
+			if got[i][1]&0x80 != sent[tr][i][1]&0x80 || !bytes.Equal(got[i][2:8], sent[tr][i][2:8]) || !bytes.Equal(got[i][12:], sent[tr][i][12:]) {
 				t.Fatalf("flow %d: packet %d differs from the hub's", flow, i)
 			}
 		}
-		if seq := relaywire.RTPSequence(got[0]); seq != *tracks[tr].FirstSeq {
+		if seq := binary.BigEndian.Uint16(got[0][2:]); seq != *tracks[tr].FirstSeq {
 			t.Errorf("flow %d: first packet %d, but subscribed said %d", flow, seq, *tracks[tr].FirstSeq)
 		}
 	}
@@ -483,21 +486,47 @@ func TestSubscriptionToALongKeyframeCacheDeliversAllOfIt(t *testing.T) {
 	t.Logf("stats %+v", f.Stats())
 }
 
+// lossyPath starts a forwarder to g that loses nothing until its rule is
+// set, and a client config that dials g through it.
+func lossyPath(t *testing.T, g *gateway, machine string) (*lossy.Forwarder, fnrelay.Config) {
+	t.Helper()
+	fwd, err := lossy.New(g.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fwd.Close() })
+	cfg := clientConfig(g, machine)
+	cfg.GatewayAddr = fwd.Addr()
+	return fwd, cfg
+}
+
+// media is the size band of the packets that carry the tests' datagrams
+// (800 and 200 bytes of payload), below quic-go's MTU probes and above its
+// acknowledgements: the packets a rule inside it drops are media lost.
+const mediaLeast, mediaMost = 150, 1280
+
 func TestRelayLossIsRecoveredByNACK(t *testing.T) {
 	g := startGateway(t, "", nil)
 	pub := startPublishing(g.hubs, 77)
+	fwd, cfg := lossyPath(t, g, "lossy")
+	f := startFunction(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := f.Subscribe(ctx, 77); err != nil {
+		t.Fatal(err)
+	}
 
-	// Drop 5 % of the datagrams, chosen by a seeded PRNG: after a drop the
-	// next `spacing` datagrams pass, then each is dropped with probability
-	// 1/4 (16 + 4 = one in 20). The spacing is longer than the distance
-	// between a drop and its retransmission under the pacing below (at most
-	// one batch and a half), so every hole is recovered by the first NACK.
+	// Drop 5 % of the packets carrying media, chosen by a seeded PRNG:
+	// after a drop the next `spacing` packets pass, then each is dropped
+	// with probability 1/4 (16 + 4 = one in 20). The spacing is longer than
+	// the distance between a drop and its retransmission under the pacing
+	// below (at most one batch and a half), so every hole is recovered by
+	// the first NACK.
 	const spacing = 16
 	var mu sync.Mutex
 	rng := rand.New(rand.NewPCG(77, 5))
 	calls, lastDrop, dropped := 0, 0, 0 // the first packets pass: a track's first loss is seen only after its first arrival
-	cfg := clientConfig(g, "lossy")
-	cfg.DropDatagram = func() bool {
+	fwd.SetRule(lossy.Sized(mediaLeast, mediaMost, func([]byte) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		calls++
@@ -507,13 +536,7 @@ func TestRelayLossIsRecoveredByNACK(t *testing.T) {
 		lastDrop = calls
 		dropped++
 		return true
-	}
-	f := startFunction(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := f.Subscribe(ctx, 77); err != nil {
-		t.Fatal(err)
-	}
+	}))
 
 	video, audio := relaywire.FlowOf(77, relaywire.Video), relaywire.FlowOf(77, relaywire.Audio)
 	// has reports whether the function got every index below n of both
@@ -560,10 +583,10 @@ func TestRelayLossIsRecoveredByNACK(t *testing.T) {
 	total, lost := calls, dropped
 	mu.Unlock()
 	if rate := float64(lost) / float64(total); rate < 0.03 || rate > 0.07 {
-		t.Errorf("dropped %d of %d datagrams (%.1f %%), want about 5 %%", lost, total, 100*rate)
+		t.Errorf("dropped %d of %d media packets (%.1f %%), want about 5 %%", lost, total, 100*rate)
 	}
 	st := f.Stats()
-	t.Logf("dropped %d of %d datagrams; function stats %+v", lost, total, st)
+	t.Logf("dropped %d of %d media packets; function stats %+v", lost, total, st)
 	if st.Recovered < uint64(lost)-2 || st.Lost < st.Recovered || st.NACKsSent < st.Recovered {
 		t.Errorf("stats %+v after %d drops", st, lost)
 	}
@@ -583,21 +606,17 @@ func TestRelayLossIsRecoveredByNACK(t *testing.T) {
 func TestASubscriptionsFirstPacketsLostAreRecovered(t *testing.T) {
 	g := startGateway(t, "", nil)
 	pub := startPublishing(g.hubs, 77)
-	var mu sync.Mutex
-	calls := 0
-	cfg := clientConfig(g, "first-lost")
-	cfg.DropDatagram = func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		calls++
-		return calls <= 4 // two packets of each track
-	}
+	fwd, cfg := lossyPath(t, g, "first-lost")
 	f := startFunction(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := f.Subscribe(ctx, 77); err != nil {
 		t.Fatal(err)
 	}
+	// The first four packets of media are lost: at least the first two
+	// datagrams of each track, written alternately (a packet may carry
+	// more than one).
+	fwd.SetRule(lossy.Sized(mediaLeast, mediaMost, lossy.First(4)))
 	const n = 20
 	for k := range n {
 		pub.write(hub.Video, k, 800)
@@ -625,8 +644,11 @@ func TestASubscriptionsFirstPacketsLostAreRecovered(t *testing.T) {
 			}
 		}
 	}
-	if st := f.Stats(); st.Recovered != 4 || st.Lost != 4 {
-		t.Errorf("recovered %d of %d lost, want 4 of 4", st.Recovered, st.Lost)
+	if d := fwd.Stats().Dropped; d != 4 {
+		t.Errorf("forwarder dropped %d packets, want 4", d)
+	}
+	if st := f.Stats(); st.Lost < 4 || st.Recovered != st.Lost {
+		t.Errorf("recovered %d of %d lost, want all of at least 4", st.Recovered, st.Lost)
 	}
 }
 
@@ -713,8 +735,11 @@ func TestNACKsForPacketsNoLongerHeldAreCountedUnrecoverable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, p, _ := relaywire.ParseDatagram(d)
-	seq := relaywire.RTPSequence(p)
+	dg, err := relaywire.ParseDatagram(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := dg.Seq
 
 	write(&relaywire.NACK{Flow: relaywire.FlowOf(77, relaywire.Video), Seqs: []uint16{seq, seq + 1, seq - 1}})
 	write(&relaywire.NACK{Flow: relaywire.FlowOf(78, relaywire.Video), Seqs: []uint16{1}}) // not subscribed
@@ -1022,7 +1047,7 @@ func BenchmarkForwardPacket(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		now = now.Add(time.Millisecond) // a live stream: never delayed
-		buf = relaywire.AppendDatagram(buf[:0], relaywire.FlowOf(77, relaywire.Video), pkt)
+		buf = relaywire.AppendDatagram(buf[:0], relaywire.FlowOf(77, relaywire.Video), 0, pkt)
 		if pace.delay(now) != 0 {
 			b.Fatal("delayed")
 		}

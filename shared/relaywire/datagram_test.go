@@ -8,12 +8,13 @@ import (
 	"github.com/quic-go/quic-go/quicvarint"
 )
 
-// rtpPacket returns an RTP version 2 packet with sequence number seq, SSRC
-// 0x0a0b0c0d and n payload bytes.
+// rtpPacket returns an RTP version 2 packet with the marker bit, sequence
+// number seq, timestamp 0x01020304, SSRC 0x0a0b0c0d and n payload bytes.
 func rtpPacket(seq uint16, n int) []byte {
 	p := make([]byte, 12+n)
-	p[0], p[1] = 0x80, 96
+	p[0], p[1] = 0x80, 0x80|96
 	p[2], p[3] = byte(seq>>8), byte(seq)
+	p[4], p[5], p[6], p[7] = 1, 2, 3, 4
 	p[8], p[9], p[10], p[11] = 0x0a, 0x0b, 0x0c, 0x0d
 	for i := range n {
 		p[12+i] = byte(i)
@@ -25,19 +26,25 @@ func TestDatagramRoundTripsEveryFlow(t *testing.T) {
 	flows := []Flow{FlowOf(0, Video), FlowOf(0, Audio), FlowOf(31, Audio), FlowOf(77, Video), FlowOf(8191, Audio), FlowOf(1<<30, Video), FlowOf(^uint32(0), Audio)}
 	pkt := rtpPacket(4242, 1188)
 	for _, f := range flows {
-		d := AppendDatagram(nil, f, pkt)
-		if len(d) > MaxDatagramSize {
-			t.Errorf("flow %d: datagram of %d bytes", f, len(d))
-		}
-		got, rtp, err := ParseDatagram(d)
-		if err != nil {
-			t.Fatalf("flow %d: %v", f, err)
-		}
-		if got != f || !bytes.Equal(rtp, pkt) || RTPSequence(rtp) != 4242 || RTPSSRC(rtp) != 0x0a0b0c0d {
-			t.Errorf("flow %d: got flow %d, %d bytes, seq %d, ssrc %#x", f, got, len(rtp), RTPSequence(rtp), RTPSSRC(rtp))
-		}
-		if got.Channel() != f.Channel() || got.Track() != f.Track() {
-			t.Errorf("flow %d: channel/track changed", f)
+		for _, flags := range []Flags{0, FlagKeyframe, FlagStreamStart, FlagKeyframe | FlagStreamStart} {
+			b := AppendDatagram(nil, f, flags, pkt)
+			if len(b) > MaxDatagramSize {
+				t.Errorf("flow %d: datagram of %d bytes", f, len(b))
+			}
+			d, err := ParseDatagram(b)
+			if err != nil {
+				t.Fatalf("flow %d: %v", f, err)
+			}
+			if d.Flow != f || d.Flags != flags || !bytes.Equal(d.RTP, pkt) || !bytes.Equal(d.Payload, pkt[12:]) ||
+				d.Seq != 4242 || d.SSRC != 0x0a0b0c0d || d.Timestamp != 0x01020304 || !d.Marker {
+				t.Errorf("flow %d flags %d: got %+v", f, flags, d)
+			}
+			if d.Flags.Keyframe() != (flags&FlagKeyframe != 0) || d.Flags.StreamStart() != (flags&FlagStreamStart != 0) {
+				t.Errorf("flags %d: Keyframe %v, StreamStart %v", flags, d.Flags.Keyframe(), d.Flags.StreamStart())
+			}
+			if d.Flow.Channel() != f.Channel() || d.Flow.Track() != f.Track() {
+				t.Errorf("flow %d: channel/track changed", f)
+			}
 		}
 	}
 }
@@ -59,13 +66,18 @@ func TestParseDatagramRejectsMalformed(t *testing.T) {
 		{"empty", nil},
 		{"cut flow id", []byte{0x40}},
 		{"flow id only", quicvarint.Append(nil, 154)},
-		{"short RTP header", append(quicvarint.Append(nil, 154), rtpPacket(1, 0)[:11]...)},
-		{"RTP version 1", append(quicvarint.Append(nil, 154), append([]byte{0x40}, rtpPacket(1, 4)[1:]...)...)},
-		{"flow beyond 32-bit channels", append(quicvarint.Append(nil, 1<<33), rtpPacket(1, 4)...)},
+		{"flags only", append(quicvarint.Append(nil, 154), 0)},
+		{"no flags byte", append(quicvarint.Append(nil, 154), rtpPacket(1, 0)...)[:12]},
+		{"short RTP header", append(quicvarint.Append(nil, 154), append([]byte{0}, rtpPacket(1, 0)[:11]...)...)},
+		{"RTP version 1", append(quicvarint.Append(nil, 154), append([]byte{0, 0x40}, rtpPacket(1, 4)[1:]...)...)},
+		{"flow beyond 32-bit channels", append(quicvarint.Append(nil, 1<<33), append([]byte{0}, rtpPacket(1, 4)...)...)},
+		{"CSRCs past the end", AppendDatagram(nil, 154, 0, append([]byte{0x82}, rtpPacket(1, 4)[1:]...))},
+		{"extension past the end", AppendDatagram(nil, 154, 0, append([]byte{0x90}, rtpPacket(1, 4)[1:]...))},
+		{"padding past the payload", AppendDatagram(nil, 154, 0, append(append([]byte{0xa0}, rtpPacket(1, 3)[1:]...), 9))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, _, err := ParseDatagram(tt.b); !errors.Is(err, ErrDatagram) {
+			if _, err := ParseDatagram(tt.b); !errors.Is(err, ErrDatagram) {
 				t.Fatalf("got %v, want ErrDatagram", err)
 			}
 		})
@@ -74,7 +86,7 @@ func TestParseDatagramRejectsMalformed(t *testing.T) {
 
 func TestAppendDatagramReusesTheBuffer(t *testing.T) {
 	buf := make([]byte, 0, MaxDatagramSize)
-	d := AppendDatagram(buf, FlowOf(77, Video), rtpPacket(1, 1188))
+	d := AppendDatagram(buf, FlowOf(77, Video), FlagKeyframe, rtpPacket(1, 1188))
 	if &d[0] != &buf[:1][0] {
 		t.Fatal("AppendDatagram did not use dst")
 	}
@@ -86,16 +98,16 @@ func BenchmarkAppendDatagram(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(pkt)))
 	for b.Loop() {
-		buf = AppendDatagram(buf[:0], FlowOf(77, Video), pkt)
+		buf = AppendDatagram(buf[:0], FlowOf(77, Video), 0, pkt)
 	}
 }
 
 func BenchmarkParseDatagram(b *testing.B) {
-	d := AppendDatagram(nil, FlowOf(77, Audio), rtpPacket(1, 1188))
+	d := AppendDatagram(nil, FlowOf(77, Audio), 0, rtpPacket(1, 1188))
 	b.ReportAllocs()
 	b.SetBytes(int64(len(d)))
 	for b.Loop() {
-		if _, _, err := ParseDatagram(d); err != nil {
+		if _, err := ParseDatagram(d); err != nil {
 			b.Fatal(err)
 		}
 	}

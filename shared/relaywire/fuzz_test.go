@@ -70,23 +70,29 @@ func normalize(m Message) Message {
 	return m
 }
 
-// FuzzParseDatagram parses arbitrary datagrams: it must never panic, and an
-// accepted one must re-encode to the same flow and packet.
+// FuzzParseDatagram parses arbitrary datagrams: it must never panic, an
+// accepted one must hold a payload inside its RTP packet, and it must
+// re-encode to the same flow, flags and packet.
 func FuzzParseDatagram(f *testing.F) {
-	f.Add(AppendDatagram(nil, FlowOf(77, Video), rtpPacket(1, 20)))
-	f.Add(AppendDatagram(nil, FlowOf(^uint32(0), Audio), rtpPacket(65535, 0)))
+	f.Add(AppendDatagram(nil, FlowOf(77, Video), FlagKeyframe, rtpPacket(1, 20)))
+	f.Add(AppendDatagram(nil, FlowOf(^uint32(0), Audio), FlagStreamStart, rtpPacket(65535, 0)))
+	f.Add(AppendDatagram(nil, FlowOf(5, Video), 0, append([]byte{0xb1, 0x60, 0, 1, 0, 0, 0, 9, 1, 2, 3, 4, 0, 0, 0, 5, 0xbe, 0xde, 0, 1, 1, 2, 3, 4, 9, 9, 2}, 0)[:27]))
 	f.Add([]byte{0x40})
 	f.Add([]byte{0xc0, 0, 0, 2, 0, 0, 0, 0, 0x80})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		flow, rtp, err := ParseDatagram(b)
+		d, err := ParseDatagram(b)
 		if err != nil {
 			return
 		}
-		if len(rtp) < 12 || rtp[0]>>6 != 2 {
-			t.Fatalf("accepted %d bytes of RTP, first byte %#x", len(rtp), rtp[0])
+		if len(d.RTP) < 12 || d.RTP[0]>>6 != 2 {
+			t.Fatalf("accepted %d bytes of RTP, first byte %#x", len(d.RTP), d.RTP[0])
 		}
-		again, rtp2, err := ParseDatagram(AppendDatagram(nil, flow, rtp))
-		if err != nil || again != flow || !bytes.Equal(rtp2, rtp) {
+		if len(d.Payload) > len(d.RTP)-12 {
+			t.Fatalf("payload of %d bytes in a packet of %d", len(d.Payload), len(d.RTP))
+		}
+		again, err := ParseDatagram(AppendDatagram(nil, d.Flow, d.Flags, d.RTP))
+		if err != nil || again.Flow != d.Flow || again.Flags != d.Flags || !bytes.Equal(again.RTP, d.RTP) ||
+			again.Seq != d.Seq || again.Timestamp != d.Timestamp || again.SSRC != d.SSRC || again.Marker != d.Marker {
 			t.Fatalf("re-encoded datagram differs: %v", err)
 		}
 	})

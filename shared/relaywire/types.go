@@ -14,8 +14,10 @@ import (
 // ALPN is the QUIC application protocol of the relay.
 const ALPN = "lightspeed-relay/1"
 
-// Version is the relay protocol version sent in Hello.
-const Version = 1
+// Version is the relay protocol version sent in Hello and Welcome. Version
+// 2 added the flags byte of every datagram (docs/relay.md); a gateway and a
+// function of different versions refuse each other.
+const Version = 2
 
 // Track is a media track of a channel.
 type Track uint8
