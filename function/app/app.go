@@ -45,9 +45,6 @@ type Config struct {
 
 	// Loopback makes the fan-out offer loopback candidates only (tests).
 	Loopback bool `env:"-"`
-	// DropDatagram, when set, drops the relay datagrams it returns true
-	// for (tests of relay loss).
-	DropDatagram func() bool `env:"-"`
 }
 
 // GCPercent is the function's garbage collection target (GOGC) when the
@@ -105,16 +102,15 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Function, er
 		}
 	}
 	client := relay.NewClient(relay.Config{
-		GatewayAddr:  cfg.GatewayAddr,
-		Secret:       cfg.RelaySecret,
-		Fingerprint:  cfg.RelayFingerprint,
-		CAFile:       cfg.RelayCA,
-		Region:       cfg.Region,
-		MachineID:    cfg.MachineID,
-		Capacity:     cfg.Capacity,
-		Logger:       log,
-		Registerer:   reg,
-		DropDatagram: cfg.DropDatagram,
+		GatewayAddr: cfg.GatewayAddr,
+		Secret:      cfg.RelaySecret,
+		Fingerprint: cfg.RelayFingerprint,
+		CAFile:      cfg.RelayCA,
+		Region:      cfg.Region,
+		MachineID:   cfg.MachineID,
+		Capacity:    cfg.Capacity,
+		Logger:      log,
+		Registerer:  reg,
 	})
 	fan, err := fanout.New(fanout.Config{
 		UDPAddr:    cfg.WebRTCUDPAddr,

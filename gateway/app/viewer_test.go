@@ -21,6 +21,7 @@ import (
 	"lightspeed/shared/h264"
 	"lightspeed/shared/relaywire"
 	"lightspeed/shared/testkit/ftlclient"
+	"lightspeed/shared/testkit/lossy"
 	"lightspeed/shared/testkit/netns"
 	"lightspeed/shared/testkit/viewer"
 )
@@ -40,12 +41,16 @@ func stackConfig(t *testing.T) Config {
 }
 
 // startFunction runs one more function against g until the test ends or
-// the returned stop is called.
-func startFunction(t *testing.T, g *Gateway, region string, capacity int, drop func() bool) (*functionapp.Function, func()) {
+// the returned stop is called. With a forwarder (see lossyRelay) the
+// function reaches the gateway through it.
+func startFunction(t *testing.T, g *Gateway, region string, capacity int, via *lossy.Forwarder) (*functionapp.Function, func()) {
 	t.Helper()
 	li, err := g.RelayLocalInfo()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if via != nil {
+		li.Addr = via.Addr()
 	}
 	f, err := functionapp.New(functionapp.Config{
 		GatewayAddr:      li.Addr,
@@ -56,7 +61,6 @@ func startFunction(t *testing.T, g *Gateway, region string, capacity int, drop f
 		MachineID:        region + "-test",
 		Capacity:         capacity,
 		Loopback:         true,
-		DropDatagram:     drop,
 	}, testLog(t).With("function", region), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +80,22 @@ func startFunction(t *testing.T, g *Gateway, region string, capacity int, drop f
 		return false
 	})
 	return f, stop
+}
+
+// lossyRelay starts a forwarder to g's relay address that loses nothing
+// until its rule is set.
+func lossyRelay(t *testing.T, g *Gateway) *lossy.Forwarder {
+	t.Helper()
+	li, err := g.RelayLocalInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd, err := lossy.New(li.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fwd.Close() })
+	return fwd
 }
 
 // waitUntil polls cond every 5 ms for at most 20 s.
@@ -322,24 +342,22 @@ func TestRelayLossIsRecovered(t *testing.T) {
 	cfg := stackConfig(t)
 	cfg.EmbedFunction = false
 	g := startGateway(t, cfg)
-	var mu sync.Mutex
-	n := 0
-	f, _ := startFunction(t, g, "ams", 100, func() bool { // every 20th datagram: 5 %
-		mu.Lock()
-		defer mu.Unlock()
-		n++
-		return n%20 == 0
-	})
+	fwd := lossyRelay(t, g)
+	f, _ := startFunction(t, g, "ams", 100, fwd)
+	// Every 20th packet from the gateway is lost from now on (5 %): mostly
+	// media datagrams, recovered by NACK; QUIC recovers its own.
+	fwd.SetRule(lossy.EveryNth(20))
 	streamForever(t, g)
 	_, rec := watch(t, g, "ams")
 	rec.waitFor(t, 200, 200)
 	rec.check(t, "lossy relay")
-	t.Logf("relay client: %+v", f.Client().Stats())
-	mu.Lock()
-	dropped := n / 20
-	mu.Unlock()
-	if dropped < 10 {
-		t.Fatalf("only %d datagrams dropped", dropped)
+	st := f.Client().Stats()
+	t.Logf("relay client: %+v; forwarder: %+v", st, fwd.Stats())
+	if dropped := fwd.Stats().Dropped; dropped < 10 {
+		t.Fatalf("only %d packets dropped", dropped)
+	}
+	if st.Recovered == 0 {
+		t.Fatalf("no datagram recovered by NACK: %+v", st)
 	}
 }
 
