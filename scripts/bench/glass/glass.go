@@ -200,8 +200,9 @@ type Viewer struct {
 	// frame already: then TimeToFirstFrame is too late.
 	FirstFrameSeen bool
 	// OfferSent and AnswerReceived are from navigation start to the WHEP
-	// offer's POST (the page waits for ICE gathering, at most 1 s) and to
-	// its answer; zero when the page's resource timing did not say.
+	// offer's POST (the page posts it at once, without waiting for ICE
+	// gathering) and to its answer; zero when the page's resource timing
+	// did not say.
 	OfferSent, AnswerReceived time.Duration
 	// Samples are the frames presented in the measurement, in order, that
 	// the stack has a record of.
