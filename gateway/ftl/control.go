@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"lightspeed/gateway/hub"
 	"lightspeed/gateway/proxyproto"
 )
 
@@ -274,8 +275,10 @@ func (c *control) connect(arg string) error {
 		return reject(codeUnauthorized, "hmac mismatch")
 	}
 	sess := newSession(s, c, c.channel, ip)
-	if !s.claim(sess) {
-		return reject(codeChannelInUse, "channel %d is live with another publisher", c.channel)
+	if err := s.claim(sess); errors.Is(err, hub.ErrInUse) {
+		return reject(codeChannelInUse, "%v", err)
+	} else if err != nil {
+		return reject(codeTerminated, "%v", err) // the gateway is shutting down
 	}
 	c.sess = sess
 	c.state = stateAuthed

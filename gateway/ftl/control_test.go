@@ -294,14 +294,43 @@ func TestSecondPublisherOnALiveChannelIsRefused(t *testing.T) {
 	}
 }
 
+func TestChannelHeldByAnotherIngestIsRefusedUntilReleased(t *testing.T) {
+	s := startServer(t, Config{})
+	other, err := s.hubs.Claim(77)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Start(hub.PublisherInfo{Software: "another ingest"})
+	c := dial(t, s)
+	if got := c.auth(77, testSecret); got != "406\n" {
+		t.Fatalf("publisher of a held channel got %q, want 406", got)
+	}
+	c.expectClosed()
+	if st := s.hubs.Get(77).Stats(); !st.Live || st.Publisher.Software != "another ingest" {
+		t.Fatalf("the refused publisher disturbed the holder: live %v, publisher %q", st.Live, st.Publisher.Software)
+	}
+
+	other.Release()
+	c = dial(t, s)
+	if got := c.publish(77, testSecret, sdkAttributes); !strings.HasPrefix(got, "200 hi.") {
+		t.Fatalf("publisher after the release got %q", got)
+	}
+	if st := s.hubs.Get(77).Stats(); !st.Live || st.Publishes != 2 {
+		t.Fatalf("after the release: live %v, publishes %d, want true 2", st.Live, st.Publishes)
+	}
+}
+
 func TestDeadPublisherIsReplaced(t *testing.T) {
 	s := startServer(t, Config{})
 	first := dial(t, s)
 	first.publish(77, testSecret, sdkAttributes)
 	// The first publisher's connection looks dead: nothing from it for
 	// longer than the silence timeout.
+	var old *session
 	s.mu.Lock()
-	old := s.live[77]
+	for sess := range s.sessions {
+		old = sess
+	}
 	s.mu.Unlock()
 	old.touched.Store(time.Now().Add(-2 * s.cfg.SilenceTimeout).UnixNano())
 	second := dial(t, s)

@@ -44,8 +44,8 @@ type session struct {
 	video    trackState
 	audio    trackState
 
-	hub     *hub.Hub
-	started time.Time
+	pub     *hub.Publisher // the claim on the channel, from CONNECT on
+	started time.Time      // when "." began the stream; zero before
 	done    chan struct{}
 	endOnce sync.Once
 	touched atomic.Int64 // unix nanoseconds of the last sign of life (media or PING)
@@ -91,8 +91,7 @@ func (sess *session) learnedAddr() netip.AddrPort {
 // begin starts the stream on the channel's hub, after ".".
 func (sess *session) begin() {
 	s := sess.srv
-	h := s.hubs.GetOrCreate(sess.channel)
-	h.StartPublish(hub.PublisherInfo{
+	sess.pub.Start(hub.PublisherInfo{
 		Software:         sess.software,
 		Remote:           sess.ctl.remote.String(),
 		VideoCodec:       "H264",
@@ -101,9 +100,9 @@ func (sess *session) begin() {
 		AudioPayloadType: sess.audio.pt,
 	})
 	// The media socket knows the session already (register came first):
-	// its packets wait for the hub under the lock.
+	// its packets wait for the start under the lock.
 	sess.mu.Lock()
-	sess.started, sess.hub = time.Now(), h
+	sess.started = time.Now()
 	sess.mu.Unlock()
 	s.metrics.streams.Inc()
 	s.log.Info("ftl: stream started", "channel", sess.channel, "remote", sess.ctl.remote.String(),
@@ -156,26 +155,25 @@ func (sess *session) isDraining() bool {
 	return !sess.draining.IsZero()
 }
 
-// end stops the stream once: the channel goes offline, the publisher gets
-// code (unless 0), the control connection closes, and a summary is logged.
+// end stops the stream once: the channel's claim is released (it goes
+// offline), the publisher gets code (unless 0), the control connection
+// closes, and a summary is logged.
 func (sess *session) end(reason string, code int) {
 	sess.endOnce.Do(func() {
 		s := sess.srv
 		close(sess.done)
+		sess.pub.Release()
 		s.release(sess)
-		if sess.hub != nil {
-			sess.hub.EndPublish()
-		}
 		if code != 0 {
 			sess.ctl.reply(strconv.Itoa(code))
 		}
 		sess.ctl.conn.Close()
-		if sess.hub == nil {
-			return // ended before "."
-		}
 		sess.mu.Lock()
 		defer sess.mu.Unlock()
-		st := sess.hub.Stats()
+		if sess.started.IsZero() {
+			return // ended before "."
+		}
+		st := sess.pub.Hub().Stats()
 		s.log.Info("ftl: stream ended", "channel", sess.channel, "reason", reason,
 			"duration", time.Since(sess.started).Round(time.Millisecond).String(),
 			"video_packets", sess.video.packets, "audio_packets", sess.audio.packets,
@@ -301,7 +299,7 @@ func (sess *session) onRTP(pkt *rtp.Packet, size int, from netip.AddrPort, now t
 		s.metrics.rejected.WithLabelValues(reason).Inc()
 		return
 	}
-	if sess.hub == nil {
+	if sess.started.IsZero() {
 		// Registered, but the stream has not begun: media sent before
 		// the server's reply to ".".
 		s.metrics.rejected.WithLabelValues("not_started").Inc()
@@ -331,7 +329,7 @@ func (sess *session) onRTP(pkt *rtp.Packet, size int, from netip.AddrPort, now t
 		recovered, opened := sess.nack.Received(pkt.SequenceNumber, now)
 		if recovered {
 			sess.recovered++
-			sess.hub.AddRecovered(1)
+			sess.pub.AddRecovered(1)
 		}
 		if opened > 0 {
 			sess.sendNACKs(now)
@@ -340,7 +338,7 @@ func (sess *session) onRTP(pkt *rtp.Packet, size int, from netip.AddrPort, now t
 	} else {
 		s.metrics.audio.Inc()
 	}
-	sess.hub.WriteRTP(ts, pkt, now)
+	sess.pub.WriteRTP(ts, pkt, now)
 }
 
 // sendNACKs sends one generic NACK for the video packets due to be asked
@@ -367,6 +365,6 @@ func (sess *session) sendNACKs(now time.Time) {
 		return
 	}
 	sess.nacksSent += uint64(len(sess.nackSeqs))
-	sess.hub.AddNACKs(len(sess.nackSeqs))
+	sess.pub.AddNACKs(len(sess.nackSeqs))
 	sess.srv.metrics.nacks.Add(float64(len(sess.nackSeqs)))
 }

@@ -122,6 +122,9 @@ func TestMediaBeforeTheStreamBeginsIsDropped(t *testing.T) {
 	sess := newSession(s.Server, ctl, 77, netip.MustParseAddr("127.0.0.1"))
 	sess.video = trackState{enabled: true, pt: 96, ssrc: 78}
 	sess.audio = trackState{enabled: true, pt: 97, ssrc: 77}
+	if err := s.claim(sess); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.register(sess); err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +219,11 @@ func FuzzHandleMedia(f *testing.F) {
 	if err := s.register(sess); err != nil {
 		f.Fatal(err)
 	}
-	sess.hub = s.hubs.GetOrCreate(77)
+	claim, err := s.hubs.Claim(77)
+	if err != nil {
+		f.Fatal(err)
+	}
+	sess.pub, sess.started = claim, time.Now()
 	var pkt rtp.Packet
 	f.Fuzz(func(t *testing.T, b []byte, fromPublisher bool) {
 		from := netip.MustParseAddrPort("127.0.0.9:5000")

@@ -78,10 +78,10 @@ type Server struct {
 
 	watchers sync.WaitGroup // one per started session
 
-	mu     sync.Mutex
-	live   map[uint32]*session // by channel, from CONNECT on
-	bySSRC map[uint32]*session // by negotiated SSRC, from "." on
-	conns  map[net.Conn]struct{}
+	mu       sync.Mutex
+	sessions map[*session]struct{} // every session holding its channel, from CONNECT on
+	bySSRC   map[uint32]*session   // by negotiated SSRC, from "." on
+	conns    map[net.Conn]struct{}
 }
 
 // NewServer returns a Server that authenticates with keys and writes media
@@ -89,15 +89,15 @@ type Server struct {
 func NewServer(cfg Config, keys KeyStore, hubs *hub.Registry) *Server {
 	cfg.setDefaults()
 	return &Server{
-		cfg:     cfg,
-		keys:    keys,
-		hubs:    hubs,
-		log:     cfg.Logger,
-		metrics: newMetrics(cfg.Registerer),
-		limiter: newAuthLimiter(),
-		live:    make(map[uint32]*session),
-		bySSRC:  make(map[uint32]*session),
-		conns:   make(map[net.Conn]struct{}),
+		cfg:      cfg,
+		keys:     keys,
+		hubs:     hubs,
+		log:      cfg.Logger,
+		metrics:  newMetrics(cfg.Registerer),
+		limiter:  newAuthLimiter(),
+		sessions: make(map[*session]struct{}),
+		bySSRC:   make(map[uint32]*session),
+		conns:    make(map[net.Conn]struct{}),
 	}
 }
 
@@ -186,7 +186,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		// Streams draining after DISCONNECT have no connection left: end them.
 		s.mu.Lock()
 		var live []*session
-		for _, sess := range s.live {
+		for sess := range s.sessions {
 			live = append(live, sess)
 		}
 		s.mu.Unlock()
@@ -204,31 +204,48 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-// claim reserves channel for sess. It fails when a live publisher holds the
-// channel and its connection is still alive; a dead one is ended first.
-func (s *Server) claim(sess *session) bool {
+// claim makes sess the publisher of its channel in the hub registry. When
+// a gone publisher of this server holds the channel, it is ended and the
+// claim tried once more; when any other does, the error wraps
+// hub.ErrInUse.
+func (s *Server) claim(sess *session) error {
+	pub, err := s.hubs.Claim(sess.channel)
+	if errors.Is(err, hub.ErrInUse) && s.endGone(sess.channel) {
+		pub, err = s.hubs.Claim(sess.channel)
+	}
+	if err != nil {
+		return err
+	}
+	sess.pub = pub
 	s.mu.Lock()
-	old := s.live[sess.channel]
-	if old == nil {
-		s.live[sess.channel] = sess
-		s.mu.Unlock()
-		return true
+	s.sessions[sess] = struct{}{}
+	s.mu.Unlock()
+	return nil
+}
+
+// endGone ends the session of this server that holds channel if its
+// publisher is gone: it sent DISCONNECT, or showed no life (media or PING)
+// within the silence timeout. It reports whether it ended one; the
+// channel's claim is released when it returns.
+func (s *Server) endGone(channel uint32) bool {
+	var old *session
+	s.mu.Lock()
+	for sess := range s.sessions {
+		if sess.channel == channel {
+			old = sess
+		}
 	}
 	s.mu.Unlock()
-	if old.isDraining() {
-		old.end("publisher disconnected", 0) // the publisher is back: stop waiting for stragglers
-	} else if old.alive(time.Now(), s.cfg.SilenceTimeout) {
+	switch {
+	case old == nil:
 		return false
-	} else {
+	case old.isDraining():
+		old.end("publisher disconnected", 0) // the publisher is back: stop waiting for stragglers
+	case old.alive(time.Now(), s.cfg.SilenceTimeout):
+		return false
+	default:
 		old.end("replaced by a new publisher", codeTerminated)
 	}
-	<-old.done
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.live[sess.channel] != nil {
-		return false
-	}
-	s.live[sess.channel] = sess
 	return true
 }
 
@@ -256,9 +273,7 @@ func (s *Server) register(sess *session) error {
 func (s *Server) release(sess *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.live[sess.channel] == sess {
-		delete(s.live, sess.channel)
-	}
+	delete(s.sessions, sess)
 	for ssrc, o := range s.bySSRC {
 		if o == sess {
 			delete(s.bySSRC, ssrc)

@@ -35,9 +35,10 @@ func benchGOP() (video, audio []*rtp.Packet) {
 // two subscriptions, whose queues are read as a relay would.
 func BenchmarkWriteRTP(b *testing.B) {
 	clk := &clock{t: t0}
-	h := hub.New(1, hub.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clk.Now})
-	defer h.Close()
-	h.StartPublish(hub.PublisherInfo{})
+	r := hub.NewRegistry(hub.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clk.Now})
+	defer r.Close()
+	pub := claim(b, r, 1, hub.PublisherInfo{})
+	h := pub.Hub()
 	subs := []*hub.Subscription{h.Subscribe(hub.SubscribeOptions{}), h.Subscribe(hub.SubscribeOptions{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // Next returns queued packets without waiting
@@ -71,7 +72,7 @@ func BenchmarkWriteRTP(b *testing.B) {
 		pkt.Timestamp += ts[p.t]
 		seq[p.t]++
 		arrival = arrival.Add(200 * time.Microsecond)
-		h.WriteRTP(p.t, &pkt, arrival)
+		pub.WriteRTP(p.t, &pkt, arrival)
 		i++
 		if i%32 == 0 {
 			for _, s := range subs {
@@ -91,13 +92,13 @@ func BenchmarkWriteRTP(b *testing.B) {
 
 // BenchmarkRetransmit measures copying one packet out of the ring.
 func BenchmarkRetransmit(b *testing.B) {
-	h, _ := newLiveHub(b)
+	h, pub, _ := newLiveHub(b)
 	var seqs []uint16
 	for i := range 100 {
 		seqs = append(seqs, uint16(i))
 	}
 	s := subscribe(b, h, hub.SubscribeOptions{})
-	writeSeqs(h, t0, seqs...)
+	writeSeqs(pub, t0, seqs...)
 	p, err := s.Next(context.Background())
 	if err != nil {
 		b.Fatal(err)

@@ -1,9 +1,11 @@
-// Package hub normalizes the RTP stream of one live channel. Ingest writes
-// publisher packets into a Hub; subscribers read one clean, continuous
-// stream per track: stable SSRC, output sequence numbers and timestamps that
-// continue across publisher reconnects, packets no larger than
-// MaxPacketSize, keyframe starts marked. A Hub also keeps a retransmission
-// ring and the packets since the last keyframe for late joiners.
+// Package hub normalizes the RTP stream of one live channel. An ingest
+// claims a channel from the Registry, which gives one Publisher at a time
+// per channel, and writes publisher packets through it into the channel's
+// Hub; subscribers read one clean, continuous stream per track: stable
+// SSRC, output sequence numbers and timestamps that continue across
+// publisher reconnects, packets no larger than MaxPacketSize, keyframe
+// starts marked. A Hub also keeps a retransmission ring and the packets
+// since the last keyframe for late joiners.
 package hub
 
 import (
@@ -54,6 +56,10 @@ const (
 // ErrClosed is returned by Subscription.Next once the subscription or its
 // hub is closed.
 var ErrClosed = errors.New("hub: closed")
+
+// ErrInUse is wrapped by the error of Registry.Claim when another publisher
+// holds the channel, as in "hub: channel 77: in use".
+var ErrInUse = errors.New("in use")
 
 // Options configure every hub of a Registry.
 type Options struct {
@@ -120,7 +126,8 @@ type Hub struct {
 
 	mu        sync.Mutex
 	closed    bool
-	live      bool
+	owner     *Publisher // the claim on the channel; nil: free
+	live      bool       // owner has started its session
 	since     time.Time
 	publisher PublisherInfo
 	publishes int
@@ -174,18 +181,29 @@ func New(channel uint32, opts Options) *Hub {
 // Channel returns the channel id of the hub.
 func (h *Hub) Channel() uint32 { return h.channel }
 
-// StartPublish begins a new publisher session. A session already running
-// ends first, as with EndPublish. The first packet released in each track
-// continues the output: sequence number last+1, timestamp advanced by the
-// wall-clock pause since the last released packet.
-func (h *Hub) StartPublish(info PublisherInfo) {
+// claim gives the hub to a new Publisher, if no other holds it.
+func (h *Hub) claim() (*Publisher, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return
+		return nil, fmt.Errorf("hub: channel %d: %w", h.channel, ErrClosed)
 	}
-	if h.live {
-		h.endPublish()
+	if h.owner != nil {
+		return nil, fmt.Errorf("hub: channel %d: %w", h.channel, ErrInUse)
+	}
+	h.owner = &Publisher{hub: h}
+	return h.owner, nil
+}
+
+// startPublish begins the publish session of p, if p holds the hub and has
+// not started yet. The first packet released in each track continues the
+// output: sequence number last+1, timestamp advanced by the wall-clock
+// pause since the last released packet.
+func (h *Hub) startPublish(p *Publisher, info PublisherInfo) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || h.owner != p || h.live {
+		return
 	}
 	for i := range h.tracks {
 		h.tracks[i].startSession()
@@ -197,20 +215,20 @@ func (h *Hub) StartPublish(info PublisherInfo) {
 	h.log.Info("hub: publish started", "remote", info.Remote, "software", info.Software)
 }
 
-// EndPublish ends the publisher session: packets held behind missing ones
-// are released (the missing ones counted as lost) and the channel goes
-// offline. The hub and its subscriptions stay, waiting for the next
-// session; packets written until then are dropped.
-func (h *Hub) EndPublish() {
+// endPublish frees the hub from p, if p holds it. A started session ends:
+// packets held behind missing ones are released (the missing ones counted
+// as lost) and the channel goes offline. The hub and its subscriptions
+// stay, waiting for the next claim.
+func (h *Hub) endPublish(p *Publisher) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.live {
-		h.endPublish()
+	if h.owner != p {
+		return
 	}
-}
-
-// endPublish is EndPublish with h.mu held and h.live set.
-func (h *Hub) endPublish() {
+	h.owner = nil
+	if !h.live {
+		return
+	}
 	for i := range h.tracks {
 		h.flush(&h.tracks[i])
 	}
@@ -254,31 +272,30 @@ func (h *Hub) Tracks() []TrackInfo {
 	}
 }
 
-// AddNACKs counts n NACKs that ingest sent to the publisher.
-func (h *Hub) AddNACKs(n int) {
+// addRecovery counts NACKs that ingest sent to p's publisher and
+// retransmitted packets it received, if p holds the hub.
+func (h *Hub) addRecovery(p *Publisher, nacks, recovered int) {
 	h.mu.Lock()
-	h.counters.nacks += uint64(max(n, 0))
-	h.mu.Unlock()
-}
-
-// AddRecovered counts n retransmitted packets that ingest received.
-func (h *Hub) AddRecovered(n int) {
-	h.mu.Lock()
-	h.counters.recovered += uint64(max(n, 0))
-	h.mu.Unlock()
+	defer h.mu.Unlock()
+	if h.owner != p {
+		return
+	}
+	h.counters.nacks += uint64(max(nacks, 0))
+	h.counters.recovered += uint64(max(recovered, 0))
 }
 
 // Retransmit copies the output packet seq of track t into dst if the
-// retransmission ring still holds it. dst should have room for
+// retransmission ring still holds it, and returns it with the marks it was
+// released with; its Data aliases dst. dst should have room for
 // MaxPacketSize bytes; ok is false when the packet is gone or dst is too
 // small.
-func (h *Hub) Retransmit(t Track, seq uint16, dst []byte) (n int, ok bool) {
+func (h *Hub) Retransmit(t Track, seq uint16, dst []byte) (p Packet, ok bool) {
 	if t >= numTracks {
-		return 0, false
+		return Packet{}, false
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.tracks[t].ring.load(seq, dst)
+	return h.tracks[t].ring.load(t, seq, dst)
 }
 
 // Subscribe adds a subscription to the hub's output. With FromKeyframe the

@@ -51,15 +51,29 @@ func testOptions(clk *clock) hub.Options {
 	}
 }
 
-// newLiveHub returns a hub with a publish session started at t0, and its
-// clock.
-func newLiveHub(t testing.TB) (*hub.Hub, *clock) {
+// obs is the publisher of the tests' sessions.
+var obs = hub.PublisherInfo{Software: "OBS Studio 29.1.3", Remote: "127.0.0.1:50000", VideoCodec: "H264", AudioCodec: "OPUS", VideoPayloadType: 96, AudioPayloadType: 97}
+
+// claim claims channel in r and starts the session with info.
+func claim(t testing.TB, r *hub.Registry, channel uint32, info hub.PublisherInfo) *hub.Publisher {
+	t.Helper()
+	pub, err := r.Claim(channel)
+	if err != nil {
+		t.Fatalf("Claim(%d): %v", channel, err)
+	}
+	pub.Start(info)
+	return pub
+}
+
+// newLiveHub returns the hub of channel 77 of a new registry, its
+// publisher with a session started at t0, and the hub's clock.
+func newLiveHub(t testing.TB) (*hub.Hub, *hub.Publisher, *clock) {
 	t.Helper()
 	clk := &clock{t: t0}
-	h := hub.New(77, testOptions(clk))
-	t.Cleanup(h.Close)
-	h.StartPublish(hub.PublisherInfo{Software: "OBS Studio 29.1.3", Remote: "127.0.0.1:50000", VideoCodec: "H264", AudioCodec: "OPUS", VideoPayloadType: 96, AudioPayloadType: 97})
-	return h, clk
+	r := hub.NewRegistry(testOptions(clk))
+	t.Cleanup(r.Close)
+	pub := claim(t, r, 77, obs)
+	return pub.Hub(), pub, clk
 }
 
 func subscribe(t testing.TB, h *hub.Hub, o hub.SubscribeOptions) *hub.Subscription {
@@ -138,9 +152,9 @@ func pkt(seq uint16, ts uint32, marker bool, payload []byte) *rtp.Packet {
 func small(seq uint16) []byte { return []byte{0x41, byte(seq >> 8), byte(seq), 0xaa} }
 
 // writeSeqs writes one small single-NAL video packet per seq, one frame each.
-func writeSeqs(h *hub.Hub, arrival time.Time, seqs ...uint16) {
+func writeSeqs(pub *hub.Publisher, arrival time.Time, seqs ...uint16) {
 	for _, s := range seqs {
-		h.WriteRTP(hub.Video, pkt(s, uint32(s)*3000, true, small(s)), arrival)
+		pub.WriteRTP(hub.Video, pkt(s, uint32(s)*3000, true, small(s)), arrival)
 	}
 }
 
@@ -163,14 +177,14 @@ func contiguous(t *testing.T, pkts []out) {
 }
 
 func TestInOrderPacketsPassThroughWithContiguousSequenceNumbers(t *testing.T) {
-	h, _ := newLiveHub(t)
+	h, pub, _ := newLiveHub(t)
 	s := subscribe(t, h, hub.SubscribeOptions{})
 	tracks := h.Tracks()
 
 	for i := range 10 {
 		seq := uint16(1000 + i)
-		h.WriteRTP(hub.Video, pkt(seq, 90000+uint32(i)*3000, i%2 == 1, small(seq)), t0)
-		h.WriteRTP(hub.Audio, pkt(uint16(500+i), 48000+uint32(i)*960, false, []byte{0xfc, byte(i), 1, 2, 3}), t0)
+		pub.WriteRTP(hub.Video, pkt(seq, 90000+uint32(i)*3000, i%2 == 1, small(seq)), t0)
+		pub.WriteRTP(hub.Audio, pkt(uint16(500+i), 48000+uint32(i)*960, false, []byte{0xfc, byte(i), 1, 2, 3}), t0)
 	}
 	got := drain(t, s)
 	if len(got) != 20 {
@@ -223,9 +237,9 @@ func TestReorderWithinHoldRestoresPublisherOrder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, _ := newLiveHub(t)
+			h, pub, _ := newLiveHub(t)
 			s := subscribe(t, h, hub.SubscribeOptions{})
-			writeSeqs(h, t0, tt.seqs...)
+			writeSeqs(pub, t0, tt.seqs...)
 			got := drain(t, s)
 			contiguous(t, got)
 			for i, seq := range payloadSeqs(got) {
@@ -244,12 +258,12 @@ func TestReorderWithinHoldRestoresPublisherOrder(t *testing.T) {
 }
 
 func TestMissingPacketIsSkippedAfterMaxHoldLeavingAGap(t *testing.T) {
-	h, clk := newLiveHub(t)
+	h, pub, clk := newLiveHub(t)
 	s := subscribe(t, h, hub.SubscribeOptions{})
 
-	writeSeqs(h, t0, 1, 2)
-	writeSeqs(h, t0.Add(5*time.Millisecond), 4, 5) // 3 is missing; hold runs from 4's arrival
-	writeSeqs(h, t0.Add(10*time.Millisecond), 7)   // 6 is missing too
+	writeSeqs(pub, t0, 1, 2)
+	writeSeqs(pub, t0.Add(5*time.Millisecond), 4, 5) // 3 is missing; hold runs from 4's arrival
+	writeSeqs(pub, t0.Add(10*time.Millisecond), 7)   // 6 is missing too
 	before := drain(t, s)
 	if got := payloadSeqs(before); len(got) != 2 {
 		t.Fatalf("before MaxHold got publisher seqs %v, want [1 2]", got)
@@ -286,7 +300,7 @@ func TestMissingPacketIsSkippedAfterMaxHoldLeavingAGap(t *testing.T) {
 	}
 
 	// The missing packet arriving now is late.
-	writeSeqs(h, clk.Now(), 3)
+	writeSeqs(pub, clk.Now(), 3)
 	if got := drain(t, s); len(got) != 0 {
 		t.Errorf("late retransmission released %v", payloadSeqs(got))
 	}
@@ -296,11 +310,11 @@ func TestMissingPacketIsSkippedAfterMaxHoldLeavingAGap(t *testing.T) {
 }
 
 func TestRetransmissionBeforeMaxHoldFillsTheHole(t *testing.T) {
-	h, clk := newLiveHub(t)
+	h, pub, clk := newLiveHub(t)
 	s := subscribe(t, h, hub.SubscribeOptions{})
 
-	writeSeqs(h, t0, 1, 2, 4, 5)
-	writeSeqs(h, clk.Advance(39*time.Millisecond), 3)
+	writeSeqs(pub, t0, 1, 2, 4, 5)
+	writeSeqs(pub, clk.Advance(39*time.Millisecond), 3)
 	h.ReleaseExpired(clk.Advance(100 * time.Millisecond))
 	got := drain(t, s)
 	contiguous(t, got)
@@ -314,13 +328,14 @@ func TestRetransmissionBeforeMaxHoldFillsTheHole(t *testing.T) {
 
 func TestHoldTimerReleasesWithoutReleaseExpiredCalls(t *testing.T) {
 	opts := hub.Options{MaxHold: time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	h := hub.New(1, opts)
-	defer h.Close()
-	h.StartPublish(hub.PublisherInfo{})
+	r := hub.NewRegistry(opts)
+	defer r.Close()
+	pub := claim(t, r, 1, hub.PublisherInfo{})
+	h := pub.Hub()
 	s := h.Subscribe(hub.SubscribeOptions{})
 	now := time.Now()
-	writeSeqs(h, now, 1, 3)
-	writeSeqs(h, now.Add(5*time.Millisecond), 5) // held after 3 is released: the timer is armed again
+	writeSeqs(pub, now, 1, 3)
+	writeSeqs(pub, now.Add(5*time.Millisecond), 5) // held after 3 is released: the timer is armed again
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -349,9 +364,9 @@ func TestLateAndDuplicatePacketsAreDropped(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, _ := newLiveHub(t)
+			h, pub, _ := newLiveHub(t)
 			s := subscribe(t, h, hub.SubscribeOptions{})
-			writeSeqs(h, t0, tt.seqs...)
+			writeSeqs(pub, t0, tt.seqs...)
 			got := drain(t, s)
 			contiguous(t, got)
 			if seqs := payloadSeqs(got); !equal(seqs, tt.wantOut) {
@@ -377,7 +392,7 @@ func equal(a, b []uint16) bool {
 }
 
 func TestSequenceNumbersWrapAroundOnInputAndOutput(t *testing.T) {
-	h, _ := newLiveHub(t)
+	h, pub, _ := newLiveHub(t)
 	s := subscribe(t, h, hub.SubscribeOptions{})
 
 	// More than 2^16 packets: whatever the hub's first output number,
@@ -388,12 +403,12 @@ func TestSequenceNumbersWrapAroundOnInputAndOutput(t *testing.T) {
 	outWrapped := false
 	for i := range n {
 		if i == 0 {
-			writeSeqs(h, t0, seq, seq+1) // the first packet sets the expected numbering
+			writeSeqs(pub, t0, seq, seq+1) // the first packet sets the expected numbering
 		} else if i%2 == 0 && i+1 < n {
 			// swap each pair so that the reorder buffer works across the wrap too
-			writeSeqs(h, t0, seq+1, seq)
+			writeSeqs(pub, t0, seq+1, seq)
 		} else if i%2 == 0 {
-			writeSeqs(h, t0, seq)
+			writeSeqs(pub, t0, seq)
 		}
 		if i%2 == 1 || i+1 == n {
 			for _, p := range drain(t, s) {
@@ -434,23 +449,27 @@ func TestReconnectContinuesSequenceNumbersAndTimestamps(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.track.String()+" after "+tt.pause.String(), func(t *testing.T) {
-			h, clk := newLiveHub(t)
+			clk := &clock{t: t0}
+			r := hub.NewRegistry(testOptions(clk))
+			defer r.Close()
+			pub := claim(t, r, 77, obs)
+			h := pub.Hub()
 			s := subscribe(t, h, hub.SubscribeOptions{})
 			ssrcs := h.Tracks()
 
 			for i := range 10 {
-				h.WriteRTP(tt.track, pkt(uint16(40000+i), 123456+uint32(i)*tt.step, true, small(uint16(i))), clk.Advance(20*time.Millisecond))
+				pub.WriteRTP(tt.track, pkt(uint16(40000+i), 123456+uint32(i)*tt.step, true, small(uint16(i))), clk.Advance(20*time.Millisecond))
 			}
-			h.EndPublish()
+			pub.Release()
 			if st := h.Stats(); st.Live {
-				t.Error("Live after EndPublish")
+				t.Error("Live after Release")
 			}
-			h.WriteRTP(tt.track, pkt(40010, 0, true, small(99)), clk.Now()) // between sessions: dropped
+			pub.WriteRTP(tt.track, pkt(40010, 0, true, small(99)), clk.Now()) // between sessions: dropped
 
 			clk.Advance(tt.pause)
-			h.StartPublish(hub.PublisherInfo{Software: "OBS Studio 30.0.0"})
+			next := claim(t, r, 77, hub.PublisherInfo{Software: "OBS Studio 30.0.0"})
 			for i := range 3 {
-				h.WriteRTP(tt.track, pkt(uint16(i), uint32(i)*tt.step, true, small(uint16(100+i))), clk.Now())
+				next.WriteRTP(tt.track, pkt(uint16(i), uint32(i)*tt.step, true, small(uint16(100+i))), clk.Now())
 				clk.Advance(20 * time.Millisecond)
 			}
 
@@ -479,11 +498,11 @@ func TestReconnectContinuesSequenceNumbersAndTimestamps(t *testing.T) {
 	}
 }
 
-func TestEndPublishReleasesHeldPackets(t *testing.T) {
-	h, _ := newLiveHub(t)
+func TestReleaseLetsHeldPacketsGo(t *testing.T) {
+	h, pub, _ := newLiveHub(t)
 	s := subscribe(t, h, hub.SubscribeOptions{})
-	writeSeqs(h, t0, 1, 3, 4)
-	h.EndPublish()
+	writeSeqs(pub, t0, 1, 3, 4)
+	pub.Release()
 	got := drain(t, s)
 	if seqs := payloadSeqs(got); !equal(seqs, []uint16{1, 3, 4}) {
 		t.Fatalf("got publisher seqs %v, want [1 3 4]", seqs)
@@ -497,9 +516,9 @@ func TestEndPublishReleasesHeldPackets(t *testing.T) {
 }
 
 func TestPublisherNumberingJumpIsADiscontinuity(t *testing.T) {
-	h, _ := newLiveHub(t)
+	h, pub, _ := newLiveHub(t)
 	s := subscribe(t, h, hub.SubscribeOptions{})
-	writeSeqs(h, t0, 1, 2, 4, 30000, 30001)
+	writeSeqs(pub, t0, 1, 2, 4, 30000, 30001)
 	got := drain(t, s)
 	if seqs := payloadSeqs(got); !equal(seqs, []uint16{1, 2, 4, 30000, 30001}) {
 		t.Fatalf("got publisher seqs %v, want [1 2 4 30000 30001]", seqs)
@@ -513,7 +532,7 @@ func TestPublisherNumberingJumpIsADiscontinuity(t *testing.T) {
 }
 
 func TestPublisherRestartingItsNumberingIsFollowed(t *testing.T) {
-	h, _ := newLiveHub(t)
+	h, pub, _ := newLiveHub(t)
 	s := subscribe(t, h, hub.SubscribeOptions{})
 	var seqs []uint16
 	for i := range 100 {
@@ -522,7 +541,7 @@ func TestPublisherRestartingItsNumberingIsFollowed(t *testing.T) {
 	for i := range 100 {
 		seqs = append(seqs, uint16(i)) // 20000 behind: not a retransmission
 	}
-	writeSeqs(h, t0, seqs...)
+	writeSeqs(pub, t0, seqs...)
 	got := payloadSeqs(drain(t, s))
 	if len(got) < 100+100-16 || got[len(got)-1] != 99 {
 		t.Errorf("got %d packets ending with publisher seq %d, want the new numbering followed after a few", len(got), got[len(got)-1])
@@ -538,17 +557,21 @@ func relative(pkts []out) []uint16 {
 }
 
 func TestRetransmitReturnsExactBytesUntilOverwritten(t *testing.T) {
-	h, _ := newLiveHub(t)
+	h, pub, _ := newLiveHub(t)
 	s := subscribe(t, h, hub.SubscribeOptions{Capacity: 4096})
-	writeSeqs(h, t0, 1, 2, 3)
+	writeSeqs(pub, t0, 1, 2, 3)
 	got := drain(t, s)
 
 	buf := make([]byte, hub.MaxPacketSize)
 	for _, p := range got {
-		n, ok := h.Retransmit(hub.Video, p.Seq, buf)
-		if !ok || !bytes.Equal(buf[:n], p.Data) {
-			t.Fatalf("Retransmit(%d) = %x %v, want %x", p.Seq, buf[:n], ok, p.Data)
+		r, ok := h.Retransmit(hub.Video, p.Seq, buf)
+		if !ok || !bytes.Equal(r.Data, p.Data) || r.Seq != p.Seq || r.Timestamp != p.Timestamp ||
+			r.Keyframe != p.Keyframe || r.StreamStart != p.StreamStart {
+			t.Fatalf("Retransmit(%d) = %+v %v, want %+v", p.Seq, r, ok, p.Packet)
 		}
+	}
+	if !got[0].StreamStart {
+		t.Error("the session's first packet is not marked as a stream start, so its retransmission could not be either")
 	}
 	if _, ok := h.Retransmit(hub.Audio, got[0].Seq, buf); ok {
 		t.Error("Retransmit found a video packet on the audio track")
@@ -562,22 +585,22 @@ func TestRetransmitReturnsExactBytesUntilOverwritten(t *testing.T) {
 
 	// The ring holds the last 2048 packets.
 	for i := range uint16(2045) {
-		writeSeqs(h, t0, 4+i)
+		writeSeqs(pub, t0, 4+i)
 	}
-	if n, ok := h.Retransmit(hub.Video, got[0].Seq, buf); !ok || !bytes.Equal(buf[:n], got[0].Data) {
+	if r, ok := h.Retransmit(hub.Video, got[0].Seq, buf); !ok || !bytes.Equal(r.Data, got[0].Data) {
 		t.Fatal("the first packet is gone after 2048 packets")
 	}
-	writeSeqs(h, t0, 4+2045)
+	writeSeqs(pub, t0, 4+2045)
 	if _, ok := h.Retransmit(hub.Video, got[0].Seq, buf); ok {
 		t.Error("Retransmit returned a packet overwritten by the ring")
 	}
-	if n, ok := h.Retransmit(hub.Video, got[1].Seq, buf); !ok || !bytes.Equal(buf[:n], got[1].Data) {
+	if r, ok := h.Retransmit(hub.Video, got[1].Seq, buf); !ok || !bytes.Equal(r.Data, got[1].Data) {
 		t.Error("the second packet is gone too early")
 	}
 }
 
 func TestCloseEndsSubscriptions(t *testing.T) {
-	h, _ := newLiveHub(t)
+	h, pub, _ := newLiveHub(t)
 	s := h.Subscribe(hub.SubscribeOptions{})
 	errc := make(chan error, 1)
 	go func() {
@@ -594,21 +617,21 @@ func TestCloseEndsSubscriptions(t *testing.T) {
 	if _, err := h.Subscribe(hub.SubscribeOptions{}).Next(context.Background()); !errors.Is(err, hub.ErrClosed) {
 		t.Errorf("Next of a subscription to a closed hub: %v, want ErrClosed", err)
 	}
-	writeSeqs(h, t0, 1) // ignored, no panic
+	writeSeqs(pub, t0, 1) // ignored, no panic
 	if st := h.Stats(); st.Live || st.Subscribers != 0 {
 		t.Errorf("closed hub: live %v, %d subscribers", st.Live, st.Subscribers)
 	}
 }
 
 func TestSubscriptionCloseEndsItsNextOnly(t *testing.T) {
-	h, _ := newLiveHub(t)
+	h, pub, _ := newLiveHub(t)
 	a := h.Subscribe(hub.SubscribeOptions{})
 	b := subscribe(t, h, hub.SubscribeOptions{})
 	a.Close()
 	if _, err := a.Next(context.Background()); !errors.Is(err, hub.ErrClosed) {
 		t.Errorf("Next after Close: %v, want ErrClosed", err)
 	}
-	writeSeqs(h, t0, 1)
+	writeSeqs(pub, t0, 1)
 	if got := drain(t, b); len(got) != 1 {
 		t.Errorf("the other subscription got %d packets, want 1", len(got))
 	}

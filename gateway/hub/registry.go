@@ -4,6 +4,9 @@ import (
 	"cmp"
 	"slices"
 	"sync"
+	"time"
+
+	"github.com/pion/rtp"
 )
 
 // Registry holds the hubs of all channels.
@@ -43,6 +46,57 @@ func (r *Registry) GetOrCreate(channel uint32) *Hub {
 	r.hubs[channel] = h
 	return h
 }
+
+// Claim makes the caller the only publisher of channel, creating the
+// channel's hub if needed, and returns the handle through which it
+// publishes. Of any number of ingests claiming one channel at once,
+// exactly one gets a handle. While a handle holds the channel, Claim fails
+// with an error wrapping ErrInUse ("hub: channel 77: in use"); the hub
+// never ends a publisher to make room. After Close the error wraps
+// ErrClosed.
+func (r *Registry) Claim(channel uint32) (*Publisher, error) {
+	return r.GetOrCreate(channel).claim()
+}
+
+// Publisher is one ingest's claim on a channel, from Registry.Claim to
+// Release, and the only way to write into the channel's hub. Its methods
+// are safe for concurrent use. Once released, a Publisher is inert: its
+// writes and counts are ignored and change nothing, whoever holds the
+// channel next.
+type Publisher struct {
+	hub *Hub
+}
+
+// Hub returns the hub of the claimed channel, for its stats and output.
+func (p *Publisher) Hub() *Hub { return p.hub }
+
+// Start begins the publish session: the channel goes live with info as its
+// publisher. Packets written before Start are dropped. Start on a started
+// or released Publisher does nothing.
+func (p *Publisher) Start(info PublisherInfo) { p.hub.startPublish(p, info) }
+
+// WriteRTP takes one publisher packet of track t, in arrival order.
+// Packets are released downstream in publisher order; a packet behind a
+// missing one waits at most MaxHold after the first such arrival. Late and
+// duplicate packets are dropped and counted. The hub copies what it keeps,
+// so pkt.Payload may alias the caller's read buffer. Packets written
+// before Start or after Release are dropped.
+func (p *Publisher) WriteRTP(t Track, pkt *rtp.Packet, arrival time.Time) {
+	p.hub.writeRTP(p, t, pkt, arrival)
+}
+
+// AddNACKs counts n NACKs that ingest sent to the publisher.
+func (p *Publisher) AddNACKs(n int) { p.hub.addRecovery(p, n, 0) }
+
+// AddRecovered counts n retransmitted packets that ingest received.
+func (p *Publisher) AddRecovered(n int) { p.hub.addRecovery(p, 0, n) }
+
+// Release ends the claim. A started session ends: packets held behind
+// missing ones are released (the missing ones counted as lost), the GOP
+// cache is emptied and the channel goes offline. The hub and its
+// subscriptions stay; the next claim continues the output numbering.
+// Release is idempotent.
+func (p *Publisher) Release() { p.hub.endPublish(p) }
 
 // List returns the hubs sorted by channel.
 func (r *Registry) List() []*Hub {

@@ -52,9 +52,9 @@ func (p *publisher) frame(ts uint32, nals ...[]byte) []*rtp.Packet {
 	return r
 }
 
-func write(h *hub.Hub, t hub.Track, pkts []*rtp.Packet, arrival time.Time) {
+func write(pub *hub.Publisher, t hub.Track, pkts []*rtp.Packet, arrival time.Time) {
 	for _, p := range pkts {
-		h.WriteRTP(t, p, arrival)
+		pub.WriteRTP(t, p, arrival)
 	}
 }
 
@@ -70,7 +70,7 @@ func annexB(nals ...[]byte) []byte {
 }
 
 func TestVideoIsRefragmentedToMaxPacketSize(t *testing.T) {
-	h, _ := newLiveHub(t)
+	h, pub, _ := newLiveHub(t)
 	s := subscribe(t, h, hub.SubscribeOptions{})
 	frames := [][][]byte{
 		{nal(7, 12, 1), nal(8, 4, 2), nal(5, 20000, 3)}, // SPS, PPS, IDR of 15 FU-A fragments
@@ -80,13 +80,13 @@ func TestVideoIsRefragmentedToMaxPacketSize(t *testing.T) {
 		{nal(1, 1381, 7)},                // the smallest FU-A FTL sends
 		{nal(6, 30, 8), nal(1, 2757, 9)}, // an SEI and a slice of two full FU-A fragments and one byte
 	}
-	var pub publisher
+	var video publisher
 	var want []byte
 	inPackets := 0
 	for i, f := range frames {
-		pkts := pub.frame(uint32(i)*3000, f...)
+		pkts := video.frame(uint32(i)*3000, f...)
 		inPackets += len(pkts)
-		write(h, hub.Video, pkts, t0)
+		write(pub, hub.Video, pkts, t0)
 		want = append(want, annexB(f...)...)
 	}
 
@@ -142,11 +142,11 @@ func TestKeyframeIsMarkedOnTheFirstPacketDecodersCanStartAt(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, _ := newLiveHub(t)
+			h, pub, _ := newLiveHub(t)
 			s := subscribe(t, h, hub.SubscribeOptions{})
-			var pub publisher
-			write(h, hub.Video, pub.frame(0, nal(1, 100, 0)), t0) // a frame before
-			write(h, hub.Video, pub.frame(3000, tt.nals...), t0)
+			var video publisher
+			write(pub, hub.Video, video.frame(0, nal(1, 100, 0)), t0) // a frame before
+			write(pub, hub.Video, video.frame(3000, tt.nals...), t0)
 			got := drain(t, s)
 			if got[0].Keyframe {
 				t.Error("the slice before is marked Keyframe")

@@ -95,19 +95,19 @@ func (b *reorder) resetSince() {
 	}
 }
 
-// WriteRTP takes one publisher packet of track t, in arrival order. Packets
-// are released downstream in publisher order; a packet behind a missing one
-// waits at most MaxHold after the first such arrival. Late and duplicate
-// packets are dropped and counted. The hub copies what it keeps, so
-// pkt.Payload may alias the caller's read buffer. Packets outside a publish
-// session (before StartPublish, after EndPublish) are dropped.
-func (h *Hub) WriteRTP(t Track, pkt *rtp.Packet, arrival time.Time) {
+// writeRTP takes one publisher packet of track t from p, in arrival order
+// (see Publisher.WriteRTP). Packets are released downstream in publisher
+// order; a packet behind a missing one waits at most MaxHold after the
+// first such arrival. Late and duplicate packets are dropped and counted.
+// Packets from a publisher that does not hold the hub or has not started
+// are dropped.
+func (h *Hub) writeRTP(p *Publisher, t Track, pkt *rtp.Packet, arrival time.Time) {
 	if t >= numTracks || pkt == nil {
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.live {
+	if !h.live || h.owner != p {
 		return
 	}
 	h.counters.packetsIn++

@@ -34,7 +34,7 @@ func TestStatsDescribeTheStream(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, clk := newLiveHub(t)
+			h, pub, clk := newLiveHub(t)
 			if got := h.Tracks()[hub.Video].Fmtp; got != "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f" {
 				t.Errorf("fmtp before any SPS %q", got)
 			}
@@ -56,14 +56,14 @@ func TestStatsDescribeTheStream(t *testing.T) {
 				}
 				for _, p := range video.frame(uint32(k)*3600, nals...) {
 					count(arrival, p.Payload)
-					h.WriteRTP(hub.Video, p, arrival)
+					pub.WriteRTP(hub.Video, p, arrival)
 					in++
 				}
 				for i := range 2 {
 					p := audio.frame(uint32(2*k+i)*960, []byte{0xfc, byte(i), 0xff})[0]
 					at := arrival.Add(time.Duration(i) * 20 * time.Millisecond)
 					count(at, p.Payload)
-					h.WriteRTP(hub.Audio, p, at)
+					pub.WriteRTP(hub.Audio, p, at)
 					in++
 				}
 			}
@@ -90,8 +90,8 @@ func TestStatsDescribeTheStream(t *testing.T) {
 				t.Errorf("fmtp %q, want %q", got, tt.wantFmtp)
 			}
 
-			h.AddNACKs(3)
-			h.AddRecovered(2)
+			pub.AddNACKs(3)
+			pub.AddRecovered(2)
 			if st := h.Stats(); st.NACKsSent != 3 || st.Recovered != 2 {
 				t.Errorf("NACKsSent %d Recovered %d, want 3 2", st.NACKsSent, st.Recovered)
 			}
@@ -100,7 +100,7 @@ func TestStatsDescribeTheStream(t *testing.T) {
 }
 
 func TestTracksDescribeTheOutput(t *testing.T) {
-	h, _ := newLiveHub(t)
+	h, _, _ := newLiveHub(t)
 	got := h.Tracks()
 	want := []hub.TrackInfo{
 		{Track: hub.Video, SSRC: got[0].SSRC, PayloadType: 96, Codec: "H264", ClockRate: 90000, Fmtp: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"},

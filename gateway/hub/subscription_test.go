@@ -11,14 +11,14 @@ import (
 // stream writes frames of video with one audio packet after each, as
 // a publisher interleaves them.
 type stream struct {
-	h            *hub.Hub
+	pub          *hub.Publisher
 	video, audio publisher
 	frame        uint32
 }
 
 func (s *stream) write(nals ...[]byte) {
-	write(s.h, hub.Video, s.video.frame(s.frame*3000, nals...), t0)
-	write(s.h, hub.Audio, s.audio.frame(s.frame*960, []byte{0xfc, byte(s.frame), 0xff}), t0)
+	write(s.pub, hub.Video, s.video.frame(s.frame*3000, nals...), t0)
+	write(s.pub, hub.Audio, s.audio.frame(s.frame*960, []byte{0xfc, byte(s.frame), 0xff}), t0)
 	s.frame++
 }
 
@@ -26,9 +26,9 @@ func (s *stream) keyframe() { s.write(nal(7, 12, 1), nal(8, 4, 2), nal(5, 5000, 
 func (s *stream) delta()    { s.write(nal(1, 2000, byte(s.frame))) }
 
 func TestFromKeyframeSubscriberStartsAtTheCachedKeyframe(t *testing.T) {
-	h, _ := newLiveHub(t)
+	h, pub, _ := newLiveHub(t)
 	all := subscribe(t, h, hub.SubscribeOptions{})
-	s := stream{h: h}
+	s := stream{pub: pub}
 
 	s.keyframe()
 	s.delta()
@@ -75,8 +75,8 @@ func TestFromKeyframeSubscriberStartsAtTheCachedKeyframe(t *testing.T) {
 }
 
 func TestFromKeyframeWithoutCachedKeyframeStartsLive(t *testing.T) {
-	h, _ := newLiveHub(t)
-	s := stream{h: h}
+	h, pub, _ := newLiveHub(t)
+	s := stream{pub: pub}
 	s.delta()
 	before := subscribe(t, h, hub.SubscribeOptions{FromKeyframe: true})
 	live := subscribe(t, h, hub.SubscribeOptions{})
@@ -92,15 +92,15 @@ func TestFromKeyframeWithoutCachedKeyframeStartsLive(t *testing.T) {
 	}
 
 	s.keyframe()
-	h.EndPublish()
+	pub.Release()
 	after := subscribe(t, h, hub.SubscribeOptions{FromKeyframe: true})
 	if got := drain(t, after); len(got) != 0 {
-		t.Errorf("subscriber after EndPublish got %d packets of the ended session", len(got))
+		t.Errorf("subscriber after Release got %d packets of the ended session", len(got))
 	}
 }
 
 func TestSlowSubscriberDropsWhileOthersGetEverything(t *testing.T) {
-	h, _ := newLiveHub(t)
+	h, pub, _ := newLiveHub(t)
 	slow := subscribe(t, h, hub.SubscribeOptions{Capacity: 4})
 	fast := subscribe(t, h, hub.SubscribeOptions{})
 
@@ -108,7 +108,7 @@ func TestSlowSubscriberDropsWhileOthersGetEverything(t *testing.T) {
 	for i := range 100 {
 		seqs = append(seqs, uint16(i))
 	}
-	writeSeqs(h, t0, seqs...) // returns although slow is never read
+	writeSeqs(pub, t0, seqs...) // returns although slow is never read
 
 	if got := drain(t, fast); len(got) != 100 {
 		t.Errorf("fast subscriber got %d packets, want 100", len(got))
