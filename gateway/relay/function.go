@@ -393,8 +393,8 @@ func flagsOf(p hub.Packet) relaywire.Flags {
 // drops silently. Only while paceBacklog packets or more wait is a
 // subscription paced (after a burst of paceBurst): live streams (a few
 // thousand packets a second, a keyframe of a few dozen at once, which the
-// forwarding keeps up with) pass untouched. (Pacing every packet held a
-// live keyframe's last packets up to 4 ms.)
+// forwarding keeps up with) pass untouched: pacing every packet delayed a
+// live keyframe's last packets (docs/bench.md).
 const (
 	paceRate    = 10000 // datagrams per second
 	paceBurst   = 64    // datagrams sent back to back

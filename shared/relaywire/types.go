@@ -14,9 +14,9 @@ import (
 // ALPN is the QUIC application protocol of the relay.
 const ALPN = "lightspeed-relay/1"
 
-// Version is the relay protocol version sent in Hello and Welcome. Version
-// 2 added the flags byte of every datagram (docs/relay.md); a gateway and a
-// function of different versions refuse each other.
+// Version is the relay protocol version the function sends in Hello.
+// Version 2 added the flags byte of every datagram (docs/relay.md): a
+// gateway refuses a function of another version, naming both.
 const Version = 2
 
 // Track is a media track of a channel.
