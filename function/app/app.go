@@ -51,9 +51,8 @@ type Config struct {
 // GOGC variable is not set. A function's heap is mostly per-viewer state
 // made once per session, and its media path allocates little, so
 // collecting at 15 % growth instead of Go's 100 % keeps the process's
-// memory near its live heap for a collection every second or two
-// (measured with scripts/bench, RSS per added viewer from 50 to 100: 310
-// KB at 100 %, 213–226 KB at 25 %, 203 KB at 15 %, no measurable CPU).
+// memory near its live heap for a collection every second or two, at no
+// measurable CPU (docs/bench.md has the figures).
 const GCPercent = 15
 
 // TuneGC sets the collector's target to GCPercent unless GOGC is set.
