@@ -39,8 +39,11 @@ func get(t *testing.T, h http.Handler, path string) (*http.Response, string) {
 
 func TestChannelsListsLiveAndOfflineChannels(t *testing.T) {
 	h, hubs := testHandler(t)
-	live := hubs.GetOrCreate(77)
-	live.StartPublish(hub.PublisherInfo{Software: "OBS Studio 29.1.3", Remote: "192.0.2.1:5000", VideoCodec: "H264", AudioCodec: "OPUS", VideoPayloadType: 96, AudioPayloadType: 97})
+	live, err := hubs.Claim(77)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live.Start(hub.PublisherInfo{Software: "OBS Studio 29.1.3", Remote: "192.0.2.1:5000", VideoCodec: "H264", AudioCodec: "OPUS", VideoPayloadType: 96, AudioPayloadType: 97})
 	live.WriteRTP(hub.Audio, &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 97, SSRC: 77, SequenceNumber: 1}, Payload: []byte{1, 2, 3}}, time.Now())
 
 	resp, body := get(t, h, "/api/channels")
@@ -65,7 +68,11 @@ func TestChannelsListsLiveAndOfflineChannels(t *testing.T) {
 
 func TestMetricsAndHealth(t *testing.T) {
 	h, hubs := testHandler(t)
-	hubs.GetOrCreate(77).StartPublish(hub.PublisherInfo{VideoCodec: "H264"})
+	live, err := hubs.Claim(77)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live.Start(hub.PublisherInfo{VideoCodec: "H264"})
 	resp, body := get(t, h, "/metrics")
 	if resp.StatusCode != 200 || !strings.Contains(body, `lightspeed_channel_live{channel="77"} 1`) {
 		t.Fatalf("metrics %d:\n%s", resp.StatusCode, body)

@@ -230,16 +230,20 @@ func (r *recorder) Load() relaywire.Load { return *r.load.Load() }
 // carries its index, so loss and order can be checked.
 type publisher struct {
 	h   *hub.Hub
+	pub *hub.Publisher
 	seq [2]uint16
 	ts  [2]uint32
 }
 
 // startPublishing makes channel live in hubs.
 func startPublishing(hubs *hub.Registry, channel uint32) *publisher {
-	h := hubs.GetOrCreate(channel)
-	h.StartPublish(hub.PublisherInfo{Software: "test", Remote: "127.0.0.1:50000",
+	pub, err := hubs.Claim(channel)
+	if err != nil {
+		panic(err) // each test starts each channel once
+	}
+	pub.Start(hub.PublisherInfo{Software: "test", Remote: "127.0.0.1:50000",
 		VideoCodec: "H264", AudioCodec: "OPUS", VideoPayloadType: 96, AudioPayloadType: 97})
-	return &publisher{h: h, seq: [2]uint16{1000, 5000}}
+	return &publisher{h: pub.Hub(), pub: pub, seq: [2]uint16{1000, 5000}}
 }
 
 // write writes packet index i of track t, with size payload bytes (at
@@ -273,7 +277,7 @@ func (p *publisher) writeHead(t hub.Track, i int, size int, head byte) {
 	}
 	p.seq[t]++
 	p.ts[t] += step
-	p.h.WriteRTP(t, pkt, time.Now())
+	p.pub.WriteRTP(t, pkt, time.Now())
 }
 
 // index returns the index a publisher packet carried (see write).

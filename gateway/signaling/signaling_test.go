@@ -79,7 +79,11 @@ func post(t *testing.T, h http.Handler, path, ctype, body string) *http.Response
 func TestWHEPErrors(t *testing.T) {
 	s, hubs := newTestSignaling(t)
 	h := s.Handler()
-	hubs.GetOrCreate(77).StartPublish(hub.PublisherInfo{VideoCodec: "H264"}) // 77 live, 78 offline
+	live, err := hubs.Claim(77)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live.Start(hub.PublisherInfo{VideoCodec: "H264"}) // 77 live, 78 offline
 	tests := []struct {
 		name, path, ctype, body string
 		status                  int
