@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -642,5 +643,62 @@ func TestSubscriptionCloseEndsItsNextOnly(t *testing.T) {
 	cancel()
 	if _, err := b.Next(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("Next on an empty queue with a cancelled context: %v", err)
+	}
+}
+
+// TestStreamStartMarksTheFirstPacketOfEachTrackInEachSession: the first
+// packet a publisher session releases in each track carries StreamStart,
+// in the live output, in the keyframe cache a subscriber starts with and
+// in the retransmission ring; no other packet does.
+func TestStreamStartMarksTheFirstPacketOfEachTrackInEachSession(t *testing.T) {
+	clk := &clock{t: t0}
+	r := hub.NewRegistry(testOptions(clk))
+	t.Cleanup(r.Close)
+	pub := claim(t, r, 77, obs)
+	h := pub.Hub()
+	s := subscribe(t, h, hub.SubscribeOptions{Capacity: 256})
+	sps := []byte{0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xe8, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40, 0x00, 0x00, 0x0f, 0x03, 0xc5, 0x8b, 0xa8}
+	session := func(pub *hub.Publisher, at time.Time) {
+		pub.WriteRTP(hub.Video, pkt(1, 0, false, sps), at)
+		pub.WriteRTP(hub.Video, pkt(2, 0, true, []byte{0x65, 0x88, 1, 2}), at)
+		pub.WriteRTP(hub.Audio, pkt(10, 0, false, []byte{0xfc, 1}), at)
+		pub.WriteRTP(hub.Video, pkt(3, 3000, true, small(3)), at)
+		pub.WriteRTP(hub.Audio, pkt(11, 960, false, []byte{0xfc, 2}), at)
+	}
+	startsOf := func(pkts []out) (starts []hub.Track) {
+		for _, p := range pkts {
+			if p.StreamStart {
+				starts = append(starts, p.Track)
+			}
+		}
+		return starts
+	}
+	session(pub, t0)
+	first := drain(t, s)
+	if got := startsOf(first); !slices.Equal(got, []hub.Track{hub.Video, hub.Audio}) || !first[0].StreamStart {
+		t.Fatalf("first session: stream starts on %v, first packet %+v; want its first video and audio packet", got, first[0].Packet)
+	}
+	buf := make([]byte, hub.MaxPacketSize)
+	for _, p := range first {
+		if r, ok := h.Retransmit(p.Track, p.Seq, buf); !ok || r.StreamStart != p.StreamStart || r.Keyframe != p.Keyframe {
+			t.Fatalf("retransmission of %v %d: %+v %v, want the marks it was sent with", p.Track, p.Seq, r, ok)
+		}
+	}
+
+	pub.Release()
+	clk.t = t0.Add(2 * time.Second)
+	next := claim(t, r, 77, obs)
+	session(next, clk.t)
+	second := drain(t, s)
+	if got := startsOf(second); !slices.Equal(got, []hub.Track{hub.Video, hub.Audio}) || !second[0].StreamStart || !second[0].Keyframe {
+		t.Fatalf("second session: stream starts on %v, first packet %+v; want its first video (a keyframe) and audio packet", got, second[0].Packet)
+	}
+
+	// A subscriber that joins now starts with the cached keyframe, whose
+	// first packet is the session's stream start.
+	late := subscribe(t, h, hub.SubscribeOptions{FromKeyframe: true})
+	cached := drain(t, late)
+	if len(cached) == 0 || !cached[0].StreamStart || !cached[0].Keyframe {
+		t.Fatalf("the keyframe cache starts with %+v, want the session's first packet, marked", cached)
 	}
 }
