@@ -1,8 +1,10 @@
 package fanout
 
-// maxPayload is the largest RTP payload the fan-out carries. The hub sends
-// packets of at most 1200 bytes, so every payload it sends fits.
-const maxPayload = 1200
+import "lightspeed/shared/relaywire"
+
+// maxPayload is the largest RTP payload the fan-out carries: the relay's
+// largest packet, so every payload it carries fits.
+const maxPayload = relaywire.MaxPacketSize
 
 // Slots of the per-track caches. They are powers of two that divide 65536,
 // so a sequence number maps to the same slot on every lap. The video cache

@@ -57,8 +57,8 @@ const frameHold = 2 * time.Millisecond
 
 func newChannel(id uint32) *channel {
 	ch := &channel{id: id, ready: make(chan struct{})}
-	ch.media[relaywire.Video] = trackMedia{cache: newPacketCache(videoSlots, videoSlotsMax), clock: 90000}
-	ch.media[relaywire.Audio] = trackMedia{cache: newPacketCache(audioSlots, audioSlots), clock: 48000}
+	ch.media[relaywire.Video] = trackMedia{cache: newPacketCache(videoSlots, videoSlotsMax), clock: relaywire.VideoClockRate}
+	ch.media[relaywire.Audio] = trackMedia{cache: newPacketCache(audioSlots, audioSlots), clock: relaywire.AudioClockRate}
 	return ch
 }
 

@@ -91,13 +91,10 @@ func (n *numbering) expect(first uint16, ssrc uint32) {
 	}
 }
 
-// newNumbering returns the numbering of a track, with the default clock
-// of its kind until the subscription tells.
+// newNumbering returns the numbering of a track, with the clock of its
+// kind until the subscription tells.
 func newNumbering(t relaywire.Track) *numbering {
-	if t == relaywire.Video {
-		return &numbering{clock: 90000}
-	}
-	return &numbering{clock: 48000}
+	return &numbering{clock: t.ClockRate()}
 }
 
 // number gives p (with the relayed stream's sequence number and

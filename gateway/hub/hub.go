@@ -17,33 +17,24 @@ import (
 	"time"
 
 	"lightspeed/shared/h264"
+	"lightspeed/shared/relaywire"
 )
 
-// Track names one of the two tracks of a channel.
-type Track uint8
+// Track names one of the two tracks of a channel, as the relay does.
+type Track = relaywire.Track
 
 // The tracks of a channel.
 const (
-	Video Track = iota // H.264, 90 kHz, output payload type 96
-	Audio              // Opus, 48 kHz, output payload type 97
+	Video = relaywire.Video // H.264, 90 kHz, output payload type 96
+	Audio = relaywire.Audio // Opus, 48 kHz, output payload type 97
 )
 
 const numTracks = 2
 
-// String returns "video" or "audio".
-func (t Track) String() string {
-	switch t {
-	case Video:
-		return "video"
-	case Audio:
-		return "audio"
-	}
-	return fmt.Sprintf("track(%d)", uint8(t))
-}
-
-// MaxPacketSize is the size limit of every output packet: a 12-byte RTP
-// header (no CSRC, no extensions) and at most 1188 bytes of payload.
-const MaxPacketSize = 1200
+// MaxPacketSize is the size limit of every output packet, the relay's: a
+// 12-byte RTP header (no CSRC, no extensions) and at most 1188 bytes of
+// payload.
+const MaxPacketSize = relaywire.MaxPacketSize
 
 const (
 	headerSize     = 12
@@ -92,29 +83,6 @@ type PublisherInfo struct {
 	AudioPayloadType uint8
 }
 
-// TrackInfo describes one output track, as a downstream SDP needs it.
-type TrackInfo struct {
-	Track       Track
-	SSRC        uint32
-	PayloadType uint8
-	Codec       string // "H264" or "OPUS"
-	ClockRate   uint32
-	Channels    uint16 // 2 for Opus, 0 for video
-	Fmtp        string
-}
-
-// Output parameters of the tracks.
-const (
-	videoPayloadType = 96
-	audioPayloadType = 97
-	videoClockRate   = 90000
-	audioClockRate   = 48000
-
-	// defaultVideoFmtp is announced until an SPS tells the real profile:
-	// constrained baseline, level 3.1.
-	defaultVideoFmtp = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-	audioFmtp        = "minptime=10;useinbandfec=1"
-)
 
 // Hub normalizes the stream of one channel. All its methods are safe for
 // concurrent use; one mutex guards the whole hub, and no method ever waits
@@ -168,10 +136,10 @@ func New(channel uint32, opts Options) *Hub {
 		channel: channel,
 		opts:    opts,
 		log:     opts.Logger.With("channel", channel),
-		fmtp:    defaultVideoFmtp,
+		fmtp:    relaywire.DefaultH264Fmtp,
 	}
-	h.tracks[Video].init(Video, videoPayloadType, videoClockRate, 3000)
-	h.tracks[Audio].init(Audio, audioPayloadType, audioClockRate, 960)
+	h.tracks[Video].init(Video, relaywire.VideoPayloadType, relaywire.VideoClockRate, 3000)
+	h.tracks[Audio].init(Audio, relaywire.AudioPayloadType, relaywire.AudioClockRate, 960)
 	for h.tracks[Audio].ssrc == h.tracks[Video].ssrc {
 		h.tracks[Audio].ssrc = rand.Uint32()
 	}
@@ -263,12 +231,15 @@ func (h *Hub) Close() {
 // Tracks describes the two output tracks. The video fmtp carries the
 // profile and level of the last SPS seen, or constrained baseline 3.1
 // (42e01f) until one is seen.
-func (h *Hub) Tracks() []TrackInfo {
+func (h *Hub) Tracks() []relaywire.TrackInfo {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return []TrackInfo{
-		{Track: Video, SSRC: h.tracks[Video].ssrc, PayloadType: videoPayloadType, Codec: "H264", ClockRate: videoClockRate, Fmtp: h.fmtp},
-		{Track: Audio, SSRC: h.tracks[Audio].ssrc, PayloadType: audioPayloadType, Codec: "OPUS", ClockRate: audioClockRate, Channels: 2, Fmtp: audioFmtp},
+	return []relaywire.TrackInfo{
+		{Flow: relaywire.FlowOf(h.channel, Video), Track: Video.String(), SSRC: h.tracks[Video].ssrc,
+			PayloadType: relaywire.VideoPayloadType, Codec: relaywire.VideoCodec, ClockRate: relaywire.VideoClockRate, Fmtp: h.fmtp},
+		{Flow: relaywire.FlowOf(h.channel, Audio), Track: Audio.String(), SSRC: h.tracks[Audio].ssrc,
+			PayloadType: relaywire.AudioPayloadType, Codec: relaywire.AudioCodec, ClockRate: relaywire.AudioClockRate,
+			Channels: relaywire.AudioChannels, Fmtp: relaywire.OpusFmtp},
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"lightspeed/gateway/hub"
+	"lightspeed/shared/relaywire"
 )
 
 // SPSs of 1920x1080 streams made by x264 (1088 coded lines, cropped to 1080).
@@ -102,9 +103,9 @@ func TestStatsDescribeTheStream(t *testing.T) {
 func TestTracksDescribeTheOutput(t *testing.T) {
 	h, _, _ := newLiveHub(t)
 	got := h.Tracks()
-	want := []hub.TrackInfo{
-		{Track: hub.Video, SSRC: got[0].SSRC, PayloadType: 96, Codec: "H264", ClockRate: 90000, Fmtp: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"},
-		{Track: hub.Audio, SSRC: got[1].SSRC, PayloadType: 97, Codec: "OPUS", ClockRate: 48000, Channels: 2, Fmtp: "minptime=10;useinbandfec=1"},
+	want := []relaywire.TrackInfo{
+		{Flow: 154, Track: "video", SSRC: got[0].SSRC, PayloadType: 96, Codec: "H264", ClockRate: 90000, Fmtp: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"},
+		{Flow: 155, Track: "audio", SSRC: got[1].SSRC, PayloadType: 97, Codec: "OPUS", ClockRate: 48000, Channels: 2, Fmtp: "minptime=10;useinbandfec=1"},
 	}
 	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("Tracks() = %+v, want %+v", got, want)

@@ -292,7 +292,7 @@ func (f *function) subscribe(channel uint32) {
 		go f.forward(ctx, fw)
 		log.Info("relay: subscribed")
 	}
-	f.write(&relaywire.Subscribed{Channel: channel, Tracks: trackInfos(channel, h.Tracks(), fw.sub)})
+	f.write(&relaywire.Subscribed{Channel: channel, Tracks: trackInfos(h.Tracks(), fw.sub)})
 }
 
 func (f *function) unsubscribe(channel uint32) {
@@ -323,23 +323,14 @@ func (f *function) hub(channel uint32) *hub.Hub {
 	return nil
 }
 
-func trackInfos(channel uint32, tracks []hub.TrackInfo, sub *hub.Subscription) []relaywire.TrackInfo {
-	out := make([]relaywire.TrackInfo, 0, len(tracks))
-	for _, t := range tracks {
-		first := sub.First(t.Track)
-		out = append(out, relaywire.TrackInfo{
-			Flow:        relaywire.FlowOf(channel, relaywire.Track(t.Track)),
-			Track:       t.Track.String(),
-			Codec:       t.Codec,
-			PayloadType: t.PayloadType,
-			ClockRate:   t.ClockRate,
-			Channels:    t.Channels,
-			Fmtp:        t.Fmtp,
-			SSRC:        t.SSRC,
-			FirstSeq:    &first,
-		})
+// trackInfos is the hub's description of its tracks, each with the first
+// sequence number the subscription sends.
+func trackInfos(tracks []relaywire.TrackInfo, sub *hub.Subscription) []relaywire.TrackInfo {
+	for i := range tracks {
+		first := sub.First(tracks[i].Flow.Track())
+		tracks[i].FirstSeq = &first
 	}
-	return out
+	return tracks
 }
 
 // forward moves the packets of one subscription to the function. When the
@@ -435,7 +426,7 @@ func (f *function) retransmit() {
 					f.s.metrics.unrecoverable.Inc()
 					continue
 				}
-				p, ok := h.Retransmit(hub.Track(n.Flow.Track()), seq, pkt[:])
+				p, ok := h.Retransmit(n.Flow.Track(), seq, pkt[:])
 				if !ok {
 					f.s.metrics.unrecoverable.Inc()
 					continue

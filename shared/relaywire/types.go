@@ -28,11 +28,38 @@ const (
 	Audio Track = 1
 )
 
+// String returns "video" or "audio".
 func (t Track) String() string {
 	if t == Video {
 		return "video"
 	}
 	return "audio"
+}
+
+// The tracks' RTP parameters: what the gateway's hub sends, the relay
+// carries and the function's SDPs describe.
+const (
+	VideoCodec       = "H264" // packetization mode 1: single NAL units and FU-A
+	AudioCodec       = "OPUS"
+	VideoPayloadType = 96
+	AudioPayloadType = 97
+	VideoClockRate   = 90000
+	AudioClockRate   = 48000
+	AudioChannels    = 2
+
+	// DefaultH264Fmtp is the video format announced until the stream's
+	// SPS tells its profile and level: constrained baseline, level 3.1.
+	DefaultH264Fmtp = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+	// OpusFmtp is the audio format.
+	OpusFmtp = "minptime=10;useinbandfec=1"
+)
+
+// ClockRate is the RTP clock rate of the track.
+func (t Track) ClockRate() uint32 {
+	if t == Video {
+		return VideoClockRate
+	}
+	return AudioClockRate
 }
 
 // Flow is the datagram flow id of one track of one channel.
@@ -47,7 +74,9 @@ func (f Flow) Channel() uint32 { return uint32(f >> 1) }
 // Track is the flow's track.
 func (f Flow) Track() Track { return Track(f & 1) }
 
-// TrackInfo describes one track of a subscribed channel.
+// TrackInfo describes one track of a channel: what a downstream SDP
+// needs, and the flow its packets come on. The gateway's hub makes it; the
+// relay carries it in Subscribed.
 type TrackInfo struct {
 	Flow        Flow   `json:"flow"`
 	Track       string `json:"track"` // "video" or "audio"
