@@ -83,7 +83,6 @@ type PublisherInfo struct {
 	AudioPayloadType uint8
 }
 
-
 // Hub normalizes the stream of one channel. All its methods are safe for
 // concurrent use; one mutex guards the whole hub, and no method ever waits
 // for a subscriber.
