@@ -81,9 +81,6 @@ func (c *child) alive() error {
 	}
 }
 
-// signal sends sig to the child.
-func (c *child) signal(sig os.Signal) error { return c.cmd.Process.Signal(sig) }
-
 // stop ends the child with SIGTERM, or SIGKILL if it is still there after
 // five seconds.
 func (c *child) stop() {

@@ -346,9 +346,6 @@ func (v *Viewer) SelectedPair() string {
 	return p.String()
 }
 
-// Connected is closed when the PeerConnection is connected.
-func (v *Viewer) Connected() <-chan struct{} { return v.connected }
-
 // Failed is closed when the PeerConnection fails, disconnects or closes.
 func (v *Viewer) Failed() <-chan struct{} { return v.failed }
 
