@@ -99,6 +99,7 @@ var (
 // Stats are the fan-out's counts since New.
 type Stats struct {
 	Viewers          int    // sessions, connected or not
+	Connected        int    // of those, connected: receiving their channel's packets
 	Channels         int    // subscribed channels
 	PacketsIn        uint64 // packets handed to WriteRTP for a subscribed channel
 	PacketsInvalid   uint64 // of those, not RTP or longer than the cache's slots
@@ -115,13 +116,6 @@ type Stats struct {
 	SendSegmented    uint64 // of those, sent in segmented runs (UDP GSO)
 	SendErrors       uint64 // batched datagrams that could not be sent
 	ReadErrors       uint64 // transient socket read errors (ICMP reports) skipped
-}
-
-// hooks let tests watch and hold the fan-out's goroutines.
-type hooks struct {
-	queueSize func(session string) int  // size of the session's queue; 0 = default
-	skip      func(session string) bool // the writer leaves the session's queue alone, as if it could not keep up
-	joined    func(session string)      // called when the session joined its channel
 }
 
 // Fanout serves the viewers of one function. Its methods are safe for
@@ -148,10 +142,9 @@ type Fanout struct {
 	running       map[*viewer]struct{}     // viewers whose goroutines still run
 	totals        Stats                    // counts of retired viewers and removed channels
 
-	quit  chan struct{}  // closed by Close: stops the writers and the sender reports
-	wg    sync.WaitGroup // every goroutine and pending grace timer
-	load  loadMeter
-	hooks hooks
+	quit chan struct{}  // closed by Close: stops the writers and the sender reports
+	wg   sync.WaitGroup // every goroutine and pending grace timer
+	load loadMeter
 }
 
 // New binds the ICE UDP mux and returns a fan-out that subscribes channels
@@ -250,6 +243,11 @@ func (f *Fanout) Stats() Stats {
 	defer f.mu.Unlock()
 	s := f.totals
 	s.Viewers = len(f.sessions)
+	for _, v := range f.sessions {
+		if v.connected() {
+			s.Connected++
+		}
+	}
 	s.Channels = len(f.channels)
 	for v := range f.running {
 		v.addCounters(&s)

@@ -217,12 +217,11 @@ type sent struct {
 
 // harness is a fan-out on 127.0.0.1 fed by a synth.
 type harness struct {
-	t      *testing.T
-	f      *Fanout
-	up     *fakeUpstream
-	syn    *synth
-	joined chan string
-	sent   [2][]sent
+	t    *testing.T
+	f    *Fanout
+	up   *fakeUpstream
+	syn  *synth
+	sent [2][]sent
 }
 
 func testLogger() *slog.Logger {
@@ -232,18 +231,16 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func newHarness(t *testing.T, cfg Config, hk hooks) *harness {
+func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
 	cfg.UDPAddr = "127.0.0.1:0"
 	cfg.Loopback = true
 	cfg.Logger = testLogger()
-	h := &harness{t: t, up: newFakeUpstream(), syn: newSynth(), joined: make(chan string, 16)}
+	h := &harness{t: t, up: newFakeUpstream(), syn: newSynth()}
 	f, err := New(cfg, h.up)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hk.joined = func(s string) { h.joined <- s }
-	f.hooks = hk
 	h.f = f
 	t.Cleanup(func() { f.Close() })
 	return h
@@ -275,20 +272,11 @@ func (h *harness) writeDeltas(n int) {
 	}
 }
 
-func (h *harness) waitJoined(session string) {
+// waitConnected waits until n sessions are connected: from then on the
+// packets written reach them.
+func (h *harness) waitConnected(n int) {
 	h.t.Helper()
-	timeout := time.NewTimer(waitLimit)
-	defer timeout.Stop()
-	for {
-		select {
-		case s := <-h.joined:
-			if s == session {
-				return
-			}
-		case <-timeout.C:
-			h.t.Fatalf("session %s never joined", session)
-		}
-	}
+	waitFor(h.t, fmt.Sprintf("%d connected sessions", n), func() bool { return h.f.Stats().Connected == n })
 }
 
 // viewerAPI is a pion API for viewers on loopback; withNACK adds pion's
@@ -508,9 +496,11 @@ func (p *peer) checkExactly(t relaywire.Track, want []sent) {
 	}
 }
 
-// connectWHEP starts a WHEP session for p and waits until it joined.
+// connectWHEP starts a WHEP session for p and waits until it is
+// connected.
 func (h *harness) connectWHEP(p *peer, session string) {
 	h.t.Helper()
+	connected := h.f.Stats().Connected
 	typ, answer, err := h.f.StartSession(context.Background(), session, testChannel, p.offer())
 	if err != nil {
 		h.t.Fatal(err)
@@ -519,7 +509,7 @@ func (h *harness) connectWHEP(p *peer, session string) {
 		h.t.Fatalf("sdp type %q, want answer", typ)
 	}
 	p.accept(answer)
-	h.waitJoined(session)
+	h.waitConnected(connected + 1)
 }
 
 // track_test.go checks the codec table through these names; the table

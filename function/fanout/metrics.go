@@ -19,6 +19,8 @@ func metric(name, help string, kind prometheus.ValueType, value func(Stats) floa
 var fanoutMetrics = []fanoutMetric{
 	metric("lightspeed_function_viewers", "WebRTC sessions, connected or not.", prometheus.GaugeValue,
 		func(s Stats) float64 { return float64(s.Viewers) }),
+	metric("lightspeed_function_viewers_connected", "WebRTC sessions connected and receiving their channel's packets.", prometheus.GaugeValue,
+		func(s Stats) float64 { return float64(s.Connected) }),
 	metric("lightspeed_function_channels", "Channels subscribed from the gateway.", prometheus.GaugeValue,
 		func(s Stats) float64 { return float64(s.Channels) }),
 	metric("lightspeed_function_rtp_packets_in_total", "Relayed RTP packets of subscribed channels.", prometheus.CounterValue,

@@ -128,7 +128,7 @@ func srAfter(reports []rtcp.SenderReport, t time.Time) (rtcp.SenderReport, bool)
 }
 
 func TestSenderReportsCountWhatTheViewerReceivedOnTheStreamsClock(t *testing.T) {
-	h := newHarness(t, Config{}, hooks{})
+	h := newHarness(t, Config{})
 	p := newPeer(t, viewerAPI(t, false)) // no NACK generator: the only retransmissions are the test's
 	clock := [2]uint32{relaywire.Video: 90000, relaywire.Audio: 48000}
 
@@ -160,7 +160,7 @@ func TestSenderReportsCountWhatTheViewerReceivedOnTheStreamsClock(t *testing.T) 
 	}
 	audioFrom := len(h.sent[relaywire.Audio])
 	p.accept(answer)
-	h.waitJoined("v")
+	h.waitConnected(1)
 	for i := 5; i < 25; i++ {
 		frame(i)
 	}
@@ -236,7 +236,7 @@ func TestSenderReportsCountWhatTheViewerReceivedOnTheStreamsClock(t *testing.T) 
 }
 
 func TestSenderReportsSkipAFailingViewerAndEndWithTheSession(t *testing.T) {
-	h := newHarness(t, Config{}, hooks{})
+	h := newHarness(t, Config{})
 	a := newPeer(t, viewerAPI(t, false))
 	b := newPeer(t, viewerAPI(t, false))
 	h.connectWHEP(a, "a")

@@ -117,13 +117,7 @@ func (f *Fanout) reserve(session string, id uint32, remote relaywire.CandidateSe
 		ch.grace = nil
 		ch.graceGen++
 	}
-	size := defaultQueueSize
-	if f.hooks.queueSize != nil {
-		if n := f.hooks.queueSize(session); n > 0 {
-			size = n
-		}
-	}
-	v := newViewer(f, session, ch, size, f.pickWriter())
+	v := newViewer(f, session, ch, defaultQueueSize, f.pickWriter())
 	v.remote = remote
 	f.sessions[session] = v
 	return v, nil

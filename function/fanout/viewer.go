@@ -106,10 +106,17 @@ func (v *viewer) join() {
 	v.joinOnce.Do(func() {
 		v.ch.join(v)
 		close(v.joined)
-		if h := v.f.hooks.joined; h != nil {
-			h(v.id)
-		}
 	})
+}
+
+// connected reports whether the viewer joined its channel's live stream.
+func (v *viewer) connected() bool {
+	select {
+	case <-v.joined:
+		return true
+	default:
+		return false
+	}
 }
 
 // exit is deferred by each of the viewer's goroutines.

@@ -140,9 +140,6 @@ func (w *writer) run() {
 				continue
 			default:
 			}
-			if h := w.f.hooks.skip; h != nil && h(v.id) {
-				continue
-			}
 			n := v.queue.pop(entries[:])
 			for _, e := range entries[:n] {
 				if !v.send(e.track, e.seq) {
