@@ -55,7 +55,7 @@ func addFakeViewer(tb testing.TB, f *Fanout, id string, w webrtc.TrackLocalWrite
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		v.start()
+		v.start(nil)
 	}()
 	f.mu.Unlock()
 	v.join()

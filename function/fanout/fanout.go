@@ -34,6 +34,15 @@ import (
 	"lightspeed/shared/webrtcapi"
 )
 
+// Who owns what in a Fanout. What New sets is never changed. mu guards
+// the maps of sessions and channels, the totals, the writers' viewer
+// counts, and the fields of viewers (viewer.sess) and channels said to be
+// guarded by Fanout.mu; it is never held across a call into pion or the
+// Upstream. chans is the copy of the channel map WriteRTP reads without a
+// lock: replaced, never changed, under mu. certs and load have locks of
+// their own. wg counts every goroutine and pending grace timer; quit ends
+// the fan-out's own goroutines (writers, sender reports).
+
 // Upstream is the relay client as the fan-out sees it.
 type Upstream interface {
 	// Subscribe asks the gateway for the channel's tracks and their packets.
@@ -121,6 +130,7 @@ type Stats struct {
 // Fanout serves the viewers of one function. Its methods are safe for
 // concurrent use.
 type Fanout struct {
+	// Set by New, never changed.
 	cfg     Config
 	log     *slog.Logger
 	up      Upstream
@@ -128,7 +138,11 @@ type Fanout struct {
 	conn    *udpbatch.Conn
 	mux     ice.UDPMux
 	writers []*writer
-	certs   webrtcapi.Certificates
+	quit    chan struct{} // closed by Close: stops the writers and the sender reports
+
+	certs webrtcapi.Certificates
+	load  loadMeter
+	wg    sync.WaitGroup // every goroutine and pending grace timer
 
 	// chans is the channel map WriteRTP reads without locking; it is
 	// replaced, never changed, under mu.
@@ -141,10 +155,7 @@ type Fanout struct {
 	unsubscribing map[uint32]chan struct{} // closed when the Unsubscribe call returned
 	running       map[*viewer]struct{}     // viewers whose goroutines still run
 	totals        Stats                    // counts of retired viewers and removed channels
-
-	quit chan struct{}  // closed by Close: stops the writers and the sender reports
-	wg   sync.WaitGroup // every goroutine and pending grace timer
-	load loadMeter
+	assigned      []int                    // viewers given to each writer so far, by index in writers
 }
 
 // New binds the ICE UDP mux and returns a fan-out that subscribes channels

@@ -9,6 +9,14 @@ import (
 	"lightspeed/shared/relaywire"
 )
 
+// Who owns what in the sender reports. One goroutine, runReports, owns its
+// list of targets and its scratch. It takes the targets under Fanout.mu
+// (each a viewer with its PeerConnection and audio sender, copied out of
+// viewer.sess), then, with no lock held, reads each viewer's counts and
+// bindings (atomics) and its channel's clock (under the channel's read
+// lock), writes through pion, and drains the viewers' audio RTCP, whose
+// NACKs go to the viewer's queue (under the queue's lock).
+
 // reportInterval is how often each viewer gets sender reports, as from
 // pion's sender-report interceptor: browsers take lip sync (the NTP time of
 // each track's RTP timestamps) and their receive statistics from them.
@@ -115,8 +123,8 @@ func (f *Fanout) reportTargets(dst []reportTarget) []reportTarget {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, v := range f.sessions {
-		if v.pc != nil && !v.closed && v.counters.sent() > 0 {
-			dst = append(dst, reportTarget{v, v.pc, v.audioRTCP})
+		if v.sess.pc != nil && !v.sess.closed && v.counters.sent() > 0 {
+			dst = append(dst, reportTarget{v, v.sess.pc, v.sess.audioRTCP})
 		}
 	}
 	return dst

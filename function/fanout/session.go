@@ -14,6 +14,16 @@ import (
 	"lightspeed/shared/webrtcapi"
 )
 
+// Who owns what while sessions start and end. The session methods run on
+// their caller's goroutine (the relay client's), pion's callbacks
+// (OnConnectionStateChange, OnSelectedCandidatePairChange) on pion's. Both
+// change a viewer's session state (viewer.sess), the fan-out's maps, and a
+// channel's session count, subscription and grace timer under Fanout.mu,
+// and call pion and the Upstream with no lock held. A channel's tracks and
+// err are set once, by its first session's subscribe, before ready is
+// closed; the other sessions read them after. A viewer's tracks are set by
+// negotiate before attach starts the viewer's goroutines.
+
 // ErrTooManyCandidates is returned for a viewer whose ICE candidates name
 // more than relaywire.MaxCandidates addresses (each is one the function
 // would send connectivity checks to), or that trickles more than
@@ -118,7 +128,7 @@ func (f *Fanout) reserve(session string, id uint32, remote relaywire.CandidateSe
 		ch.graceGen++
 	}
 	v := newViewer(f, session, ch, defaultQueueSize, f.pickWriter())
-	v.remote = remote
+	v.sess.remote = remote
 	f.sessions[session] = v
 	return v, nil
 }
@@ -128,7 +138,7 @@ func (f *Fanout) reserve(session string, id uint32, remote relaywire.CandidateSe
 func (f *Fanout) subscribe(ctx context.Context, v *viewer) error {
 	ch := v.ch
 	f.mu.Lock()
-	if v.closed || ch.gone {
+	if v.sess.closed || ch.gone {
 		f.mu.Unlock()
 		return errSessionEnded
 	}
@@ -256,17 +266,17 @@ func (f *Fanout) negotiate(ctx context.Context, v *viewer, offer string) (string
 func (f *Fanout) attach(v *viewer, pc *webrtc.PeerConnection, senders [2]*webrtc.RTPSender) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if v.closed || f.closed {
+	if v.sess.closed || f.closed {
 		return false
 	}
-	v.pc = pc
-	v.audioRTCP = senders[relaywire.Audio]
+	v.sess.pc = pc
+	v.sess.audioRTCP = senders[relaywire.Audio]
 	f.running[v] = struct{}{}
 	v.running.Store(2)
 	f.wg.Add(2)
 	go func() {
 		defer f.wg.Done()
-		v.start()
+		v.start(pc)
 	}()
 	// Video's RTCP (NACKs) is read as it comes; audio's (receiver reports)
 	// by the reporter once a second, without a goroutine of its own.
@@ -290,13 +300,13 @@ func (f *Fanout) routeViewer(v *viewer, p *webrtc.ICECandidatePair) {
 	addr := netip.AddrPortFrom(ip.Unmap(), p.Remote.Port)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if v.closed || addr == v.route {
+	if v.sess.closed || addr == v.sess.route {
 		return
 	}
-	if v.route.IsValid() {
-		f.conn.Route(v.route, nil)
+	if v.sess.route.IsValid() {
+		f.conn.Route(v.sess.route, nil)
 	}
-	v.route = addr
+	v.sess.route = addr
 	f.conn.Route(addr, v.w.batch)
 }
 
@@ -307,7 +317,7 @@ func (f *Fanout) SetAnswer(session, sdp string) error {
 		return err
 	}
 	f.mu.Lock()
-	ok := v.remote.AddSDP(sdp)
+	ok := v.sess.remote.AddSDP(sdp)
 	f.mu.Unlock()
 	if !ok {
 		f.closeViewer(v, "too many ICE candidates", true)
@@ -340,11 +350,11 @@ func (f *Fanout) AddCandidate(session string, c relaywire.Candidate) error {
 		f.mu.Unlock()
 		return fmt.Errorf("fanout: session %s: %w", session, ErrUnknownSession)
 	}
-	if !v.remoteSet && len(v.pending) == relaywire.MaxTrickle {
+	if !v.sess.remoteSet && len(v.sess.pending) == relaywire.MaxTrickle {
 		f.mu.Unlock()
 		return fmt.Errorf("fanout: session %s: more than %d candidates before its SDP: %w", session, relaywire.MaxTrickle, ErrTooManyCandidates)
 	}
-	if !v.remote.Add(c.Candidate) {
+	if !v.sess.remote.Add(c.Candidate) {
 		f.mu.Unlock()
 		return fmt.Errorf("fanout: session %s: candidates name more than %d addresses: %w", session, relaywire.MaxCandidates, ErrTooManyCandidates)
 	}
@@ -352,12 +362,12 @@ func (f *Fanout) AddCandidate(session string, c relaywire.Candidate) error {
 		f.mu.Unlock()
 		return fmt.Errorf("fanout: session %s: %s: %w", session, a, ErrUnreachableCandidate)
 	}
-	if !v.remoteSet {
-		v.pending = append(v.pending, init)
+	if !v.sess.remoteSet {
+		v.sess.pending = append(v.sess.pending, init)
 		f.mu.Unlock()
 		return nil
 	}
-	pc := v.pc
+	pc := v.sess.pc
 	f.mu.Unlock()
 	if err := pc.AddICECandidate(init); err != nil {
 		return fmt.Errorf("fanout: session %s: add candidate: %w", session, err)
@@ -369,9 +379,9 @@ func (f *Fanout) AddCandidate(session string, c relaywire.Candidate) error {
 // was set.
 func (f *Fanout) flushCandidates(v *viewer, pc *webrtc.PeerConnection) {
 	f.mu.Lock()
-	v.remoteSet = true
-	pending := v.pending
-	v.pending = nil
+	v.sess.remoteSet = true
+	pending := v.sess.pending
+	v.sess.pending = nil
 	f.mu.Unlock()
 	for _, c := range pending {
 		if err := pc.AddICECandidate(c); err != nil {
@@ -388,10 +398,10 @@ func (f *Fanout) peer(session string) (*viewer, *webrtc.PeerConnection, error) {
 	if v == nil {
 		return nil, nil, fmt.Errorf("fanout: session %s: %w", session, ErrUnknownSession)
 	}
-	if v.pc == nil {
+	if v.sess.pc == nil {
 		return nil, nil, fmt.Errorf("fanout: session %s: no peer connection yet", session)
 	}
-	return v, v.pc, nil
+	return v, v.sess.pc, nil
 }
 
 // CloseSession ends a session at the gateway's request.
@@ -413,11 +423,11 @@ func (f *Fanout) closeViewer(v *viewer, reason string, notify bool) {
 		if f.sessions[v.id] == v {
 			delete(f.sessions, v.id)
 		}
-		v.closed = true
-		if v.route.IsValid() {
-			f.conn.Route(v.route, nil)
+		v.sess.closed = true
+		if v.sess.route.IsValid() {
+			f.conn.Route(v.sess.route, nil)
 		}
-		pc := v.pc
+		pc := v.sess.pc
 		f.release(v.ch)
 		f.mu.Unlock()
 

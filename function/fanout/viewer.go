@@ -15,6 +15,25 @@ import (
 	"lightspeed/shared/relaywire"
 )
 
+// Who owns a viewer's fields. Each group has one owner:
+//
+//   - Fixed: set by newViewer, and tracks by negotiate before the
+//     viewer's goroutines start; never changed, read without a lock. A
+//     track's binding is an atomic pointer that pion's Bind sets.
+//   - sess: the session's state, guarded by Fanout.mu. The session
+//     methods and pion's callbacks change it; no pion call is made with
+//     the lock held.
+//   - videoLive, burstFrom, burstLen: the channel's, guarded by
+//     channel.mu. The channel sets them when the viewer joins, and
+//     videoLive again as video comes; the starter reads the burst's range
+//     once joined is closed, which happens after the join.
+//   - out: the sending goroutine's scratch, no lock: the starter's until
+//     it hands the viewer to its writer (writer.add, under writer.mu), that
+//     writer's from then on.
+//
+// counters and running are atomics, the queue has its own lock. Fanout.mu
+// is taken before channel.mu, never after.
+
 // burstSpeedup is how much faster than real time a late joiner's cached
 // keyframe and the packets after it are sent: a 4 s GOP goes out in about
 // 0.3 s, fast enough to start at once, slow enough not to flood the path.
@@ -26,12 +45,12 @@ const srtpWait = 5 * time.Second
 
 // viewer is one viewer's session: its PeerConnection, its two tracks, its
 // queue and the goroutines that serve it (a starter that sends the burst,
-// one RTCP reader per track; then its writer of the pool).
+// a reader of the video sender's RTCP; then its writer of the pool).
 type viewer struct {
-	f  *Fanout
-	id string
-	ch *channel
-
+	// Fixed.
+	f      *Fanout
+	id     string
+	ch     *channel
 	tracks [2]*viewerTrack
 	queue  *queue
 	w      *writer       // the writer that drains queue
@@ -42,7 +61,20 @@ type viewer struct {
 	closeOnce sync.Once
 	running   atomic.Int32 // goroutines still running; the last one retires the viewer
 
-	// Guarded by Fanout.mu.
+	sess viewerSession // guarded by Fanout.mu
+
+	// The channel's, guarded by channel.mu.
+	videoLive bool   // live video packets are queued (from a keyframe on)
+	burstFrom uint16 // the cached keyframe's range at join: the burst
+	burstLen  int
+
+	out sendScratch // the sending goroutine's
+
+	counters viewerCounters
+}
+
+// viewerSession is a viewer's session state, guarded by Fanout.mu.
+type viewerSession struct {
 	pc        *webrtc.PeerConnection
 	audioRTCP *webrtc.RTPSender // drained by the reporter
 	closed    bool
@@ -50,22 +82,16 @@ type viewer struct {
 	route     netip.AddrPort            // the remote address routed to w's batch
 	pending   []webrtc.ICECandidateInit // remote candidates that came before it
 	remote    relaywire.CandidateSet    // the addresses its candidates name, in its SDP and trickled
+}
 
-	// Guarded by ch.mu. burstFrom/burstLen are set before joined is closed
-	// and only read by the writer after that.
-	videoLive bool
-	burstFrom uint16
-	burstLen  int
-
-	// The writer's own scratch: header and payload buffer of the packet
-	// being sent, so that sending allocates nothing.
+// sendScratch is the header and payload buffer of the packet being sent,
+// so that sending allocates nothing.
+type sendScratch struct {
 	hdr       [2]rtp.Header
 	playout   [3]byte  // playout-delay min = max = 0
 	playoutID [2]uint8 // the extension id set in hdr[t].Extensions
 	buf       [maxPayload]byte
-	srtpSeen  bool
-
-	counters viewerCounters
+	srtpSeen  bool // pion wrote a packet or RTCP for the viewer: its SRTP is ready
 }
 
 // viewerCounters are a viewer's counts; they are added to the fan-out's
@@ -94,8 +120,8 @@ func newViewer(f *Fanout, id string, ch *channel, queueSize int, w *writer) *vie
 		joined: make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	for i := range v.hdr {
-		v.hdr[i] = rtp.Header{Version: 2}
+	for i := range v.out.hdr {
+		v.out.hdr[i] = rtp.Header{Version: 2}
 	}
 	return v
 }
@@ -128,9 +154,10 @@ func (v *viewer) exit() {
 
 // start is the viewer's starter goroutine: it waits for the viewer to
 // join (and ends the session if that takes longer than ConnectTimeout),
-// sends the burst, waits for pion's SRTP context, then hands the viewer to
-// its writer, which drains its queue from then on.
-func (v *viewer) start() {
+// sends the burst, waits for pion's SRTP context on pc (none: no wait),
+// then hands the viewer to its writer, which drains its queue from then
+// on.
+func (v *viewer) start(pc *webrtc.PeerConnection) {
 	defer v.exit()
 	timeout := time.NewTimer(v.f.cfg.ConnectTimeout)
 	select {
@@ -143,7 +170,7 @@ func (v *viewer) start() {
 		v.f.closeViewer(v, "not connected in time", true)
 		return
 	}
-	if !v.sendBurst() || !v.awaitSRTP() {
+	if !v.sendBurst() || !v.awaitSRTP(pc) {
 		return
 	}
 	v.running.Add(1) // the writer's hold, given back by its exit
@@ -156,8 +183,8 @@ func (v *viewer) start() {
 // drops writes without an error, and it offers no signal of readiness, so
 // this polls with an empty receiver report (harmless RTCP) every 2 ms, up
 // to srtpWait. A burst that was sent already proved it.
-func (v *viewer) awaitSRTP() bool {
-	if v.srtpSeen || v.pc == nil {
+func (v *viewer) awaitSRTP(pc *webrtc.PeerConnection) bool {
+	if v.out.srtpSeen || pc == nil {
 		return true
 	}
 	var ssrc uint32
@@ -168,7 +195,7 @@ func (v *viewer) awaitSRTP() bool {
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
 	for time.Now().Before(deadline) {
-		if err := v.pc.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverReport{SSRC: ssrc}}); err == nil {
+		if err := pc.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverReport{SSRC: ssrc}}); err == nil {
 			break
 		}
 		select {
@@ -177,7 +204,7 @@ func (v *viewer) awaitSRTP() bool {
 		case <-tick.C:
 		}
 	}
-	v.srtpSeen = true
+	v.out.srtpSeen = true
 	return true
 }
 
@@ -199,7 +226,7 @@ func (v *viewer) sendBurst() bool {
 	)
 	for i := 0; i < v.burstLen; i++ {
 		seq := v.burstFrom + uint16(i)
-		m, ok := v.ch.load(relaywire.Video, seq, v.buf[:])
+		m, ok := v.ch.load(relaywire.Video, seq, v.out.buf[:])
 		if !ok {
 			continue
 		}
@@ -232,7 +259,7 @@ func (v *viewer) sendBurst() bool {
 
 // send writes packet seq of track t from the shared cache.
 func (v *viewer) send(t relaywire.Track, seq uint16) bool {
-	m, ok := v.ch.load(t, seq, v.buf[:])
+	m, ok := v.ch.load(t, seq, v.out.buf[:])
 	if !ok {
 		v.counters.misses.Add(1)
 		return true
@@ -240,14 +267,15 @@ func (v *viewer) send(t relaywire.Track, seq uint16) bool {
 	return v.writeRTP(t, m, false)
 }
 
-// writeRTP writes the payload in v.buf described by m with the viewer's
+// writeRTP writes the payload in v.out.buf described by m with the viewer's
 // SSRC and payload type. It reports false when the session ended.
 func (v *viewer) writeRTP(t relaywire.Track, m cached, burst bool) bool {
 	b := v.tracks[t].bound.Load()
 	if b == nil {
 		return true // the track was not negotiated
 	}
-	h := &v.hdr[t]
+	o := &v.out
+	h := &o.hdr[t]
 	h.Marker = m.marker()
 	h.PayloadType = b.pt
 	h.SequenceNumber = m.seq
@@ -255,14 +283,14 @@ func (v *viewer) writeRTP(t relaywire.Track, m cached, burst bool) bool {
 	h.SSRC = b.ssrc
 	h.Extension = false
 	if burst && b.playoutID != 0 {
-		if v.playoutID[t] != b.playoutID { // once per binding: SetExtension appends
+		if o.playoutID[t] != b.playoutID { // once per binding: SetExtension appends
 			h.Extensions = h.Extensions[:0]
-			_ = h.SetExtension(b.playoutID, v.playout[:])
-			v.playoutID[t] = b.playoutID
+			_ = h.SetExtension(b.playoutID, o.playout[:])
+			o.playoutID[t] = b.playoutID
 		}
 		h.Extension = true
 	}
-	payload := v.buf[:m.n]
+	payload := o.buf[:m.n]
 	var deadline time.Time
 	for {
 		n, err := b.writer.WriteRTP(h, payload)
@@ -275,21 +303,21 @@ func (v *viewer) writeRTP(t relaywire.Track, m cached, burst bool) bool {
 			}
 		}
 		if n > 0 {
-			v.srtpSeen = true
+			o.srtpSeen = true
 			c := &v.counters
 			c.packets[t].Add(1)
 			c.octets[t].Add(uint64(len(payload)))
 			c.bytes.Add(uint64(n))
 			return true
 		}
-		if v.srtpSeen {
+		if o.srtpSeen {
 			return true // dropped by pion, which had no SRTP context after all: not counted
 		}
 		// pion returns 0 without error until its SRTP context exists.
 		if deadline.IsZero() {
 			deadline = time.Now().Add(srtpWait)
 		} else if time.Now().After(deadline) {
-			v.srtpSeen = true
+			o.srtpSeen = true
 			return true
 		}
 		select {

@@ -7,32 +7,39 @@ import (
 	"lightspeed/function/udpbatch"
 )
 
+// Who owns what in the writers. A writer's f, batch and wake are fixed at
+// newWriters; its mu guards the viewers it serves (added by their
+// starters, removed by the writer goroutine) and whether it stopped. What
+// one round works on (its copy of the viewers, the entries taken from a
+// queue, where the next round starts) lives on the writer goroutine's
+// stack. Fanout.mu guards how many viewers each writer was given
+// (Fanout.assigned). A viewer's packets are sent only by its writer
+// goroutine once the starter handed it over, so its send scratch needs no
+// lock.
+
 // writer is one of the pool's writer goroutines. It owns a share of the
 // viewers: when woken it takes up to a batch of entries from each of its
 // viewers' queues and writes them, all in one round of its send batch, so
-// that what it wrote leaves in a few sendmmsg calls (see udpbatch.Conn). A viewer's packets
-// are written by one writer only, in queue order. Nothing in the write
+// that what it wrote leaves in a few sendmmsg calls (see udpbatch.Conn).
+// A viewer's packets are written by one writer only, in queue order. Nothing in the write
 // path waits for a viewer (pion's SRTP write and the UDP socket never
 // block on a peer), so sharing a writer costs a viewer nothing but its
 // turn; a viewer whose queue overflows drops its own packets.
 type writer struct {
-	f      *Fanout
-	batch  *udpbatch.Batch // where its rounds' datagrams wait to be sent
-	wake   chan struct{}   // a token when one of its viewers has work
-	assign int             // viewers assigned, for balancing; guarded by Fanout.mu
+	f     *Fanout
+	batch *udpbatch.Batch // where its rounds' datagrams wait to be sent
+	wake  chan struct{}   // a token when one of its viewers has work
 
 	mu      sync.Mutex
 	viewers []*viewer // viewers past their burst
 	stopped bool
-
-	scratch []*viewer // the writer goroutine's copy of viewers
-	turn    int       // where the next round starts in viewers
 }
 
 // newWriters starts one writer per CPU the process may use.
 func (f *Fanout) newWriters() {
 	n := runtime.GOMAXPROCS(0)
 	f.writers = make([]*writer, n)
+	f.assigned = make([]int, n)
 	for i := range f.writers {
 		w := &writer{f: f, batch: f.conn.NewBatch(), wake: make(chan struct{}, 1)}
 		f.writers[i] = w
@@ -44,17 +51,17 @@ func (f *Fanout) newWriters() {
 	}
 }
 
-// pickWriter returns the writer with the fewest viewers. Called with
-// Fanout.mu held.
+// pickWriter returns the writer that was given the fewest viewers.
+// Called with Fanout.mu held.
 func (f *Fanout) pickWriter() *writer {
-	best := f.writers[0]
-	for _, w := range f.writers[1:] {
-		if w.assign < best.assign {
-			best = w
+	best := 0
+	for i, n := range f.assigned {
+		if n < f.assigned[best] {
+			best = i
 		}
 	}
-	best.assign++
-	return best
+	f.assigned[best]++
+	return f.writers[best]
 }
 
 // wakeWriters wakes every writer.
@@ -114,7 +121,11 @@ const roundShare = 256
 
 // run is the writer goroutine.
 func (w *writer) run() {
-	var entries [roundShare]entry
+	var (
+		entries [roundShare]entry
+		round   []*viewer // this round's copy of w.viewers
+		turn    int       // where the next round starts in w.viewers
+	)
 	for {
 		select {
 		case <-w.wake:
@@ -126,13 +137,13 @@ func (w *writer) run() {
 		// always the last served (by a keyframe's whole round, at 100
 		// viewers 10-20 ms later than the first).
 		w.mu.Lock()
-		w.scratch = rotated(w.scratch[:0], w.viewers, w.turn)
-		w.turn++
+		round = rotated(round[:0], w.viewers, turn)
+		turn++
 		w.mu.Unlock()
 
 		more := false
 		w.batch.BeginRound()
-		for _, v := range w.scratch {
+		for _, v := range round {
 			select {
 			case <-v.done:
 				w.remove(v)
@@ -149,7 +160,7 @@ func (w *writer) run() {
 			more = more || n == len(entries)
 		}
 		w.batch.EndRound()
-		clear(w.scratch)
+		clear(round)
 		if more {
 			w.poke()
 		}
