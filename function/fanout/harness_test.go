@@ -23,7 +23,6 @@ import (
 	"github.com/pion/webrtc/v3"
 
 	"lightspeed/shared/relaywire"
-	"lightspeed/shared/webrtcapi"
 )
 
 const (
@@ -510,23 +509,4 @@ func (h *harness) connectWHEP(p *peer, session string) {
 	}
 	p.accept(answer)
 	h.waitConnected(connected + 1)
-}
-
-// track_test.go checks the codec table through these names; the table
-// and its own tests are in shared/webrtcapi.
-var (
-	preferH264   = webrtcapi.PreferH264
-	chooseCodec  = webrtcapi.ChooseCodec
-	h264Profiles = webrtcapi.PreferH264("")
-)
-
-// fmtpParam returns the value of key in an fmtp line.
-func fmtpParam(fmtp, key string) string {
-	for _, kv := range strings.Split(fmtp, ";") {
-		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
-		if strings.EqualFold(k, key) {
-			return v
-		}
-	}
-	return ""
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/pion/webrtc/v3"
+
+	"lightspeed/shared/relaywire"
 )
 
 // PlayoutDelayURI is the RTP header extension that tells a browser how
@@ -12,10 +14,6 @@ import (
 // cached packets sends them with min = max = 0, so that the browser shows
 // the keyframe at once instead of buffering the burst.
 const PlayoutDelayURI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
-
-// defaultH264Fmtp is the video format of a stream that does not announce
-// one: constrained baseline, level 3.1.
-const defaultH264Fmtp = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
 
 // The codecs of the MediaEngine. H.264 comes in the profiles browsers
 // offer (packetization mode 1 only, with NACK and PLI feedback); a
@@ -28,8 +26,8 @@ var (
 	}{{102, "42e01f"}, {104, "42001f"}, {106, "4d001f"}, {108, "64001f"}}
 	opusCodec = webrtc.RTPCodecParameters{
 		RTPCodecCapability: webrtc.RTPCodecCapability{
-			MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2,
-			SDPFmtpLine: "minptime=10;useinbandfec=1",
+			MimeType: webrtc.MimeTypeOpus, ClockRate: relaywire.AudioClockRate, Channels: relaywire.AudioChannels,
+			SDPFmtpLine: relaywire.OpusFmtp,
 		},
 		PayloadType: 111,
 	}
@@ -42,7 +40,7 @@ func h264Codecs() []webrtc.RTPCodecParameters {
 	for _, p := range h264Profiles {
 		out = append(out, webrtc.RTPCodecParameters{
 			RTPCodecCapability: webrtc.RTPCodecCapability{
-				MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+				MimeType: webrtc.MimeTypeH264, ClockRate: relaywire.VideoClockRate,
 				SDPFmtpLine:  "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + p.profile,
 				RTCPFeedback: fb,
 			},
@@ -80,7 +78,7 @@ func h264Profile(fmtp string) (idc, constraints byte, ok bool) {
 // order. An empty fmtp is constrained baseline.
 func PreferH264(fmtp string) []webrtc.RTPCodecParameters {
 	if fmtp == "" {
-		fmtp = defaultH264Fmtp
+		fmtp = relaywire.DefaultH264Fmtp // a stream that does not announce its format
 	}
 	idc, cons, ok := h264Profile(fmtp)
 	codecs := h264Codecs()
