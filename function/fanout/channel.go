@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"lightspeed/function/packetcache"
 	"lightspeed/function/relay"
 	"lightspeed/shared/relaywire"
 )
@@ -45,11 +46,23 @@ type channel struct {
 // numbered as viewers see them (the relay's receiver keeps the numbering
 // continuous) and marked by the hub (keyframe and stream starts).
 type trackMedia struct {
-	cache  *packetCache
+	cache  *packetcache.Cache
 	clock  uint32    // RTP clock rate
 	lastTS uint32    // timestamp of the newest frame
 	lastAt time.Time // when the first packet of that frame arrived
 }
+
+// Slots of the per-track caches (docs/fanout.md has what they hold). The
+// video cache also holds the packets since the last keyframe: it starts at
+// videoSlots and doubles, up to videoSlotsMax, whenever the current GOP
+// would not fit, so a channel's memory follows its stream. Audio is never
+// asked for again (Opus has no NACK here): its cache only holds packets
+// until every viewer's writer has sent them.
+const (
+	videoSlots    = 512
+	videoSlotsMax = 4096
+	audioSlots    = 256
+)
 
 // frameHold is how long the packets of a video frame wait for its marker
 // packet before the writers send them anyway.
@@ -57,8 +70,8 @@ const frameHold = 2 * time.Millisecond
 
 func newChannel(id uint32) *channel {
 	ch := &channel{id: id, ready: make(chan struct{})}
-	ch.media[relaywire.Video] = trackMedia{cache: newPacketCache(videoSlots, videoSlotsMax), clock: relaywire.VideoClockRate}
-	ch.media[relaywire.Audio] = trackMedia{cache: newPacketCache(audioSlots, audioSlots), clock: relaywire.AudioClockRate}
+	ch.media[relaywire.Video] = trackMedia{cache: packetcache.New(videoSlots, videoSlotsMax), clock: relaywire.VideoClockRate}
+	ch.media[relaywire.Audio] = trackMedia{cache: packetcache.New(audioSlots, audioSlots), clock: relaywire.AudioClockRate}
 	return ch
 }
 
@@ -93,24 +106,24 @@ func (ch *channel) videoFmtp() string {
 func (ch *channel) ingest(rp *relay.Packet, now time.Time) {
 	ch.in.Add(1)
 	t := rp.Track
-	if len(rp.Payload) > maxPayload {
+	if len(rp.Payload) > packetcache.MaxPayload {
 		ch.invalid.Add(1)
 		return
 	}
-	p := incoming{
-		seq:         rp.Seq,
-		ts:          rp.Timestamp,
-		marker:      rp.Marker,
-		keyframe:    t == relaywire.Video && rp.Keyframe,
-		streamStart: rp.StreamStart,
-		payload:     rp.Payload,
+	p := packetcache.Packet{
+		Seq:         rp.Seq,
+		TS:          rp.Timestamp,
+		Marker:      rp.Marker,
+		Keyframe:    t == relaywire.Video && rp.Keyframe,
+		StreamStart: rp.StreamStart,
+		Payload:     rp.Payload,
 	}
 
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	m := &ch.media[t]
-	oldKey, hadKey := m.cache.keyframe, m.cache.keyframeOK
-	stored, keyframeStart := m.cache.store(p)
+	oldKey, hadKey := m.cache.Keyframe()
+	stored, keyframeStart := m.cache.Store(p)
 	if !stored {
 		ch.duplicates.Add(1)
 		return
@@ -121,19 +134,19 @@ func (ch *channel) ingest(rp *relay.Packet, now time.Time) {
 	var gopFrom uint16
 	var gopLen int
 	revealed := false
-	if t == relaywire.Video && !keyframeStart && m.cache.keyframeOK && (!hadKey || m.cache.keyframe != oldKey) {
-		gopFrom, gopLen, revealed = m.cache.gop()
+	if key, ok := m.cache.Keyframe(); t == relaywire.Video && !keyframeStart && ok && (!hadKey || key != oldKey) {
+		gopFrom, gopLen, revealed = m.cache.GOP()
 	}
 	// The newest frame's timestamp and when its first packet came: the
 	// track's clock, from which sender reports and a restart extrapolate.
 	// A frame's later packets come later only because of the frame's size.
-	if p.seq == m.cache.last && (p.ts != m.lastTS || m.lastAt.IsZero()) {
-		m.lastTS, m.lastAt = p.ts, now
+	if p.Seq == m.cache.Newest() && (p.TS != m.lastTS || m.lastAt.IsZero()) {
+		m.lastTS, m.lastAt = p.TS, now
 	}
 	// A new stream: viewers' decoders need its first keyframe (which may
 	// be this packet).
-	restart := t == relaywire.Video && p.streamStart && p.seq == m.cache.last
-	e := entry{track: t, seq: p.seq}
+	restart := t == relaywire.Video && p.StreamStart && p.Seq == m.cache.Newest()
+	e := entry{track: t, seq: p.Seq}
 	for _, v := range ch.viewers {
 		if restart {
 			v.videoLive = false
@@ -151,7 +164,7 @@ func (ch *channel) ingest(rp *relay.Packet, now time.Time) {
 		}
 		v.queue.add(e)
 	}
-	ch.release(t, p.marker)
+	ch.release(t, p.Marker)
 }
 
 // queueGOP queues to v the n cached video packets from seq from on (the
@@ -159,13 +172,13 @@ func (ch *channel) ingest(rp *relay.Packet, now time.Time) {
 // all fit in v's queue (a keyframe revealed long after it came, which the
 // next keyframe serves better than a queue that drops). Called with the
 // channel's mu held.
-func queueGOP(v *viewer, c *packetCache, from uint16, n int) bool {
+func queueGOP(v *viewer, c *packetcache.Cache, from uint16, n int) bool {
 	if n > v.queue.free() {
 		return false
 	}
 	for i := range n {
 		seq := from + uint16(i)
-		if _, held := c.lookup(seq); held {
+		if _, held := c.Lookup(seq); held {
 			v.queue.add(entry{track: relaywire.Video, seq: seq})
 		}
 	}
@@ -229,7 +242,7 @@ func (ch *channel) stopHold() {
 func (ch *channel) join(v *viewer) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	from, n, ok := ch.media[relaywire.Video].cache.gop()
+	from, n, ok := ch.media[relaywire.Video].cache.GOP()
 	v.burstFrom, v.burstLen, v.videoLive = from, n, ok
 	ch.viewers = append(ch.viewers, v)
 }
@@ -242,10 +255,10 @@ func (ch *channel) leave(v *viewer) {
 }
 
 // load copies the cached payload of seq of track t into buf.
-func (ch *channel) load(t relaywire.Track, seq uint16, buf []byte) (cached, bool) {
+func (ch *channel) load(t relaywire.Track, seq uint16, buf []byte) (packetcache.Meta, bool) {
 	ch.mu.RLock()
 	defer ch.mu.RUnlock()
-	return ch.media[t].cache.load(seq, buf)
+	return ch.media[t].cache.Load(seq, buf)
 }
 
 // clock is the RTP clock rate of track t.

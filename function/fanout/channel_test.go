@@ -7,6 +7,7 @@ import (
 
 	"github.com/pion/rtp"
 
+	"lightspeed/function/packetcache"
 	"lightspeed/function/relay"
 	"lightspeed/shared/relaywire"
 )
@@ -21,6 +22,16 @@ func relayedVideo(seq uint16, ts uint32, marker bool, marks string, payload ...b
 		StreamStart: marks == "new" || marks == "newkey",
 		Payload:     payload,
 	}
+}
+
+// meta is the cache's description of a packet with the given sequence
+// number, payload length, timestamp and marker bit, as a cache holding it
+// gives it.
+func meta(seq, n uint16, ts uint32, marker bool) packetcache.Meta {
+	c := packetcache.New(8, 8)
+	c.Store(packetcache.Packet{Seq: seq, TS: ts, Marker: marker, Payload: make([]byte, n)})
+	m, _ := c.Lookup(seq)
+	return m
 }
 
 // asRelayed is an RTP packet of the test synth as the relay hands it on.
@@ -68,7 +79,7 @@ func TestStreamStartMakesViewersWaitForItsKeyframe(t *testing.T) {
 			ch.ingest(relayedVideo(500, 9000, false, "key", aud...), t0)
 			ch.ingest(relayedVideo(501, 9000, true, "", slice...), t0)
 			ch.ingest(relayedVideo(502, 12000, true, tt.marks, slice...), t0.Add(time.Second))
-			if _, _, ok := ch.media[relaywire.Video].cache.gop(); ok != (tt.marks == "newkey") {
+			if _, _, ok := ch.media[relaywire.Video].cache.GOP(); ok != (tt.marks == "newkey") {
 				t.Fatalf("a GOP is cached after the stream start: %v", ok)
 			}
 			ch.ingest(relayedVideo(503, 15000, false, "key", aud...), t0.Add(time.Second))
@@ -80,7 +91,7 @@ func TestStreamStartMakesViewersWaitForItsKeyframe(t *testing.T) {
 			if !slices.Equal(got, tt.want) {
 				t.Fatalf("queued %v, want %v", got, tt.want)
 			}
-			if from, _, ok := ch.media[relaywire.Video].cache.gop(); !ok || from != tt.gop {
+			if from, _, ok := ch.media[relaywire.Video].cache.GOP(); !ok || from != tt.gop {
 				t.Fatalf("GOP from %d (%v), want %d", from, ok, tt.gop)
 			}
 		})
@@ -103,7 +114,7 @@ func TestBurstPacketsCarryPlayoutDelayZeroAndLivePacketsNone(t *testing.T) {
 	w := &headerWriter{}
 	v.tracks[relaywire.Video] = &viewerTrack{}
 	v.tracks[relaywire.Video].bound.Store(&binding{ssrc: 77, pt: 102, playoutID: 5, writer: w})
-	m := cached{seq: 9, ts: 3000, flags: slotUsed | slotMarker}
+	m := meta(9, 0, 3000, true)
 	v.writeRTP(relaywire.Video, m, true)
 	v.writeRTP(relaywire.Video, m, false)
 	v.writeRTP(relaywire.Video, m, true)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pion/rtcp"
 
+	"lightspeed/function/packetcache"
 	"lightspeed/function/relay"
 	"lightspeed/shared/relaywire"
 )
@@ -45,8 +46,8 @@ func FuzzIngest(f *testing.F) {
 		ch.join(v)
 		seq := [2]uint16{100, 200}
 		now := time.Unix(1000, 0)
-		buf := make([]byte, maxPayload)
-		big := make([]byte, maxPayload+1)
+		buf := make([]byte, packetcache.MaxPayload)
+		big := make([]byte, packetcache.MaxPayload+1)
 		var out [8]entry
 		for len(prog) >= 3 {
 			op := prog[0]
@@ -67,16 +68,16 @@ func FuzzIngest(f *testing.F) {
 
 			for i := range ch.media {
 				c := ch.media[i].cache
-				if from, n, ok := c.gop(); ok {
-					m, held := c.lookup(from)
-					if !held || m.flags&slotKeyframe == 0 || n < 1 || n > len(c.meta) {
+				if from, n, ok := c.GOP(); ok {
+					m, held := c.Lookup(from)
+					if !held || !m.Keyframe() || n < 1 || n > c.Slots() {
 						t.Fatalf("track %d: GOP from %d (%d packets) does not start at a held keyframe: %+v", i, from, n, m)
 					}
 				}
 			}
 			for n := v.queue.pop(out[:]); n > 0; n = v.queue.pop(out[:]) {
 				for _, e := range out[:n] {
-					if m, ok := ch.load(e.track, e.seq, buf); ok && (m.seq != e.seq || int(m.n) > maxPayload) {
+					if m, ok := ch.load(e.track, e.seq, buf); ok && (m.Seq != e.seq || int(m.N) > packetcache.MaxPayload) {
 						t.Fatalf("queued %+v loads %+v", e, m)
 					}
 				}

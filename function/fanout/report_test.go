@@ -65,7 +65,7 @@ func TestSenderReportsExtrapolateTheChannelsClockAndCountWhatWasWritten(t *testi
 	// The viewer has written three video packets (burst, live or
 	// retransmitted alike) and no audio yet: a report for video only.
 	for i, n := range []uint16{300, 200, 100} {
-		v.writeRTP(relaywire.Video, cached{seq: 100 + uint16(i), n: n, ts: vts}, i == 0)
+		v.writeRTP(relaywire.Video, meta(100+uint16(i), n, vts, false), i == 0)
 	}
 	now := t0.Add(1500 * time.Millisecond)
 	pkts := v.senderReports(now, &srs, nil)
@@ -83,7 +83,7 @@ func TestSenderReportsExtrapolateTheChannelsClockAndCountWhatWasWritten(t *testi
 
 	// Audio written: both tracks, each on its own clock from its own
 	// newest packet, as of the same now.
-	v.writeRTP(relaywire.Audio, cached{seq: 7, n: 3, ts: 480}, false)
+	v.writeRTP(relaywire.Audio, meta(7, 3, 480, false), false)
 	pkts = v.senderReports(now, &srs, nil)
 	wantAudio := rtcp.SenderReport{SSRC: 501, NTPTime: ntpTime(now), RTPTime: 480 + 71904, PacketCount: 1, OctetCount: 3}
 	if len(pkts) != 2 || !reflect.DeepEqual(*pkts[0].(*rtcp.SenderReport), want) || !reflect.DeepEqual(*pkts[1].(*rtcp.SenderReport), wantAudio) {

@@ -12,6 +12,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v3"
 
+	"lightspeed/function/packetcache"
 	"lightspeed/shared/relaywire"
 )
 
@@ -90,7 +91,7 @@ type sendScratch struct {
 	hdr       [2]rtp.Header
 	playout   [3]byte  // playout-delay min = max = 0
 	playoutID [2]uint8 // the extension id set in hdr[t].Extensions
-	buf       [maxPayload]byte
+	buf       [packetcache.MaxPayload]byte
 	srtpSeen  bool // pion wrote a packet or RTCP for the viewer: its SRTP is ready
 }
 
@@ -236,10 +237,10 @@ func (v *viewer) sendBurst() bool {
 			if !v.writeRTP(relaywire.Video, m, true) {
 				return false
 			}
-			start, ts0, first = time.Now(), m.ts, false
+			start, ts0, first = time.Now(), m.TS, false
 			continue
 		}
-		if d := time.Duration(int32(m.ts-ts0)) * time.Second / clock / burstSpeedup; d > furthest {
+		if d := time.Duration(int32(m.TS-ts0)) * time.Second / clock / burstSpeedup; d > furthest {
 			furthest = d
 			if wait := time.Until(start.Add(d)); wait > 0 {
 				timer.Reset(wait)
@@ -269,17 +270,17 @@ func (v *viewer) send(t relaywire.Track, seq uint16) bool {
 
 // writeRTP writes the payload in v.out.buf described by m with the viewer's
 // SSRC and payload type. It reports false when the session ended.
-func (v *viewer) writeRTP(t relaywire.Track, m cached, burst bool) bool {
+func (v *viewer) writeRTP(t relaywire.Track, m packetcache.Meta, burst bool) bool {
 	b := v.tracks[t].bound.Load()
 	if b == nil {
 		return true // the track was not negotiated
 	}
 	o := &v.out
 	h := &o.hdr[t]
-	h.Marker = m.marker()
+	h.Marker = m.Marker()
 	h.PayloadType = b.pt
-	h.SequenceNumber = m.seq
-	h.Timestamp = m.ts
+	h.SequenceNumber = m.Seq
+	h.Timestamp = m.TS
 	h.SSRC = b.ssrc
 	h.Extension = false
 	if burst && b.playoutID != 0 {
@@ -290,7 +291,7 @@ func (v *viewer) writeRTP(t relaywire.Track, m cached, burst bool) bool {
 		}
 		h.Extension = true
 	}
-	payload := o.buf[:m.n]
+	payload := o.buf[:m.N]
 	var deadline time.Time
 	for {
 		n, err := b.writer.WriteRTP(h, payload)

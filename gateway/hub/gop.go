@@ -7,7 +7,11 @@ const gopMax = 4096
 // gopCache holds copies of the packets released since the last keyframe:
 // every video packet from the keyframe's first one on and every audio
 // packet released after it, in release order. Its storage is reused from
-// one GOP to the next, so it stops allocating once grown.
+// one GOP to the next, so it stops allocating once grown. (The function's
+// packetcache holds a GOP too, but per track in a ring by sequence number
+// that also answers NACKs; a new subscription here needs both tracks
+// replayed interleaved as they were released, which that ring cannot
+// tell.)
 type gopCache struct {
 	valid   bool // starts at a keyframe and is complete
 	entries []gopEntry
