@@ -134,8 +134,8 @@ func (w *writer) run() {
 			return
 		}
 		// Each round starts one viewer further on, so that no viewer is
-		// always the last served (by a keyframe's whole round, at 100
-		// viewers 10-20 ms later than the first).
+		// always the last served, a keyframe's whole round after the first
+		// (docs/bench.md).
 		w.mu.Lock()
 		round = rotated(round[:0], w.viewers, turn)
 		turn++
