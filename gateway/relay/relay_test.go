@@ -151,6 +151,15 @@ func TestConnectionsThatDoNotProveTheSecretAreRefusedAndGetNothing(t *testing.T)
 		}, relaywire.CodeUnauthorized, "bad_mac"},
 		{"silence", func(t *testing.T, qc *quic.Conn, str *quic.Stream, br *bufio.Reader) {
 		}, relaywire.CodeUnauthorized, "timeout"},
+		{"a function of relay protocol version 1", func(t *testing.T, qc *quic.Conn, str *quic.Stream, br *bufio.Reader) {
+			write(t, str, &relaywire.Hello{Version: 1, MachineID: "old"})
+			// The close's reason, which the function logs, names both.
+			m, err := relaywire.ReadMessage(br)
+			var ae *quic.ApplicationError
+			if !errors.As(err, &ae) || !strings.Contains(ae.ErrorMessage, "version 1, this gateway 2") {
+				t.Fatalf("answer to an old hello: %v %v, want a close naming both versions", m, err)
+			}
+		}, relaywire.CodeProtocol, "protocol"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
