@@ -19,13 +19,8 @@ type gopCache struct {
 }
 
 type gopEntry struct {
-	off         int
-	n           uint16
-	seq         uint16
-	ts          uint32
-	track       Track
-	keyframe    bool
-	streamStart bool
+	off int // where its bytes start in data
+	stored
 }
 
 // reset empties the cache at a keyframe.
@@ -50,22 +45,12 @@ func (c *gopCache) add(p Packet) {
 		c.invalidate()
 		return
 	}
-	c.entries = append(c.entries, gopEntry{
-		off: len(c.data), n: uint16(len(p.Data)),
-		seq: p.Seq, ts: p.Timestamp, track: p.Track, keyframe: p.Keyframe, streamStart: p.StreamStart,
-	})
+	c.entries = append(c.entries, gopEntry{off: len(c.data), stored: storedOf(p)})
 	c.data = append(c.data, p.Data...)
 }
 
 // packet returns cached packet i; its Data aliases the cache.
 func (c *gopCache) packet(i int) Packet {
 	e := c.entries[i]
-	return Packet{
-		Track:       e.track,
-		Data:        c.data[e.off : e.off+int(e.n)],
-		Seq:         e.seq,
-		Timestamp:   e.ts,
-		Keyframe:    e.keyframe,
-		StreamStart: e.streamStart,
-	}
+	return e.packet(c.data[e.off : e.off+int(e.n)])
 }

@@ -37,7 +37,7 @@ type Subscription struct {
 
 	mu      sync.Mutex
 	closed  bool
-	meta    []queued
+	meta    []stored
 	data    []byte // len(meta) slots of MaxPacketSize bytes
 	head    int
 	count   int
@@ -54,9 +54,10 @@ type Subscription struct {
 // knows it can ask again for packets lost before the first it receives.
 func (s *Subscription) First(t Track) uint16 { return s.first[t] }
 
-// queued describes the packet in one slot of the queue.
-type queued struct {
-	n           uint16
+// stored describes a packet whose bytes are kept elsewhere (in a queue
+// slot, in the keyframe cache): all of Packet but its Data.
+type stored struct {
+	n           uint16 // length of Data
 	seq         uint16
 	ts          uint32
 	track       Track
@@ -64,12 +65,22 @@ type queued struct {
 	streamStart bool
 }
 
+// storedOf describes p.
+func storedOf(p Packet) stored {
+	return stored{n: uint16(len(p.Data)), seq: p.Seq, ts: p.Timestamp, track: p.Track, keyframe: p.Keyframe, streamStart: p.StreamStart}
+}
+
+// packet is the packet described, with its bytes data.
+func (m stored) packet(data []byte) Packet {
+	return Packet{Track: m.track, Data: data, Seq: m.seq, Timestamp: m.ts, Keyframe: m.keyframe, StreamStart: m.streamStart}
+}
+
 func newSubscription(h *Hub, capacity int) *Subscription {
 	return &Subscription{
 		hub:    h,
 		notify: make(chan struct{}, 1),
 		done:   make(chan struct{}),
-		meta:   make([]queued, capacity),
+		meta:   make([]stored, capacity),
 		data:   make([]byte, capacity*MaxPacketSize),
 	}
 }
@@ -89,7 +100,8 @@ func (s *Subscription) push(p Packet) bool {
 	}
 	i := (s.head + s.count) % len(s.meta)
 	n := copy(s.data[i*MaxPacketSize:(i+1)*MaxPacketSize], p.Data)
-	s.meta[i] = queued{n: uint16(n), seq: p.Seq, ts: p.Timestamp, track: p.Track, keyframe: p.Keyframe, streamStart: p.StreamStart}
+	s.meta[i] = storedOf(p)
+	s.meta[i].n = uint16(n)
 	s.count++
 	s.mu.Unlock()
 	select {
@@ -118,7 +130,7 @@ func (s *Subscription) Next(ctx context.Context) (Packet, error) {
 			s.head = (s.head + 1) % len(s.meta)
 			s.count--
 			s.mu.Unlock()
-			return Packet{Track: q.track, Data: s.cur[:n], Seq: q.seq, Timestamp: q.ts, Keyframe: q.keyframe, StreamStart: q.streamStart}, nil
+			return q.packet(s.cur[:n]), nil
 		}
 		s.mu.Unlock()
 		select {
