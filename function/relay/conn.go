@@ -39,7 +39,8 @@ type conn struct {
 	draining bool
 
 	inbox     chan []byte // received datagrams, waiting to be handed on
-	deliverMu sync.Mutex  // one packet handed on at a time
+	deliverMu sync.Mutex  // one packet handed on at a time; guards pkt
+	pkt       Packet      // the packet being handed on (the handler keeps none)
 	fmu       sync.Mutex  // guards flows
 	flows     map[relaywire.Flow]*flow
 }
@@ -241,10 +242,9 @@ func (cc *conn) deliver(b []byte) {
 	defer cc.deliverMu.Unlock()
 	cc.fmu.Lock()
 	fl := cc.flows[d.Flow]
-	var p Packet
 	ok := false
 	if fl != nil {
-		p, ok = fl.receive(&d, now, &cc.c.stats)
+		cc.pkt, ok = fl.receive(&d, now, &cc.c.stats)
 	}
 	cc.fmu.Unlock()
 	if fl == nil {
@@ -252,7 +252,7 @@ func (cc *conn) deliver(b []byte) {
 	}
 	cc.c.stats.received.Add(1)
 	if ok {
-		cc.h.WriteRTP(&p)
+		cc.h.WriteRTP(&cc.pkt)
 	}
 }
 
