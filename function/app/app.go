@@ -42,9 +42,6 @@ type Config struct {
 	PprofAddr        string        `env:"PPROF_ADDR" help:"serve Go profiles (pprof) at this address, e.g. 127.0.0.1:6061; empty: off"`
 	LogLevel         string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	LogFormat        string        `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
-
-	// Loopback makes the fan-out offer loopback candidates only (tests).
-	Loopback bool `env:"-"`
 }
 
 // GCPercent is the function's garbage collection target (GOGC) when the
@@ -80,11 +77,6 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Function, er
 	if cfg.MachineID == "" {
 		cfg.MachineID = os.Getenv("FLY_MACHINE_ID")
 	}
-	if host, _, err := net.SplitHostPort(cfg.WebRTCUDPAddr); err == nil {
-		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-			cfg.Loopback = true // media bound to loopback: offer loopback candidates only
-		}
-	}
 	if cfg.MachineID == "" {
 		cfg.MachineID, _ = os.Hostname()
 	}
@@ -114,7 +106,6 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Function, er
 	fan, err := fanout.New(fanout.Config{
 		UDPAddr:    cfg.WebRTCUDPAddr,
 		PublicIPs:  cfg.PublicIPs,
-		Loopback:   cfg.Loopback,
 		Capacity:   cfg.Capacity,
 		Logger:     log,
 		Registerer: reg,

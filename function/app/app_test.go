@@ -30,7 +30,6 @@ func unansweredConfig(t *testing.T) Config {
 		RelayFingerprint: strings.Repeat("ab", 32),
 		WebRTCUDPAddr:    "127.0.0.1:0",
 		Capacity:         10,
-		Loopback:         true,
 	}
 }
 

@@ -69,7 +69,7 @@ func addFakeViewer(tb testing.TB, f *Fanout, id string, w webrtc.TrackLocalWrite
 func BenchmarkWriteRTP(b *testing.B) {
 	for _, n := range []int{10, 100} {
 		b.Run(fmt.Sprintf("viewers=%d", n), func(b *testing.B) {
-			f, err := New(Config{UDPAddr: "127.0.0.1:0", Loopback: true, Logger: testLogger()}, newFakeUpstream())
+			f, err := New(Config{UDPAddr: "127.0.0.1:0", Logger: testLogger()}, newFakeUpstream())
 			if err != nil {
 				b.Fatal(err)
 			}

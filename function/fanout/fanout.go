@@ -59,7 +59,6 @@ type Upstream interface {
 type Config struct {
 	UDPAddr   string   // ICE UDP mux listen address, default ":8189" (all WebRTC media on this one port)
 	PublicIPs []string // advertised with NAT 1:1 (host candidates); empty = the real interface addresses
-	Loopback  bool     // include loopback candidates, gather only on the loopback interface, NAT 1:1 127.0.0.1 if PublicIPs is empty (tests on 127.0.0.1)
 	Capacity  int      // max viewers, default 500
 
 	ICEDisconnectedTimeout time.Duration // default 5 s
@@ -138,7 +137,12 @@ type Fanout struct {
 	conn    *udpbatch.Conn
 	mux     ice.UDPMux
 	writers []*writer
-	quit    chan struct{} // closed by Close: stops the writers and the sender reports
+	// loopback: the media port is bound to a loopback address (tests, the
+	// bench, one machine). The fan-out then offers loopback candidates,
+	// gathers on the loopback interface only, advertises 127.0.0.1 when no
+	// public IP is set, and takes viewers' loopback candidates.
+	loopback bool
+	quit     chan struct{} // closed by Close: stops the writers and the sender reports
 
 	certs webrtcapi.Certificates
 	load  loadMeter
@@ -177,6 +181,7 @@ func New(cfg Config, up Upstream) (*Fanout, error) {
 		log:           cfg.Logger,
 		up:            up,
 		conn:          sc,
+		loopback:      addr.IP.IsLoopback(),
 		mux:           webrtc.NewICEUDPMux(loggers.NewLogger("ice"), sc),
 		sessions:      make(map[string]*viewer),
 		channels:      make(map[uint32]*channel),
@@ -189,7 +194,7 @@ func New(cfg Config, up Upstream) (*Fanout, error) {
 	f.api, err = webrtcapi.New(webrtcapi.Config{
 		Mux:                    f.mux,
 		PublicIPs:              cfg.PublicIPs,
-		Loopback:               cfg.Loopback,
+		Loopback:               f.loopback,
 		SendOnly:               true, // viewers send no media
 		ICEDisconnectedTimeout: cfg.ICEDisconnectedTimeout,
 		ICEFailedTimeout:       cfg.ICEFailedTimeout,

@@ -565,7 +565,7 @@ func TestCandidatesNoViewerCanHaveAreDropped(t *testing.T) {
 	if got != want || dropped != 7 {
 		t.Fatalf("dropped %d:\n%s\nwant 7:\n%s", dropped, got, want)
 	}
-	f.cfg.Loopback = true
+	f.loopback = true
 	if got, dropped := f.dropUnreachable(sdp); got != sdp || dropped != 0 {
 		t.Fatalf("a loopback fan-out dropped %d", dropped)
 	}
@@ -578,7 +578,7 @@ func TestCandidatesNoViewerCanHaveAreDropped(t *testing.T) {
 // names, and refuses a trickled loopback candidate.
 func TestAViewerWithoutUsableCandidatesConnects(t *testing.T) {
 	h := newHarness(t, Config{})
-	h.f.cfg.Loopback = false // it still gathers on loopback only: New read the setting
+	h.f.loopback = false // it still gathers on loopback only: New read the setting
 	p := newPeer(t, viewerAPI(t, true))
 	h.connectWHEP(p, "v")
 	h.writeGOP(2)

@@ -233,7 +233,6 @@ func testLogger() *slog.Logger {
 func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
 	cfg.UDPAddr = "127.0.0.1:0"
-	cfg.Loopback = true
 	cfg.Logger = testLogger()
 	h := &harness{t: t, up: newFakeUpstream(), syn: newSynth()}
 	f, err := New(cfg, h.up)

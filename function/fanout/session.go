@@ -39,7 +39,7 @@ var ErrUnreachableCandidate = errors.New("a candidate address no viewer can have
 // function would send connectivity checks to its own host's services or
 // its link. A fan-out serving loopback (tests) takes every address.
 func (f *Fanout) unreachable(a netip.Addr) bool {
-	if f.cfg.Loopback {
+	if f.loopback {
 		return false
 	}
 	return a.IsLoopback() || a.IsUnspecified() || a.IsMulticast() || a.IsLinkLocalUnicast()
@@ -50,7 +50,7 @@ func (f *Fanout) unreachable(a netip.Addr) bool {
 // learns the viewer's address from its connectivity checks, as it does
 // for a browser that hides its addresses behind mDNS names.
 func (f *Fanout) dropUnreachable(sdp string) (string, int) {
-	if f.cfg.Loopback {
+	if f.loopback {
 		return sdp, 0
 	}
 	var b strings.Builder

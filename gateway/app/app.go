@@ -56,9 +56,6 @@ type Config struct {
 	PublicIPs       []string      `env:"PUBLIC_IPS" envSeparator:"," help:"embedded function: IPs advertised to viewers, comma-separated; default: the interface addresses"`
 	FunctionCap     int           `env:"FUNCTION_CAPACITY" envDefault:"500" min:"1" help:"embedded function: most viewers it takes"`
 
-	// Loopback makes the embedded function offer loopback candidates only
-	// (Go tests on 127.0.0.1).
-	Loopback  bool   `env:"-"`
 	PprofAddr string `env:"PPROF_ADDR" help:"serve Go profiles (pprof) at this address, e.g. 127.0.0.1:6060; empty: off"`
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	LogFormat string `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
@@ -172,7 +169,6 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 			Region:           cfg.Region,
 			MachineID:        "embedded",
 			Capacity:         cfg.FunctionCap,
-			Loopback:         cfg.Loopback,
 		}, log, prometheus.WrapRegistererWith(prometheus.Labels{"function": "embedded"}, reg))
 		if err != nil {
 			return nil, err

@@ -33,7 +33,6 @@ func stackConfig(t *testing.T) Config {
 	cfg.RelayAddr = "127.0.0.1:0"
 	cfg.EmbedFunction = true
 	cfg.WebRTCUDPAddr = "127.0.0.1:0"
-	cfg.Loopback = true
 	cfg.Region = "ams"
 	cfg.FunctionCap = 100
 	cfg.HubMaxHold = 40 * time.Millisecond
@@ -60,7 +59,6 @@ func startFunction(t *testing.T, g *Gateway, region string, capacity int, via *l
 		Region:           region,
 		MachineID:        region + "-test",
 		Capacity:         capacity,
-		Loopback:         true,
 	}, testLog(t).With("function", region), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
