@@ -444,9 +444,6 @@ func (f *function) retransmit() {
 // send sends one datagram; one that does not fit goes on a stream of its
 // own. It fails only when the connection is gone.
 func (f *function) send(d []byte) error {
-	if f.s.maxDatagram > 0 && len(d) > f.s.maxDatagram {
-		return f.sendStream(d)
-	}
 	err := f.qc.SendDatagram(d)
 	if err == nil {
 		f.s.metrics.datagrams.Inc()

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/quic-go/quic-go"
 
@@ -705,24 +707,71 @@ func TestSlowFunctionBlocksNeitherIngestNorOtherFunctions(t *testing.T) {
 	}
 }
 
-func TestPacketsTooLargeForADatagramGoOnStreams(t *testing.T) {
-	g := startGateway(t, "", nil, func(s *Server) { s.maxDatagram = 300 })
-	pub := startPublishing(g.hubs, 77)
-	f := startFunction(t, clientConfig(g, "m"))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := f.Subscribe(ctx, 77); err != nil {
+// quicPair connects two QUIC endpoints on loopback: the gateway's side
+// with gwConf, the function's with the relay's own settings.
+func quicPair(t *testing.T, gwConf *quic.Config) (gw, fn *quic.Conn) {
+	t.Helper()
+	cert, err := LoadOrCreateCert(t.TempDir())
+	if err != nil {
 		t.Fatal(err)
 	}
-	const n = 60
-	writeBatches(t, pub, f, n, 1000) // video on streams, audio (250 bytes) as datagrams
-	if s := testutil.ToFloat64(g.metrics.streamed); s != n {
-		t.Errorf("streamed %v packets, want %d", s, n)
+	tlsConf := relaywire.TLSConfig()
+	tlsConf.Certificates = []tls.Certificate{cert}
+	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, gwConf)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i, p := range f.h.packets(relaywire.FlowOf(77, relaywire.Video)) {
-		if index(p) != i || len(p) != 12+1000 {
-			t.Fatalf("video packet %d: index %d, %d bytes", i, index(p), len(p))
+	t.Cleanup(func() { ln.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	clientTLS := relaywire.TLSConfig()
+	clientTLS.InsecureSkipVerify = true
+	fn, err = quic.DialAddr(ctx, ln.Addr().String(), clientTLS, relaywire.QUICConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fn.CloseWithError(0, "") })
+	if gw, err = ln.Accept(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.CloseWithError(0, "") })
+	return gw, fn
+}
+
+// TestPacketsTooLargeForADatagramGoOnStreams: on a path with QUIC's
+// smallest packets (1200 bytes, no path MTU discovery) the largest
+// datagrams do not fit; the gateway sends each on a stream of its own, the
+// same bytes, and the rest as datagrams.
+func TestPacketsTooLargeForADatagramGoOnStreams(t *testing.T) {
+	conf := relaywire.QUICConfig()
+	conf.InitialPacketSize = 1200
+	conf.DisablePathMTUDiscovery = true
+	gw, fn := quicPair(t, conf)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f := &function{s: &Server{metrics: newMetrics(prometheus.NewRegistry(), func() float64 { return 0 })}, qc: gw, ctx: ctx}
+
+	small := relaywire.AppendDatagram(nil, relaywire.FlowOf(77, relaywire.Audio), 0, append([]byte{0x80, 97, 0, 1}, make([]byte, 200)...))
+	large := relaywire.AppendDatagram(nil, relaywire.FlowOf(77, relaywire.Video), relaywire.FlagKeyframe, append([]byte{0x80, 96, 0, 2}, make([]byte, relaywire.MaxPacketSize-4)...))
+	for _, d := range [][]byte{small, large} {
+		if err := f.send(d); err != nil {
+			t.Fatal(err)
 		}
+	}
+	got, err := fn.ReceiveDatagram(ctx)
+	if err != nil || !bytes.Equal(got, small) {
+		t.Fatalf("datagram %d bytes, %v; want the small packet's %d", len(got), err, len(small))
+	}
+	st, err := fn.AcceptUniStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = io.ReadAll(st)
+	if err != nil || !bytes.Equal(got, large) {
+		t.Fatalf("stream of %d bytes, %v; want the large packet's %d", len(got), err, len(large))
+	}
+	if s, d := testutil.ToFloat64(f.s.metrics.streamed), testutil.ToFloat64(f.s.metrics.datagrams); s != 1 || d != 1 {
+		t.Errorf("streamed %v, datagrams %v; want 1 and 1", s, d)
 	}
 }
 

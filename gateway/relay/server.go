@@ -75,10 +75,6 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	// maxDatagram, when positive, sends larger datagrams on a stream as if
-	// QUIC had refused them (tests).
-	maxDatagram int
-
 	udp *net.UDPConn
 	tr  *quic.Transport
 	ln  *quic.Listener
