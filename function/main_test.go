@@ -1,8 +1,11 @@
 package main
 
 import (
+	"io"
 	"strings"
 	"testing"
+
+	"lightspeed/function/app"
 )
 
 // TestSettingsOutOfBoundsAreRefused checks that a function refuses a
@@ -17,7 +20,7 @@ func TestSettingsOutOfBoundsAreRefused(t *testing.T) {
 	} {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
 			t.Setenv(tc.name, tc.value)
-			err := run(nil)
+			err := app.Main(nil, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("run: %v, want an error saying %q", err, tc.want)
 			}

@@ -3,6 +3,7 @@
 //
 //	go run ./gateway             run the gateway
 //	go run ./gateway keys list   manage stream keys (add|list|rotate|remove)
+//	go run ./gateway function    run a function (as the local fleet provider does)
 //	go run ./gateway --help      list every setting
 package main
 
@@ -15,6 +16,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	functionapp "lightspeed/function/app"
 	"lightspeed/gateway/app"
 	"lightspeed/gateway/keys"
 	"lightspeed/shared/envconfig"
@@ -31,11 +33,15 @@ func main() {
 }
 
 // usage is the command line of the gateway, for --help.
-const usage = "gateway [keys <command>]\n\n" + keys.Usage
+const usage = "gateway [keys <command> | function]\n\n" + keys.Usage +
+	"\n\ngateway function runs a function (edge worker) with its own LS_ settings (gateway function --help lists them)."
 
 // run runs the gateway, or its keys subcommand, with args (the words after
 // the command's name); what the operator reads goes to out.
 func run(args []string, out io.Writer) error {
+	if len(args) > 0 && args[0] == "function" {
+		return functionapp.Main(args[1:], out)
+	}
 	var cfg app.Config
 	if err := envconfig.Load(&cfg, usage, args, out); err != nil {
 		return err

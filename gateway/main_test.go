@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"os"
 	"strings"
@@ -89,5 +90,16 @@ func TestHelpSaysWhatAMissingChannelMeans(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help does not say %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestFunctionSubcommandRunsAFunction: "gateway function" is the function
+// command (the local fleet provider runs it): its --help lists the
+// function's settings, not the gateway's.
+func TestFunctionSubcommandRunsAFunction(t *testing.T) {
+	var out bytes.Buffer
+	err := run([]string{"function", "--help"}, &out)
+	if !errors.Is(err, envconfig.ErrHelp) || !strings.Contains(out.String(), "LS_GATEWAY_ADDR") || strings.Contains(out.String(), "LS_FTL_ADDR") {
+		t.Fatalf("gateway function --help: %v\n%s", err, out.String())
 	}
 }

@@ -7,20 +7,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"lightspeed/function/fanout"
 	"lightspeed/function/relay"
+	"lightspeed/shared/envconfig"
 	"lightspeed/shared/profiling"
 	"lightspeed/shared/relaywire"
 )
@@ -217,4 +222,33 @@ func (f *Function) idleWatch(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// Main runs a function as its command does: the settings from the
+// environment (args may only ask for --help, which goes to out), until an
+// interrupt or SIGTERM. The function command and the gateway's "function"
+// subcommand (which the local fleet provider runs) both call it.
+func Main(args []string, out io.Writer) error {
+	var cfg Config
+	if err := envconfig.Load(&cfg, "function", args, out); err != nil {
+		return err
+	}
+	if len(args) > 0 {
+		return fmt.Errorf("unexpected argument %q (try --help)", args[0])
+	}
+	log, err := envconfig.NewLogger(cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	TuneGC()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f, err := New(cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	log.Info("function: starting", "gateway", cfg.GatewayAddr, "webrtc", f.Fanout().Addr().String(), "region", cfg.Region)
+	return f.Run(ctx)
 }
