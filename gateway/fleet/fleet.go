@@ -145,14 +145,14 @@ type Fleet struct {
 	metrics *metrics
 
 	mu       sync.Mutex
-	members  map[string]*member   // by machine id
-	wants    map[string]int       // region → rounds left to serve a viewer who could not be served there
-	backoff  map[string]backoff   // region → when starting there may be tried again
-	listed   time.Time            // last provider list
-	ready    chan struct{}        // closed and replaced when a function becomes ready
-	poke     chan struct{}        // wakes Run
-	adopted  bool                 // the first list was read
-	inFlight map[string]bool      // regions with a start being made
+	members  map[string]*member // by machine id
+	wants    map[string]int     // region → rounds left to serve a viewer who could not be served there
+	backoff  map[string]backoff // region → when starting there may be tried again
+	listed   time.Time          // last provider list
+	ready    chan struct{}      // closed and replaced when a function becomes ready
+	poke     chan struct{}      // wakes Run
+	adopted  bool               // the first list was read
+	inFlight map[string]bool    // regions with a start being made
 }
 
 // wantRounds is how many rounds (seconds) a region's demand lasts without

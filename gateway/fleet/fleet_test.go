@@ -449,8 +449,8 @@ func TestTheHTTPAPIListsFunctionsAndDrainsOnlyForTheAdmin(t *testing.T) {
 	c.connect("fn1", "ams", 2, 10)
 	for _, tt := range []struct {
 		name, token, method, path, auth string
-		code                             int
-		body                             string
+		code                            int
+		body                            string
 	}{
 		{"anyone lists", "tok", "GET", "/api/functions", "", 200, `"id":"fn1"`},
 		{"no admin token configured", "", "POST", "/api/functions/fn1/drain", "Bearer tok", 403, "LS_ADMIN_TOKEN"},
