@@ -116,6 +116,7 @@ func (ch *channel) ingest(rp *relay.Packet, now time.Time) {
 		Marker:      rp.Marker,
 		Keyframe:    t == relaywire.Video && rp.Keyframe,
 		StreamStart: rp.StreamStart,
+		StreamFrom:  rp.StreamFrom,
 		Payload:     rp.Payload,
 	}
 

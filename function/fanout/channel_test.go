@@ -20,6 +20,7 @@ func relayedVideo(seq uint16, ts uint32, marker bool, marks string, payload ...b
 		Channel: testChannel, Track: relaywire.Video, Seq: seq, Timestamp: ts, Marker: marker,
 		Keyframe:    marks == "key" || marks == "newkey",
 		StreamStart: marks == "new" || marks == "newkey",
+		StreamFrom:  seq,
 		Payload:     payload,
 	}
 }

@@ -21,6 +21,7 @@ import (
 //	op&4:    the hub's stream-start mark
 //	op&8:    the hub's keyframe mark
 //	op&16:   the payload is 1201 bytes, over the cache's slots
+//	op>>5:   with a stream start, how many packets before it the stream begins
 func fuzzProgram(ops ...[]byte) []byte {
 	var b []byte
 	for _, op := range ops {
@@ -61,7 +62,7 @@ func FuzzIngest(f *testing.F) {
 			}
 			p := relay.Packet{
 				Channel: testChannel, Track: tr, Seq: seq[tr], Timestamp: uint32(seq[tr]) * 3000,
-				Marker: op&2 != 0, StreamStart: op&4 != 0, Keyframe: op&8 != 0, Payload: payload,
+				Marker: op&2 != 0, StreamStart: op&4 != 0, StreamFrom: seq[tr] - uint16(op>>5), Keyframe: op&8 != 0, Payload: payload,
 			}
 			now = now.Add(10 * time.Millisecond)
 			ch.ingest(&p, now)

@@ -47,8 +47,9 @@ type Packet struct {
 	Seq         uint16
 	TS          uint32
 	Marker      bool
-	Keyframe    bool // the first packet of a keyframe
-	StreamStart bool // the first packet of a new stream
+	Keyframe    bool   // the first packet of a keyframe
+	StreamStart bool   // the first packet of a new stream
+	StreamFrom  uint16 // with StreamStart: where the new stream begins (Seq, or before it when its first packets come late)
 	Payload     []byte
 }
 
@@ -160,9 +161,9 @@ func (c *Cache) Store(p Packet) (stored, keyframeStart bool) {
 	if c.streamStartOK && int(c.last-c.streamStart) >= len(c.meta) {
 		c.streamStartOK = false
 	}
-	if p.StreamStart && (!c.streamStartOK || seqAfter(p.Seq, c.streamStart)) {
-		c.streamStart, c.streamStartOK = p.Seq, true
-		if c.keyframeOK && seqAfter(p.Seq, c.keyframe) {
+	if p.StreamStart && (!c.streamStartOK || seqAfter(p.StreamFrom, c.streamStart)) {
+		c.streamStart, c.streamStartOK = p.StreamFrom, true
+		if c.keyframeOK && seqAfter(p.StreamFrom, c.keyframe) {
 			c.keyframeOK = false
 		}
 	}

@@ -13,6 +13,13 @@ func pk(seq uint16, kind string, marker bool) Packet {
 	p := Packet{Seq: seq, TS: 100, Marker: marker, Payload: []byte{byte(seq), byte(seq >> 8), 0xaa}}
 	p.Keyframe = kind == "key" || kind == "newkey"
 	p.StreamStart = kind == "new" || kind == "newkey"
+	p.StreamFrom = seq
+	return p
+}
+
+// from makes p, a stream start, say its stream begins at seq.
+func from(p Packet, seq uint16) Packet {
+	p.StreamFrom = seq
 	return p
 }
 
@@ -76,6 +83,11 @@ func TestPacketCacheKeyframes(t *testing.T) {
 			name:     "the new stream's next keyframe is taken",
 			in:       []Packet{pk(1, "key", true), pk(4, "new", true), pk(5, "key", true), pk(6, "p", true)},
 			wantFrom: 5, wantN: 2, wantOK: true,
+		},
+		{
+			name:     "a new stream's keyframe, lost and recovered after its later packets, is taken",
+			in:       []Packet{pk(1, "key", true), pk(2, "p", true), from(pk(5, "new", true), 3), pk(4, "p", true), pk(3, "key", false)},
+			wantFrom: 3, wantN: 3, wantOK: true,
 		},
 		{
 			name: "wrap-around of sequence numbers",

@@ -419,6 +419,7 @@ func (cc *conn) subscribed(m *relaywire.Subscribed) {
 		if ti.FirstSeq != nil {
 			fl.anchor(*ti.FirstSeq, ti.SSRC, now, &cc.c.stats)
 		}
+		fl.anchored = true // answered, with a first_seq or not
 	}
 	cc.fmu.Unlock()
 	cc.log.Info("relay: subscribed", "channel", m.Channel)

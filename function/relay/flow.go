@@ -30,7 +30,11 @@ type Packet struct {
 	// from before it no longer serves a new viewer, and a decoder needs
 	// the next keyframe.
 	StreamStart bool
-	Payload     []byte // without CSRCs, header extension and padding; valid only during the call
+	// StreamFrom is, with StreamStart, the sequence number where the new
+	// stream begins: Seq, or less when the stream's first packets were
+	// lost and come later (recovered, they still belong to it).
+	StreamFrom uint16
+	Payload    []byte // without CSRCs, header extension and padding; valid only during the call
 }
 
 // flow is the function's one receiver of one track. It finds the holes
@@ -45,15 +49,16 @@ type flow struct {
 	track   relaywire.Track
 	out     *numbering // the channel's, kept while it is subscribed
 
-	tracker nack.Tracker
-	started bool
-	ssrc    uint32
-	oldSSRC uint32 // the stream before the newest one (if hasOld); its stragglers are dropped
-	hasOld  bool
-	stale   int  // far-behind packets dropped in a row
-	jumped  bool // the packet just accepted restarted the numbering of the same SSRC
-	highest uint16
-	seen    [window / 64]uint64
+	tracker  nack.Tracker
+	started  bool
+	ssrc     uint32
+	oldSSRC  uint32 // the stream before the newest one (if hasOld); its stragglers are dropped
+	hasOld   bool
+	stale    int  // far-behind packets dropped in a row
+	jumped   bool // the packet just accepted restarted the numbering of the same SSRC
+	anchored bool // the subscription's answer told where the stream starts
+	highest  uint16
+	seen     [window / 64]uint64
 }
 
 // newFlow returns the receiver of a track whose output numbering is out.
@@ -97,18 +102,30 @@ func newNumbering(t relaywire.Track) *numbering {
 	return &numbering{clock: t.ClockRate()}
 }
 
+// farApart is how far a connection's first packet may land from the
+// newest output sequence number and still continue the same numbering: a
+// new connection to the same gateway starts with its keyframe cache (at
+// most 4096 packets back), while an outage of minutes moves the stream on
+// by tens of thousands, which reads as going backwards once past half the
+// sequence space.
+const farApart = 8192
+
 // number gives p (with the relayed stream's sequence number and
 // timestamp) its output numbering. A packet of another stream than the
-// last one numbered, or of numbering that jumped, starts a new stream: its
-// sequence number follows the newest output one and its timestamp is
-// advanced by the wall-clock pause since the newest frame (an hour at
-// most, which 32 bits of ticks hold; at least one tick).
-func (n *numbering) number(p *Packet, ssrc uint32, jumped bool, now time.Time) {
+// last one numbered, of numbering that jumped, or the first of a
+// connection landing farApart or more from the newest, starts a new
+// stream: its sequence number follows the newest output one (or leaves
+// room for the stream's first packets, when the subscription said where
+// they start) and its timestamp is advanced by the wall-clock pause since
+// the newest frame (an hour at most, which 32 bits of ticks hold; at least
+// one tick).
+func (n *numbering) number(p *Packet, ssrc uint32, jumped, fresh bool, now time.Time) {
+	far := fresh && ssrc == n.ssrc && n.started && abs16(p.Seq+n.seqOff-n.lastSeq) >= farApart
 	switch {
 	case !n.started:
 		n.started, n.ssrc = true, ssrc
 		n.lastSeq, n.lastTS, n.lastAt = p.Seq-1, p.Timestamp, now
-	case ssrc != n.ssrc || jumped:
+	case ssrc != n.ssrc || jumped || far:
 		pause := min(max(now.Sub(n.lastAt), 0), time.Hour)
 		step := max(uint32(ticks(pause, n.clock)), 1)
 		base := p.Seq
@@ -118,7 +135,14 @@ func (n *numbering) number(p *Packet, ssrc uint32, jumped bool, now time.Time) {
 		n.ssrc, n.hasNext = ssrc, false
 		n.seqOff = n.lastSeq + 1 - base
 		n.tsOff = n.lastTS + step - p.Timestamp
-		p.StreamStart = true
+		p.StreamStart, p.StreamFrom = true, n.lastSeq+1
+		p.Seq += n.seqOff
+		p.Timestamp += n.tsOff
+		n.lastSeq, n.lastTS, n.lastAt = p.Seq, p.Timestamp, now
+		return
+	}
+	if p.StreamStart {
+		p.StreamFrom = p.Seq + n.seqOff // the hub's mark: the stream begins here
 	}
 	p.Seq += n.seqOff
 	p.Timestamp += n.tsOff
@@ -130,6 +154,14 @@ func (n *numbering) number(p *Packet, ssrc uint32, jumped bool, now time.Time) {
 	}
 }
 
+// abs16 is the distance of a difference of sequence numbers from zero.
+func abs16(d uint16) int {
+	if v := int(int16(d)); v >= 0 {
+		return v
+	}
+	return -int(int16(d))
+}
+
 // ticks is d in ticks of a clock of the given rate, rounded toward zero.
 // It is exact for any d: a 32-bit timestamp takes its low 32 bits.
 func ticks(d time.Duration, clock uint32) int64 {
@@ -139,8 +171,16 @@ func ticks(d time.Duration, clock uint32) int64 {
 
 // receive is the flow's whole work for one datagram: accept it, then
 // number it. ok is false for a packet not to hand on (a duplicate, a
-// straggler of an old stream).
+// straggler of an old stream, or a packet of a new stream that came before
+// the subscription's answer told where that stream starts: numbered now,
+// the stream's first packets, recovered later, would fall before it on
+// numbers the old stream used; dropped, it becomes a hole the answer's
+// anchor asks for again).
 func (f *flow) receive(d *relaywire.Datagram, now time.Time, st *counters) (p Packet, ok bool) {
+	if !f.anchored && f.out.started && d.SSRC != f.out.ssrc {
+		return Packet{}, false
+	}
+	fresh := !f.started
 	if !f.accept(d.Seq, d.SSRC, now, st) {
 		return Packet{}, false
 	}
@@ -154,7 +194,7 @@ func (f *flow) receive(d *relaywire.Datagram, now time.Time, st *counters) (p Pa
 		StreamStart: d.Flags.StreamStart(),
 		Payload:     d.Payload,
 	}
-	f.out.number(&p, d.SSRC, f.jumped, now)
+	f.out.number(&p, d.SSRC, f.jumped, fresh, now)
 	return p, true
 }
 
@@ -180,6 +220,7 @@ func (f *flow) restart(seq uint16, ssrc uint32, now time.Time) {
 // for the next keyframe.) Called with the gateway's answer to the
 // subscription, which datagrams may overtake.
 func (f *flow) anchor(first uint16, ssrc uint32, now time.Time, st *counters) {
+	f.anchored = true
 	f.out.expect(first, ssrc)
 	if !f.started {
 		f.restart(first-1, ssrc, now) // first itself comes next

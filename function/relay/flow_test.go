@@ -396,8 +396,9 @@ func TestFlowNumbersANewStreamAfterTheLast(t *testing.T) {
 	}
 	const newSSRC = 0x5555aaaa
 	at := t0.Add(66*time.Millisecond + 2*time.Second)
+	f.anchor(40000, newSSRC, at, &st) // the subscription's answer
 	p, ok := f.receive(datagram(t, 40000, 777, newSSRC, relaywire.FlagKeyframe), at, &st)
-	if !ok || p.Seq != 103 || !p.StreamStart || !p.Keyframe || p.Timestamp != 15000+2*90000 {
+	if !ok || p.Seq != 103 || !p.StreamStart || p.StreamFrom != 103 || !p.Keyframe || p.Timestamp != 15000+2*90000 {
 		t.Fatalf("first packet of the new stream: seq %d ts %d stream start %v (%v), want 103, %d, true", p.Seq, p.Timestamp, p.StreamStart, ok, 15000+2*90000)
 	}
 	p, ok = f.receive(datagram(t, 40001, 777, newSSRC, 0), at, &st)
@@ -431,8 +432,8 @@ func TestFlowNumbersANewStreamFromWhereTheGatewaySaysItStarts(t *testing.T) {
 	g := newFlow(77, relaywire.Video, out) // the connection to the restarted gateway
 	g.anchor(7000, newSSRC, t0, &st)
 	p, ok := g.receive(datagram(t, 7002, 50, newSSRC, 0), t0.Add(time.Second), &st)
-	if !ok || p.Seq != 503 || !p.StreamStart {
-		t.Fatalf("first packet received: %+v %v, want seq 503 (two lost before it)", p, ok)
+	if !ok || p.Seq != 503 || !p.StreamStart || p.StreamFrom != 501 {
+		t.Fatalf("first packet received: %+v %v, want seq 503 of a stream from 501 (two lost before it)", p, ok)
 	}
 	for i, want := range []uint16{501, 502} {
 		p, ok := g.receive(datagram(t, 7000+uint16(i), 50, newSSRC, relaywire.Flags(1-i)), t0.Add(time.Second), &st)
@@ -465,5 +466,63 @@ func TestFlowNumbersAJumpAsANewStream(t *testing.T) {
 	}
 	if p, ok := f.receive(datagram(t, 30000+staleLimit, 0, testSSRC, 0), t0, &st); !ok || p.Seq != 40002 || p.StreamStart {
 		t.Fatalf("the next one: %+v %v", p, ok)
+	}
+}
+
+// TestFlowHoldsANewStreamBackUntilTheSubscriptionSaysWhereItStarts: on a
+// connection to a restarted gateway, datagrams may come before the answer
+// to the subscription. Numbered then, the stream's first packets,
+// recovered later, would get the numbers the old stream used: they are
+// dropped, become holes once the answer anchors the stream, and are asked
+// for again.
+func TestFlowHoldsANewStreamBackUntilTheSubscriptionSaysWhereItStarts(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	out := newNumbering(relaywire.Video)
+	var st counters
+	old := newFlow(77, relaywire.Video, out)
+	for seq := uint16(500); seq <= 502; seq++ {
+		old.receive(datagram(t, seq, 1000, testSSRC, 0), t0, &st)
+	}
+
+	const newSSRC = 0x5555aaaa
+	g := newFlow(77, relaywire.Video, out)
+	if _, ok := g.receive(datagram(t, 7002, 50, newSSRC, 0), t0, &st); ok {
+		t.Fatal("a new stream's packet was handed on before the subscription's answer")
+	}
+	g.anchor(7000, newSSRC, t0, &st)
+	p, ok := g.receive(datagram(t, 7003, 50, newSSRC, 0), t0, &st)
+	if !ok || p.Seq != 506 || !p.StreamStart || p.StreamFrom != 503 {
+		t.Fatalf("first packet after the answer: %+v %v, want 506 of a stream from 503", p, ok)
+	}
+	due := g.tracker.Due(t0.Add(time.Second), nil)
+	if !slices.Equal(due, []uint16{7000, 7001, 7002}) {
+		t.Fatalf("asked again for %v, want the three before it", due)
+	}
+	p, ok = g.receive(datagram(t, 7000, 50, newSSRC, relaywire.FlagKeyframe), t0, &st)
+	if !ok || p.Seq != 503 || !p.Keyframe {
+		t.Fatalf("the recovered keyframe: %+v %v, want seq 503", p, ok)
+	}
+}
+
+// TestFlowTakesAStreamFarAheadAfterAReconnectAsANewStream: after a long
+// outage the same gateway's stream has moved on by tens of thousands of
+// packets; continuing the numbering would read as going backwards, so the
+// connection's first packet starts a new stream. A reconnect that resends
+// the keyframe cache (a few thousand back) continues it.
+func TestFlowTakesAStreamFarAheadAfterAReconnectAsANewStream(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	out := newNumbering(relaywire.Video)
+	var st counters
+	f := newFlow(77, relaywire.Video, out)
+	f.receive(datagram(t, 10000, 0, testSSRC, 0), t0, &st)
+
+	near := newFlow(77, relaywire.Video, out)
+	if p, ok := near.receive(datagram(t, 10000-3000, 0, testSSRC, 0), t0, &st); !ok || p.StreamStart || p.Seq != 7000 {
+		t.Fatalf("the keyframe cache after a reconnect: %+v %v, want the same numbering", p, ok)
+	}
+	far := newFlow(77, relaywire.Video, out)
+	p, ok := far.receive(datagram(t, 10000+40000, 0, testSSRC, 0), t0, &st)
+	if !ok || !p.StreamStart || p.Seq != 10001 {
+		t.Fatalf("the stream 40000 ahead: %+v %v, want a new stream from 10001", p, ok)
 	}
 }
