@@ -54,7 +54,7 @@ func datagram(r, i, size int) []byte {
 	return b
 }
 
-func TestSendConnBatchesARoundAndKeepsEachReceiversOrder(t *testing.T) {
+func TestConnBatchesARoundAndKeepsEachReceiversOrder(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
 		local string // the socket's address: IPv4, or dual-stack sending to IPv4
@@ -130,7 +130,7 @@ func TestSendConnBatchesARoundAndKeepsEachReceiversOrder(t *testing.T) {
 	}
 }
 
-func TestSendConnSendsAtOnceOutsideRounds(t *testing.T) {
+func TestConnSendsAtOnceOutsideRounds(t *testing.T) {
 	sock, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -167,11 +167,11 @@ func TestSendConnSendsAtOnceOutsideRounds(t *testing.T) {
 	}
 }
 
-// BenchmarkSendConn measures the socket's cost per datagram (user and
+// BenchmarkConn measures the socket's cost per datagram (user and
 // kernel, with the loopback delivery the kernel does in the sender's
 // call) for 50 receivers, with runs of 1 and 8 datagrams to each
 // receiver per round. The receivers' sockets are drained by goroutines.
-func BenchmarkSendConn(b *testing.B) {
+func BenchmarkConn(b *testing.B) {
 	for _, run := range []int{1, 8} {
 		for _, direct := range []bool{true, false} {
 			if direct && run > 1 {
@@ -231,7 +231,7 @@ func BenchmarkSendConn(b *testing.B) {
 	}
 }
 
-func TestSendConnSkipsAFailedDatagram(t *testing.T) {
+func TestConnSkipsAFailedDatagram(t *testing.T) {
 	sock, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)

@@ -162,6 +162,7 @@ func (sess *session) end(reason string, code int) {
 	sess.endOnce.Do(func() {
 		s := sess.srv
 		close(sess.done)
+		st := sess.pub.Hub().Stats() // before the channel may have its next publisher
 		sess.pub.Release()
 		s.release(sess)
 		if code != 0 {
@@ -173,7 +174,6 @@ func (sess *session) end(reason string, code int) {
 		if sess.started.IsZero() {
 			return // ended before "."
 		}
-		st := sess.pub.Hub().Stats()
 		s.log.Info("ftl: stream ended", "channel", sess.channel, "reason", reason,
 			"duration", time.Since(sess.started).Round(time.Millisecond).String(),
 			"video_packets", sess.video.packets, "audio_packets", sess.audio.packets,

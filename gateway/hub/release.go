@@ -215,13 +215,12 @@ const (
 )
 
 // ring is the retransmission ring of one track, indexed by output sequence
-// number; each slot records its sequence number to detect overwrites.
-// (The function's packetcache is such a ring too, but its slots hold
-// payloads for viewers and it grows to hold a GOP; this one holds whole
-// packets with their marks, a fixed 2048 of them, allocated a page at a
-// time, so a quiet channel costs little.) Its
+// number; each slot records its sequence number to detect overwrites. Its
 // slots are allocated a page at a time as the first packets pass, so a hub
 // that carries little costs little; after that, storing allocates nothing.
+// (The function's packetcache is such a ring too, but its slots hold
+// payloads for viewers and it grows to hold a GOP; this one holds a fixed
+// 2048 whole packets with their marks, for the functions' NACKs.)
 type ring struct {
 	pages [ringSize / ringPage]*[ringPage]ringSlot
 }

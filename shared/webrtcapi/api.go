@@ -1,7 +1,7 @@
 // Package webrtcapi builds the pion WebRTC API of a Lightspeed media
 // endpoint: the function's fan-out, which sends H.264 and Opus to
-// browsers, and the gateway's WHIP ingest, which receives them from a
-// publisher. It holds what both share: the codec table (H.264 profiles in
+// browsers, and a receiving endpoint such as a WHIP ingest (to come),
+// which would receive them from a publisher. It holds what both share: the codec table (H.264 profiles in
 // packetization mode 1, Opus) and the choice of codec per transceiver,
 // one UDP port for all ICE traffic with NAT 1:1 addresses, the DTLS and
 // SRTP settings, one DTLS certificate for every PeerConnection, and pion's
