@@ -5,6 +5,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -15,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +25,8 @@ import (
 
 	functionapp "lightspeed/function/app"
 	"lightspeed/gateway/api"
+	"lightspeed/gateway/fleet"
+	"lightspeed/gateway/fleet/localprovider"
 	"lightspeed/gateway/ftl"
 	"lightspeed/gateway/hub"
 	"lightspeed/gateway/keys"
@@ -54,7 +58,19 @@ type Config struct {
 	EmbedFunction   bool          `env:"EMBEDDED_FUNCTION" envDefault:"true" help:"run a function inside the gateway (one-machine setup)"`
 	WebRTCUDPAddr   string        `env:"WEBRTC_UDP_ADDR" envDefault:":8189" help:"embedded function: UDP address of all WebRTC media"`
 	PublicIPs       []string      `env:"PUBLIC_IPS" envSeparator:"," help:"embedded function: IPs advertised to viewers, comma-separated; default: the interface addresses"`
-	FunctionCap     int           `env:"FUNCTION_CAPACITY" envDefault:"500" min:"1" help:"embedded function: most viewers it takes"`
+	FunctionCap     int           `env:"FUNCTION_CAPACITY" envDefault:"500" min:"1" help:"most viewers a function takes (the embedded one, and those the fleet starts)"`
+
+	FunctionProvider    string        `env:"FUNCTION_PROVIDER" envDefault:"embedded" help:"who runs functions: embedded (one inside the gateway, no scaling), local (function processes on this machine, scaled by the fleet) or fly (Fly Machines, scaled by the fleet)"`
+	FunctionRegions     []string      `env:"FUNCTION_REGIONS" envSeparator:"," help:"regions functions may run in, comma-separated; viewers elsewhere get the nearest; empty: wherever viewers are"`
+	FunctionMin         int           `env:"FUNCTION_MIN" envDefault:"0" min:"0" help:"functions kept ready in each of LS_FUNCTION_REGIONS"`
+	FunctionScaleAt     int           `env:"FUNCTION_SCALE_AT" envDefault:"80" min:"1" max:"100" help:"percent of a region's capacity in use that starts another function there"`
+	FunctionIdleStop    time.Duration `env:"FUNCTION_IDLE_STOP" envDefault:"5m" min:"1s" help:"a function without viewers this long is stopped"`
+	FunctionIdleDestroy time.Duration `env:"FUNCTION_IDLE_DESTROY" envDefault:"24h" min:"1s" help:"a stopped function unused this long is destroyed"`
+	FunctionStartWait   time.Duration `env:"FUNCTION_START_WAIT" envDefault:"15s" min:"0s" help:"how long a viewer waits for a function to start when none has room, before 503"`
+	FunctionUDPPorts    string        `env:"FUNCTION_UDP_PORTS" envDefault:"10000-10999" help:"WebRTC UDP ports of the functions the fleet starts, one each"`
+	FunctionBin         string        `env:"FUNCTION_BIN" help:"local provider: the function binary; default: this gateway's binary (gateway function)"`
+	FunctionGatewayAddr string        `env:"FUNCTION_GATEWAY_ADDR" help:"the relay address started functions dial; default: this gateway's relay address as seen on this machine"`
+	AdminToken          string        `env:"ADMIN_TOKEN" help:"bearer token of the admin endpoints (drain); empty: they answer 403"`
 
 	PprofAddr string `env:"PPROF_ADDR" help:"serve Go profiles (pprof) at this address, e.g. 127.0.0.1:6060; empty: off"`
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
@@ -72,6 +88,8 @@ type Gateway struct {
 	scheduler *scheduler.Scheduler
 	signaling *signaling.Signaling
 	function  *functionapp.Function // embedded; nil unless cfg.EmbedFunction
+	fleet     *fleet.Fleet
+	local     *localprovider.Provider // nil unless LS_FUNCTION_PROVIDER=local
 	httpLn    net.Listener
 	http      *http.Server
 	pprofLn   net.Listener // nil unless cfg.PprofAddr
@@ -149,17 +167,43 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 	}
 
 	g.scheduler = scheduler.New(g.functions, cfg.Region)
+	provider, err := g.provider(local)
+	if err != nil {
+		return nil, err
+	}
+	if g.local != nil {
+		closers = append(closers, g.local.Close)
+	}
+	ports, err := fleet.ParsePortRange(cfg.FunctionUDPPorts)
+	if err != nil {
+		return nil, fmt.Errorf("config: LS_FUNCTION_UDP_PORTS: %w", err)
+	}
+	g.fleet = fleet.New(fleet.Config{
+		Provider:    provider,
+		Relay:       g.relay,
+		Regions:     cfg.FunctionRegions,
+		Home:        cfg.Region,
+		Min:         cfg.FunctionMin,
+		ScaleAt:     float64(cfg.FunctionScaleAt) / 100,
+		IdleStop:    cfg.FunctionIdleStop,
+		IdleDestroy: cfg.FunctionIdleDestroy,
+		Ports:       ports,
+		Capacity:    cfg.FunctionCap,
+		Env:         functionEnv(cfg, local),
+		Logger:      log,
+		Registerer:  reg,
+	})
 	g.signaling = signaling.New(signaling.Config{
 		Hubs:           g.hubs,
 		Relay:          g.relay,
-		Picker:         g.scheduler,
+		Picker:         &fleet.Picker{Scheduler: g.scheduler, Fleet: g.fleet, Wait: cfg.FunctionStartWait},
 		Known:          g.known,
 		DefaultChannel: cfg.DefaultChannel,
 		Logger:         log,
 		Registerer:     reg,
 	})
 
-	if cfg.EmbedFunction {
+	if cfg.EmbedFunction && provider == nil {
 		g.function, err = functionapp.New(functionapp.Config{
 			GatewayAddr:      local.Addr,
 			RelaySecret:      local.Secret,
@@ -200,9 +244,55 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 	mux.Handle("GET /api/channels", apiHandler)
 	mux.Handle("GET /metrics", apiHandler)
 	mux.Handle("GET /healthz", apiHandler)
+	fleetAPI := g.fleet.Handler(cfg.AdminToken)
+	mux.Handle("GET /api/functions", fleetAPI)
+	mux.Handle("POST /api/functions/{id}/drain", fleetAPI)
 	mux.Handle("/", web.Handler())
 	g.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return g, nil
+}
+
+// provider returns the fleet's provider LS_FUNCTION_PROVIDER names, or nil
+// for the embedded function (no scaling).
+func (g *Gateway) provider(local relaywire.LocalInfo) (fleet.Provider, error) {
+	cfg := g.cfg
+	switch cfg.FunctionProvider {
+	case "embedded":
+		return nil, nil
+	case "local":
+		var command []string
+		if cfg.FunctionBin != "" {
+			command = []string{cfg.FunctionBin}
+		}
+		host, _, _ := net.SplitHostPort(cfg.WebRTCUDPAddr)
+		p, err := localprovider.New(context.Background(), localprovider.Config{
+			Command: command,
+			Host:    host,
+			Logger:  g.log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		g.local = p
+		return p, nil
+	}
+	return nil, fmt.Errorf("config: LS_FUNCTION_PROVIDER: %q is none of embedded, local, fly", cfg.FunctionProvider)
+}
+
+// functionEnv is the environment of every function the fleet starts: how
+// to reach and trust the relay, what to advertise, how to log.
+func functionEnv(cfg Config, local relaywire.LocalInfo) map[string]string {
+	env := map[string]string{
+		"LS_GATEWAY_ADDR":      cmp.Or(cfg.FunctionGatewayAddr, local.Addr),
+		"LS_RELAY_SECRET":      local.Secret,
+		"LS_RELAY_FINGERPRINT": local.Fingerprint,
+		"LS_LOG_LEVEL":         cfg.LogLevel,
+		"LS_LOG_FORMAT":        cfg.LogFormat,
+	}
+	if len(cfg.PublicIPs) > 0 {
+		env["LS_PUBLIC_IPS"] = strings.Join(cfg.PublicIPs, ",")
+	}
+	return env
 }
 
 // relayCredentials returns the relay's certificate and secret: from the
@@ -298,6 +388,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	eg.Go(func() error { return g.relay.Serve(ctx) })
 	if g.function != nil {
 		eg.Go(func() error { return g.function.Run(ctx) })
+	}
+	eg.Go(func() error { return g.fleet.Run(ctx) })
+	if g.local != nil {
+		defer g.local.Close() // functions stop with the gateway
 	}
 	if g.pprofLn != nil {
 		eg.Go(func() error { return profiling.Serve(ctx, g.pprofLn, g.log) })

@@ -1,0 +1,158 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"lightspeed/gateway/fleet"
+	"lightspeed/shared/testkit/netns"
+	"lightspeed/shared/testkit/viewer"
+)
+
+// fleetConfig is a gateway on loopback whose functions the fleet starts
+// as real processes (the test binary playing the function command).
+func fleetConfig(t *testing.T) Config {
+	t.Helper()
+	cfg := stackConfig(t)
+	cfg.FunctionProvider = "local"
+	cfg.FunctionBin = os.Args[0]
+	cfg.FunctionUDPPorts = freePorts(t, 4)
+	cfg.FunctionStartWait = 30 * time.Second
+	t.Setenv(functionRoleVar, "1") // inherited by the functions the provider starts
+	return cfg
+}
+
+// freePorts returns a range of n UDP ports on 127.0.0.1 that were free a
+// moment ago.
+func freePorts(t *testing.T, n int) string {
+	t.Helper()
+	for range 100 {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := c.LocalAddr().(*net.UDPAddr).Port
+		c.Close()
+		if first+n-1 > 65535 {
+			continue
+		}
+		free := true
+		for p := first; p < first+n && free; p++ {
+			c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p})
+			if err != nil {
+				free = false
+				continue
+			}
+			c.Close()
+		}
+		if free {
+			return fmt.Sprintf("%d-%d", first, first+n-1)
+		}
+	}
+	t.Fatal("no free range of UDP ports")
+	return ""
+}
+
+// functions reads GET /api/functions.
+func functions(t *testing.T, g *Gateway) []fleet.Info {
+	t.Helper()
+	resp, err := http.Get("http://" + g.HTTPAddr().String() + "/api/functions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []fleet.Info
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestTheFirstViewerStartsAFunctionInItsRegion: with the local provider
+// and no function running, a viewer from Singapore waits while the fleet
+// starts a function process in sin; the function connects to the relay and
+// serves the viewer, and /api/functions shows it ready in sin.
+func TestTheFirstViewerStartsAFunctionInItsRegion(t *testing.T) {
+	netns.Exclusive(t)
+	cfg := fleetConfig(t)
+	g := startGateway(t, cfg)
+	streamForever(t, g)
+	if fs := functions(t, g); len(fs) != 0 {
+		t.Fatalf("functions before any viewer: %+v", fs)
+	}
+
+	rec := newRecorder(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	v, err := viewer.WHEP(ctx, whepURL(g), viewer.Options{Loopback: true, Region: "sin", OnRTP: rec.onRTP, Interceptors: true})
+	if err != nil {
+		t.Fatalf("whep: %v", err)
+	}
+	defer v.Close()
+	if err := v.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, 30, 30)
+	fs := functions(t, g)
+	if len(fs) != 1 || fs[0].Region != "sin" || fs[0].State != fleet.StateReady || fs[0].Provider != "local" || fs[0].Viewers > 1 {
+		t.Fatalf("functions %+v, want one ready in sin", fs)
+	}
+	rec.check(t, "viewer served by the started function")
+}
+
+// state returns the regions and states of the fleet's functions.
+func states(t *testing.T, g *Gateway) map[string]string {
+	out := map[string]string{}
+	for _, f := range functions(t, g) {
+		out[f.Region] = f.State
+	}
+	return out
+}
+
+// TestViewersOfANewRegionAreServedAtOnceThenFromTheirOwn: a viewer from
+// Amsterdam while only Singapore has a function is served from Singapore
+// at once, and the fleet starts a function in Amsterdam, where the next
+// viewer from Amsterdam lands. Functions left without viewers stop.
+func TestViewersOfANewRegionAreServedAtOnceThenFromTheirOwn(t *testing.T) {
+	netns.Exclusive(t)
+	cfg := fleetConfig(t)
+	cfg.FunctionIdleStop = 8 * time.Second // long enough for the third viewer to reach the new function first
+	g := startGateway(t, cfg)
+	streamForever(t, g)
+
+	first, _ := watch(t, g, "sin") // starts sin
+	second, rec := watch(t, g, "ams")
+	rec.waitFor(t, 30, 30)
+	waitUntil(t, "a function ready in ams", func() bool {
+		return states(t, g)["ams"] == fleet.StateReady
+	})
+	third, rec3 := watch(t, g, "ams")
+	rec3.waitFor(t, 30, 30)
+	waitUntil(t, "the third viewer counted on the ams function", func() bool {
+		for _, f := range functions(t, g) {
+			if f.Region == "ams" && f.Viewers >= 1 {
+				return true
+			}
+		}
+		return false
+	})
+	for _, f := range functions(t, g) {
+		if f.Region == "sin" && f.Viewers != 2 {
+			t.Fatalf("sin serves %d viewers, want the first two (the second was served at once from there)", f.Viewers)
+		}
+	}
+
+	for _, v := range []*viewer.Viewer{first, second, third} {
+		v.Close()
+	}
+	waitUntil(t, "idle functions stop", func() bool {
+		s := states(t, g)
+		return s["ams"] == fleet.StateStopped && s["sin"] == fleet.StateStopped
+	})
+}
