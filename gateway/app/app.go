@@ -174,7 +174,7 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 	if g.local != nil {
 		closers = append(closers, g.local.Close)
 	}
-	ports, err := fleet.ParsePortRange(cfg.FunctionUDPPorts)
+	ports, err := fleet.ParsePortRange(cmp.Or(cfg.FunctionUDPPorts, "10000-10999"))
 	if err != nil {
 		return nil, fmt.Errorf("config: LS_FUNCTION_UDP_PORTS: %w", err)
 	}
@@ -257,7 +257,7 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 func (g *Gateway) provider(local relaywire.LocalInfo) (fleet.Provider, error) {
 	cfg := g.cfg
 	switch cfg.FunctionProvider {
-	case "embedded":
+	case "embedded", "":
 		return nil, nil
 	case "local":
 		var command []string
