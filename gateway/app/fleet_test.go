@@ -1,12 +1,16 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -155,4 +159,56 @@ func TestViewersOfANewRegionAreServedAtOnceThenFromTheirOwn(t *testing.T) {
 		s := states(t, g)
 		return s["ams"] == fleet.StateStopped && s["sin"] == fleet.StateStopped
 	})
+}
+
+// pidOf finds the process of the function machine id by its environment.
+func pidOf(t *testing.T, id string) int {
+	t.Helper()
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skip("no /proc")
+	}
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", d.Name(), "environ"))
+		if err == nil && bytes.Contains(env, []byte("\x00LS_MACHINE_ID="+id+"\x00")) {
+			return pid
+		}
+	}
+	t.Fatalf("no process of function %s", id)
+	return 0
+}
+
+// TestAKilledFunctionIsReplacedAndViewersComeBack: a function killed with
+// SIGKILL is replaced by a new one in its region, which a viewer that
+// comes back (as the page reconnects) watches.
+func TestAKilledFunctionIsReplacedAndViewersComeBack(t *testing.T) {
+	netns.Exclusive(t)
+	g := startGateway(t, fleetConfig(t))
+	streamForever(t, g)
+	v, rec := watch(t, g, "ams")
+	rec.waitFor(t, 30, 30)
+	fs := functions(t, g)
+	if len(fs) != 1 {
+		t.Fatalf("functions %+v", fs)
+	}
+	killed := fs[0].ID
+	if err := syscall.Kill(pidOf(t, killed), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	waitUntil(t, "a replacement ready in ams", func() bool {
+		for _, f := range functions(t, g) {
+			if f.ID == killed {
+				return false
+			}
+		}
+		return states(t, g)["ams"] == fleet.StateReady
+	})
+	_, again := watch(t, g, "ams")
+	again.waitFor(t, 30, 30)
+	again.check(t, "the viewer back on the replacement")
 }
