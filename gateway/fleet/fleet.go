@@ -214,9 +214,6 @@ func (f *Fleet) Want(region string) {
 		return
 	}
 	r := f.regionFor(region)
-	if r == "" {
-		return
-	}
 	f.mu.Lock()
 	f.wants[r] = wantRounds
 	f.mu.Unlock()
@@ -234,12 +231,19 @@ func (f *Fleet) Ready() <-chan struct{} {
 }
 
 // regionFor is where functions for viewers of region run: region itself if
-// functions may run there, else the nearest listed region; the gateway's
-// home for a viewer without a known region.
+// functions may run there, else the nearest listed region. A viewer
+// without a known region counts as the gateway's home region, or the first
+// listed one, or "local" when the gateway knows none (one machine).
 func (f *Fleet) regionFor(region string) string {
 	region = strings.ToLower(region)
 	if _, ok := scheduler.LookupRegion(region); !ok {
 		region = f.cfg.Home
+	}
+	if region == "" && len(f.cfg.Regions) > 0 {
+		region = f.cfg.Regions[0]
+	}
+	if region == "" {
+		return "local"
 	}
 	if len(f.cfg.Regions) == 0 || slices.Contains(f.cfg.Regions, region) {
 		return region

@@ -496,3 +496,22 @@ func TestParsePortRange(t *testing.T) {
 		}
 	}
 }
+
+func TestAViewerWithoutARegionCountsAsTheGatewaysOrLocal(t *testing.T) {
+	for _, tt := range []struct {
+		home    string
+		regions []string
+		want    string
+	}{
+		{"fra", nil, "fra"},
+		{"", []string{"sin", "ams"}, "sin"},
+		{"", nil, "local"},
+	} {
+		f, p, _ := newTestFleet(t, Config{Home: tt.home, Regions: tt.regions})
+		f.Want("")
+		at(f, 0)
+		if got := p.took(); !slices.Contains(got, "create "+tt.want) {
+			t.Errorf("home %q regions %v: calls %q, want a start in %s", tt.home, tt.regions, got, tt.want)
+		}
+	}
+}

@@ -32,7 +32,7 @@ func (p *Picker) Pick(region string, exclude ...string) (scheduler.Function, err
 		ready := p.Fleet.Ready() // before Pick: a function that becomes ready after it wakes the wait
 		fn, err := p.Scheduler.Pick(region, exclude...)
 		if err == nil {
-			if want := p.Fleet.regionFor(region); want != "" && !strings.EqualFold(fn.Region, want) {
+			if p.Fleet.Managed() && !strings.EqualFold(fn.Region, p.Fleet.regionFor(region)) {
 				p.Fleet.Want(region)
 			}
 			return fn, nil
