@@ -144,9 +144,11 @@ func (ch *channel) ingest(rp *relay.Packet, now time.Time) {
 	if p.Seq == m.cache.Newest() && (p.TS != m.lastTS || m.lastAt.IsZero()) {
 		m.lastTS, m.lastAt = p.TS, now
 	}
-	// A new stream: viewers' decoders need its first keyframe (which may
-	// be this packet).
-	restart := t == relaywire.Video && p.StreamStart && p.Seq == m.cache.Newest()
+	// A new relayed stream (a restarted gateway's): viewers' decoders need
+	// its first keyframe (which may be this packet). A publisher's restart
+	// goes on to viewers as it comes: the hub keeps its numbering, and
+	// OBS starts with a keyframe.
+	restart := t == relaywire.Video && rp.Renumbered && p.Seq == m.cache.Newest()
 	e := entry{track: t, seq: p.Seq}
 	for _, v := range ch.viewers {
 		if restart {

@@ -13,14 +13,16 @@ import (
 )
 
 // relayedVideo is a video packet as the relay hands it to the fan-out,
-// with the hub's marks: "key" (the first packet of a keyframe), "new" (the
-// first of a new stream), "newkey" (both), anything else none.
+// with its marks: "key" (the first packet of a keyframe), "new" (the
+// first of a new relayed stream), "newkey" (both), "pub" (the first of a
+// publisher's new session, the hub's mark), anything else none.
 func relayedVideo(seq uint16, ts uint32, marker bool, marks string, payload ...byte) *relay.Packet {
 	return &relay.Packet{
 		Channel: testChannel, Track: relaywire.Video, Seq: seq, Timestamp: ts, Marker: marker,
 		Keyframe:    marks == "key" || marks == "newkey",
-		StreamStart: marks == "new" || marks == "newkey",
+		StreamStart: marks == "new" || marks == "newkey" || marks == "pub",
 		StreamFrom:  seq,
+		Renumbered:  marks == "new" || marks == "newkey",
 		Payload:     payload,
 	}
 }
@@ -59,9 +61,10 @@ func drainQueue(v *viewer) []entry {
 	return out
 }
 
-// TestStreamStartMakesViewersWaitForItsKeyframe: a packet the relay marks
-// as a new stream's first drops the cached keyframe before it, and live
-// viewers wait for the new stream's keyframe, which may be that packet.
+// TestStreamStartMakesViewersWaitForItsKeyframe: a packet marked as a new
+// stream's first drops the cached keyframe before it; after a new relayed
+// stream (a restarted gateway's) live viewers wait for its keyframe, which
+// may be that packet, while after a publisher's restart they go on.
 func TestStreamStartMakesViewersWaitForItsKeyframe(t *testing.T) {
 	for _, tt := range []struct {
 		marks string
@@ -70,6 +73,9 @@ func TestStreamStartMakesViewersWaitForItsKeyframe(t *testing.T) {
 	}{
 		{marks: "new", want: []uint16{500, 501, 503, 504}, gop: 503},
 		{marks: "newkey", want: []uint16{500, 501, 502, 503, 504}, gop: 503},
+		// A publisher's restart: viewers go on (the hub kept the numbering),
+		// the keyframe cached before it is dropped all the same.
+		{marks: "pub", want: []uint16{500, 501, 502, 503, 504}, gop: 503},
 	} {
 		t.Run(tt.marks, func(t *testing.T) {
 			ch := newChannel(testChannel)

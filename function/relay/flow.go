@@ -34,6 +34,10 @@ type Packet struct {
 	// stream begins: Seq, or less when the stream's first packets were
 	// lost and come later (recovered, they still belong to it).
 	StreamFrom uint16
+	// Renumbered marks a stream start of the relayed stream itself
+	// (another SSRC, numbering that jumped), not of the publisher: a
+	// decoder following the old stream cannot go on into this one.
+	Renumbered bool
 	Payload    []byte // without CSRCs, header extension and padding; valid only during the call
 }
 
@@ -135,7 +139,7 @@ func (n *numbering) number(p *Packet, ssrc uint32, jumped, fresh bool, now time.
 		n.ssrc, n.hasNext = ssrc, false
 		n.seqOff = n.lastSeq + 1 - base
 		n.tsOff = n.lastTS + step - p.Timestamp
-		p.StreamStart, p.StreamFrom = true, n.lastSeq+1
+		p.StreamStart, p.StreamFrom, p.Renumbered = true, n.lastSeq+1, true
 		p.Seq += n.seqOff
 		p.Timestamp += n.tsOff
 		n.lastSeq, n.lastTS, n.lastAt = p.Seq, p.Timestamp, now

@@ -373,7 +373,7 @@ func TestFlowPassesTheHubsMarksOn(t *testing.T) {
 	var st counters
 	for i, flags := range []relaywire.Flags{relaywire.FlagStreamStart | relaywire.FlagKeyframe, 0, relaywire.FlagKeyframe, relaywire.FlagStreamStart} {
 		p, ok := f.receive(datagram(t, uint16(10+i), 3000, testSSRC, flags), t0, &st)
-		if !ok || p.Keyframe != flags.Keyframe() || p.StreamStart != flags.StreamStart() || p.Seq != uint16(10+i) ||
+		if !ok || p.Keyframe != flags.Keyframe() || p.StreamStart != flags.StreamStart() || p.Renumbered || p.Seq != uint16(10+i) ||
 			p.Channel != 77 || p.Track != relaywire.Video || !bytes.Equal(p.Payload, []byte{byte(10 + i)}) {
 			t.Errorf("packet %d with flags %d: %+v, %v", i, flags, p, ok)
 		}
@@ -398,7 +398,7 @@ func TestFlowNumbersANewStreamAfterTheLast(t *testing.T) {
 	at := t0.Add(66*time.Millisecond + 2*time.Second)
 	f.anchor(40000, newSSRC, at, &st) // the subscription's answer
 	p, ok := f.receive(datagram(t, 40000, 777, newSSRC, relaywire.FlagKeyframe), at, &st)
-	if !ok || p.Seq != 103 || !p.StreamStart || p.StreamFrom != 103 || !p.Keyframe || p.Timestamp != 15000+2*90000 {
+	if !ok || p.Seq != 103 || !p.StreamStart || !p.Renumbered || p.StreamFrom != 103 || !p.Keyframe || p.Timestamp != 15000+2*90000 {
 		t.Fatalf("first packet of the new stream: seq %d ts %d stream start %v (%v), want 103, %d, true", p.Seq, p.Timestamp, p.StreamStart, ok, 15000+2*90000)
 	}
 	p, ok = f.receive(datagram(t, 40001, 777, newSSRC, 0), at, &st)
