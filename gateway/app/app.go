@@ -26,6 +26,7 @@ import (
 	functionapp "lightspeed/function/app"
 	"lightspeed/gateway/api"
 	"lightspeed/gateway/fleet"
+	"lightspeed/gateway/fleet/flyprovider"
 	"lightspeed/gateway/fleet/localprovider"
 	"lightspeed/gateway/ftl"
 	"lightspeed/gateway/hub"
@@ -71,6 +72,10 @@ type Config struct {
 	FunctionBin         string        `env:"FUNCTION_BIN" help:"local provider: the function binary; default: this gateway's binary (gateway function)"`
 	FunctionGatewayAddr string        `env:"FUNCTION_GATEWAY_ADDR" help:"the relay address started functions dial; default: this gateway's relay address as seen on this machine"`
 	AdminToken          string        `env:"ADMIN_TOKEN" help:"bearer token of the admin endpoints (drain); empty: they answer 403"`
+	FlyAPIURL           string        `env:"FLY_API_URL" envDefault:"https://api.machines.dev" help:"fly: the Machines API (the token is FLY_API_TOKEN)"`
+	FlyFunctionApp      string        `env:"FLY_FUNCTION_APP" help:"fly: the app the functions' machines belong to"`
+	FlyFunctionImage    string        `env:"FLY_FUNCTION_IMAGE" help:"fly: the functions' image; default: the image of the app's machines (fly deploy of the function app)"`
+	FlyFunctionIPv4     string        `env:"FLY_FUNCTION_IPV4" help:"fly: the function app's dedicated public IPv4, advertised to viewers"`
 
 	PprofAddr string `env:"PPROF_ADDR" help:"serve Go profiles (pprof) at this address, e.g. 127.0.0.1:6060; empty: off"`
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
@@ -275,6 +280,16 @@ func (g *Gateway) provider(local relaywire.LocalInfo) (fleet.Provider, error) {
 		}
 		g.local = p
 		return p, nil
+	case "fly":
+		return flyprovider.New(flyprovider.Config{
+			APIURL:     cfg.FlyAPIURL,
+			Token:      os.Getenv(flyprovider.TokenEnv),
+			App:        cfg.FlyFunctionApp,
+			Image:      cfg.FlyFunctionImage,
+			PublicIPv4: cfg.FlyFunctionIPv4,
+			GatewayID:  cmp.Or(os.Getenv("FLY_APP_NAME"), "gateway"),
+			Logger:     g.log,
+		})
 	}
 	return nil, fmt.Errorf("config: LS_FUNCTION_PROVIDER: %q is none of embedded, local, fly", cfg.FunctionProvider)
 }
@@ -282,8 +297,14 @@ func (g *Gateway) provider(local relaywire.LocalInfo) (fleet.Provider, error) {
 // functionEnv is the environment of every function the fleet starts: how
 // to reach and trust the relay, what to advertise, how to log.
 func functionEnv(cfg Config, local relaywire.LocalInfo) map[string]string {
+	gatewayAddr := local.Addr
+	if app := os.Getenv("FLY_APP_NAME"); cfg.FunctionProvider == "fly" && app != "" {
+		// Functions reach the gateway over Fly's private network.
+		_, port, _ := net.SplitHostPort(local.Addr)
+		gatewayAddr = net.JoinHostPort(app+".internal", port)
+	}
 	env := map[string]string{
-		"LS_GATEWAY_ADDR":      cmp.Or(cfg.FunctionGatewayAddr, local.Addr),
+		"LS_GATEWAY_ADDR":      cmp.Or(cfg.FunctionGatewayAddr, gatewayAddr),
 		"LS_RELAY_SECRET":      local.Secret,
 		"LS_RELAY_FINGERPRINT": local.Fingerprint,
 		"LS_LOG_LEVEL":         cfg.LogLevel,

@@ -5,11 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -211,4 +215,40 @@ func TestAKilledFunctionIsReplacedAndViewersComeBack(t *testing.T) {
 	_, again := watch(t, g, "ams")
 	again.waitFor(t, 30, 30)
 	again.check(t, "the viewer back on the replacement")
+}
+
+// TestAGatewayOnFlyAdoptsTheMachinesItHas: with the fly provider, a
+// gateway lists the function app's machines marked as its own through the
+// Machines API at start and shows them; it refuses to start without the
+// API token.
+func TestAGatewayOnFlyAdoptsTheMachinesItHas(t *testing.T) {
+	cfg := stackConfig(t)
+	cfg.FunctionProvider = "fly"
+	cfg.FlyFunctionApp = "ls-functions"
+	cfg.FlyFunctionIPv4 = "192.0.2.10"
+	t.Setenv("FLY_APP_NAME", "ls-gateway")
+	t.Setenv("FLY_API_TOKEN", "")
+	if _, err := New(cfg, nil, testLog(t)); err == nil || !strings.Contains(err.Error(), "FLY_API_TOKEN") {
+		t.Fatalf("New without a token: %v", err)
+	}
+
+	var listed atomic.Int32
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer fly-token" || r.Method != http.MethodGet || r.URL.Path != "/v1/apps/ls-functions/machines" {
+			http.Error(w, `{"error":"unexpected"}`, http.StatusBadRequest)
+			return
+		}
+		listed.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `[{"id":"3d8d413b29d089","name":"fn","state":"stopped","region":"ams","created_at":"2026-12-01T10:00:00Z",
+			"config":{"image":"registry.fly.io/ls-functions:deployment-1","metadata":{"lightspeed_role":"function","lightspeed_gateway":"ls-gateway","lightspeed_port":"10003"}}}]`)
+	}))
+	defer api.Close()
+	t.Setenv("FLY_API_TOKEN", "fly-token")
+	cfg.FlyAPIURL = api.URL
+	g := startGateway(t, cfg)
+	waitUntil(t, "the machine adopted", func() bool {
+		fs := functions(t, g)
+		return len(fs) == 1 && fs[0].ID == "3d8d413b29d089" && fs[0].State == fleet.StateStopped && fs[0].Provider == "fly" && fs[0].Region == "ams"
+	})
 }
