@@ -112,6 +112,9 @@ func TestTheFirstViewerStartsAFunctionInItsRegion(t *testing.T) {
 		t.Fatalf("functions %+v, want one ready in sin", fs)
 	}
 	rec.check(t, "viewer served by the started function")
+	if want := "sin (" + fs[0].ID + ")"; v.ServedBy() != want {
+		t.Fatalf("the answer says it is served by %q, want %q", v.ServedBy(), want)
+	}
 }
 
 // state returns the regions and states of the fleet's functions.

@@ -62,7 +62,8 @@ type Signaling struct {
 // session is one viewer's session on a function.
 type session struct {
 	*relay.Session
-	kind string // "whep" or "websocket"
+	kind     string // "whep" or "websocket"
+	servedBy string // the function's region and id, for the viewer page's stats
 
 	mu       sync.Mutex
 	remote   relaywire.CandidateSet // the addresses the viewer's candidates name, in its SDP and trickled
@@ -169,7 +170,7 @@ func (s *Signaling) start(ctx context.Context, kind, region string, channel uint
 			s.sessionErrors.WithLabelValues("function").Inc()
 			return nil, err
 		}
-		sess := &session{Session: rs, kind: kind}
+		sess := &session{Session: rs, kind: kind, servedBy: fn.Region + " (" + fn.ID + ")"}
 		sess.remote.AddSDP(offer) // checked by checkOffer
 		s.mu.Lock()
 		s.sessions[rs.ID] = sess

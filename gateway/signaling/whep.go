@@ -35,7 +35,7 @@ func cors(w http.ResponseWriter) {
 	h.Set("Access-Control-Allow-Origin", "*")
 	h.Set("Access-Control-Allow-Methods", "POST, PATCH, DELETE, OPTIONS")
 	h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization, If-Match")
-	h.Set("Access-Control-Expose-Headers", "Location, Link, ETag, Retry-After")
+	h.Set("Access-Control-Expose-Headers", "Location, Link, ETag, Retry-After, Lightspeed-Served-By")
 }
 
 func (s *Signaling) whepOptions(w http.ResponseWriter, r *http.Request) {
@@ -154,6 +154,7 @@ func (s *Signaling) whepPost(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Location", fmt.Sprintf("/api/whep/%d/%s", channel, sess.ID))
 	w.Header().Set("Content-Type", "application/sdp")
 	w.Header().Set("ETag", `"`+sess.ID+`"`)
+	w.Header().Set("Lightspeed-Served-By", sess.servedBy) // the function's region and id: the page's stats show them
 	w.WriteHeader(http.StatusCreated)
 	io.WriteString(w, sess.SDP)
 }

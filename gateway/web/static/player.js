@@ -160,7 +160,7 @@ export class Player {
 
     let session;
     try {
-      session = await whep.connect(pc, this.whepURL);
+      session = await whep.connect(pc, this.whepURL, { onServedBy: (s) => (this.servedBy = s) });
     } catch (err) {
       if (gen !== this.gen) return;
       this.teardown();
@@ -354,6 +354,7 @@ export class Player {
       ["Latency (estimate)", Number.isFinite(s.latencyMs) ? `≈ ${format.ms(s.latencyMs)}` : "—"],
       ["Codecs", [s.videoCodec, s.audioCodec].filter(Boolean).join(" + ") || "—"],
       ["Connection", this.pc?.connectionState || "—"],
+      ["Served by", this.servedBy || "—"],
     ];
     const list = this.parts["stats-list"];
     if (list.children.length !== rows.length * 2) {

@@ -77,8 +77,10 @@ export function waitForGathering(pc, timeoutMs) {
  * or rejects with OfflineError, BusyError, HTTPError or a network error.
  * gatherTimeoutMs > 0 waits up to that long for ICE gathering first, for a
  * page given STUN or TURN servers whose candidates the server can use.
+ * onServedBy, if given, gets the region and id of the function that
+ * serves the session (the Lightspeed-Served-By header).
  */
-export async function connect(pc, url, { gatherTimeoutMs = 0 } = {}) {
+export async function connect(pc, url, { gatherTimeoutMs = 0, onServedBy } = {}) {
   await pc.setLocalDescription(await pc.createOffer());
   if (gatherTimeoutMs > 0) await waitForGathering(pc, gatherTimeoutMs);
 
@@ -97,6 +99,8 @@ export async function connect(pc, url, { gatherTimeoutMs = 0 } = {}) {
   if (res.status !== 201) {
     throw new HTTPError(res.status, (await res.text()).trim().slice(0, 200));
   }
+  const servedBy = res.headers.get("Lightspeed-Served-By");
+  if (servedBy && onServedBy) onServedBy(servedBy);
   const location = res.headers.get("Location");
   const session = location ? new URL(location, res.url || url).href : null;
   const answer = await res.text();

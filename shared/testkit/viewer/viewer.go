@@ -59,6 +59,7 @@ type Options struct {
 type Viewer struct {
 	pc       *webrtc.PeerConnection
 	location string // WHEP session URL, "" for websocket viewers
+	servedBy string // the WHEP answer's Lightspeed-Served-By
 	ws       *websocket.Conn
 	client   *http.Client
 
@@ -232,6 +233,7 @@ func WHEP(ctx context.Context, url string, o Options) (*Viewer, error) {
 		return nil, fmt.Errorf("viewer: whep: no Location: %w", err)
 	}
 	v.location = loc.String()
+	v.servedBy = resp.Header.Get("Lightspeed-Served-By")
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
 		v.Close()
 		return nil, fmt.Errorf("viewer: whep answer: %w", err)
@@ -363,6 +365,10 @@ func (v *Viewer) WaitConnected(ctx context.Context) error {
 
 // Location is the WHEP session URL ("" for websocket viewers).
 func (v *Viewer) Location() string { return v.location }
+
+// ServedBy is the region and id of the function serving a WHEP viewer, as
+// the gateway's answer named it.
+func (v *Viewer) ServedBy() string { return v.servedBy }
 
 // PeerConnection is the viewer's PeerConnection.
 func (v *Viewer) PeerConnection() *webrtc.PeerConnection { return v.pc }

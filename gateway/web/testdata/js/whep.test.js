@@ -52,3 +52,15 @@ test("a 404 is the channel being offline", { timeout: 5000 }, async (t) => {
   t.mock.method(globalThis, "fetch", async () => new Response("channel 77 is offline\n", { status: 404 }));
   await assert.rejects(connect(fakePC(), "http://gw.test/api/whep/77"), OfflineError);
 });
+
+test("the function serving the session is reported from Lightspeed-Served-By", { timeout: 5000 }, async (t) => {
+  t.mock.method(globalThis, "fetch", async () =>
+    new Response("v=0\r\nanswer\r\n", {
+      status: 201,
+      headers: { Location: "/api/whep/77/s", "Lightspeed-Served-By": "sin (local-sin-1a2b3c4d)" },
+    }),
+  );
+  let servedBy = "";
+  await connect(fakePC(), "http://gw.test/api/whep/77", { onServedBy: (s) => (servedBy = s) });
+  assert.equal(servedBy, "sin (local-sin-1a2b3c4d)");
+});
