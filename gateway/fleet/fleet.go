@@ -149,6 +149,7 @@ type Fleet struct {
 	wants    map[string]int     // region → rounds left to serve a viewer who could not be served there
 	backoff  map[string]backoff // region → when starting there may be tried again
 	listed   time.Time          // last provider list
+	imaged   time.Time          // last check of the image new machines get
 	ready    chan struct{}      // closed and replaced when a function becomes ready
 	poke     chan struct{}      // wakes Run
 	adopted  bool               // the first list was read
@@ -344,6 +345,7 @@ func (f *Fleet) reconcile(ctx context.Context, now time.Time) {
 	if !f.adopted || now.Sub(f.listed) >= f.cfg.ListEvery {
 		f.list(ctx, now)
 	}
+	f.checkImage(ctx, now)
 	conns := make(map[string]relay.Function)
 	for _, c := range f.cfg.Relay.Functions() {
 		conns[c.MachineID] = c
@@ -366,6 +368,38 @@ func (f *Fleet) reconcile(ctx context.Context, now time.Time) {
 	f.mu.Unlock()
 	for _, a := range acts {
 		f.do(ctx, a, now)
+	}
+}
+
+// imageEvery is how often the fleet asks an Imager for the image of new
+// machines.
+const imageEvery = time.Minute
+
+// checkImage drains the functions that run another image than new
+// machines get, once a minute: after a deploy of the function app, its
+// functions are replaced (replacements first) and stop when empty.
+func (f *Fleet) checkImage(ctx context.Context, now time.Time) {
+	im, ok := f.cfg.Provider.(Imager)
+	if !ok || (!f.imaged.IsZero() && now.Sub(f.imaged) < imageEvery) {
+		return
+	}
+	f.imaged = now
+	image, err := im.Image(ctx)
+	if err != nil || image == "" {
+		return
+	}
+	var old []string
+	f.mu.Lock()
+	for id, m := range f.members {
+		if m.m.Image != "" && m.m.Image != image && (m.state == StateReady || m.state == StateStarting) {
+			old = append(old, id)
+		}
+	}
+	f.mu.Unlock()
+	for _, id := range old {
+		if err := f.Drain(id, "runs an old image"); err != nil {
+			f.log.Warn("fleet: drain", "function", id, "err", err)
+		}
 	}
 }
 

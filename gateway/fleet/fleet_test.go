@@ -515,3 +515,31 @@ func TestAViewerWithoutARegionCountsAsTheGatewaysOrLocal(t *testing.T) {
 		}
 	}
 }
+
+// imaging is a provider whose new machines get image.
+type imaging struct {
+	*machines
+	image string
+}
+
+func (p *imaging) Image(context.Context) (string, error) { return p.image, nil }
+
+func TestADeployDrainsTheFunctionsOfTheOldImage(t *testing.T) {
+	p, c := &imaging{machines: newMachines(), image: "app:v1"}, &conns{}
+	p.ms["old"] = &Machine{ID: "old", Region: "ams", State: Started, Port: 10000, Image: "app:v1"}
+	c.connect("old", "ams", 3, 10)
+	f := New(Config{Provider: p, Relay: c, Capacity: 10, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	at(f, 0)
+	want(t, p.machines) // the image is current
+	p.image = "app:v2"
+	at(f, 30*time.Second)
+	want(t, p.machines) // checked once a minute
+	at(f, 61*time.Second)
+	want(t, p.machines, "create ams") // the replacement first
+	if !slices.Equal(c.drained, []string{"old"}) {
+		t.Fatalf("drained %v", c.drained)
+	}
+	c.connect("old", "ams", 0, 10)
+	at(f, 62*time.Second)
+	want(t, p.machines, "stop old")
+}

@@ -61,6 +61,13 @@ type Provider interface {
 	Destroy(ctx context.Context, id string) error
 }
 
+// Imager is a Provider that knows the image new machines get. The fleet
+// drains machines that run another one (a deploy of the function app),
+// starting their replacements first.
+type Imager interface {
+	Image(ctx context.Context) (string, error)
+}
+
 // ErrNotFound is wrapped by a Provider's errors about a machine it does not
 // know.
 var ErrNotFound = errors.New("fleet: no such machine")

@@ -330,6 +330,10 @@ func (p *Provider) findCreated(ctx context.Context, mark string) (machine, bool,
 	return machine{}, false, nil
 }
 
+// Image is the image new machines get (see imageFor): the fleet drains
+// machines running another, after a deploy of the function app.
+func (p *Provider) Image(ctx context.Context) (string, error) { return p.imageFor(ctx) }
+
 // imageFor is the image of a new machine: the configured one, else that
 // of the app's newest machine, preferring those no gateway made.
 func (p *Provider) imageFor(ctx context.Context) (string, error) {
