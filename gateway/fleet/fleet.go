@@ -136,6 +136,7 @@ type member struct {
 	viewers   int
 	capacity  int
 	udpAddr   string
+	retire    bool // destroy rather than stop once drained (it runs an old image)
 }
 
 // Fleet manages the functions. Its methods are safe for concurrent use.
@@ -391,7 +392,11 @@ func (f *Fleet) checkImage(ctx context.Context, now time.Time) {
 	var old []string
 	f.mu.Lock()
 	for id, m := range f.members {
-		if m.m.Image != "" && m.m.Image != image && (m.state == StateReady || m.state == StateStarting) {
+		if m.m.Image == "" || m.m.Image == image {
+			continue
+		}
+		m.retire = true // never woken again: a stopped one is destroyed when unused
+		if m.state == StateReady || m.state == StateStarting {
 			old = append(old, id)
 		}
 	}
@@ -497,10 +502,16 @@ func (f *Fleet) observe(m *member, conns map[string]relay.Function, now time.Tim
 			return []action{{kind: actStop, id: m.m.ID, region: m.m.Region, reason: "idle"}}
 		}
 	case StateDraining:
+		if (!connected || m.viewers == 0) && m.retire {
+			return []action{{kind: actDestroy, id: m.m.ID, region: m.m.Region, reason: "drained, runs an old image"}}
+		}
 		if !connected || m.viewers == 0 {
 			return []action{{kind: actStop, id: m.m.ID, region: m.m.Region, reason: "drained"}}
 		}
 	case StateStopped:
+		if m.retire {
+			return []action{{kind: actDestroy, id: m.m.ID, region: m.m.Region, reason: "stopped, runs an old image"}}
+		}
 		if now.Sub(m.since) >= f.cfg.IdleDestroy {
 			return []action{{kind: actDestroy, id: m.m.ID, region: m.m.Region, reason: "stopped and unused"}}
 		}
@@ -703,7 +714,7 @@ func (f *Fleet) stoppedIn(region string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for id, m := range f.members {
-		if m.m.Region == region && m.state == StateStopped {
+		if m.m.Region == region && m.state == StateStopped && !m.retire {
 			return id
 		}
 	}

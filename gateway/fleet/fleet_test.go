@@ -541,5 +541,5 @@ func TestADeployDrainsTheFunctionsOfTheOldImage(t *testing.T) {
 	}
 	c.connect("old", "ams", 0, 10)
 	at(f, 62*time.Second)
-	want(t, p.machines, "stop old")
+	want(t, p.machines, "destroy old") // not kept to be woken with its old image
 }
