@@ -166,6 +166,17 @@ func newTestFleet(t *testing.T, cfg Config) (*Fleet, *machines, *conns) {
 	return New(cfg), p, c
 }
 
+// readyInAms has a viewer from ams start a function there (m1) at t0,
+// which connects with viewers by the next round.
+func readyInAms(t *testing.T, f *Fleet, p *machines, c *conns, viewers int) {
+	t.Helper()
+	f.Want("ams")
+	at(f, 0)
+	c.connect("m1", "ams", viewers, 10)
+	at(f, time.Second)
+	want(t, p, "create ams")
+}
+
 // at runs one round of decisions at t0 + d.
 func at(f *Fleet, d time.Duration) { f.reconcile(context.Background(), t0.Add(d)) }
 
@@ -234,11 +245,7 @@ func TestAFunctionThatNeverConnectsIsReplaced(t *testing.T) {
 
 func TestAFunctionThatLostItsRelayConnectionIsReplaced(t *testing.T) {
 	f, p, c := newTestFleet(t, Config{GoneTimeout: 30 * time.Second})
-	f.Want("ams")
-	at(f, 0)
-	c.connect("m1", "ams", 3, 10)
-	at(f, time.Second)
-	want(t, p, "create ams")
+	readyInAms(t, f, p, c, 3)
 	c.disconnect("m1")
 	at(f, 20*time.Second)
 	want(t, p) // it may come back
@@ -250,11 +257,7 @@ func TestAFunctionThatLostItsRelayConnectionIsReplaced(t *testing.T) {
 
 func TestAFunctionThatExitedIsReplaced(t *testing.T) {
 	f, p, c := newTestFleet(t, Config{})
-	f.Want("ams")
-	at(f, 0)
-	c.connect("m1", "ams", 0, 10)
-	at(f, time.Second)
-	want(t, p, "create ams")
+	readyInAms(t, f, p, c, 0)
 	p.set("m1", Stopped) // it exited by itself
 	c.disconnect("m1")
 	at(f, 10*time.Second) // the next list shows it
@@ -265,11 +268,7 @@ func TestAFunctionThatExitedIsReplaced(t *testing.T) {
 
 func TestIdleFunctionsStopThenWakeForViewersAndAreDestroyedWhenUnused(t *testing.T) {
 	f, p, c := newTestFleet(t, Config{IdleStop: 5 * time.Minute, IdleDestroy: time.Hour})
-	f.Want("ams")
-	at(f, 0)
-	c.connect("m1", "ams", 2, 10)
-	at(f, time.Second)
-	want(t, p, "create ams")
+	readyInAms(t, f, p, c, 2)
 	c.connect("m1", "ams", 0, 10) // the last viewer left
 	at(f, 10*time.Second)
 	at(f, 5*time.Minute)
@@ -297,11 +296,7 @@ func TestIdleFunctionsStopThenWakeForViewersAndAreDestroyedWhenUnused(t *testing
 
 func TestARegionPastItsThresholdStartsAnotherBeforeItIsFull(t *testing.T) {
 	f, p, c := newTestFleet(t, Config{ScaleAt: 0.8})
-	f.Want("ams")
-	at(f, 0)
-	c.connect("m1", "ams", 7, 10)
-	at(f, time.Second)
-	want(t, p, "create ams")
+	readyInAms(t, f, p, c, 7)
 	c.connect("m1", "ams", 8, 10)
 	at(f, 2*time.Second)
 	want(t, p, "create ams")
@@ -364,11 +359,7 @@ func TestARestartedGatewayAdoptsTheMachinesItHas(t *testing.T) {
 
 func TestDrainStartsAReplacementFirstThenStopsWhenEmpty(t *testing.T) {
 	f, p, c := newTestFleet(t, Config{})
-	f.Want("ams")
-	at(f, 0)
-	c.connect("m1", "ams", 3, 10)
-	at(f, time.Second)
-	want(t, p, "create ams")
+	readyInAms(t, f, p, c, 3)
 	if err := f.Drain("m1", "deploy"); err != nil {
 		t.Fatal(err)
 	}
