@@ -85,6 +85,14 @@
 //
 //	go run ./scripts/bench -browser
 //	go run ./scripts/bench -browser -duration 10m -browser-viewers 2 -json /tmp/glass.json
+//
+// -fleet measures the fleet instead (fleet.go): with the local provider,
+// the time from a viewer's WHEP POST to its function being ready and to
+// its first frame, cold and woken, and how soon a new region's viewers
+// are served there; then the gateway's CPU per datagram its relay sends,
+// with 1, 4, 16 and 32 functions.
+//
+//	go run ./scripts/bench -fleet -json /tmp/fleet.json
 package main
 
 import (
@@ -139,6 +147,8 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if cfg.browser {
 		err = mainBrowser(ctx, cfg, log)
+	} else if cfg.fleet {
+		err = mainFleet(ctx, cfg, log)
 	} else {
 		err = mainFanout(ctx, cfg, log)
 	}
@@ -209,6 +219,10 @@ type config struct {
 	browserViewers int
 	browsers       int
 
+	fleet          bool // cold start, wake, new regions and the relay's cost instead of the fan-out steps
+	fleetRuns      int
+	fleetFunctions []int
+
 	attach      string // the gateway's HTTP address
 	ftlAddr     string
 	streamKey   string
@@ -218,8 +232,9 @@ type config struct {
 
 func parseFlags(args []string) (config, error) {
 	var (
-		cfg     config
-		viewers string
+		cfg       config
+		viewers   string
+		functions string
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&viewers, "viewers", "10,50,100", "numbers of viewers to measure, comma-separated, increasing")
@@ -241,6 +256,9 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&cfg.browser, "browser", false, "measure glass-to-glass latency in headless Chromium instead (needs root, ip and chromium)")
 	fs.IntVar(&cfg.browserViewers, "browser-viewers", 1, "with -browser: viewer pages")
 	fs.IntVar(&cfg.browsers, "browsers", 1, "with -browser: Chromium processes the pages are spread over (several pages in one are tabs)")
+	fs.BoolVar(&cfg.fleet, "fleet", false, "measure the fleet instead: cold start, wake and a new region's first viewer with the local provider, and the gateway's CPU per relayed datagram as functions grow")
+	fs.IntVar(&cfg.fleetRuns, "fleet-runs", 5, "with -fleet: runs of cold start, new region and wake")
+	fs.StringVar(&functions, "fleet-functions", "1,4,16,32", "with -fleet: numbers of functions the relay feeds, comma-separated, increasing")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -249,6 +267,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if cfg.fleet || set["fleet-runs"] || set["fleet-functions"] {
+		return fleetFlags(cfg, set, functions)
+	}
 	if cfg.browser {
 		return browserFlags(cfg, set)
 	}
