@@ -195,10 +195,18 @@ func (f *Fleet) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	t := time.NewTicker(f.cfg.Interval)
+	t := time.NewTimer(f.cfg.Interval)
 	defer t.Stop()
 	for {
 		f.reconcile(ctx, time.Now())
+		// While a function starts, look for its relay connection often, so
+		// that the viewers waiting for it and its start time do not wait
+		// for the next round.
+		next := f.cfg.Interval
+		if f.starting() {
+			next = min(next, startingInterval)
+		}
+		t.Reset(next)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -206,6 +214,21 @@ func (f *Fleet) Run(ctx context.Context) error {
 		case <-f.poke:
 		}
 	}
+}
+
+// startingInterval is how often a round runs while a function starts.
+const startingInterval = 50 * time.Millisecond
+
+// starting reports whether a function is starting.
+func (f *Fleet) starting() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, m := range f.members {
+		if m.state == StateStarting {
+			return true
+		}
+	}
+	return false
 }
 
 // Want tells the fleet that a viewer in region could not be served by a

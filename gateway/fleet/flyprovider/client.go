@@ -294,7 +294,7 @@ func (c *client) attempt(ctx context.Context, k call) result {
 	if err != nil {
 		return result{err: &Error{Err: err}, kind: final}
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Authorization", authorization(c.token))
 	req.Header.Set("Accept", "application/json")
 	if k.body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -387,4 +387,14 @@ func errorMessage(r io.Reader) string {
 func drainClose(body io.ReadCloser) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(body, maxDrain))
 	_ = body.Close()
+}
+
+// authorization is the Authorization header of token: a macaroon token as
+// fly tokens create prints it ("FlyV1 fm2_…") goes as it is, any other
+// token as a Bearer token.
+func authorization(token string) string {
+	if strings.HasPrefix(token, "FlyV1 ") {
+		return token
+	}
+	return "Bearer " + token
 }

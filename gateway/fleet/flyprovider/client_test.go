@@ -108,3 +108,14 @@ func TestErrorMessageIsTheErrorFieldOrABoundedLine(t *testing.T) {
 		t.Errorf("errorMessage of a long answer: %d bytes", len(long))
 	}
 }
+
+func TestAMacaroonTokenIsSentAsItIs(t *testing.T) {
+	for token, want := range map[string]string{
+		"FlyV1 fm2_abc,fm2_def": "FlyV1 fm2_abc,fm2_def",
+		"fo1_plain":             "Bearer fo1_plain",
+	} {
+		if got := authorization(token); got != want {
+			t.Errorf("authorization(%q) = %q, want %q", token, got, want)
+		}
+	}
+}
