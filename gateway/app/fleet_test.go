@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +18,7 @@ import (
 
 	"lightspeed/gateway/fleet"
 	"lightspeed/shared/testkit/netns"
+	"lightspeed/shared/testkit/ports"
 	"lightspeed/shared/testkit/viewer"
 )
 
@@ -30,41 +29,14 @@ func fleetConfig(t *testing.T) Config {
 	cfg := stackConfig(t)
 	cfg.FunctionProvider = "local"
 	cfg.FunctionBin = os.Args[0]
-	cfg.FunctionUDPPorts = freePorts(t, 4)
+	udpPorts, err := ports.FreeUDPRange(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.FunctionUDPPorts = udpPorts
 	cfg.FunctionStartWait = 30 * time.Second
 	t.Setenv(functionRoleVar, "1") // inherited by the functions the provider starts
 	return cfg
-}
-
-// freePorts returns a range of n UDP ports on 127.0.0.1 that were free a
-// moment ago.
-func freePorts(t *testing.T, n int) string {
-	t.Helper()
-	for range 100 {
-		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		first := c.LocalAddr().(*net.UDPAddr).Port
-		c.Close()
-		if first+n-1 > 65535 {
-			continue
-		}
-		free := true
-		for p := first; p < first+n && free; p++ {
-			c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p})
-			if err != nil {
-				free = false
-				continue
-			}
-			c.Close()
-		}
-		if free {
-			return fmt.Sprintf("%d-%d", first, first+n-1)
-		}
-	}
-	t.Fatal("no free range of UDP ports")
-	return ""
 }
 
 // functions reads GET /api/functions.

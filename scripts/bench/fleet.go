@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -446,35 +445,6 @@ func (w *watcher) playFrom(ctx context.Context, p *player, url, region string) e
 
 // millis is d in milliseconds, rounded to 0.1.
 func millis(d time.Duration) float64 { return round(float64(d)/float64(time.Millisecond), 1) }
-
-// freePortRange returns n consecutive UDP ports on 127.0.0.1, "first-last",
-// that were free a moment ago.
-func freePortRange(n int) (string, error) {
-	for range 100 {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			return "", fmt.Errorf("bench: free ports: %w", err)
-		}
-		first := c.LocalAddr().(*net.UDPAddr).Port
-		c.Close()
-		if first+n-1 > 65535 {
-			continue
-		}
-		free := true
-		for p := first; p < first+n && free; p++ {
-			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p})
-			if err != nil {
-				free = false
-				continue
-			}
-			c.Close()
-		}
-		if free {
-			return fmt.Sprintf("%d-%d", first, first+n-1), nil
-		}
-	}
-	return "", errors.New("bench: no free range of UDP ports")
-}
 
 // print writes the report as tables.
 func (r *FleetReport) print(w io.Writer) {

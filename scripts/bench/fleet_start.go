@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"lightspeed/shared/testkit/ports"
 )
 
 // starts measures -fleet-runs runs of a cold start in region A, a first
@@ -17,14 +19,14 @@ import (
 // gateway whose local provider runs each function as the gateway's own
 // binary (gateway function).
 func (fb *fleetBench) starts(ctx context.Context, rep *FleetReport) error {
-	ports, err := freePortRange(8)
+	udpPorts, err := ports.FreeUDPRange(8)
 	if err != nil {
 		return err
 	}
 	fb.log.Info("starting a gateway with the local provider")
 	g, err := fb.startGateway(ctx, "fleet-gateway", []string{
 		"LS_FUNCTION_PROVIDER=local",
-		"LS_FUNCTION_UDP_PORTS=" + ports,
+		"LS_FUNCTION_UDP_PORTS=" + udpPorts,
 		"LS_FUNCTION_IDLE_STOP=" + fleetIdleStop.String(),
 		"LS_FUNCTION_IDLE_DESTROY=" + fleetIdleDestroy.String(),
 		"LS_FUNCTION_START_WAIT=30s",
