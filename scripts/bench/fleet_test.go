@@ -4,18 +4,12 @@ package main
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 )
 
 func TestFleetFlags(t *testing.T) {
-	tests := []struct {
-		name    string
-		args    []string
-		wantErr string // a part of the error; "" for none
-		check   func(config) bool
-	}{
+	checkFlags(t, []flagCase{
 		{"fleet defaults to 5 runs, 1 to 32 functions, 10 s windows", []string{"-fleet"}, "", func(c config) bool {
 			return c.fleet && c.fleetRuns == 5 && fmt.Sprint(c.fleetFunctions) == "[1 4 16 32]" && c.duration == 10*time.Second
 		}},
@@ -31,21 +25,7 @@ func TestFleetFlags(t *testing.T) {
 		{"fleet with the browser", []string{"-fleet", "-browser"}, "-browser", nil},
 		{"fleet with fan-out viewers", []string{"-fleet", "-viewers", "10"}, "-viewers", nil},
 		{"fleet with attach", []string{"-fleet", "-attach", "h:1", "-key", "77-x"}, "-attach", nil},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := parseFlags(tt.args)
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Fatalf("err = %v, want none", err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Fatalf("err = %v, want one that says %q", err, tt.wantErr)
-			}
-			if tt.check != nil && !tt.check(c) {
-				t.Fatalf("config %+v", c)
-			}
-		})
-	}
+	})
 }
 
 func TestSpreadIsTheMedianAndMaxOfTheMeasuredRuns(t *testing.T) {

@@ -139,12 +139,7 @@ func (w testWriter) Write(b []byte) (int, error) {
 }
 
 func TestParseFlags(t *testing.T) {
-	tests := []struct {
-		name    string
-		args    []string
-		wantErr string // a part of the error; "" for none
-		check   func(config) bool
-	}{
+	tests := []flagCase{
 		{"defaults measure 10, 50 and 100 viewers for 20 s", nil, "", func(c config) bool {
 			return fmt.Sprint(c.viewers) == "[10 50 100]" && c.duration == 20*time.Second && c.keyintTest && !c.baseline && !c.browser && c.peakKbps < 0
 		}},
@@ -175,6 +170,20 @@ func TestParseFlags(t *testing.T) {
 		{"browser viewers need -browser", []string{"-browser-viewers", "2"}, "-browser-viewers needs -browser", nil},
 		{"browsers need -browser", []string{"-browsers", "1"}, "-browsers needs -browser", nil},
 	}
+	checkFlags(t, tests)
+}
+
+// flagCase is a command line and what parseFlags must make of it.
+type flagCase struct {
+	name    string
+	args    []string
+	wantErr string // a part of the error; "" for none
+	check   func(config) bool
+}
+
+// checkFlags runs parseFlags on each case.
+func checkFlags(t *testing.T, tests []flagCase) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := parseFlags(tt.args)
