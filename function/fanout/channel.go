@@ -284,13 +284,5 @@ func (ch *channel) rtpTime(t relaywire.Track, now time.Time) (ts uint32, ok bool
 	if at.IsZero() {
 		return 0, false
 	}
-	return last + uint32(ticks(now.Sub(at), clock)), true
-}
-
-// ticks is d in ticks of a clock of the given rate, rounded toward zero
-// (negative for a negative d). It is exact for any d: a 32-bit timestamp
-// takes its low 32 bits.
-func ticks(d time.Duration, clock uint32) int64 {
-	c := int64(clock)
-	return int64(d/time.Second)*c + int64(d%time.Second)*c/int64(time.Second)
+	return last + uint32(relaywire.Ticks(now.Sub(at), clock)), true
 }

@@ -137,7 +137,7 @@ func TestSenderReportsCountWhatTheViewerReceivedOnTheStreamsClock(t *testing.T) 
 	start := time.Now()
 	base := [2]uint32{relaywire.Video: h.syn.vts, relaywire.Audio: h.syn.ats}
 	streamTS := func(tr relaywire.Track, at time.Time) uint32 {
-		return base[tr] + uint32(ticks(at.Sub(start), clock[tr]))
+		return base[tr] + uint32(relaywire.Ticks(at.Sub(start), clock[tr]))
 	}
 	frame := func(i int) {
 		now := time.Now()

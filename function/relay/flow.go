@@ -131,7 +131,7 @@ func (n *numbering) number(p *Packet, ssrc uint32, jumped, fresh bool, now time.
 		n.lastSeq, n.lastTS, n.lastAt = p.Seq-1, p.Timestamp, now
 	case ssrc != n.ssrc || jumped || far:
 		pause := min(max(now.Sub(n.lastAt), 0), time.Hour)
-		step := max(uint32(ticks(pause, n.clock)), 1)
+		step := max(uint32(relaywire.Ticks(pause, n.clock)), 1)
 		base := p.Seq
 		if n.hasNext && ssrc == n.nextSSRC && !jumped && int16(p.Seq-n.nextFirst) >= 0 && int16(p.Seq-n.nextFirst) < window {
 			base = n.nextFirst
@@ -164,13 +164,6 @@ func abs16(d uint16) int {
 		return v
 	}
 	return -int(int16(d))
-}
-
-// ticks is d in ticks of a clock of the given rate, rounded toward zero.
-// It is exact for any d: a 32-bit timestamp takes its low 32 bits.
-func ticks(d time.Duration, clock uint32) int64 {
-	c := int64(clock)
-	return int64(d/time.Second)*c + int64(d%time.Second)*c/int64(time.Second)
 }
 
 // receive is the flow's whole work for one datagram: accept it, then

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/quic-go/quic-go/quicvarint"
 )
@@ -109,6 +110,24 @@ func BenchmarkParseDatagram(b *testing.B) {
 	for b.Loop() {
 		if _, err := ParseDatagram(d); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestTicksAreExactOnEveryClock(t *testing.T) {
+	for _, tt := range []struct {
+		d     time.Duration
+		clock uint32
+		want  int64
+	}{
+		{time.Second, 90000, 90000},
+		{33 * time.Millisecond, 90000, 2970},
+		{20 * time.Millisecond, 48000, 960},
+		{-time.Second, 48000, -48000},
+		{time.Hour + time.Nanosecond, 90000, 324000000},
+	} {
+		if got := Ticks(tt.d, tt.clock); got != tt.want {
+			t.Errorf("Ticks(%v, %d) = %d, want %d", tt.d, tt.clock, got, tt.want)
 		}
 	}
 }

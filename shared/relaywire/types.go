@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/pion/ice/v2"
 )
@@ -53,6 +54,14 @@ const (
 	// OpusFmtp is the audio format.
 	OpusFmtp = "minptime=10;useinbandfec=1"
 )
+
+// Ticks is d in ticks of an RTP clock of the given rate, rounded toward
+// zero (negative for a negative d). It is exact for any d: a 32-bit
+// timestamp takes its low 32 bits.
+func Ticks(d time.Duration, clock uint32) int64 {
+	c := int64(clock)
+	return int64(d/time.Second)*c + int64(d%time.Second)*c/int64(time.Second)
+}
 
 // ClockRate is the RTP clock rate of the track.
 func (t Track) ClockRate() uint32 {
