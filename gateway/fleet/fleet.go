@@ -544,19 +544,23 @@ func (f *Fleet) observe(m *member, conns map[string]relay.Function, now time.Tim
 	return nil
 }
 
-// spare reports whether stopping m leaves its region its minimum; f.mu
-// is held.
+// spare reports whether m can stop: its region keeps its minimum, and the
+// capacity left stays under the scale-out threshold, or the round after
+// would start a function again for the load it still has (and stop it
+// again when idle, and so on); f.mu is held.
 func (f *Fleet) spare(m *member, now time.Time) bool {
-	if !slices.Contains(f.cfg.Regions, m.m.Region) {
-		return true
-	}
-	n := 0
+	n, viewers, capacity := 0, 0, 0
 	for _, o := range f.members {
 		if o != m && o.m.Region == m.m.Region && (o.state == StateReady || o.state == StateStarting) {
 			n++
+			viewers += o.viewers
+			capacity += o.capacity
 		}
 	}
-	return n >= f.cfg.Min
+	if viewers > 0 && float64(viewers) >= f.cfg.ScaleAt*float64(capacity) {
+		return false
+	}
+	return n >= f.cfg.Min || !slices.Contains(f.cfg.Regions, m.m.Region)
 }
 
 // demand decides the starts of a round: regions whose viewers could not be

@@ -307,6 +307,25 @@ func TestARegionPastItsThresholdStartsAnotherBeforeItIsFull(t *testing.T) {
 	}
 }
 
+// TestAnIdleFunctionStaysWhileItsRegionWouldBePastItsThreshold: the
+// second function a region's load started stays idle rather than stop,
+// while stopping it would put the region past its threshold again (which
+// would start it again, and so on).
+func TestAnIdleFunctionStaysWhileItsRegionWouldBePastItsThreshold(t *testing.T) {
+	f, p, c := newTestFleet(t, Config{ScaleAt: 0.5, IdleStop: time.Minute})
+	readyInAms(t, f, p, c, 0)
+	c.connect("m1", "ams", 5, 10)
+	at(f, 2*time.Second)
+	want(t, p, "create ams")
+	c.connect("m2", "ams", 0, 10)
+	at(f, 3*time.Second)
+	at(f, 10*time.Minute)
+	want(t, p) // 5 of 10 would be past 50 %
+	c.connect("m1", "ams", 4, 10)
+	at(f, 11*time.Minute)
+	want(t, p, "stop m2")
+}
+
 func TestListedRegionsKeepTheirMinimum(t *testing.T) {
 	f, p, c := newTestFleet(t, Config{Regions: []string{"ams", "sin"}, Min: 1, IdleStop: time.Minute})
 	at(f, 0)
