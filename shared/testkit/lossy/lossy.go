@@ -4,6 +4,10 @@
 // by a rule, some of what the server sends back. Tests of the relay use it
 // to lose gateway datagrams on the wire, where QUIC must recover its own
 // packets and the relay's NACKs the media.
+//
+// It can also delay every packet, both ways, by a fixed time: the kernels
+// this runs on have no netem, so a long path between two namespaces is
+// made in user space.
 package lossy
 
 import (
@@ -12,7 +16,12 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 )
+
+// maxDelayed bounds the packets on their way through a delay; more are
+// dropped and counted, as a router's full queue would.
+const maxDelayed = 8192
 
 // Rule decides whether the forwarder drops p, one packet the server sent
 // towards a client. The forwarder asks it about one packet at a time, in
@@ -52,6 +61,9 @@ func Sized(least, most int, r Rule) Rule {
 type Stats struct {
 	Passed  uint64 // forwarded to the client
 	Dropped uint64 // dropped by the rule
+	// Overflowed counts packets, either way, dropped because maxDelayed
+	// were already on their way through the delay.
+	Overflowed uint64
 }
 
 // Forwarder forwards UDP between clients and one server, each client
@@ -64,6 +76,8 @@ type Forwarder struct {
 
 	mu      sync.Mutex
 	rule    Rule // nil passes everything
+	delay   time.Duration
+	delayed chan delayed // started by the first SetDelay
 	clients map[netip.AddrPort]*net.UDPConn
 	stats   Stats
 	closed  bool
@@ -97,6 +111,59 @@ func (f *Forwarder) SetRule(r Rule) {
 	f.rule = r
 }
 
+// SetDelay delays every packet read from now on, either way, by d before
+// it is sent on. Packets keep their order.
+func (f *Forwarder) SetDelay(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.delay = d
+	if f.delayed == nil && !f.closed {
+		f.delayed = make(chan delayed, maxDelayed)
+		f.wg.Add(1)
+		go f.deliver(f.delayed)
+	}
+}
+
+// delayed is a packet on its way through the delay.
+type delayed struct {
+	due  time.Time
+	p    []byte
+	send func([]byte)
+}
+
+// deliver sends each delayed packet when it is due. All packets wait the
+// same delay, so the queue's order is the order they are due in.
+func (f *Forwarder) deliver(q <-chan delayed) {
+	defer f.wg.Done()
+	for d := range q {
+		if wait := time.Until(d.due); wait > 0 {
+			time.Sleep(wait)
+		}
+		d.send(d.p)
+	}
+}
+
+// forward sends p by send now, or queues a copy of it when there is a
+// delay.
+func (f *Forwarder) forward(p []byte, send func([]byte)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return
+	}
+	if f.delay <= 0 {
+		f.mu.Unlock()
+		send(p)
+		f.mu.Lock()
+		return
+	}
+	select {
+	case f.delayed <- delayed{due: time.Now().Add(f.delay), p: append([]byte(nil), p...), send: send}:
+	default:
+		f.stats.Overflowed++
+	}
+}
+
 // Stats returns the counts so far.
 func (f *Forwarder) Stats() Stats {
 	f.mu.Lock()
@@ -111,6 +178,9 @@ func (f *Forwarder) Close() error {
 	err := f.ln.Close()
 	for _, up := range f.clients {
 		up.Close()
+	}
+	if f.delayed != nil {
+		close(f.delayed) // what is on its way fails to send, to closed sockets
 	}
 	f.mu.Unlock()
 	f.wg.Wait()
@@ -130,7 +200,7 @@ func (f *Forwarder) fromClients() {
 			continue
 		}
 		if up := f.upstream(from); up != nil {
-			up.Write(buf[:n])
+			f.forward(buf[:n], func(p []byte) { up.Write(p) })
 		}
 	}
 }
@@ -172,7 +242,7 @@ func (f *Forwarder) toClient(client netip.AddrPort, up *net.UDPConn) {
 		if f.drop(buf[:n]) {
 			continue
 		}
-		f.ln.WriteToUDPAddrPort(buf[:n], client)
+		f.forward(buf[:n], func(p []byte) { f.ln.WriteToUDPAddrPort(p, client) })
 	}
 }
 

@@ -193,3 +193,28 @@ func TestNewRefusesABadServerAddress(t *testing.T) {
 		t.Error("New with a bad server address succeeded")
 	}
 }
+
+// TestDelayHoldsEveryPacketBothWaysInOrder: with a delay, every packet
+// arrives, in order, and a round trip takes at least the delay twice.
+func TestDelayHoldsEveryPacketBothWaysInOrder(t *testing.T) {
+	server, received := echo(t)
+	f := start(t, server, nil)
+	const delay = 40 * time.Millisecond
+	f.SetDelay(delay)
+	c := dial(t, f)
+	began := time.Now()
+	replies := exchange(t, c, numbered(50, 100))
+	if rtt := time.Since(began); rtt < 2*delay {
+		t.Errorf("round trip %v, want at least %v", rtt, 2*delay)
+	}
+	want := firstBytes(numbered(50, 100))
+	if got := firstBytes(replies); !slices.Equal(got, want) {
+		t.Errorf("replies %v, want %v in order", got, want)
+	}
+	if got := len(received); got != 51 {
+		t.Errorf("server received %d packets, want 51", got)
+	}
+	if st := f.Stats(); st != (Stats{Passed: 51}) {
+		t.Errorf("stats %+v", st)
+	}
+}
