@@ -28,8 +28,11 @@ import (
 type Options struct {
 	// Loopback gathers only loopback candidates (tests on 127.0.0.1).
 	Loopback bool
-	// Region is sent as X-LS-Region, for routing.
+	// Region is sent as X-LS-Region, for routing, or in RegionHeader.
 	Region string
+	// RegionHeader is the header Region is sent in; empty: X-LS-Region.
+	// "Fly-Region" is what Fly's edge sets.
+	RegionHeader string
 	// OnRTP gets every received RTP packet, by kind ("video" or "audio"),
 	// on the track's reader goroutine; pkt is reused after the call.
 	OnRTP func(kind string, pkt *rtp.Packet)
@@ -211,7 +214,7 @@ func WHEP(ctx context.Context, url string, o Options) (*Viewer, error) {
 	}
 	req.Header.Set("Content-Type", "application/sdp")
 	if o.Region != "" {
-		req.Header.Set("X-LS-Region", o.Region)
+		req.Header.Set(o.regionHeader(), o.Region)
 	}
 	if o.BeforePost != nil {
 		o.BeforePost()
@@ -241,6 +244,14 @@ func WHEP(ctx context.Context, url string, o Options) (*Viewer, error) {
 	return v, nil
 }
 
+// regionHeader is the header the viewer names its region in.
+func (o Options) regionHeader() string {
+	if o.RegionHeader != "" {
+		return o.RegionHeader
+	}
+	return "X-LS-Region"
+}
+
 type wsMessage struct {
 	Event string          `json:"event"`
 	Data  json.RawMessage `json:"data"`
@@ -251,7 +262,7 @@ type wsMessage struct {
 func Websocket(ctx context.Context, wsURL string, o Options) (*Viewer, error) {
 	h := http.Header{}
 	if o.Region != "" {
-		h.Set("X-LS-Region", o.Region)
+		h.Set(o.regionHeader(), o.Region)
 	}
 	conn, _, err := websocket.DefaultDialer.DialContext(ctx, wsURL, h)
 	if err != nil {
