@@ -37,6 +37,8 @@ type Relay interface {
 	Functions() []relay.Function
 	// Drain tells a function to take no new sessions.
 	Drain(functionID, reason string) error
+	// Disconnect closes a function's connection: the fleet gave up on it.
+	Disconnect(functionID, reason string) error
 }
 
 // Config configures a Fleet. Zero durations and numbers take the defaults
@@ -706,6 +708,9 @@ func (f *Fleet) do(ctx context.Context, a action, now time.Time) {
 			f.log.Warn("fleet: destroy failed", "function", a.id, "region", a.region, "err", err)
 			return
 		}
+		// A dead process's connection lingers until QUIC's idle timeout;
+		// meanwhile viewers would be sent to it.
+		f.cfg.Relay.Disconnect(a.id, a.reason)
 		f.mu.Lock()
 		delete(f.members, a.id)
 		if a.kind == actReplace {

@@ -109,9 +109,10 @@ func (p *machines) took() []string {
 
 // conns stands for the relay: the functions connected, as the test says.
 type conns struct {
-	mu      sync.Mutex
-	fns     map[string]relay.Function
-	drained []string
+	mu           sync.Mutex
+	fns          map[string]relay.Function
+	drained      []string
+	disconnected []string
 }
 
 func (c *conns) Functions() []relay.Function {
@@ -122,6 +123,17 @@ func (c *conns) Functions() []relay.Function {
 		out = append(out, f)
 	}
 	return out
+}
+
+func (c *conns) Disconnect(id, _ string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.fns[id]; !ok {
+		return relay.ErrFunctionGone
+	}
+	delete(c.fns, id)
+	c.disconnected = append(c.disconnected, id)
+	return nil
 }
 
 func (c *conns) Drain(id, _ string) error {
@@ -264,6 +276,25 @@ func TestAFunctionThatExitedIsReplaced(t *testing.T) {
 	want(t, p, "destroy m1")
 	at(f, 11*time.Second)
 	want(t, p, "create ams")
+}
+
+// TestAFailedFunctionsLingeringConnectionIsClosed: a process killed
+// hard stays connected to the relay until QUIC's idle timeout; the fleet
+// that replaces it closes that connection, so no viewer is sent to it.
+func TestAFailedFunctionsLingeringConnectionIsClosed(t *testing.T) {
+	f, p, c := newTestFleet(t, Config{})
+	readyInAms(t, f, p, c, 1)
+	p.set("m1", Failed)
+	at(f, 10*time.Second) // the next list shows it
+	want(t, p, "destroy m1")
+	if !slices.Equal(c.disconnected, []string{"m1"}) {
+		t.Fatalf("relay connections closed: %q, want m1's", c.disconnected)
+	}
+	for _, fn := range f.Functions() {
+		if fn.ID == "m1" {
+			t.Fatalf("the failed function is still listed: %+v", fn)
+		}
+	}
 }
 
 func TestIdleFunctionsStopThenWakeForViewersAndAreDestroyedWhenUnused(t *testing.T) {

@@ -32,6 +32,8 @@ type function struct {
 	connected time.Time
 	nacks     chan relaywire.NACK
 
+	unregistered bool // guarded by Server.mu
+
 	wmu sync.Mutex // serialises control writes
 
 	mu       sync.Mutex

@@ -1058,6 +1058,25 @@ func TestDrainedFunctionTakesNoNewSessions(t *testing.T) {
 	}
 }
 
+// TestDisconnectClosesAFunctionsConnectionAtOnce: the fleet's Disconnect
+// removes the function from Functions() before it returns and closes its
+// connection; a second Disconnect finds it gone.
+func TestDisconnectClosesAFunctionsConnectionAtOnce(t *testing.T) {
+	g := startGateway(t, "", nil)
+	qc, _, _ := rawFunction(t, g)
+	waitFor(t, "the function", func() bool { return len(g.Functions()) == 1 })
+	if err := g.Disconnect("raw", "failed"); err != nil {
+		t.Fatal(err)
+	}
+	if fs := g.Functions(); len(fs) != 0 {
+		t.Fatalf("functions after Disconnect: %+v", fs)
+	}
+	<-qc.Context().Done()
+	if err := g.Disconnect("raw", "failed"); !errors.Is(err, ErrFunctionGone) {
+		t.Errorf("second Disconnect: %v", err)
+	}
+}
+
 func TestNewerConnectionOfTheSameMachineReplacesTheOlder(t *testing.T) {
 	g := startGateway(t, "", nil)
 	old, _, _ := rawFunction(t, g)

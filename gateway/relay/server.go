@@ -243,6 +243,21 @@ func (s *Server) Drain(functionID, reason string) error {
 	return nil
 }
 
+// Disconnect closes the connection of a function the fleet has given up
+// on (destroyed, replaced): a process that died stays connected until
+// QUIC's idle timeout, and would meanwhile be offered to viewers. Its
+// sessions end as when it disconnects itself.
+func (s *Server) Disconnect(functionID, reason string) error {
+	f := s.function(functionID)
+	if f == nil {
+		return fmt.Errorf("relay: function %s: %w", functionID, ErrFunctionGone)
+	}
+	f.log.Info("relay: disconnecting", "reason", reason)
+	f.qc.CloseWithError(relaywire.CodeNone, reason)
+	s.unregister(f)
+	return nil
+}
+
 func (s *Server) function(id string) *function {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -263,9 +278,15 @@ func (s *Server) register(f *function) {
 	}
 }
 
-// unregister removes a function that disconnected and ends its sessions.
+// unregister removes a function that disconnected and ends its sessions,
+// once per connection.
 func (s *Server) unregister(f *function) {
 	s.mu.Lock()
+	if f.unregistered { // Disconnect did, before the connection ended
+		s.mu.Unlock()
+		return
+	}
+	f.unregistered = true
 	if s.funcs[f.id] == f {
 		delete(s.funcs, f.id)
 	}
