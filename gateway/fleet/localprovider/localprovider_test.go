@@ -33,6 +33,10 @@ const functionRole = "LOCALPROVIDER_TEST_FUNCTION"
 // be killed.
 const gatewayRole = "LOCALPROVIDER_TEST_GATEWAY"
 
+// stateDirRole, set in a gatewayRole process's environment to a
+// directory, makes that gateway's provider keep its state there.
+const stateDirRole = "LOCALPROVIDER_TEST_STATE_DIR"
+
 func TestMain(m *testing.M) {
 	// A gateway's function inherits gatewayRole: functionRole comes first.
 	if os.Getenv(functionRole) != "" {
@@ -71,13 +75,14 @@ func functionConfig() (Config, error) {
 }
 
 // playGateway plays gatewayRole: it runs a function on port, logging to
-// stdout, until it is killed.
+// stdout, until it is killed; with stateDirRole, in that state directory.
 func playGateway(port string) error {
 	cfg, err := functionConfig()
 	if err != nil {
 		return err
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stdout, nil))
+	cfg.StateDir = os.Getenv(stateDirRole)
 	p, err := New(context.Background(), cfg)
 	if err != nil {
 		return err

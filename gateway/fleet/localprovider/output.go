@@ -10,9 +10,10 @@ import (
 // a longer line is dropped.
 const maxLine = 4096
 
-// output logs what a function process writes, one record per line. exec
-// calls Write from one goroutine at a time; flush is called once Wait has
-// returned.
+// output logs what a function process writes, one record per line. Write
+// is called from one goroutine at a time: exec's copying from the
+// process's pipe, or the tail of its log file with a state directory;
+// flush once the process has exited.
 type output struct {
 	log  *slog.Logger // carries the function's id and region
 	line []byte       // the line so far, at most maxLine bytes
