@@ -34,6 +34,7 @@ type testPublisher struct {
 	keyframes chan rtcp.Packet // PLIs and FIRs the publisher received
 	connected chan struct{}
 	location  string
+	loser     *loser // nil without publisherOptions.lose
 }
 
 // publisherOptions say what a test publisher offers.
@@ -41,6 +42,43 @@ type publisherOptions struct {
 	videoMime string // webrtc.MimeTypeH264 (default), MimeTypeVP8, or "none"
 	noAudio   bool
 	feedback  []webrtc.RTCPFeedback // of the video codec; default nack and nack pli
+	// lose names video sequence numbers whose first sending is lost, as
+	// on the wire: the publisher's NACK responder has them to send again.
+	// Each is deleted from the map when it is lost.
+	lose map[uint16]bool
+}
+
+// loser is an interceptor that drops the first sending of the video
+// packets in lose.
+type loser struct {
+	interceptor.NoOp
+	mu   sync.Mutex
+	lose map[uint16]bool
+}
+
+// remaining returns how many packets were not lost yet.
+func (l *loser) remaining() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.lose)
+}
+
+func (l *loser) NewInterceptor(string) (interceptor.Interceptor, error) { return l, nil }
+
+func (l *loser) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	if info.ClockRate != 90000 {
+		return w
+	}
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		l.mu.Lock()
+		lost := l.lose[h.SequenceNumber]
+		delete(l.lose, h.SequenceNumber)
+		l.mu.Unlock()
+		if lost {
+			return len(payload), nil
+		}
+		return w.Write(h, payload, a)
+	})
 }
 
 func newPublisher(t *testing.T, o publisherOptions) *testPublisher {
@@ -65,7 +103,14 @@ func newPublisher(t *testing.T, o publisherOptions) *testPublisher {
 	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: audioCap, PayloadType: 111}, webrtc.RTPCodecTypeAudio); err != nil {
 		t.Fatal(err)
 	}
+	p := &testPublisher{t: t, keyframes: make(chan rtcp.Packet, 16), connected: make(chan struct{})}
 	ir := &interceptor.Registry{}
+	if o.lose != nil {
+		// Added first, so it is the closest to the wire: the responder
+		// keeps every packet before it is lost.
+		p.loser = &loser{lose: o.lose}
+		ir.Add(p.loser)
+	}
 	responder, err := nack.NewResponderInterceptor()
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +127,7 @@ func newPublisher(t *testing.T, o publisherOptions) *testPublisher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &testPublisher{t: t, pc: pc, keyframes: make(chan rtcp.Packet, 16), connected: make(chan struct{})}
+	p.pc = pc
 	t.Cleanup(func() { pc.Close() })
 	var once sync.Once
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
@@ -142,7 +187,13 @@ func (p *testPublisher) offer() string { return p.pc.LocalDescription().SDP }
 // returns the response; on 201 the answer is applied.
 func (p *testPublisher) publish(url, token string) (*http.Response, string) {
 	p.t.Helper()
-	resp, body := do(p.t, http.MethodPost, url, token, "application/sdp", p.offer())
+	return p.publishSDP(url, token, p.offer())
+}
+
+// publishSDP is publish with offer in place of the publisher's own.
+func (p *testPublisher) publishSDP(url, token, offer string) (*http.Response, string) {
+	p.t.Helper()
+	resp, body := do(p.t, http.MethodPost, url, token, "application/sdp", offer)
 	if resp.StatusCode == http.StatusCreated {
 		p.location = resp.Header.Get("Location")
 		if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: body}); err != nil {

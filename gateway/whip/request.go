@@ -53,7 +53,10 @@ func parseChannel(s string) (uint32, bool) {
 		}
 	}
 	n, err := strconv.ParseUint(s, 10, 32)
-	return uint32(n), err == nil && n > 0
+	if err != nil || n == 0 {
+		return 0, false
+	}
+	return uint32(n), true
 }
 
 // offerError is why an offer is refused, with the HTTP status to say so.

@@ -456,3 +456,43 @@ func TestNewFailsOnABusyPort(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// TestLostPacketsAreAskedForAgain: video packets the publisher loses
+// (once each, after its send buffer kept them) are NACKed by pion's generator, sent again by the publisher
+// and released by the hub in order, within its hold time.
+func TestLostPacketsAreAskedForAgain(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
+	defer cancel()
+	sub := ts.hubs.GetOrCreate(77).Subscribe(hub.SubscribeOptions{Capacity: 8192})
+	defer sub.Close()
+	lose := map[uint16]bool{65510: true, 65535: true, 0: true, 100: true, 101: true}
+	p := newPublisher(t, publisherOptions{lose: lose})
+	resp, body := p.publish(ts.url(whipPath), testKey)
+	wantStatus(t, resp, body, http.StatusCreated, "v=0")
+	p.waitConnected(ctx)
+	p.waitKeyframeRequest(ctx)
+	sentVideo, _ := p.sendMedia(ctx)
+	var gotVideo [][]byte
+	for len(gotVideo) < len(sentVideo) {
+		pkt, err := sub.Next(ctx)
+		if err != nil {
+			t.Fatalf("hub: %v after %d/%d video packets", err, len(gotVideo), len(sentVideo))
+		}
+		if pkt.Track == hub.Video {
+			gotVideo = append(gotVideo, bytes.Clone(pkt.Data[12:]))
+		}
+	}
+	for i := range sentVideo {
+		if !bytes.Equal(gotVideo[i], sentVideo[i]) {
+			t.Fatalf("video packet %d of %d differs", i, len(sentVideo))
+		}
+	}
+	if n := p.loser.remaining(); n != 0 {
+		t.Fatalf("%d packets were never lost", n)
+	}
+	st := ts.hubs.Get(77).Stats()
+	if st.NACKsSent < 5 || st.Recovered < 5 || st.Lost != 0 {
+		t.Fatalf("hub counted %d NACKs, %d recovered, %d lost; want 5, 5, 0", st.NACKsSent, st.Recovered, st.Lost)
+	}
+}
