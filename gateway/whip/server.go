@@ -332,7 +332,7 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request) {
 		sess.end("setup failed", "setup_failed")
 		var oe *offerError
 		if errors.As(err, &oe) {
-			s.metrics.result("unsupported_codec")
+			s.metrics.result(map[int]string{400: "bad_offer", 406: "unsupported_codec"}[oe.status])
 			s.log.Warn("whip: offer refused", "channel", key.Channel, "status", oe.status, "reason", oe.msg)
 			httpError(w, oe.status, "%s", oe.msg)
 			return
