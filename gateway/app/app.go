@@ -16,6 +16,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -270,10 +272,17 @@ func (g *Gateway) provider(local relaywire.LocalInfo) (fleet.Provider, error) {
 			command = []string{cfg.FunctionBin}
 		}
 		host, _, _ := net.SplitHostPort(cfg.WebRTCUDPAddr)
+		stateDir := ""
+		if runtime.GOOS == "linux" {
+			// Functions outlive a gateway that crashed, and the next one
+			// adopts them (their records need /proc).
+			stateDir = filepath.Join(cfg.DataDir, "functions")
+		}
 		p, err := localprovider.New(context.Background(), localprovider.Config{
-			Command: command,
-			Host:    host,
-			Logger:  g.log,
+			Command:  command,
+			Host:     host,
+			StateDir: stateDir,
+			Logger:   g.log,
 		})
 		if err != nil {
 			return nil, err

@@ -7,7 +7,9 @@ package relay
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -127,7 +129,7 @@ func (s *Server) Listen() error {
 	}
 	// The server owns the socket and the transport, so that Serve can
 	// release the port as soon as it has closed the connections.
-	tr := &quic.Transport{Conn: udp}
+	tr := &quic.Transport{Conn: udp, StatelessResetKey: resetKey(s.cfg.Secret)}
 	ln, err := tr.Listen(tlsConf, quicConfig())
 	if err != nil {
 		tr.Close()
@@ -136,6 +138,19 @@ func (s *Server) Listen() error {
 	}
 	s.udp, s.tr, s.ln = udp, tr, ln
 	return nil
+}
+
+// resetKey derives the QUIC stateless reset key from the relay secret, so
+// a gateway restarted with the same data dir answers the packets of its
+// predecessor's connections with a stateless reset: the functions learn at
+// their next packet (a keep-alive at most) that their connection is gone
+// and reconnect, instead of waiting out the idle timeout.
+func resetKey(secret string) *quic.StatelessResetKey {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte("lightspeed relay: QUIC stateless reset key"))
+	var k quic.StatelessResetKey
+	copy(k[:], mac.Sum(nil))
+	return &k
 }
 
 // Close releases the socket of a Server that will not Serve.
