@@ -91,13 +91,14 @@ type Hub struct {
 	opts    Options
 	log     *slog.Logger
 
-	mu        sync.Mutex
-	closed    bool
-	owner     *Publisher // the claim on the channel; nil: free
-	live      bool       // owner has started its session
-	since     time.Time
-	publisher PublisherInfo
-	publishes int
+	mu          sync.Mutex
+	closed      bool
+	owner       *Publisher // the claim on the channel; nil: free
+	live        bool       // owner has started its session
+	since       time.Time
+	publisher   PublisherInfo
+	askKeyframe func() // the owner's keyframe requester; nil: it cannot be asked
+	publishes   int
 
 	tracks [numTracks]track
 	subs   []*Subscription
@@ -193,6 +194,7 @@ func (h *Hub) endPublish(p *Publisher) {
 		return
 	}
 	h.owner = nil
+	h.askKeyframe = nil
 	if !h.live {
 		return
 	}
@@ -275,6 +277,12 @@ func (h *Hub) Retransmit(t Track, seq uint16, dst []byte) (p Packet, ok bool) {
 // subscription starts with the live stream. On a closed hub the
 // subscription is closed already.
 func (h *Hub) Subscribe(o SubscribeOptions) *Subscription {
+	var ask func() // called once the lock is released
+	defer func() {
+		if ask != nil {
+			ask()
+		}
+	}()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	capacity := o.Capacity
@@ -282,6 +290,11 @@ func (h *Hub) Subscribe(o SubscribeOptions) *Subscription {
 		capacity = DefaultCapacity
 	}
 	fromCache := o.FromKeyframe && h.gop.valid
+	if o.FromKeyframe && !h.gop.valid && h.live {
+		// A subscriber that wants to start at a keyframe and finds none
+		// cached would wait for the publisher's next one.
+		ask = h.askKeyframe
+	}
 	if fromCache {
 		capacity = max(capacity, len(h.gop.entries)+256)
 	}
@@ -306,6 +319,32 @@ func (h *Hub) Subscribe(o SubscribeOptions) *Subscription {
 	}
 	h.subs = append(h.subs, s)
 	return s
+}
+
+// RequestKeyframe asks the live publisher for a keyframe, for a viewer
+// whose decoder needs one, and reports whether the publisher can be asked.
+func (h *Hub) RequestKeyframe() bool {
+	h.mu.Lock()
+	ask := h.askKeyframe
+	if !h.live {
+		ask = nil
+	}
+	h.mu.Unlock()
+	if ask == nil {
+		return false
+	}
+	ask()
+	return true
+}
+
+// setKeyframeRequester records how p's publisher is asked for a keyframe,
+// if p holds the hub.
+func (h *Hub) setKeyframeRequester(p *Publisher, ask func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.owner == p {
+		h.askKeyframe = ask
+	}
 }
 
 // unsubscribe removes s from the hub's fan-out.

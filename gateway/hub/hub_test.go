@@ -702,3 +702,44 @@ func TestStreamStartMarksTheFirstPacketOfEachTrackInEachSession(t *testing.T) {
 		t.Fatalf("the keyframe cache starts with %+v, want the session's first packet, marked", cached)
 	}
 }
+
+// TestASubscriberFindingNoKeyframeAsksThePublisherForOne: a subscriber
+// that wants to start at a keyframe while none is cached makes the hub ask
+// the publisher (once per such subscriber); one that finds a keyframe
+// cached, or does not want one, asks nothing; RequestKeyframe asks a live
+// publisher that can be asked and says when none can.
+func TestASubscriberFindingNoKeyframeAsksThePublisherForOne(t *testing.T) {
+	clk := &clock{t: t0}
+	r := hub.NewRegistry(testOptions(clk))
+	t.Cleanup(r.Close)
+	var asked int
+	pub := claim(t, r, 77, obs)
+	pub.SetKeyframeRequester(func() { asked++ })
+	h := pub.Hub()
+	subscribe(t, h, hub.SubscribeOptions{FromKeyframe: true})
+	subscribe(t, h, hub.SubscribeOptions{})
+	if asked != 1 {
+		t.Fatalf("asked %d times, want once: for the subscriber that wants a keyframe", asked)
+	}
+	if !h.RequestKeyframe() || asked != 2 {
+		t.Fatalf("RequestKeyframe: asked %d times, want 2", asked)
+	}
+
+	sps := []byte{0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xe8, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40, 0x00, 0x00, 0x0f, 0x03, 0xc5, 0x8b, 0xa8}
+	pub.WriteRTP(hub.Video, pkt(1, 0, false, sps), clk.t)
+	pub.WriteRTP(hub.Video, pkt(2, 0, true, []byte{0x65, 0x88, 1, 2}), clk.t)
+	subscribe(t, h, hub.SubscribeOptions{FromKeyframe: true})
+	if asked != 2 {
+		t.Fatalf("asked %d times, want no more with a keyframe cached", asked)
+	}
+
+	pub.Release()
+	if h.RequestKeyframe() || asked != 2 {
+		t.Fatalf("RequestKeyframe without a publisher asked (%d)", asked)
+	}
+	ftl := claim(t, r, 77, obs) // cannot be asked
+	defer ftl.Release()
+	if h.RequestKeyframe() {
+		t.Fatal("RequestKeyframe reports asking a publisher that cannot be asked")
+	}
+}

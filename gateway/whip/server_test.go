@@ -200,8 +200,17 @@ func TestOBSLikePublisherReachesTheHub(t *testing.T) {
 	if ts.srv.RequestKeyframe(78) {
 		t.Fatal("a keyframe request for a channel without a WHIP publisher")
 	}
-	if n := testutil.ToFloat64(ts.srv.metrics.keyframes.WithLabelValues("pli")); n != 2 {
-		t.Fatalf("%v PLIs counted, want 2", n)
+	// The hub asks through the publisher's requester (for a function or
+	// a viewer that needs a keyframe).
+	ts.clock.Advance(time.Second)
+	if !ts.hubs.Get(77).RequestKeyframe() {
+		t.Fatal("the hub cannot ask the WHIP publisher")
+	}
+	if _, ok := p.waitKeyframeRequest(ctx).(*rtcp.PictureLossIndication); !ok {
+		t.Fatal("the hub's RequestKeyframe did not send a PLI")
+	}
+	if n := testutil.ToFloat64(ts.srv.metrics.keyframes.WithLabelValues("pli")); n != 3 {
+		t.Fatalf("%v PLIs counted, want 3", n)
 	}
 
 	// A second publisher of the live channel is refused.
