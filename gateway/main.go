@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -67,6 +68,7 @@ func run(args []string, out io.Writer) error {
 		}
 		if created {
 			fmt.Fprintln(out, keys.OBSInstructions(k, cfg.PublicHost))
+			fmt.Fprintln(out, keys.WHIPInstructions(k, publicURL(cfg)))
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -78,4 +80,21 @@ func run(args []string, out io.Writer) error {
 	err = g.Run(ctx)
 	log.Info("gateway: stopped")
 	return err
+}
+
+// publicURL is the gateway's base URL as publishers reach it: LS_PUBLIC_URL,
+// else http://<LS_PUBLIC_HOST>:<the HTTP port>.
+func publicURL(cfg app.Config) string {
+	if cfg.PublicURL != "" {
+		return cfg.PublicURL
+	}
+	host := cfg.PublicHost
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	_, port, err := net.SplitHostPort(cfg.HTTPAddr)
+	if err != nil || port == "" {
+		port = "8080"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }

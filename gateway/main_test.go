@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"lightspeed/gateway/app"
 	"lightspeed/gateway/keys"
 	"lightspeed/shared/envconfig"
 )
@@ -101,5 +102,22 @@ func TestFunctionSubcommandRunsAFunction(t *testing.T) {
 	err := run([]string{"function", "--help"}, &out)
 	if !errors.Is(err, envconfig.ErrHelp) || !strings.Contains(out.String(), "LS_GATEWAY_ADDR") || strings.Contains(out.String(), "LS_FTL_ADDR") {
 		t.Fatalf("gateway function --help: %v\n%s", err, out.String())
+	}
+}
+
+func TestPublicURLDefaultsToThePublicHostAndTheHTTPPort(t *testing.T) {
+	tests := []struct {
+		cfg  app.Config
+		want string
+	}{
+		{app.Config{PublicHost: "live.example.com", HTTPAddr: ":8080"}, "http://live.example.com:8080"},
+		{app.Config{PublicHost: "live.example.com:8084", HTTPAddr: "127.0.0.1:9000"}, "http://live.example.com:9000"},
+		{app.Config{PublicHost: "2001:db8::1", HTTPAddr: ":8080"}, "http://[2001:db8::1]:8080"},
+		{app.Config{PublicURL: "https://live.example.com", PublicHost: "x", HTTPAddr: ":8080"}, "https://live.example.com"},
+	}
+	for _, tt := range tests {
+		if got := publicURL(tt.cfg); got != tt.want {
+			t.Errorf("publicURL(%+v) = %q, want %q", tt.cfg, got, tt.want)
+		}
 	}
 }

@@ -37,6 +37,7 @@ import (
 	"lightspeed/gateway/scheduler"
 	"lightspeed/gateway/signaling"
 	"lightspeed/gateway/web"
+	"lightspeed/gateway/whip"
 	"lightspeed/shared/profiling"
 	"lightspeed/shared/relaywire"
 )
@@ -60,7 +61,9 @@ type Config struct {
 	Region          string        `env:"REGION" help:"the gateway's region (Fly region code), for routing viewers that name none; default: FLY_REGION"`
 	EmbedFunction   bool          `env:"EMBEDDED_FUNCTION" envDefault:"true" help:"run a function inside the gateway (one-machine setup)"`
 	WebRTCUDPAddr   string        `env:"WEBRTC_UDP_ADDR" envDefault:":8189" help:"embedded function: UDP address of all WebRTC media"`
-	PublicIPs       []string      `env:"PUBLIC_IPS" envSeparator:"," help:"embedded function: IPs advertised to viewers, comma-separated; default: the interface addresses"`
+	PublicIPs       []string      `env:"PUBLIC_IPS" envSeparator:"," help:"IPs advertised to WHIP publishers and, by the embedded function, to viewers, comma-separated; default: the interface addresses"`
+	WHIPUDPAddr     string        `env:"WHIP_UDP_ADDR" envDefault:":8085" help:"UDP address of every WHIP publisher's media (ICE UDP mux); on Fly fly-global-services:8085"`
+	PublicURL       string        `env:"PUBLIC_URL" help:"the gateway's base URL as publishers reach it, printed in the OBS WHIP settings; default http://<LS_PUBLIC_HOST>:<LS_HTTP_ADDR's port>"`
 	FunctionCap     int           `env:"FUNCTION_CAPACITY" envDefault:"500" min:"1" help:"most viewers a function takes (the embedded one, and those the fleet starts)"`
 
 	FunctionProvider    string        `env:"FUNCTION_PROVIDER" envDefault:"embedded" help:"who runs functions: embedded (one inside the gateway, no scaling), local (function processes on this machine, scaled by the fleet) or fly (Fly Machines, scaled by the fleet)"`
@@ -91,6 +94,7 @@ type Gateway struct {
 	keys      *keys.Store
 	hubs      *hub.Registry
 	ingest    *ftl.Server
+	whip      *whip.Server
 	relay     *relay.Server
 	scheduler *scheduler.Scheduler
 	signaling *signaling.Signaling
@@ -149,6 +153,21 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 		return nil, err
 	}
 	closers = append(closers, g.ingest.Close)
+	clientIPHeader := ""
+	if os.Getenv("FLY_APP_NAME") != "" {
+		clientIPHeader = "Fly-Client-IP" // behind Fly's proxy, the publisher's address
+	}
+	g.whip, err = whip.New(whip.Config{
+		UDPAddr:        cfg.WHIPUDPAddr,
+		PublicIPs:      cfg.PublicIPs,
+		ClientIPHeader: clientIPHeader,
+		Logger:         log,
+		Registerer:     reg,
+	}, store, g.hubs)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, g.whip.Close)
 
 	cert, secret, err := relayCredentials(cfg)
 	if err != nil {
@@ -247,6 +266,8 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 	sig := g.signaling.Handler()
 	mux := http.NewServeMux()
 	mux.Handle("/api/whep/", sig)
+	mux.Handle("/api/whip", g.whip)
+	mux.Handle("/api/whip/", g.whip)
 	mux.Handle("GET /websocket", sig)
 	mux.Handle("GET /api/channels", apiHandler)
 	mux.Handle("GET /metrics", apiHandler)
@@ -413,6 +434,7 @@ func (g *Gateway) channels() []uint32 {
 // Run serves until ctx is done, then stops every part and returns.
 func (g *Gateway) Run(ctx context.Context) error {
 	defer g.hubs.Close()
+	defer g.whip.Close() // ends the WHIP sessions before the hubs close
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.ingest.Serve(ctx) })
 	eg.Go(func() error { return g.relay.Serve(ctx) })

@@ -49,6 +49,7 @@ func runStack(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
 		FTLMediaAddr:  "127.0.0.1:0",
 		HTTPAddr:      net.JoinHostPort(p.Addr.String(), "0"),
 		RelayAddr:     "127.0.0.1:0",
+		WHIPUDPAddr:   net.JoinHostPort(p.Addr.String(), "0"),
 		DataDir:       p.DataDir,
 		StreamKey:     testKey,
 		HubMaxHold:    40 * time.Millisecond,

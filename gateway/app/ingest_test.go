@@ -40,6 +40,7 @@ func testConfig(t *testing.T) Config {
 		FTLMediaAddr: "127.0.0.1:0",
 		HTTPAddr:     "127.0.0.1:0",
 		RelayAddr:    "127.0.0.1:0",
+		WHIPUDPAddr:  "127.0.0.1:0",
 		DataDir:      t.TempDir(),
 		StreamKey:    testKey,
 		// Generous, so a retransmission under -race on a busy machine still

@@ -98,3 +98,13 @@ func obsEntry(host string) obsService {
 		},
 	}
 }
+
+// WHIPInstructions returns the text the gateway prints with
+// OBSInstructions: the settings of OBS's WHIP output (OBS 30 and newer),
+// where the stream key is the Bearer token. baseURL is the gateway's URL
+// as publishers reach it, e.g. "https://live.example.com".
+func WHIPInstructions(k Key, baseURL string) string {
+	return "To stream from OBS 30 or newer (WHIP): Settings → Stream → Service: \"WHIP\",\n" +
+		"  Server:       " + strings.TrimRight(baseURL, "/") + "/api/whip\n" +
+		"  Bearer Token: the key above (" + k.String() + ")\n"
+}

@@ -78,3 +78,13 @@ func TestOBSInstructionsUseABareHost(t *testing.T) {
 		}
 	}
 }
+
+func TestWHIPInstructionsGiveTheURLAndTheKeyAsBearerToken(t *testing.T) {
+	k := Key{Channel: 77, Secret: "abcdefgh"}
+	text := WHIPInstructions(k, "https://live.example.com/")
+	for _, want := range []string{"Service: \"WHIP\"", "Server:       https://live.example.com/api/whip\n", "Bearer Token: the key above (77-abcdefgh)"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("instructions lack %q:\n%s", want, text)
+		}
+	}
+}

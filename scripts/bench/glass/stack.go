@@ -148,6 +148,7 @@ func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
 		FTLMediaAddr:  "127.0.0.1:0",
 		HTTPAddr:      net.JoinHostPort(sp.Addr.String(), "0"),
 		RelayAddr:     "127.0.0.1:0",
+		WHIPUDPAddr:   net.JoinHostPort(sp.Addr.String(), "0"),
 		DataDir:       filepath.Join(sp.DataDir, "gateway"),
 		StreamKey:     streamKey,
 		HubMaxHold:    hub.DefaultMaxHold,
