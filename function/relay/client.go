@@ -31,12 +31,13 @@ import (
 
 // Timings of the client; those the gateway keeps too are relaywire's.
 const (
-	dialTimeout  = 10 * time.Second
-	nackInterval = 10 * time.Millisecond
-	inboxSize    = 4096        // received datagrams not yet handed on: a keyframe cache
-	loadInterval = time.Second // load reports and subscription retries
-	minBackoff   = 250 * time.Millisecond
-	maxBackoff   = 5 * time.Second
+	dialTimeout   = 10 * time.Second
+	nackInterval  = 10 * time.Millisecond
+	inboxSize     = 4096        // received datagrams not yet handed on: a keyframe cache
+	loadInterval  = time.Second // load reports and subscription retries
+	keyframeQueue = 16          // keyframe requests waiting to be written, per connection
+	minBackoff    = 250 * time.Millisecond
+	maxBackoff    = 5 * time.Second
 )
 
 // nackPolicy is how the client asks for relay losses again. A new
@@ -101,20 +102,23 @@ type Handler interface {
 
 // ClientStats counts what a Client received and recovered.
 type ClientStats struct {
-	Received     uint64 // RTP packets received, from datagrams and streams
-	Duplicates   uint64 // packets received again, not handed on
-	Lost         uint64 // sequence numbers found missing on arrival
-	NACKsSent    uint64 // sequence numbers asked for again
-	Recovered    uint64 // missing packets that arrived while asked for
-	Late         uint64 // missing packets that arrived after their NACKs were given up
-	Overflows    uint64 // datagrams dropped because the handler fell 4096 behind
-	Reconnects   uint64 // connections established after the first
-	ConnectFails uint64 // connection attempts that failed before welcome
+	Received      uint64 // RTP packets received, from datagrams and streams
+	Duplicates    uint64 // packets received again, not handed on
+	Lost          uint64 // sequence numbers found missing on arrival
+	NACKsSent     uint64 // sequence numbers asked for again
+	Recovered     uint64 // missing packets that arrived while asked for
+	Late          uint64 // missing packets that arrived after their NACKs were given up
+	Overflows     uint64 // datagrams dropped because the handler fell 4096 behind
+	Reconnects    uint64 // connections established after the first
+	ConnectFails  uint64 // connection attempts that failed before welcome
+	Keyframes     uint64 // keyframe requests sent to the gateway
+	KeyframeDrops uint64 // keyframe requests dropped: no connection, or keyframeQueue waiting
 }
 
 // counters are the atomics behind ClientStats.
 type counters struct {
 	received, duplicates, lost, nacks, recovered, late, overflows, reconnects, fails, connections atomic.Uint64
+	keyframes, keyframeDrops                                                                      atomic.Uint64
 }
 
 // Client is the relay's function end. Its methods are safe for concurrent
@@ -427,19 +431,39 @@ func (c *Client) SessionClosed(session, reason string) {
 	}
 }
 
+// RequestKeyframe asks the gateway for a keyframe of a subscribed
+// channel, for a viewer whose decoder needs one; the fan-out throttles
+// these to one a second per channel. It never waits: the request is
+// queued for the connection's writer, and dropped (false, counted) when
+// there is no connection or keyframeQueue requests wait already (a
+// gateway that does not read its control stream).
+func (c *Client) RequestKeyframe(channel uint32) bool {
+	if cc := c.current(); cc != nil {
+		select {
+		case cc.keyframes <- channel:
+			return true
+		default:
+		}
+	}
+	c.stats.keyframeDrops.Add(1)
+	return false
+}
+
 // Stats returns the client's counts.
 func (c *Client) Stats() ClientStats {
 	s := &c.stats
 	return ClientStats{
-		Received:     s.received.Load(),
-		Duplicates:   s.duplicates.Load(),
-		Lost:         s.lost.Load(),
-		NACKsSent:    s.nacks.Load(),
-		Recovered:    s.recovered.Load(),
-		Late:         s.late.Load(),
-		Overflows:    s.overflows.Load(),
-		Reconnects:   s.reconnects.Load(),
-		ConnectFails: s.fails.Load(),
+		Received:      s.received.Load(),
+		Duplicates:    s.duplicates.Load(),
+		Lost:          s.lost.Load(),
+		NACKsSent:     s.nacks.Load(),
+		Recovered:     s.recovered.Load(),
+		Late:          s.late.Load(),
+		Overflows:     s.overflows.Load(),
+		Reconnects:    s.reconnects.Load(),
+		ConnectFails:  s.fails.Load(),
+		Keyframes:     s.keyframes.Load(),
+		KeyframeDrops: s.keyframeDrops.Load(),
 	}
 }
 
@@ -460,6 +484,8 @@ func (c *Client) register(reg prometheus.Registerer) {
 		counter("lightspeed_relay_client_overflows_total", "Datagrams dropped because the fan-out fell behind.", &s.overflows),
 		counter("lightspeed_relay_client_reconnects_total", "Connections to the gateway after the first.", &s.reconnects),
 		counter("lightspeed_relay_client_connect_failures_total", "Connection attempts that failed before welcome.", &s.fails),
+		counter("lightspeed_relay_client_keyframe_requests_total", "Keyframe requests sent to the gateway.", &s.keyframes),
+		counter("lightspeed_relay_client_keyframe_requests_dropped_total", "Keyframe requests dropped: no connection, or the gateway not reading.", &s.keyframeDrops),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lightspeed_relay_client_connected", Help: "1 while connected to the gateway."},
 			func() float64 {
 				if c.Connected() {

@@ -38,6 +38,7 @@ type conn struct {
 	pending  map[string]*pendingSession
 	draining bool
 
+	keyframes chan uint32 // channels whose keyframe requests wait for sendKeyframes
 	inbox     chan []byte // received datagrams, waiting to be handed on
 	deliverMu sync.Mutex  // one packet handed on at a time; guards pkt
 	pkt       Packet      // the packet being handed on (the handler keeps none)
@@ -128,11 +129,12 @@ func (c *Client) handshake(ctx context.Context, qc *quic.Conn, h Handler) (*conn
 	id := m.(*relaywire.Welcome).FunctionID
 	return &conn{
 		c: c, h: h, qc: qc, str: str, br: br,
-		log:     c.log.With("function", id),
-		subs:    make(map[uint32]*chanSub),
-		pending: make(map[string]*pendingSession),
-		flows:   make(map[relaywire.Flow]*flow),
-		inbox:   make(chan []byte, inboxSize),
+		log:       c.log.With("function", id),
+		subs:      make(map[uint32]*chanSub),
+		pending:   make(map[string]*pendingSession),
+		flows:     make(map[relaywire.Flow]*flow),
+		inbox:     make(chan []byte, inboxSize),
+		keyframes: make(chan uint32, keyframeQueue),
 	}, nil
 }
 
@@ -148,6 +150,7 @@ func (cc *conn) run(ctx context.Context) error {
 	g.Go(cc.receiveStreams)
 	g.Go(cc.readControl)
 	g.Go(cc.sendNACKs)
+	g.Go(cc.sendKeyframes)
 	g.Go(cc.report)
 	g.Go(func() error {
 		<-gctx.Done()
@@ -281,6 +284,22 @@ func (cc *conn) sendNACKs() error {
 				}
 				cc.c.stats.nacks.Add(uint64(len(msgs[i].Seqs)))
 			}
+		}
+	}
+}
+
+// sendKeyframes writes the keyframe requests Client.RequestKeyframe
+// queued: the fan-out's RTCP readers never wait for the control stream.
+func (cc *conn) sendKeyframes() error {
+	for {
+		select {
+		case <-cc.ctx.Done():
+			return errConnLost
+		case ch := <-cc.keyframes:
+			if err := cc.write(&relaywire.KeyframeRequest{Channel: ch}); err != nil {
+				return err
+			}
+			cc.c.stats.keyframes.Add(1)
 		}
 	}
 }

@@ -44,12 +44,15 @@ type function struct {
 	wg sync.WaitGroup // forwarders and the retransmitter
 }
 
-// forward is one subscribed channel of a function.
+// forward is one subscribed channel of a function. keyframes belongs to
+// the goroutine that reads the function's control stream (serve), which
+// also makes the forward.
 type forward struct {
-	channel uint32
-	hub     *hub.Hub
-	sub     *hub.Subscription
-	cancel  context.CancelFunc
+	channel   uint32
+	hub       *hub.Hub
+	sub       *hub.Subscription
+	cancel    context.CancelFunc
+	keyframes keyframeLimit
 }
 
 // refusal is a reason to close a connection before welcome.
@@ -215,6 +218,8 @@ func (f *function) serve(br *bufio.Reader) error {
 			f.subscribe(m.Channel)
 		case *relaywire.Unsubscribe:
 			f.unsubscribe(m.Channel)
+		case *relaywire.KeyframeRequest:
+			f.keyframeRequest(m.Channel)
 		case *relaywire.NACK:
 			f.s.metrics.nacks.Add(float64(len(m.Seqs)))
 			select {
@@ -323,6 +328,65 @@ func (f *function) hub(channel uint32) *hub.Hub {
 		return fw.hub
 	}
 	return nil
+}
+
+// keyframeRequest asks the publisher of a subscribed channel for a
+// keyframe, for a viewer of the function whose decoder needs one. It runs
+// on the control reader: the hub's request returns at once (a WHIP
+// publisher's PLI or FIR is one RTCP write, which the ingest throttles to
+// one a second).
+func (f *function) keyframeRequest(channel uint32) {
+	f.mu.Lock()
+	fw := f.subs[channel]
+	f.mu.Unlock()
+	switch {
+	case fw == nil:
+		f.s.metrics.keyframes.WithLabelValues("unsubscribed").Inc()
+		f.log.Debug("relay: keyframe request for a channel not subscribed", "channel", channel)
+	case !fw.keyframes.allow(f.s.now()):
+		f.s.metrics.keyframes.WithLabelValues("throttled").Inc()
+		f.log.Debug("relay: keyframe request over the limit", "channel", channel)
+	case fw.hub.RequestKeyframe():
+		f.s.metrics.keyframes.WithLabelValues("asked").Inc()
+	default: // an FTL publisher, or none live: keyframes come when they come
+		f.s.metrics.keyframes.WithLabelValues("cannot").Inc()
+	}
+}
+
+// The keyframe requests of one function for one channel reach the hub at
+// most keyframeBurst at once and keyframeRate a second after that (a
+// token bucket). The function sends at most one a second per channel;
+// the burst absorbs the jitter between its clock and the gateway's, so an
+// honest function is never throttled, and a misbehaving one costs each
+// publisher at most one request a second (which the WHIP ingest throttles
+// again). The bound per function is thus one a second per channel it
+// subscribed.
+const (
+	keyframeBurst = 2
+	keyframeRate  = 1.0 // per second
+)
+
+// keyframeLimit is a token bucket of keyframe requests.
+type keyframeLimit struct {
+	tokens float64
+	at     time.Time // when tokens was last brought up to date; zero: never used
+}
+
+// allow takes a token at now, if one is left.
+func (l *keyframeLimit) allow(now time.Time) bool {
+	if l.at.IsZero() {
+		l.tokens = keyframeBurst
+	} else if d := now.Sub(l.at); d > 0 {
+		l.tokens = min(keyframeBurst, l.tokens+d.Seconds()*keyframeRate)
+	}
+	if l.at.Before(now) {
+		l.at = now
+	}
+	if l.tokens < 1 {
+		return false
+	}
+	l.tokens--
+	return true
 }
 
 // trackInfos is the hub's description of its tracks, each with the first

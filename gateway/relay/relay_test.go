@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -124,6 +125,18 @@ func TestConnectionsThatDoNotProveTheSecretAreRefusedAndGetNothing(t *testing.T)
 		}
 		return b
 	}
+	// oldVersion says hello with an older protocol version.
+	oldVersion := func(v int) func(t *testing.T, qc *quic.Conn, str *quic.Stream, br *bufio.Reader) {
+		return func(t *testing.T, qc *quic.Conn, str *quic.Stream, br *bufio.Reader) {
+			write(t, str, &relaywire.Hello{Version: v, MachineID: "old"})
+			// The close's reason, which the function logs, names both.
+			m, err := relaywire.ReadMessage(br)
+			var ae *quic.ApplicationError
+			if want := fmt.Sprintf("version %d, this gateway %d", v, relaywire.Version); !errors.As(err, &ae) || !strings.Contains(ae.ErrorMessage, want) {
+				t.Fatalf("answer to an old hello: %v %v, want a close naming both versions (%q)", m, err, want)
+			}
+		}
+	}
 	tests := []struct {
 		name   string
 		talk   func(t *testing.T, qc *quic.Conn, str *quic.Stream, br *bufio.Reader)
@@ -153,15 +166,10 @@ func TestConnectionsThatDoNotProveTheSecretAreRefusedAndGetNothing(t *testing.T)
 		}, relaywire.CodeUnauthorized, "bad_mac"},
 		{"silence", func(t *testing.T, qc *quic.Conn, str *quic.Stream, br *bufio.Reader) {
 		}, relaywire.CodeUnauthorized, "timeout"},
-		{"a function of relay protocol version 1", func(t *testing.T, qc *quic.Conn, str *quic.Stream, br *bufio.Reader) {
-			write(t, str, &relaywire.Hello{Version: 1, MachineID: "old"})
-			// The close's reason, which the function logs, names both.
-			m, err := relaywire.ReadMessage(br)
-			var ae *quic.ApplicationError
-			if !errors.As(err, &ae) || !strings.Contains(ae.ErrorMessage, "version 1, this gateway 2") {
-				t.Fatalf("answer to an old hello: %v %v, want a close naming both versions", m, err)
-			}
-		}, relaywire.CodeProtocol, "protocol"},
+		{"a function of relay protocol version 1", oldVersion(1), relaywire.CodeProtocol, "protocol"},
+		// A version 2 gateway closes the connection on keyframe_request,
+		// which version 3 added: the versions must match.
+		{"a function of relay protocol version 2", oldVersion(2), relaywire.CodeProtocol, "protocol"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

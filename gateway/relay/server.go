@@ -76,6 +76,7 @@ type Server struct {
 	hubs    *hub.Registry
 	log     *slog.Logger
 	metrics *metrics
+	now     func() time.Time // the clock of the keyframe limits; tests set theirs before Listen
 
 	udp *net.UDPConn
 	tr  *quic.Transport
@@ -100,6 +101,7 @@ func NewServer(cfg Config, hubs *hub.Registry) *Server {
 		cfg:      cfg,
 		hubs:     hubs,
 		log:      cfg.Logger,
+		now:      time.Now,
 		conns:    make(map[*quic.Conn]struct{}),
 		funcs:    make(map[string]*function),
 		sessions: make(map[string]*Session),
@@ -364,6 +366,7 @@ type metrics struct {
 	retransmitted prometheus.Counter
 	unrecoverable prometheus.Counter
 	authFailures  *prometheus.CounterVec
+	keyframes     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, dropped func() float64) *metrics {
@@ -384,9 +387,12 @@ func newMetrics(reg prometheus.Registerer, dropped func() float64) *metrics {
 			Name: "lightspeed_relay_unrecoverable_total", Help: "Sequence numbers asked for again that were no longer held."}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lightspeed_relay_auth_failures_total", Help: "Function connections refused before welcome, by reason."}, []string{"reason"}),
+		keyframes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lightspeed_relay_keyframe_requests_total",
+			Help: "Keyframe requests from functions: asked of the publisher, cannot (FTL or none live), throttled, or for a channel not subscribed."}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.functions, m.datagrams, m.streamed, m.dropped, m.nacks, m.retransmitted, m.unrecoverable, m.authFailures)
+		reg.MustRegister(m.functions, m.datagrams, m.streamed, m.dropped, m.nacks, m.retransmitted, m.unrecoverable, m.authFailures, m.keyframes)
 	}
 	return m
 }

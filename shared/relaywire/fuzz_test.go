@@ -24,7 +24,8 @@ func FuzzReadMessage(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add(frame(byte(TypeNACK), `{"flow":1,"seqs":[1,2,3]}`))
-	f.Add(frame(17, `{}`))
+	f.Add(frame(byte(TypeKeyframe), `{"channel":4294967295}`))
+	f.Add(frame(18, `{}`))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bufio.NewReader(bytes.NewReader(data))

@@ -42,6 +42,7 @@ const (
 	TypeNACK          MsgType = 14
 	TypeDrain         MsgType = 15
 	TypeError         MsgType = 16
+	TypeKeyframe      MsgType = 17 // since Version 3
 )
 
 var typeNames = [...]string{
@@ -49,7 +50,7 @@ var typeNames = [...]string{
 	TypeLoad: "load", TypeSubscribe: "subscribe", TypeSubscribed: "subscribed",
 	TypeUnsubscribe: "unsubscribe", TypeSessionStart: "session_start", TypeSessionSDP: "session_sdp",
 	TypeSessionAnswer: "session_answer", TypeCandidate: "candidate", TypeSessionClose: "session_close",
-	TypeNACK: "nack", TypeDrain: "drain", TypeError: "error",
+	TypeNACK: "nack", TypeDrain: "drain", TypeError: "error", TypeKeyframe: "keyframe_request",
 }
 
 // String returns the name of the type as docs/relay.md spells it.
@@ -164,6 +165,14 @@ type Error struct {
 	Message string `json:"message"`
 }
 
+// KeyframeRequest tells the gateway that a viewer of a subscribed channel
+// needs a keyframe (its decoder sent a PLI or FIR). The function sends at
+// most one a second per channel; the gateway asks the channel's publisher,
+// when it can be asked.
+type KeyframeRequest struct {
+	Channel uint32 `json:"channel"`
+}
+
 // Type implements Message.
 func (*Hello) Type() MsgType { return TypeHello }
 
@@ -212,6 +221,9 @@ func (*Drain) Type() MsgType { return TypeDrain }
 // Type implements Message.
 func (*Error) Type() MsgType { return TypeError }
 
+// Type implements Message.
+func (*KeyframeRequest) Type() MsgType { return TypeKeyframe }
+
 // newMessage returns an empty message of type t, or nil for an unknown
 // type.
 func newMessage(t MsgType) Message {
@@ -248,6 +260,8 @@ func newMessage(t MsgType) Message {
 		return new(Drain)
 	case TypeError:
 		return new(Error)
+	case TypeKeyframe:
+		return new(KeyframeRequest)
 	}
 	return nil
 }

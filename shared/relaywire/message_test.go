@@ -44,6 +44,7 @@ func everyMessage() []Message {
 		&NACK{Flow: FlowOf(77, Video), Seqs: []uint16{65535, 0, 1}},
 		&Drain{Reason: "scale down"},
 		&Error{Message: "unauthorized"},
+		&KeyframeRequest{Channel: 77},
 	}
 }
 
@@ -80,6 +81,7 @@ func TestJSONFieldNamesAreSnakeCase(t *testing.T) {
 		{&SessionSDP{Session: "s", SDPType: "offer", SDP: "v=0"}, `{"session":"s","type":"offer","sdp":"v=0"}`},
 		{&CandidateMsg{Session: "s", Candidate: Candidate{Candidate: "c", SDPMid: ptr("0"), SDPMLineIndex: ptr[uint16](1)}}, `{"session":"s","candidate":{"candidate":"c","sdpMid":"0","sdpMLineIndex":1}}`},
 		{&NACK{Flow: 155, Seqs: []uint16{7, 9}}, `{"flow":155,"seqs":[7,9]}`},
+		{&KeyframeRequest{Channel: 77}, `{"channel":77}`},
 		{&Subscribed{Channel: 1, Tracks: []TrackInfo{{Flow: 2, Track: "video", Codec: "H264", PayloadType: 96, ClockRate: 90000, SSRC: 3}}}, `{"channel":1,"tracks":[{"flow":2,"track":"video","codec":"H264","payload_type":96,"clock_rate":90000,"ssrc":3}]}`},
 	}
 	for _, tt := range tests {
@@ -116,7 +118,7 @@ func TestReadMessageRejectsWhatBreaksTheProtocol(t *testing.T) {
 		{"longer than 64 KiB", quicvarint.Append(nil, MaxMessageSize+1)},
 		{"huge length", quicvarint.Append(nil, quicvarint.Max)},
 		{"unknown type 0", frame(0, `{}`)},
-		{"unknown type 17", frame(17, `{}`)},
+		{"unknown type 18", frame(18, `{}`)},
 		{"empty body", frame(byte(TypeHello), ``)},
 		{"body not JSON", frame(byte(TypeHello), `hello`)},
 		{"body a JSON array", frame(byte(TypeSubscribe), `[77]`)},
@@ -124,6 +126,7 @@ func TestReadMessageRejectsWhatBreaksTheProtocol(t *testing.T) {
 		{"trailing garbage", frame(byte(TypeSubscribe), `{"channel":77}x`)},
 		{"wrong field type", frame(byte(TypeSubscribe), `{"channel":"77"}`)},
 		{"channel out of range", frame(byte(TypeSubscribe), `{"channel":4294967296}`)},
+		{"keyframe request's channel out of range", frame(byte(TypeKeyframe), `{"channel":-1}`)},
 		{"first_seq out of range", frame(byte(TypeSubscribed), `{"channel":77,"tracks":[{"flow":154,"track":"video","first_seq":65536}]}`)},
 		{"sequence number out of range", frame(byte(TypeNACK), `{"flow":1,"seqs":[65536]}`)},
 		{"more than 64 sequence numbers", frame(byte(TypeNACK), `{"flow":1,"seqs":[`+strings.Repeat("1,", 64)+`1]}`)},

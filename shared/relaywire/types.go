@@ -16,9 +16,11 @@ import (
 const ALPN = "lightspeed-relay/1"
 
 // Version is the relay protocol version the function sends in Hello.
-// Version 2 added the flags byte of every datagram (docs/relay.md): a
-// gateway refuses a function of another version, naming both.
-const Version = 2
+// Version 2 added the flags byte of every datagram (docs/relay.md);
+// version 3 the keyframe_request message, which a gateway of version 2
+// would take for a protocol error and close the connection on. A gateway
+// refuses a function of another version, naming both.
+const Version = 3
 
 // Track is a media track of a channel.
 type Track uint8
