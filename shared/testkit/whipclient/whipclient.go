@@ -234,12 +234,6 @@ func (p *Publisher) readRTCP(s *webrtc.RTPSender) {
 // KeyframeRequests returns the PLIs and FIRs received so far.
 func (p *Publisher) KeyframeRequests() (plis, firs int64) { return p.plis.Load(), p.firs.Load() }
 
-// Location is the session's URL.
-func (p *Publisher) Location() string { return p.location }
-
-// Failed is closed when the PeerConnection failed or closed.
-func (p *Publisher) Failed() <-chan struct{} { return p.failed }
-
 // Stream sends nals (H.264 NAL units, as testmedia.NALUnits returns them)
 // and opus (20 ms packets) in real time, the video at testmedia.FrameRate,
 // looping both, until ctx ends; it returns ctx's error, or the error of a
