@@ -39,6 +39,8 @@ type channel struct {
 	hold    *time.Timer // releases a held frame
 	holding bool
 
+	keyframes keyframeGate // the viewers' keyframe requests, throttled; its own lock
+
 	in, invalid, duplicates atomic.Uint64
 }
 

@@ -40,7 +40,7 @@ import (
 // guarded by Fanout.mu; it is never held across a call into pion or the
 // Upstream. chans is the copy of the channel map WriteRTP reads without a
 // lock: replaced, never changed, under mu. certs and load have locks of
-// their own. wg counts every goroutine and pending grace timer; quit ends
+// their own; keyframes is atomics. wg counts every goroutine and pending grace timer; quit ends
 // the fan-out's own goroutines (writers, sender reports).
 
 // Upstream is the relay client as the fan-out sees it.
@@ -53,6 +53,11 @@ type Upstream interface {
 	SendCandidate(session string, c relaywire.Candidate)
 	// SessionClosed tells the gateway that the fan-out ended a session.
 	SessionClosed(session, reason string)
+	// RequestKeyframe asks the gateway for a keyframe of a subscribed
+	// channel, for a viewer whose decoder needs one. It must not wait (the
+	// viewers' RTCP readers call it); false means the request was dropped
+	// (no connection to the gateway).
+	RequestKeyframe(channel uint32) bool
 }
 
 // Config configures a Fanout. The zero value of a field means its default.
@@ -118,12 +123,17 @@ type Stats struct {
 	NACKed           uint64 // packets viewers asked for again
 	Retransmits      uint64 // of those, queued to be sent again
 	CacheMisses      uint64 // queued packets no longer in the cache when their turn came
-	PLIs, FIRs       uint64 // keyframe requests, which FTL cannot honour
-	SendCalls        uint64 // sendmmsg calls of the writers' batches
-	SendDatagrams    uint64 // datagrams those calls sent
-	SendSegmented    uint64 // of those, sent in segmented runs (UDP GSO)
-	SendErrors       uint64 // batched datagrams that could not be sent
-	ReadErrors       uint64 // transient socket read errors (ICMP reports) skipped
+	PLIs, FIRs       uint64 // keyframe requests of viewers' decoders, as RTCP packets
+	// The viewers' RTCP packets with a PLI or FIR about their video, each
+	// handed to the relay client as a keyframe request of its channel, or
+	// throttled (one a second per channel), or dropped by the relay
+	// client (not connected).
+	KeyframesSent, KeyframesThrottled, KeyframesDropped uint64
+	SendCalls                                           uint64 // sendmmsg calls of the writers' batches
+	SendDatagrams                                       uint64 // datagrams those calls sent
+	SendSegmented                                       uint64 // of those, sent in segmented runs (UDP GSO)
+	SendErrors                                          uint64 // batched datagrams that could not be sent
+	ReadErrors                                          uint64 // transient socket read errors (ICMP reports) skipped
 }
 
 // Fanout serves the viewers of one function. Its methods are safe for
@@ -142,11 +152,13 @@ type Fanout struct {
 	// gathers on the loopback interface only, advertises 127.0.0.1 when no
 	// public IP is set, and takes viewers' loopback candidates.
 	loopback bool
-	quit     chan struct{} // closed by Close: stops the writers and the sender reports
+	quit     chan struct{}    // closed by Close: stops the writers and the sender reports
+	now      func() time.Time // the clock of the keyframe throttle; tests set theirs before the first session
 
-	certs webrtcapi.Certificates
-	load  loadMeter
-	wg    sync.WaitGroup // every goroutine and pending grace timer
+	certs     webrtcapi.Certificates
+	load      loadMeter
+	keyframes keyframeCounters
+	wg        sync.WaitGroup // every goroutine and pending grace timer
 
 	// chans is the channel map WriteRTP reads without locking; it is
 	// replaced, never changed, under mu.
@@ -188,6 +200,7 @@ func New(cfg Config, up Upstream) (*Fanout, error) {
 		unsubscribing: make(map[uint32]chan struct{}),
 		running:       make(map[*viewer]struct{}),
 		quit:          make(chan struct{}),
+		now:           time.Now,
 	}
 	f.chans.Store(&map[uint32]*channel{})
 	f.load.reset(time.Now())
@@ -274,6 +287,9 @@ func (f *Fanout) Stats() Stats {
 	cs := f.conn.Stats()
 	s.SendCalls, s.SendDatagrams, s.SendSegmented, s.SendErrors = cs.Calls, cs.Datagrams, cs.Segmented, cs.Errors
 	s.ReadErrors = cs.ReadErrors
+	s.KeyframesSent = f.keyframes.sent.Load()
+	s.KeyframesThrottled = f.keyframes.throttled.Load()
+	s.KeyframesDropped = f.keyframes.dropped.Load()
 	return s
 }
 

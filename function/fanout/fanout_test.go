@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -148,22 +149,117 @@ func TestNACKIsAnsweredFromTheSharedCache(t *testing.T) {
 	}
 }
 
-func TestKeyframeRequestsAreCountedNotHonoured(t *testing.T) {
-	h := newHarness(t, Config{})
-	p := newPeer(t, viewerAPI(t, false))
-	h.connectWHEP(p, "pli")
-	h.writeGOP(2)
-	p.waitAll(relaywire.Video, h.sent[relaywire.Video])
+// testClock is a clock the test moves.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// videoSSRC is the SSRC of the video a peer receives.
+func (p *peer) videoSSRC() uint32 {
 	p.mu.Lock()
-	ssrc := uint32(p.remote[relaywire.Video].SSRC())
-	p.mu.Unlock()
-	if err := p.pc.WriteRTCP([]rtcp.Packet{
-		&rtcp.PictureLossIndication{MediaSSRC: ssrc},
-		&rtcp.FullIntraRequest{MediaSSRC: ssrc, FIR: []rtcp.FIREntry{{SSRC: ssrc}}},
-	}); err != nil {
+	defer p.mu.Unlock()
+	return uint32(p.remote[relaywire.Video].SSRC())
+}
+
+// TestViewersKeyframeRequestsReachTheRelayOnceASecondPerChannel: real pion
+// viewers send PLIs and FIRs about their video; the fan-out hands the
+// relay client one request per channel a second, whichever viewer asks,
+// throttles the rest and counts what the relay client drops. The clock is
+// the test's: the throttle is checked by counts, never by waiting.
+func TestViewersKeyframeRequestsReachTheRelayOnceASecondPerChannel(t *testing.T) {
+	h := newHarness(t, Config{})
+	clock := &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	h.f.now = clock.Now // before the first session: its RTCP reader starts after
+	a, b := newPeer(t, viewerAPI(t, false)), newPeer(t, viewerAPI(t, false))
+	h.connectWHEP(a, "a")
+	h.connectWHEP(b, "b")
+	h.writeGOP(2)
+	a.waitAll(relaywire.Video, h.sent[relaywire.Video])
+	b.waitAll(relaywire.Video, h.sent[relaywire.Video])
+
+	handled := uint64(0)
+	// send has p send each of pkts as an RTCP packet of its own and waits
+	// until the fan-out decided about each.
+	send := func(p *peer, pkts ...rtcp.Packet) {
+		t.Helper()
+		for _, pkt := range pkts {
+			if err := p.pc.WriteRTCP([]rtcp.Packet{pkt}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		handled += uint64(len(pkts))
+		waitFor(t, "the keyframe requests to be handled", func() bool {
+			s := h.f.Stats()
+			return s.KeyframesSent+s.KeyframesThrottled+s.KeyframesDropped == handled
+		})
+	}
+	check := func(when string, sent, throttled, dropped uint64) {
+		t.Helper()
+		s := h.f.Stats()
+		if s.KeyframesSent != sent || s.KeyframesThrottled != throttled || s.KeyframesDropped != dropped {
+			t.Fatalf("%s: keyframe requests sent %d, throttled %d, dropped %d; want %d, %d, %d",
+				when, s.KeyframesSent, s.KeyframesThrottled, s.KeyframesDropped, sent, throttled, dropped)
+		}
+		if got := h.up.keyframeRequests(); uint64(len(got)) != sent+dropped || slices.ContainsFunc(got, func(c uint32) bool { return c != testChannel }) {
+			t.Fatalf("%s: relay client asked for keyframes of %v, want channel %d %d times", when, got, testChannel, sent+dropped)
+		}
+	}
+	pli := func(p *peer) rtcp.Packet { return &rtcp.PictureLossIndication{MediaSSRC: p.videoSSRC()} }
+	fir := func(p *peer) rtcp.Packet {
+		return &rtcp.FullIntraRequest{MediaSSRC: p.videoSSRC(), FIR: []rtcp.FIREntry{{SSRC: p.videoSSRC()}}}
+	}
+
+	send(a, pli(a), pli(a), pli(a), fir(a))
+	check("a's first second", 1, 3, 0)
+	send(b, pli(b)) // the other viewer of the channel, in the same second
+	check("b in the same second", 1, 4, 0)
+	clock.advance(999 * time.Millisecond)
+	send(b, pli(b))
+	check("just before the second is up", 1, 5, 0)
+	clock.advance(time.Millisecond)
+	send(b, fir(b), pli(b))
+	check("the next second", 2, 6, 0)
+
+	// Without a relay connection the request is dropped, and the channel's
+	// second still starts: the next ask waits for it.
+	h.up.mu.Lock()
+	h.up.refuse = true
+	h.up.mu.Unlock()
+	clock.advance(time.Second)
+	send(a, pli(a), pli(a))
+	check("without a relay connection", 2, 7, 1)
+
+	// A compound packet with both a PLI and a FIR is one request; a PLI
+	// about another SSRC is none.
+	h.up.mu.Lock()
+	h.up.refuse = false
+	h.up.mu.Unlock()
+	clock.advance(time.Second)
+	if err := a.pc.WriteRTCP([]rtcp.Packet{pli(a), fir(a), &rtcp.PictureLossIndication{MediaSSRC: a.videoSSRC() + 1}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the keyframe requests to be counted", func() bool { s := h.f.Stats(); return s.PLIs == 1 && s.FIRs == 1 })
+	handled++
+	waitFor(t, "the compound packet to be handled", func() bool {
+		s := h.f.Stats()
+		return s.KeyframesSent+s.KeyframesThrottled+s.KeyframesDropped == handled
+	})
+	check("a compound packet", 3, 7, 1)
+	if s := h.f.Stats(); s.PLIs != 9 || s.FIRs != 3 {
+		t.Errorf("counted %d PLIs and %d FIRs, want 9 and 3", s.PLIs, s.FIRs)
+	}
 }
 
 // stuckWriter is the writer of a viewer that takes no packets: its first

@@ -94,8 +94,11 @@ func FuzzHandleRTCP(f *testing.F) {
 	f.Add(append(rr, nack...))
 	f.Add(pli)
 	f.Add([]byte{0x81, 0xcd, 0x00, 0x03, 0, 0, 0, 1, 0, 0, 0x03, 0xe8, 0, 1, 0xff, 0xff})
+	fan := &Fanout{up: newFakeUpstream(), now: time.Now}
+	ch := newChannel(1)
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		v := newViewer(nil, "fuzz", nil, 16, testWriter())
+		v := newViewer(fan, "fuzz", ch, 16, testWriter())
+		before := fan.keyframes.sent.Load() + fan.keyframes.throttled.Load()
 		for i := range v.tracks {
 			v.tracks[i] = &viewerTrack{}
 			v.tracks[i].bound.Store(&binding{ssrc: 1000 + uint32(i), writer: &fakeWriter{}})
@@ -103,6 +106,11 @@ func FuzzHandleRTCP(f *testing.F) {
 		v.handleRTCP(relaywire.Video, raw)
 		v.handleRTCP(relaywire.Audio, raw)
 		c := &v.counters
+		// One keyframe request at most, for the video's RTCP only.
+		requests := fan.keyframes.sent.Load() + fan.keyframes.throttled.Load() - before
+		if requests > 1 || (requests == 1 && c.plis.Load()+c.firs.Load() == 0) {
+			t.Fatalf("%d keyframe requests after %d PLIs and %d FIRs", requests, c.plis.Load(), c.firs.Load())
+		}
 		if c.retransmits.Load() > c.nacked.Load() || c.retransmits.Load() > 16 {
 			t.Fatalf("retransmits %d of %d NACKed, queue of 16", c.retransmits.Load(), c.nacked.Load())
 		}

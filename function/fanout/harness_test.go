@@ -69,6 +69,8 @@ type fakeUpstream struct {
 	closed       map[string]string
 	candidates   map[string][]relaywire.Candidate
 	err          error
+	keyframes    []uint32 // channels of RequestKeyframe, in call order
+	refuse       bool     // RequestKeyframe drops, as without a relay connection
 }
 
 func newFakeUpstream() *fakeUpstream {
@@ -106,6 +108,20 @@ func (u *fakeUpstream) SessionClosed(session, reason string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.closed[session] = reason
+}
+
+func (u *fakeUpstream) RequestKeyframe(channel uint32) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.keyframes = append(u.keyframes, channel)
+	return !u.refuse
+}
+
+// keyframeRequests returns the channels of the keyframe requests so far.
+func (u *fakeUpstream) keyframeRequests() []uint32 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.keyframes)
 }
 
 func (u *fakeUpstream) calls() (subs, unsubs []uint32, closed map[string]string) {

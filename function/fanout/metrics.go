@@ -41,9 +41,9 @@ var fanoutMetrics = []fanoutMetric{
 		func(s Stats) float64 { return float64(s.Retransmits) }),
 	metric("lightspeed_function_cache_misses_total", "Queued packets no longer in the cache when their turn came.", prometheus.CounterValue,
 		func(s Stats) float64 { return float64(s.CacheMisses) }),
-	metric("lightspeed_function_pli_total", "Picture loss indications from viewers (not honoured: FTL cannot make keyframes).", prometheus.CounterValue,
+	metric("lightspeed_function_pli_total", "Picture loss indications from viewers about their video.", prometheus.CounterValue,
 		func(s Stats) float64 { return float64(s.PLIs) }),
-	metric("lightspeed_function_fir_total", "Full intra requests from viewers (not honoured).", prometheus.CounterValue,
+	metric("lightspeed_function_fir_total", "Full intra requests from viewers about their video.", prometheus.CounterValue,
 		func(s Stats) float64 { return float64(s.FIRs) }),
 	metric("lightspeed_function_sendmmsg_calls_total", "sendmmsg calls that sent the writers' batches of datagrams.", prometheus.CounterValue,
 		func(s Stats) float64 { return float64(s.SendCalls) }),
@@ -57,11 +57,18 @@ var fanoutMetrics = []fanoutMetric{
 		func(s Stats) float64 { return float64(s.ReadErrors) }),
 }
 
+// keyframeRequests counts the viewers' keyframe requests by what became
+// of them: one metric with a label, so it is not in fanoutMetrics.
+var keyframeRequests = prometheus.NewDesc("lightspeed_function_keyframe_requests_total",
+	"Viewers' RTCP packets asking for a keyframe (PLI or FIR about their video): sent to the gateway, throttled (one a second per channel), or dropped (no relay connection).",
+	[]string{"result"}, nil)
+
 // Describe sends the descriptors of the fan-out's metrics.
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range fanoutMetrics {
 		ch <- m.desc
 	}
+	ch <- keyframeRequests
 }
 
 // Collect sends the current values of the fan-out's metrics.
@@ -69,5 +76,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.f.Stats()
 	for _, m := range fanoutMetrics {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(s))
+	}
+	for result, n := range map[string]uint64{"sent": s.KeyframesSent, "throttled": s.KeyframesThrottled, "dropped": s.KeyframesDropped} {
+		ch <- prometheus.MustNewConstMetric(keyframeRequests, prometheus.CounterValue, float64(n), result)
 	}
 }

@@ -369,8 +369,9 @@ func (v *viewer) serveRTCP(t relaywire.Track, s *webrtc.RTPSender, buf []byte, l
 }
 
 // handleRTCP answers the generic NACKs about track t from the shared cache
-// (through the viewer's queue) and counts keyframe requests, which FTL
-// cannot honour.
+// (through the viewer's queue), and hands a PLI or FIR about the video to
+// the fan-out's keyframe requests of the channel (one per RTCP packet,
+// however many it carries).
 func (v *viewer) handleRTCP(t relaywire.Track, raw []byte) {
 	pkts, err := rtcp.Unmarshal(raw)
 	if err != nil {
@@ -380,6 +381,7 @@ func (v *viewer) handleRTCP(t relaywire.Track, raw []byte) {
 	if b == nil {
 		return
 	}
+	keyframe := false
 	for _, p := range pkts {
 		switch p := p.(type) {
 		case *rtcp.TransportLayerNack:
@@ -398,11 +400,16 @@ func (v *viewer) handleRTCP(t relaywire.Track, raw []byte) {
 		case *rtcp.PictureLossIndication:
 			if p.MediaSSRC == b.ssrc {
 				v.counters.plis.Add(1)
+				keyframe = true
 			}
 		case *rtcp.FullIntraRequest:
 			if p.MediaSSRC == b.ssrc {
 				v.counters.firs.Add(1)
+				keyframe = true
 			}
 		}
+	}
+	if keyframe && t == relaywire.Video {
+		v.f.requestKeyframe(v.ch)
 	}
 }
