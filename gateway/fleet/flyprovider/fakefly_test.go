@@ -614,7 +614,9 @@ var (
 	createSent       = []string{"config", "region"}
 	configDocumented = []string{"image", "auto_destroy", "checks", "dns", "env", "files", "guest", "init", "metadata",
 		"metrics", "mounts", "processes", "restart", "schedule", "services", "size", "standbys", "statics", "stop_config"}
-	configSent        = []string{"image", "auto_destroy", "env", "guest", "metadata", "restart", "services"}
+	configSent        = []string{"image", "auto_destroy", "env", "guest", "metadata", "metrics", "restart", "services"}
+	metricsDocumented = []string{"port", "path", "https"}
+	metricsSent       = []string{"port", "path"}
 	guestDocumented   = []string{"cpu_kind", "gpu_kind", "host_dedication_id", "cpus", "kernel_args", "memory_mb"}
 	guestSent         = []string{"cpu_kind", "cpus", "memory_mb"}
 	serviceDocumented = []string{"protocol", "internal_port", "concurrency", "ports", "auto_start", "auto_stop", "min_machines_running"}
@@ -671,6 +673,17 @@ func checkCreateBody(b []byte) (region string, cfg map[string]any, err error) {
 	if raw, ok := c["services"]; ok {
 		if err := checkServices(raw); err != nil {
 			return "", nil, fmt.Errorf("config.services: %w", err)
+		}
+	}
+	if raw, ok := c["metrics"]; ok {
+		m, err := fields(raw, metricsDocumented, metricsSent)
+		if err != nil {
+			return "", nil, fmt.Errorf("config.metrics: %w", err)
+		}
+		var port int
+		var path string
+		if json.Unmarshal(m["port"], &port) != nil || port < 1 || port > 65535 || json.Unmarshal(m["path"], &path) != nil || !strings.HasPrefix(path, "/") {
+			return "", nil, fmt.Errorf("config.metrics %s %s: want a port and an absolute path", m["port"], m["path"])
 		}
 	}
 	if raw, ok := c["restart"]; ok {

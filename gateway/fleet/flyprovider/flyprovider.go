@@ -63,6 +63,11 @@ const (
 	DefaultRequestTimeout = 60 * time.Second
 )
 
+// MetricsPort is where a function machine serves its metrics
+// (LS_METRICS_ADDR), which the machine's config tells Fly's Prometheus to
+// scrape.
+const MetricsPort = 9091
+
 // TokenEnv is the environment variable Fly's tools and documentation keep
 // the API token in; the gateway reads Config.Token from it.
 const TokenEnv = "FLY_API_TOKEN"
@@ -386,6 +391,9 @@ func (p *Provider) createRequest(spec fleet.Spec, image, mark string) createRequ
 	env["LS_PUBLIC_IPS"] = p.publicIP
 	// The function must announce FLY_MACHINE_ID, the id List returns.
 	delete(env, "LS_MACHINE_ID")
+	// Its metrics, for Fly's Prometheus: no service exposes the port, so
+	// only the private network reaches it.
+	env["LS_METRICS_ADDR"] = ":" + strconv.Itoa(MetricsPort)
 	g := p.guest
 	return createRequest{
 		Region: spec.Region,
@@ -407,6 +415,7 @@ func (p *Provider) createRequest(spec fleet.Spec, image, mark string) createRequ
 			// A crash restarts the function; a clean exit (idle) leaves
 			// the machine stopped, for the fleet to start or destroy.
 			Restart:     &restartPolicy{Policy: "on-failure"},
+			Metrics:     &metricsEndpoint{Port: MetricsPort, Path: "/metrics"},
 			AutoDestroy: false,
 		},
 	}

@@ -118,6 +118,7 @@ func TestCreateSendsTheDocumentedMachineConfig(t *testing.T) {
 			Services    []service         `json:"services"`
 			Metadata    map[string]string `json:"metadata"`
 			Restart     restartPolicy     `json:"restart"`
+			Metrics     metricsEndpoint   `json:"metrics"`
 			AutoDestroy *bool             `json:"auto_destroy"`
 		} `json:"config"`
 	}
@@ -134,6 +135,7 @@ func TestCreateSendsTheDocumentedMachineConfig(t *testing.T) {
 		"LS_CAPACITY":        "500",
 		"LS_WEBRTC_UDP_ADDR": "fly-global-services:10001",
 		"LS_PUBLIC_IPS":      "203.0.113.7",
+		"LS_METRICS_ADDR":    ":9091",
 	}
 	if fmt.Sprint(c.Env) != fmt.Sprint(wantEnv) {
 		t.Errorf("env %v, want %v", c.Env, wantEnv)
@@ -151,6 +153,9 @@ func TestCreateSendsTheDocumentedMachineConfig(t *testing.T) {
 	}
 	if c.Restart.Policy != "on-failure" {
 		t.Errorf("restart policy %q, want on-failure", c.Restart.Policy)
+	}
+	if c.Metrics != (metricsEndpoint{Port: 9091, Path: "/metrics"}) {
+		t.Errorf("metrics %+v, want Fly's Prometheus to scrape :9091/metrics", c.Metrics)
 	}
 	if c.AutoDestroy == nil || *c.AutoDestroy {
 		t.Errorf("auto_destroy %v, want false", c.AutoDestroy)

@@ -45,9 +45,17 @@ type machineConfig struct {
 	Services []service         `json:"services,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
 	Restart  *restartPolicy    `json:"restart,omitempty"`
+	Metrics  *metricsEndpoint  `json:"metrics,omitempty"`
 	// AutoDestroy is sent as false: a function that exits (LS_IDLE_EXIT)
 	// leaves a stopped machine the fleet can start again quickly.
 	AutoDestroy bool `json:"auto_destroy"`
+}
+
+// metricsEndpoint is where Fly's Prometheus scrapes the machine, over the
+// private network.
+type metricsEndpoint struct {
+	Port int    `json:"port"`
+	Path string `json:"path"`
 }
 
 // guest is the machine's size.
