@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v3"
 
 	"lightspeed/shared/testkit/ftlclient"
 	"lightspeed/shared/testkit/netns"
@@ -20,7 +22,8 @@ func whipURL(g *Gateway) string { return fmt.Sprintf("http://%s/api/whip", g.HTT
 
 // TestAWHIPPublisherReachesViewersAndHandsOverToFTL: a publisher that
 // behaves as OBS's WHIP output does streams through the hub, the relay and
-// the function to a WHEP viewer; the gateway asks it for a keyframe; an
+// the function to a WHEP viewer; the gateway asks it for a keyframe, also
+// when the viewer's decoder asks the function for one; an
 // FTL publisher of the live channel gets 406; once the WHIP publisher
 // DELETEs its session, the FTL publisher takes the channel and the same
 // viewer, on the same PeerConnection, goes on with continuous sequence
@@ -74,6 +77,23 @@ func TestAWHIPPublisherReachesViewersAndHandsOverToFTL(t *testing.T) {
 	if plis, firs := pub.KeyframeRequests(); plis+firs == 0 {
 		t.Error("the gateway never asked the WHIP publisher for a keyframe")
 	}
+
+	// A viewer's keyframe request goes through the function and the relay
+	// to the WHIP publisher (each hop throttles: ask until it arrives).
+	before, _ := pub.KeyframeRequests()
+	var ssrc uint32
+	for _, r := range v.PeerConnection().GetReceivers() {
+		if tr := r.Track(); tr != nil && tr.Kind() == webrtc.RTPCodecTypeVideo {
+			ssrc = uint32(tr.SSRC())
+		}
+	}
+	waitUntil(t, "the viewer's PLI at the WHIP publisher", func() bool {
+		if err := v.PeerConnection().WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}}); err != nil {
+			t.Fatalf("viewer PLI: %v", err)
+		}
+		plis, _ := pub.KeyframeRequests()
+		return plis > before
+	})
 
 	var reply *ftlclient.ReplyError
 	if _, err := ftlclient.Dial(ctx, ftlclient.Config{Addr: g.FTLAddr().String(), StreamKey: testKey}); !errors.As(err, &reply) || reply.Code != 406 {
