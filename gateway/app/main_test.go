@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	functionapp "lightspeed/function/app"
+	"lightspeed/shared/testkit/netns"
 )
 
 // functionRoleVar, set in a process's environment, makes the test binary a
@@ -14,8 +15,8 @@ import (
 const functionRoleVar = "LIGHTSPEED_TEST_FUNCTION"
 
 // TestMain runs the tests, plays a function when the local provider ran
-// the binary as one, or plays stackRole when a test has re-executed the
-// binary in a network namespace.
+// the binary as one, or plays stackRole or whipStackRole when a test has
+// re-executed the binary in a network namespace.
 func TestMain(m *testing.M) {
 	if os.Getenv(functionRoleVar) == "1" {
 		if err := functionapp.Main(nil, io.Discard); err != nil {
@@ -23,6 +24,9 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		os.Exit(0)
+	}
+	if netns.Role() == whipStackRole.Name {
+		os.Exit(serveWHIPStack())
 	}
 	stackRole.Main(m, serveStack)
 }

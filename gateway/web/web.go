@@ -1,6 +1,8 @@
 // Package web is the viewer page: the channel list, the player that watches
 // a channel over WHEP, and the config.json the original Lightspeed web app
-// reads. Every file is embedded in the binary; nothing is built with Node.
+// reads; and the publish page, which sends a browser's camera or screen
+// over WHIP. Every file is embedded in the binary; nothing is built with
+// Node.
 package web
 
 import (
@@ -19,9 +21,9 @@ import (
 	"time"
 )
 
-// files holds the page, the not-found page and the static assets.
+// files holds the pages, the not-found page and the static assets.
 //
-//go:embed index.html notfound.html static
+//go:embed index.html publish.html notfound.html static
 var files embed.FS
 
 // contentSecurityPolicy allows only the page's own scripts, styles and
@@ -81,6 +83,7 @@ func (a *asset) serve(w http.ResponseWriter, r *http.Request) {
 // site is the set of embedded files, loaded once per Handler.
 type site struct {
 	index    *asset
+	publish  *asset
 	static   map[string]*asset // by path under static/
 	notFound *template.Template
 }
@@ -89,6 +92,9 @@ func loadSite() (*site, error) {
 	s := &site{static: map[string]*asset{}}
 	var err error
 	if s.index, err = newAsset("index.html"); err != nil {
+		return nil, err
+	}
+	if s.publish, err = newAsset("publish.html"); err != nil {
 		return nil, err
 	}
 	if s.notFound, err = template.ParseFS(files, "notfound.html"); err != nil {
@@ -113,9 +119,10 @@ func loadSite() (*site, error) {
 
 // Handler serves the viewer page: "/" (the channel list; it plays the only
 // live channel in place when exactly one is live), "/watch/{channel}" (the
-// player), the static assets under "/static/", and "/config.json"
-// ({"wsUrl": "ws(s)://<host>/websocket"}, for the original Lightspeed web
-// app). Any other path gets the not-found page.
+// player), "/publish" (the publish page: a browser's camera or screen to
+// the gateway's WHIP ingest), the static assets under "/static/", and
+// "/config.json" ({"wsUrl": "ws(s)://<host>/websocket"}, for the original
+// Lightspeed web app). Any other path gets the not-found page.
 func Handler() http.Handler {
 	s, err := loadSite()
 	if err != nil {
@@ -126,6 +133,7 @@ func Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", s.index.serve)
 	mux.HandleFunc("GET /watch/{channel}", s.serveWatch)
+	mux.HandleFunc("GET /publish", s.publish.serve)
 	mux.HandleFunc("GET /static/", s.serveStatic)
 	mux.HandleFunc("GET /config.json", serveConfig)
 	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {

@@ -56,6 +56,11 @@ func TestRoutesAnswerWithStatusTypeAndPolicy(t *testing.T) {
 		{"watch of a negative number is not found", "GET", "/watch/-1", 404, "text/html; charset=utf-8", "no-store", nil},
 		{"watch of a channel beyond 32 bits is not found", "GET", "/watch/4294967296", 404, "text/html; charset=utf-8", "no-store", nil},
 		{"watch with a trailing slash is not found", "GET", "/watch/77/", 404, "text/html; charset=utf-8", "no-store", nil},
+		{"publish is the publish page", "GET", "/publish", 200, "text/html; charset=utf-8", "no-cache", []string{`src="/static/publish.js"`, `type="password"`}},
+		{"head of publish has no body but the same headers", "HEAD", "/publish", 200, "text/html; charset=utf-8", "no-cache", nil},
+		{"publish with a trailing slash is not found", "GET", "/publish/", 404, "text/html; charset=utf-8", "no-store", []string{"Page not found"}},
+		{"below publish is not found", "GET", "/publish/77", 404, "text/html; charset=utf-8", "no-store", []string{"Page not found"}},
+		{"post to the publish page is not allowed", "POST", "/publish", 405, "", "", nil},
 		{"script is javascript", "GET", "/static/app.js", 200, "text/javascript; charset=utf-8", "no-cache", []string{"import"}},
 		{"stylesheet is css", "GET", "/static/style.css", 200, "text/css; charset=utf-8", "no-cache", nil},
 		{"icon is svg", "GET", "/static/icon.svg", 200, "image/svg+xml", "no-cache", []string{"<svg"}},
@@ -114,7 +119,7 @@ func TestPolicyIsStrict(t *testing.T) {
 // The policy forbids inline code: the pages must not carry any.
 func TestPagesHaveNoInlineScriptOrStyle(t *testing.T) {
 	inline := regexp.MustCompile(`(?i)<script(?:\s[^>]*)?>\s*[^<\s]|<style|\sstyle="|\son[a-z]+="`)
-	for _, name := range []string{"index.html", "notfound.html"} {
+	for _, name := range []string{"index.html", "publish.html", "notfound.html"} {
 		b, err := files.ReadFile(name)
 		if err != nil {
 			t.Fatal(err)
@@ -162,7 +167,7 @@ func TestEveryReferencedAssetIsServed(t *testing.T) {
 			}
 		}
 	}
-	for _, page := range []string{"/", "/watch/77", "/watch/abc"} {
+	for _, page := range []string{"/", "/watch/77", "/watch/abc", "/publish"} {
 		res := get(t, h, "GET", page, nil)
 		refs := attrRef.FindAllStringSubmatch(body(t, res), -1)
 		if len(refs) == 0 {
@@ -172,9 +177,54 @@ func TestEveryReferencedAssetIsServed(t *testing.T) {
 			check(page, m[1])
 		}
 	}
-	for _, want := range []string{"/static/app.js", "/static/player.js", "/static/whep.js", "/static/style.css"} {
+	for _, want := range []string{"/static/app.js", "/static/player.js", "/static/whep.js", "/static/style.css", "/static/publish.js", "/static/whip.js"} {
 		if !checked[want] {
 			t.Errorf("%s was never reached from the pages", want)
+		}
+	}
+}
+
+// The stream key is a secret: the publish page's markup keeps it out of
+// any form submission (the field has no name, so it is never a form
+// value, and it never autocompletes) and out of the page's history, and
+// nothing can be submitted before the script has taken over.
+func TestPublishPageKeepsTheKeyOutOfSubmissions(t *testing.T) {
+	res := get(t, Handler(), "GET", "/publish", nil)
+	page := body(t, res)
+	field := regexp.MustCompile(`<input[^>]*\bid="key"[^>]*>`).FindString(page)
+	if field == "" {
+		t.Fatal("the page has no key field (id=\"key\")")
+	}
+	for _, want := range []string{`type="password"`, `autocomplete="off"`, " disabled"} {
+		if !strings.Contains(field, want) {
+			t.Errorf("the key field %s lacks %s", field, want)
+		}
+	}
+	if strings.Contains(field, "name=") {
+		t.Errorf("the key field %s has a name: a form submission would carry the key", field)
+	}
+	form := regexp.MustCompile(`<form[^>]*>`).FindString(page)
+	if !strings.Contains(form, `method="post"`) || strings.Contains(form, "action=") {
+		t.Errorf("the form %s: want method=\"post\" to the page itself, never a GET that puts fields in the URL", form)
+	}
+	start := regexp.MustCompile(`<button[^>]*\bid="start"[^>]*>`).FindString(page)
+	if !strings.Contains(start, " disabled") {
+		t.Errorf("the start button %s is enabled before the script runs", start)
+	}
+}
+
+// The page's script keeps the key in memory: no storage, no console, no
+// URL built from it.
+func TestPublishScriptsKeepTheKeyInMemory(t *testing.T) {
+	for _, name := range []string{"static/publish.js", "static/whip.js"} {
+		b, err := files.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, banned := range []string{"localStorage", "sessionStorage", "indexedDB", "document.cookie", "console.", "history.", "location.", "searchParams"} {
+			if strings.Contains(string(b), banned) {
+				t.Errorf("%s uses %s", name, banned)
+			}
 		}
 	}
 }
