@@ -11,6 +11,8 @@ const Usage = `  gateway keys add [channel]       create a key
   gateway keys list                print every key
   gateway keys rotate [channel]    give a key a new secret
   gateway keys remove <channel>    delete a key
+  gateway keys private [channel]   viewers need a viewer token (gateway tokens issue)
+  gateway keys public [channel]    anyone may watch (the default)
 A missing channel is the default channel (LS_DEFAULT_CHANNEL, 77 unless set).`
 
 // ErrUsage is wrapped by the errors Command returns for a malformed
@@ -18,10 +20,12 @@ A missing channel is the default channel (LS_DEFAULT_CHANNEL, 77 unless set).`
 var ErrUsage = errors.New("usage:\n" + Usage)
 
 // Command runs the "keys" subcommand of the gateway on s: args are the
-// words after "keys". add and rotate act on defaultChannel (the gateway's
-// LS_DEFAULT_CHANNEL) when args name no channel. add and rotate print the
-// new stream key, list prints every key, one per line, sorted by channel;
-// they print keys alone so scripts can read them. "help" prints the usage.
+// words after "keys". add, rotate, private and public act on
+// defaultChannel (the gateway's LS_DEFAULT_CHANNEL) when args name no
+// channel. add and rotate print the new stream key, list prints every key,
+// one per line, sorted by channel; they print keys alone so scripts can
+// read them. private and public say what they did. "help" prints the
+// usage.
 func Command(args []string, s *Store, defaultChannel uint32, out io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("keys: missing command: %w", ErrUsage)
@@ -56,6 +60,20 @@ func Command(args []string, s *Store, defaultChannel uint32, out io.Writer) erro
 			return err
 		}
 		_, err = fmt.Fprintln(out, k)
+		return err
+	case "private", "public":
+		ch, err := channelArg(name, rest, defaultChannel)
+		if err != nil {
+			return err
+		}
+		if err := s.SetPrivate(ch, name == "private"); err != nil {
+			return err
+		}
+		if name == "private" {
+			_, err = fmt.Fprintf(out, "channel %d is private: viewers need a viewer token (gateway tokens issue %d)\n", ch, ch)
+		} else {
+			_, err = fmt.Fprintf(out, "channel %d is public: anyone may watch it\n", ch)
+		}
 		return err
 	case "remove":
 		ch, err := channelArg(name, rest, 0)

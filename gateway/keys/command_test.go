@@ -111,7 +111,7 @@ func TestCommandListOfAnEmptyStorePrintsNothing(t *testing.T) {
 func TestCommandHelpPrintsUsage(t *testing.T) {
 	s, _ := openTemp(t)
 	out, err := run(t, s, "help")
-	if err != nil || !strings.Contains(out, "gateway keys rotate [channel]") {
+	if err != nil || !strings.Contains(out, "gateway keys rotate [channel]") || !strings.Contains(out, "gateway keys private [channel]") || !strings.Contains(out, "gateway keys public [channel]") {
 		t.Fatalf("help printed %q, %v", out, err)
 	}
 }
@@ -167,6 +167,67 @@ func TestCommandOnAStaticStore(t *testing.T) {
 	for _, args := range [][]string{{"add", "5"}, {"rotate"}, {"remove", "77"}} {
 		_, err := run(t, s, args...)
 		if !errors.Is(err, ErrStatic) {
+			t.Errorf("%v on a static store: %v; want %v", args, err, ErrStatic)
+		}
+	}
+}
+
+func TestCommandMakesChannelsPrivateAndPublic(t *testing.T) {
+	s, _ := openTemp(t)
+	s.Add(defaultChannel)
+	s.Add(5)
+	out, err := run(t, s, "private")
+	if err != nil || out != "channel 77 is private: viewers need a viewer token (gateway tokens issue 77)\n" {
+		t.Fatalf("private printed %q, %v", out, err)
+	}
+	if !s.Private(defaultChannel) || s.Private(5) {
+		t.Fatal("private without a channel did not make the default channel, and only it, private")
+	}
+	out, err = run(t, s, "private", "5")
+	if err != nil || !strings.HasPrefix(out, "channel 5 is private") || !s.Private(5) {
+		t.Fatalf("private 5 printed %q, %v", out, err)
+	}
+	out, err = run(t, s, "public", "5")
+	if err != nil || out != "channel 5 is public: anyone may watch it\n" || s.Private(5) {
+		t.Fatalf("public 5 printed %q, %v", out, err)
+	}
+	out, err = run(t, s, "public")
+	if err != nil || out != "channel 77 is public: anyone may watch it\n" || s.Private(defaultChannel) {
+		t.Fatalf("public printed %q, %v", out, err)
+	}
+	out, _ = run(t, s, "list")
+	if strings.Contains(out, "private") || strings.Count(out, "\n") != 2 {
+		t.Errorf("list printed %q; want the keys alone", out)
+	}
+	var buf bytes.Buffer
+	if err := Command([]string{"private"}, s, 5, &buf); err != nil || !s.Private(5) || s.Private(defaultChannel) {
+		t.Errorf("private with default 5: %v; want channel 5 private", err)
+	}
+}
+
+func TestCommandPrivacyErrors(t *testing.T) {
+	tests := []struct {
+		args    []string
+		usage   bool
+		wantErr string
+	}{
+		{[]string{"private", "9"}, false, "keys: channel 9: has no key"},
+		{[]string{"public", "9"}, false, "keys: channel 9: has no key"},
+		{[]string{"private", "1", "2"}, true, "keys: private takes one channel, got 2 arguments"},
+		{[]string{"public", "x"}, false, `keys: public: channel id "x" is not a decimal number`},
+		{[]string{"private", "0"}, false, "keys: private: channel id 0 is not allowed"},
+	}
+	for _, tt := range tests {
+		s, _ := openTemp(t)
+		s.Add(77)
+		out, err := run(t, s, tt.args...)
+		if err == nil || out != "" || !strings.HasPrefix(err.Error(), tt.wantErr) || errors.Is(err, ErrUsage) != tt.usage {
+			t.Errorf("%v: printed %q, error %v; want %q (usage %v)", tt.args, out, err, tt.wantErr, tt.usage)
+		}
+	}
+	st := NewStatic(Key{Channel: 77, Secret: "fromenv"})
+	for _, args := range [][]string{{"private"}, {"public", "77"}} {
+		if _, err := run(t, st, args...); !errors.Is(err, ErrStatic) {
 			t.Errorf("%v on a static store: %v; want %v", args, err, ErrStatic)
 		}
 	}

@@ -89,6 +89,10 @@ func (k Key) validate() error {
 	return nil
 }
 
+// ParseChannel reads a channel id as the keys command takes it: decimal
+// digits only (no sign, no spaces), 1 to 4294967295.
+func ParseChannel(s string) (uint32, error) { return parseChannel(s) }
+
 // parseChannel reads a channel id: decimal digits only (no sign, no
 // spaces), 1 to 4294967295.
 func parseChannel(s string) (uint32, error) {

@@ -37,12 +37,22 @@ var (
 // keep answering from the keys last read; changes return the error.
 // Changes from two processes at the same instant are not merged: the last
 // write wins.
+//
+// A key can also mark its channel private: viewers then need a viewer
+// token (see gateway/viewtoken). The key file says so with "private": true
+// on the key, left out for public channels.
 type Store struct {
 	path string // key file; "" for a static store
 
 	mu   sync.Mutex
-	keys map[uint32]string
+	keys map[uint32]entry
 	seen fs.FileInfo // the key file as last read or written
+}
+
+// entry is what the store holds for one channel.
+type entry struct {
+	secret  string
+	private bool // viewers need a viewer token
 }
 
 // fileData is the layout of the key file.
@@ -53,6 +63,7 @@ type fileData struct {
 type fileKey struct {
 	Channel uint32 `json:"channel"`
 	Secret  string `json:"secret"`
+	Private bool   `json:"private,omitempty"` // viewers need a viewer token
 }
 
 // Open opens the key store in dir, the data directory. It creates dir
@@ -70,7 +81,7 @@ func Open(dir string) (*Store, error) {
 	s := &Store{path: filepath.Join(dir, FileName)}
 	err := s.refresh()
 	if errors.Is(err, fs.ErrNotExist) {
-		s.keys = map[uint32]string{}
+		s.keys = map[uint32]entry{}
 		err = s.write(s.keys)
 	}
 	if err != nil {
@@ -86,8 +97,9 @@ func Open(dir string) (*Store, error) {
 
 // NewStatic returns a store that holds exactly k, in memory, and refuses
 // every change with ErrStatic. It serves LS_STREAM_KEY; k comes from Parse.
+// Its channel is public.
 func NewStatic(k Key) *Store {
-	return &Store{keys: map[uint32]string{k.Channel: k.Secret}}
+	return &Store{keys: map[uint32]entry{k.Channel: {secret: k.Secret}}}
 }
 
 // Secret returns the secret of channel's stream key, and whether the
@@ -96,8 +108,17 @@ func (s *Store) Secret(channel uint32) (string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_ = s.refresh() // on failure, answer from the keys last read
-	secret, ok := s.keys[channel]
-	return secret, ok
+	e, ok := s.keys[channel]
+	return e.secret, ok
+}
+
+// Private reports whether channel is private: its viewers need a viewer
+// token. A channel without a key is not private.
+func (s *Store) Private(channel uint32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_ = s.refresh() // on failure, answer from the keys last read
+	return s.keys[channel].private
 }
 
 // List returns every key, sorted by channel.
@@ -125,6 +146,18 @@ func (s *Store) Remove(channel uint32) error {
 	return err
 }
 
+// SetPrivate makes channel private (its viewers then need a viewer token)
+// or public. The channel must have a key; its secret does not change.
+// Viewers already watching are not disconnected.
+func (s *Store) SetPrivate(channel uint32, private bool) error {
+	o := opPublic
+	if private {
+		o = opPrivate
+	}
+	_, err := s.change(channel, o)
+	return err
+}
+
 // EnsureDefault makes sure the store holds a key. When the store is empty
 // it creates a key for channel and returns it with created true. Otherwise
 // it returns channel's key if there is one, else the key with the lowest
@@ -137,8 +170,8 @@ func (s *Store) EnsureDefault(channel uint32) (k Key, created bool, err error) {
 	if err := s.refresh(); err != nil {
 		return Key{}, false, err
 	}
-	if secret, ok := s.keys[channel]; ok {
-		return Key{Channel: channel, Secret: secret}, false, nil
+	if e, ok := s.keys[channel]; ok {
+		return Key{Channel: channel, Secret: e.secret}, false, nil
 	}
 	if len(s.keys) > 0 {
 		return sorted(s.keys)[0], false, nil
@@ -154,9 +187,11 @@ func (s *Store) EnsureDefault(channel uint32) (k Key, created bool, err error) {
 type op int
 
 const (
-	opAdd    op = iota // a new key; the channel has none
-	opRotate           // a new secret for the channel's key
-	opRemove           // no key for the channel
+	opAdd     op = iota // a new key; the channel has none
+	opRotate            // a new secret for the channel's key
+	opRemove            // no key for the channel
+	opPrivate           // the channel needs viewer tokens
+	opPublic            // anyone may watch the channel
 )
 
 // change applies o to channel's key and returns the new key. The store and
@@ -178,7 +213,7 @@ func (s *Store) changeLocked(channel uint32, o op) (Key, error) {
 	if channel == 0 {
 		return Key{}, errors.New("keys: channel id 0 is not allowed")
 	}
-	_, exists := s.keys[channel]
+	old, exists := s.keys[channel]
 	switch {
 	case o == opAdd && exists:
 		return Key{}, fmt.Errorf("keys: channel %d: %w", channel, ErrExists)
@@ -187,17 +222,20 @@ func (s *Store) changeLocked(channel uint32, o op) (Key, error) {
 	}
 	next := maps.Clone(s.keys)
 	if next == nil {
-		next = map[uint32]string{}
+		next = map[uint32]entry{}
 	}
-	k := Key{Channel: channel}
-	if o == opRemove {
+	k := Key{Channel: channel, Secret: old.secret}
+	switch o {
+	case opRemove:
 		delete(next, channel)
-	} else {
+	case opPrivate, opPublic:
+		next[channel] = entry{secret: old.secret, private: o == opPrivate}
+	default: // opAdd, opRotate: a new secret, the channel's privacy kept
 		var err error
 		if k, err = Generate(channel); err != nil {
 			return Key{}, err
 		}
-		next[channel] = k.Secret
+		next[channel] = entry{secret: k.Secret, private: old.private}
 	}
 	if err := s.write(next); err != nil {
 		return Key{}, err
@@ -238,7 +276,7 @@ func (s *Store) refresh() error {
 }
 
 // decode parses and checks the contents of a key file.
-func decode(data []byte) (map[uint32]string, error) {
+func decode(data []byte) (map[uint32]entry, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var fd fileData
@@ -251,7 +289,7 @@ func decode(data []byte) (map[uint32]string, error) {
 	if fd.Keys == nil {
 		return nil, errors.New(`no "keys" list`)
 	}
-	keys := make(map[uint32]string, len(fd.Keys))
+	keys := make(map[uint32]entry, len(fd.Keys))
 	for i, fk := range fd.Keys {
 		k := Key{Channel: fk.Channel, Secret: fk.Secret}
 		if err := k.validate(); err != nil {
@@ -260,7 +298,7 @@ func decode(data []byte) (map[uint32]string, error) {
 		if _, dup := keys[k.Channel]; dup {
 			return nil, fmt.Errorf("key %d: channel %d has two keys", i+1, k.Channel)
 		}
-		keys[k.Channel] = k.Secret
+		keys[k.Channel] = entry{secret: k.Secret, private: fk.Private}
 	}
 	return keys, nil
 }
@@ -268,10 +306,10 @@ func decode(data []byte) (map[uint32]string, error) {
 // write replaces the key file with keys atomically: a private temporary
 // file in the same directory, synced, then renamed over the old one. The
 // caller holds s.mu.
-func (s *Store) write(keys map[uint32]string) (err error) {
+func (s *Store) write(keys map[uint32]entry) (err error) {
 	fd := fileData{Keys: []fileKey{}}
 	for _, k := range sorted(keys) {
-		fd.Keys = append(fd.Keys, fileKey(k))
+		fd.Keys = append(fd.Keys, fileKey{Channel: k.Channel, Secret: k.Secret, Private: keys[k.Channel].private})
 	}
 	data, err := json.MarshalIndent(fd, "", "  ")
 	if err != nil {
@@ -326,10 +364,10 @@ func (s *Store) write(keys map[uint32]string) (err error) {
 }
 
 // sorted returns the keys of m ordered by channel.
-func sorted(m map[uint32]string) []Key {
+func sorted(m map[uint32]entry) []Key {
 	out := make([]Key, 0, len(m))
-	for ch, secret := range m {
-		out = append(out, Key{Channel: ch, Secret: secret})
+	for ch, e := range m {
+		out = append(out, Key{Channel: ch, Secret: e.secret})
 	}
 	slices.SortFunc(out, func(a, b Key) int {
 		switch {

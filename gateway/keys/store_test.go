@@ -375,3 +375,131 @@ func TestConcurrentLookupsAndRotations(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestPrivateChannels(t *testing.T) {
+	s, dir := openTemp(t)
+	k, _ := s.Add(77)
+	s.Add(5)
+	path := filepath.Join(dir, FileName)
+	if s.Private(77) || s.Private(5) || s.Private(9) {
+		t.Fatal("a new key's channel is private")
+	}
+	if data, _ := os.ReadFile(path); strings.Contains(string(data), "private") {
+		t.Errorf("the key file names privacy while every channel is public:\n%s", data)
+	}
+
+	if err := s.SetPrivate(77, true); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Private(77) || s.Private(5) {
+		t.Fatalf("Private(77) = %v, Private(5) = %v after making 77 private", s.Private(77), s.Private(5))
+	}
+	if secret, _ := s.Secret(77); secret != k.Secret {
+		t.Errorf("making the channel private changed its secret")
+	}
+	if data, _ := os.ReadFile(path); !strings.Contains(string(data), `"private": true`) || strings.Count(string(data), "private") != 1 {
+		t.Errorf("key file after making 77 private:\n%s", data)
+	}
+	if got := mode(t, path); got != 0o600 {
+		t.Errorf("key file mode = %o, want 600", got)
+	}
+
+	rotated, err := s.Rotate(77)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Private(77) {
+		t.Error("rotation made a private channel public")
+	}
+	reopened, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reopened.Private(77) || reopened.Private(5) {
+		t.Error("privacy was not saved")
+	}
+	if secret, _ := reopened.Secret(77); secret != rotated.Secret {
+		t.Error("the rotated secret was not saved with the privacy")
+	}
+
+	if err := s.SetPrivate(77, false); err != nil {
+		t.Fatal(err)
+	}
+	if s.Private(77) || reopened.Private(77) {
+		t.Error("the channel is still private after making it public (here or in the other store)")
+	}
+	s.SetPrivate(77, true)
+	if err := s.Remove(77); err != nil {
+		t.Fatal(err)
+	}
+	if s.Private(77) {
+		t.Error("a removed channel is private")
+	}
+	if _, err := s.Add(77); err != nil || s.Private(77) {
+		t.Errorf("a key added again: %v, private %v; want a public channel", err, s.Private(77))
+	}
+}
+
+func TestPrivacyChangesAreRefusedClearly(t *testing.T) {
+	s, _ := openTemp(t)
+	if err := s.SetPrivate(8, true); !errors.Is(err, ErrNotFound) || err.Error() != "keys: channel 8: has no key" {
+		t.Errorf("SetPrivate on a channel without a key: %v", err)
+	}
+	if err := s.SetPrivate(0, true); err == nil || !strings.Contains(err.Error(), "channel id 0") {
+		t.Errorf("SetPrivate(0): %v", err)
+	}
+	st := NewStatic(Key{Channel: 12, Secret: "fromenv"})
+	if st.Private(12) {
+		t.Error("the static channel is private")
+	}
+	for _, private := range []bool{true, false} {
+		if err := st.SetPrivate(12, private); !errors.Is(err, ErrStatic) {
+			t.Errorf("SetPrivate(12, %v) on a static store: %v; want %v", private, err, ErrStatic)
+		}
+	}
+}
+
+func TestAKeyFileWithPrivacyIsRead(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	content := `{"keys": [{"channel": 9, "secret": "abc", "private": true}, {"channel": 10, "secret": "def", "private": false}, {"channel": 11, "secret": "ghi"}]}`
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Private(9) || s.Private(10) || s.Private(11) {
+		t.Errorf("Private(9, 10, 11) = %v, %v, %v; want true, false, false", s.Private(9), s.Private(10), s.Private(11))
+	}
+	if _, err := s.Add(12); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	if strings.Count(string(data), `"private": true`) != 1 || strings.Contains(string(data), `"private": false`) {
+		t.Errorf("key file rewritten as:\n%s", data)
+	}
+
+	if err := os.WriteFile(path, []byte(`{"keys": [{"channel": 9, "secret": "abc", "private": "yes"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), "damaged key file") {
+		t.Errorf("a key file with private as a string: %v", err)
+	}
+}
+
+func TestAnotherProcessPrivacyChangesAreSeen(t *testing.T) {
+	gateway, dir := openTemp(t)
+	gateway.Add(77)
+	cli, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.SetPrivate(77, true); err != nil {
+		t.Fatal(err)
+	}
+	if !gateway.Private(77) {
+		t.Error("running store does not see the channel made private elsewhere")
+	}
+}
