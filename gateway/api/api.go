@@ -20,11 +20,14 @@ type Config struct {
 	Hubs     *hub.Registry
 	Channels func() []uint32     // channels with a stream key, listed even when offline
 	Viewers  func(uint32) int    // viewers of a channel; nil: none counted
+	Private  func(uint32) bool   // the channel needs a viewer token: never listed; nil: none is
 	Gatherer prometheus.Gatherer // what /metrics serves
 	Logger   *slog.Logger
 }
 
 // Handler returns the API's routes: GET /api/channels, /metrics, /healthz.
+// /api/channels leaves private channels out, live or not: only those
+// given a viewer token learn of them.
 func Handler(c Config) http.Handler {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -94,11 +97,15 @@ type Audio struct {
 }
 
 // channelList merges the configured channels with those that have a hub,
-// sorted by channel id.
+// sorted by channel id, private ones left out.
 func channelList(c Config, now time.Time) []Channel {
 	out := []Channel{}
 	seen := map[uint32]bool{}
+	private := func(ch uint32) bool { return c.Private != nil && c.Private(ch) }
 	for _, h := range c.Hubs.List() {
+		if private(h.Channel()) {
+			continue
+		}
 		st := h.Stats()
 		seen[st.Channel] = true
 		out = append(out, channelOf(st, now))
@@ -106,7 +113,7 @@ func channelList(c Config, now time.Time) []Channel {
 
 	if c.Channels != nil {
 		for _, id := range c.Channels() {
-			if !seen[id] {
+			if !seen[id] && !private(id) {
 				out = append(out, Channel{Channel: id})
 			}
 		}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -80,5 +81,34 @@ func TestMetricsAndHealth(t *testing.T) {
 	resp, body = get(t, h, "/healthz")
 	if resp.StatusCode != 200 || body != "ok\n" {
 		t.Fatalf("healthz %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestChannelsLeavesPrivateChannelsOut(t *testing.T) {
+	hubs := hub.NewRegistry(hub.Options{})
+	t.Cleanup(hubs.Close)
+	h := Handler(Config{
+		Hubs:     hubs,
+		Channels: func() []uint32 { return []uint32{5, 77, 78, 79} },
+		Private:  func(ch uint32) bool { return ch == 77 || ch == 79 },
+		Gatherer: prometheus.NewRegistry(),
+	})
+	for _, ch := range []uint32{77, 78} { // 77 private and live, 78 public and live
+		live, err := hubs.Claim(ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		live.Start(hub.PublisherInfo{Software: fmt.Sprintf("software of %d", ch), VideoCodec: "H264"})
+	}
+	resp, body := get(t, h, "/api/channels")
+	var got []Channel
+	if err := json.Unmarshal([]byte(body), &got); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%d %s: %v", resp.StatusCode, body, err)
+	}
+	if len(got) != 2 || got[0].Channel != 5 || got[1].Channel != 78 || !got[1].Live {
+		t.Fatalf("channels %s; want 5 (offline) and 78 (live) alone", body)
+	}
+	if strings.Contains(body, "software of 77") {
+		t.Errorf("the list tells of the private channel's publisher: %s", body)
 	}
 }

@@ -43,6 +43,15 @@ type Config struct {
 	SessionTimeout time.Duration             // to get an answer from a function; default 15 s
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer
+
+	// Private reports whether a channel's viewers need a viewer token
+	// (WHEP: Authorization: Bearer; websocket: ?token=). nil: every
+	// channel is public.
+	Private func(channel uint32) bool
+	// TokenKey is the key viewer tokens are signed with (see
+	// viewtoken.LoadOrCreateKey). Without it no token holds, and private
+	// channels refuse every viewer.
+	TokenKey []byte
 }
 
 // Signaling serves WHEP and the Lightspeed websocket.
@@ -57,6 +66,7 @@ type Signaling struct {
 
 	sessionsStarted *prometheus.CounterVec
 	sessionErrors   *prometheus.CounterVec
+	authFailures    *prometheus.CounterVec
 }
 
 // session is one viewer's session on a function.
@@ -110,9 +120,14 @@ func New(cfg Config) *Signaling {
 			Name: "lightspeed_viewer_sessions_total", Help: "Viewer sessions started, by protocol."}, []string{"protocol"}),
 		sessionErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lightspeed_viewer_session_errors_total", Help: "Viewer session requests refused, by reason."}, []string{"reason"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lightspeed_viewer_auth_failures_total", Help: "Viewers of private channels refused for their viewer token, by reason."}, []string{"reason"}),
+	}
+	for _, r := range authReasons {
+		s.authFailures.WithLabelValues(r)
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.sessionsStarted, s.sessionErrors, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		cfg.Registerer.MustRegister(s.sessionsStarted, s.sessionErrors, s.authFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "lightspeed_viewers", Help: "Viewer sessions open through signaling."}, func() float64 { return float64(s.totalViewers()) }))
 	}
 	return s

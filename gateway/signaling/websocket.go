@@ -94,14 +94,14 @@ func (c *wsConn) writeLoop() {
 }
 
 // wsChannel is the channel a page watches: ?channel=, else the only live
-// channel, else the default channel.
+// public channel, else the default channel.
 func (s *Signaling) wsChannel(r *http.Request) (uint32, bool) {
 	if v := r.URL.Query().Get("channel"); v != "" {
 		return parseChannel(v)
 	}
 	var live []uint32
 	for _, h := range s.cfg.Hubs.List() {
-		if h.Stats().Live {
+		if h.Stats().Live && !s.private(h.Channel()) {
 			live = append(live, h.Channel())
 		}
 	}
@@ -115,6 +115,11 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	channel, ok := s.wsChannel(r)
 	if !ok || !s.known(channel) {
 		httpError(w, http.StatusNotFound, "unknown channel %q", r.URL.Query().Get("channel"))
+		return
+	}
+	// Refused before the upgrade: the page sees the status and nothing
+	// is held for it.
+	if !s.authorize(w, r, "websocket", channel, r.URL.Query().Get("token")) {
 		return
 	}
 	conn, err := upgrader.Upgrade(w, r, nil)

@@ -35,7 +35,7 @@ func cors(w http.ResponseWriter) {
 	h.Set("Access-Control-Allow-Origin", "*")
 	h.Set("Access-Control-Allow-Methods", "POST, PATCH, DELETE, OPTIONS")
 	h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization, If-Match")
-	h.Set("Access-Control-Expose-Headers", "Location, Link, ETag, Retry-After, Lightspeed-Served-By")
+	h.Set("Access-Control-Expose-Headers", "Location, Link, ETag, Retry-After, Lightspeed-Served-By, WWW-Authenticate")
 }
 
 func (s *Signaling) whepOptions(w http.ResponseWriter, r *http.Request) {
@@ -124,6 +124,9 @@ func (s *Signaling) whepPost(w http.ResponseWriter, r *http.Request) {
 	if !ok || !s.known(channel) {
 		s.sessionErrors.WithLabelValues("unknown_channel").Inc()
 		httpError(w, http.StatusNotFound, "unknown channel %q", r.PathValue("channel"))
+		return
+	}
+	if !s.authorize(w, r, "whep", channel, bearer(r)) {
 		return
 	}
 	if !s.live(channel) {
