@@ -625,4 +625,3 @@ func killRun(run string) {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
-
