@@ -36,6 +36,7 @@ import (
 	"lightspeed/gateway/relay"
 	"lightspeed/gateway/scheduler"
 	"lightspeed/gateway/signaling"
+	"lightspeed/gateway/viewtoken"
 	"lightspeed/gateway/web"
 	"lightspeed/gateway/whip"
 	"lightspeed/shared/profiling"
@@ -219,7 +220,19 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 		Logger:      log,
 		Registerer:  reg,
 	})
+	var tokenKey []byte
+	var private func(channel uint32) bool
+	if store != nil {
+		private = store.Private
+	}
+	if cfg.StreamKey == "" { // a static store has no private channel
+		if tokenKey, err = viewtoken.LoadOrCreateKey(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	g.signaling = signaling.New(signaling.Config{
+		Private:        private,
+		TokenKey:       tokenKey,
 		Hubs:           g.hubs,
 		Relay:          g.relay,
 		Picker:         &fleet.Picker{Scheduler: g.scheduler, Fleet: g.fleet, Wait: cfg.FunctionStartWait},
@@ -257,6 +270,7 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 		return nil, fmt.Errorf("http: listen: %w", err)
 	}
 	apiHandler := api.Handler(api.Config{
+		Private:  private,
 		Hubs:     g.hubs,
 		Channels: g.channels,
 		Viewers:  g.signaling.Viewers,

@@ -30,6 +30,10 @@ type Options struct {
 	Loopback bool
 	// Region is sent as X-LS-Region, for routing, or in RegionHeader.
 	Region string
+	// Token is a viewer token for a private channel, sent as
+	// "Authorization: Bearer" on the WHEP POST (a websocket viewer has it
+	// in its URL's ?token=).
+	Token string
 	// RegionHeader is the header Region is sent in; empty: X-LS-Region.
 	// "Fly-Region" is what Fly's edge sets.
 	RegionHeader string
@@ -213,6 +217,9 @@ func WHEP(ctx context.Context, url string, o Options) (*Viewer, error) {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/sdp")
+	if o.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+o.Token)
+	}
 	if o.Region != "" {
 		req.Header.Set(o.regionHeader(), o.Region)
 	}
