@@ -240,20 +240,34 @@ func (cc *conn) deliver(b []byte) {
 	if err != nil {
 		return
 	}
-	now := time.Now()
 	cc.deliverMu.Lock()
 	defer cc.deliverMu.Unlock()
+	cc.deliverLocked(b, &d, false)
+}
+
+// deliverLocked is deliver of the parsed datagram d of b, with deliverMu
+// held. A datagram that waits for its subscription's answer is held; one
+// held and replayed (replay) is not held again, nor counted again.
+func (cc *conn) deliverLocked(b []byte, d *relaywire.Datagram, replay bool) {
+	now := time.Now()
 	cc.fmu.Lock()
 	fl := cc.flows[d.Flow]
 	ok := false
 	if fl != nil {
-		cc.pkt, ok = fl.receive(&d, now, &cc.c.stats)
+		if !replay && fl.waits(d) && fl.hold(b) {
+			cc.fmu.Unlock()
+			cc.c.stats.received.Add(1)
+			return
+		}
+		cc.pkt, ok = fl.receive(d, now, &cc.c.stats)
 	}
 	cc.fmu.Unlock()
 	if fl == nil {
 		return // not subscribed (any more)
 	}
-	cc.c.stats.received.Add(1)
+	if !replay {
+		cc.c.stats.received.Add(1)
+	}
 	if ok {
 		cc.h.WriteRTP(&cc.pkt)
 	}
@@ -426,7 +440,12 @@ func (cc *conn) subscribed(m *relaywire.Subscribed) {
 		return
 	}
 	now := time.Now()
+	// deliverMu before fmu, as deliver takes them: the held datagrams are
+	// handed on before any newer one.
+	cc.deliverMu.Lock()
+	defer cc.deliverMu.Unlock()
 	cc.fmu.Lock()
+	var held [][]byte
 	for _, ti := range m.Tracks {
 		fl := cc.flows[ti.Flow]
 		if fl == nil || ti.Flow.Channel() != m.Channel {
@@ -439,8 +458,15 @@ func (cc *conn) subscribed(m *relaywire.Subscribed) {
 			fl.anchor(*ti.FirstSeq, ti.SSRC, now, &cc.c.stats)
 		}
 		fl.anchored = true // answered, with a first_seq or not
+		held = append(held, fl.held...)
+		fl.held = nil
 	}
 	cc.fmu.Unlock()
+	for _, b := range held {
+		if d, err := relaywire.ParseDatagram(b); err == nil {
+			cc.deliverLocked(b, &d, true)
+		}
+	}
 	cc.log.Info("relay: subscribed", "channel", m.Channel)
 }
 

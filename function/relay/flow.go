@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"time"
 
 	"lightspeed/shared/nack"
@@ -63,6 +64,34 @@ type flow struct {
 	anchored bool // the subscription's answer told where the stream starts
 	highest  uint16
 	seen     [window / 64]uint64
+
+	// held are datagrams of a new stream that came before the
+	// subscription's answer (see waits), copied, in arrival order: handed
+	// on once the answer anchors the stream. Beyond maxHeld they are
+	// dropped, to be asked for again.
+	held [][]byte
+}
+
+// maxHeld bounds the datagrams a flow holds for its subscription's answer:
+// a keyframe cache's burst at a few megabits is a few hundred.
+const maxHeld = 1024
+
+// waits reports whether d is of a new stream that must wait for the
+// subscription's answer: numbered before the answer says where that
+// stream starts, its first packets, recovered later, would fall on
+// numbers the old stream used.
+func (f *flow) waits(d *relaywire.Datagram) bool {
+	return !f.anchored && f.out.started && d.SSRC != f.out.ssrc
+}
+
+// hold keeps a copy of datagram b, which waits, and reports whether it
+// could.
+func (f *flow) hold(b []byte) bool {
+	if len(f.held) >= maxHeld {
+		return false
+	}
+	f.held = append(f.held, bytes.Clone(b))
+	return true
 }
 
 // newFlow returns the receiver of a track whose output numbering is out.
@@ -168,13 +197,11 @@ func abs16(d uint16) int {
 
 // receive is the flow's whole work for one datagram: accept it, then
 // number it. ok is false for a packet not to hand on (a duplicate, a
-// straggler of an old stream, or a packet of a new stream that came before
-// the subscription's answer told where that stream starts: numbered now,
-// the stream's first packets, recovered later, would fall before it on
-// numbers the old stream used; dropped, it becomes a hole the answer's
-// anchor asks for again).
+// straggler of an old stream, or one that waits for the subscription's
+// answer and was not held: dropped, it becomes a hole the answer's anchor
+// asks for again).
 func (f *flow) receive(d *relaywire.Datagram, now time.Time, st *counters) (p Packet, ok bool) {
-	if !f.anchored && f.out.started && d.SSRC != f.out.ssrc {
+	if f.waits(d) {
 		return Packet{}, false
 	}
 	fresh := !f.started

@@ -472,9 +472,10 @@ func TestFlowNumbersAJumpAsANewStream(t *testing.T) {
 // TestFlowHoldsANewStreamBackUntilTheSubscriptionSaysWhereItStarts: on a
 // connection to a restarted gateway, datagrams may come before the answer
 // to the subscription. Numbered then, the stream's first packets,
-// recovered later, would get the numbers the old stream used: they are
-// dropped, become holes once the answer anchors the stream, and are asked
-// for again.
+// recovered later, would get the numbers the old stream used: the flow
+// does not hand them on (the connection holds them, up to maxHeld, and
+// replays them after the answer); one not held becomes a hole once the
+// answer anchors the stream, and is asked for again.
 func TestFlowHoldsANewStreamBackUntilTheSubscriptionSaysWhereItStarts(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	out := newNumbering(relaywire.Video)
@@ -486,8 +487,20 @@ func TestFlowHoldsANewStreamBackUntilTheSubscriptionSaysWhereItStarts(t *testing
 
 	const newSSRC = 0x5555aaaa
 	g := newFlow(77, relaywire.Video, out)
-	if _, ok := g.receive(datagram(t, 7002, 50, newSSRC, 0), t0, &st); ok {
+	early := datagram(t, 7002, 50, newSSRC, 0)
+	if !g.waits(early) {
+		t.Fatal("a new stream's packet does not wait for the subscription's answer")
+	}
+	if _, ok := g.receive(early, t0, &st); ok {
 		t.Fatal("a new stream's packet was handed on before the subscription's answer")
+	}
+	for i := range maxHeld {
+		if !g.hold([]byte{byte(i)}) {
+			t.Fatalf("held %d datagrams, want %d", i, maxHeld)
+		}
+	}
+	if g.hold([]byte{1}) {
+		t.Fatalf("held more than %d datagrams", maxHeld)
 	}
 	g.anchor(7000, newSSRC, t0, &st)
 	p, ok := g.receive(datagram(t, 7003, 50, newSSRC, 0), t0, &st)
