@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"lightspeed/gateway/hub"
+	"lightspeed/gateway/ratelimit"
 )
 
 // Config is what the API serves from.
@@ -23,11 +24,29 @@ type Config struct {
 	Private  func(uint32) bool   // the channel needs a viewer token: never listed; nil: none is
 	Gatherer prometheus.Gatherer // what /metrics serves
 	Logger   *slog.Logger
+
+	// MetricsPrivate restricts /metrics to loopback, Fly's private
+	// network (fdaa::/16, where Fly's Prometheus scrapes from) and
+	// requests with "Authorization: Bearer <AdminToken>"; others get 401
+	// (403 without an AdminToken). The gateway sets it on Fly. False:
+	// /metrics is open to all.
+	MetricsPrivate bool
+	// AdminToken is the bearer token that opens /metrics from anywhere
+	// when MetricsPrivate (LS_ADMIN_TOKEN); empty: none does.
+	AdminToken string
+	// ClientIPHeader names the header a trusted proxy sets to the client's
+	// IP ("Fly-Client-IP" on Fly): a request that carries it came through
+	// the proxy and is judged by that IP, not by the proxy's address.
+	ClientIPHeader string
+	// Registerer is where lightspeed_http_refused_total{endpoint="metrics"}
+	// is registered; nil: nowhere.
+	Registerer prometheus.Registerer
 }
 
 // Handler returns the API's routes: GET /api/channels, /metrics, /healthz.
 // /api/channels leaves private channels out, live or not: only those
-// given a viewer token learn of them.
+// given a viewer token learn of them. None of them sends CORS headers: a
+// page on another origin cannot read them.
 func Handler(c Config) http.Handler {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -36,7 +55,24 @@ func Handler(c Config) http.Handler {
 	mux.HandleFunc("GET /api/channels", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, c.Logger, channelList(c, time.Now()))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(c.Gatherer, promhttp.HandlerOpts{}))
+	refused, err := ratelimit.NewRefusals(c.Registerer, "metrics", ratelimit.ReasonNoToken, ratelimit.ReasonNotAllowed)
+	if err != nil {
+		panic(err) // as MustRegister: the registry has this endpoint's metric already
+	}
+	guard := &metricsGuard{
+		private: c.MetricsPrivate,
+		token:   c.AdminToken,
+		header:  c.ClientIPHeader,
+		refused: refused,
+		logs:    ratelimit.New(ratelimit.Config{Rate: 1.0 / 60, Burst: 1}),
+		log:     c.Logger,
+	}
+	metrics := promhttp.HandlerFor(c.Gatherer, promhttp.HandlerOpts{})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if guard.allowed(w, r) {
+			metrics.ServeHTTP(w, r)
+		}
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))

@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -13,7 +14,9 @@ import (
 //	GET  /api/functions             every function (Info), open to all
 //	POST /api/functions/{id}/drain  drain one; needs Authorization: Bearer <admin token>
 //
-// Without an admin token configured, changes are refused with 403.
+// Without an admin token configured, changes are refused with 403. No
+// route sends CORS headers (nor answers a preflight): a page on another
+// origin can neither read the list nor drain.
 func (f *Fleet) Handler(adminToken string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/functions", func(w http.ResponseWriter, r *http.Request) {
@@ -46,8 +49,11 @@ func admin(w http.ResponseWriter, r *http.Request, token string) bool {
 		http.Error(w, "changing the fleet needs LS_ADMIN_TOKEN set on the gateway", http.StatusForbidden)
 		return false
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	// Hashes of equal length: the comparison tells nothing of the token's
+	// length either.
+	a, b := sha256.Sum256([]byte(strings.TrimSpace(got))), sha256.Sum256([]byte(token))
+	if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(a[:], b[:]) != 1 {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="lightspeed admin"`)
 		http.Error(w, "missing or wrong admin token", http.StatusUnauthorized)
 		return false

@@ -68,7 +68,7 @@ type authStack struct {
 	key    []byte
 }
 
-func newAuthStack(t *testing.T) *authStack {
+func newAuthStack(t *testing.T, options ...func(*Config)) *authStack {
 	t.Helper()
 	hubs := hub.NewRegistry(hub.Options{Logger: quiet})
 	t.Cleanup(hubs.Close)
@@ -135,7 +135,7 @@ func newAuthStack(t *testing.T) *authStack {
 		log:    &syncBuffer{},
 		key:    key,
 	}
-	st.s = New(Config{
+	cfg := Config{
 		Hubs:           hubs,
 		Relay:          rs,
 		Picker:         st.picker,
@@ -146,7 +146,11 @@ func newAuthStack(t *testing.T) *authStack {
 		SessionTimeout: 10 * time.Second,
 		Logger:         slog.New(slog.NewTextHandler(st.log, nil)),
 		Registerer:     st.reg,
-	})
+	}
+	for _, o := range options {
+		o(&cfg)
+	}
+	st.s = New(cfg)
 	t.Cleanup(st.s.Close)
 	st.srv = httptest.NewServer(st.s.Handler())
 	t.Cleanup(st.srv.Close)

@@ -8,12 +8,15 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"lightspeed/gateway/hub"
+	"lightspeed/gateway/ratelimit"
 	"lightspeed/gateway/relay"
 	"lightspeed/gateway/scheduler"
 	"lightspeed/shared/relaywire"
@@ -52,6 +55,42 @@ type Config struct {
 	// viewtoken.LoadOrCreateKey). Without it no token holds, and private
 	// channels refuse every viewer.
 	TokenKey []byte
+
+	// Limits bounds what one client IP, and all of them, may ask of
+	// signaling (docs/limits.md); the zero value bounds nothing.
+	Limits Limits
+	// ClientIPHeader names a header that a trusted proxy in front of the
+	// gateway sets to the client's IP ("Fly-Client-IP" on Fly); empty:
+	// the connection's address. The limits count by this IP.
+	ClientIPHeader string
+}
+
+// Limits are signaling's abuse limits. Loopback clients are exempt from
+// the per-IP ones (see package ratelimit).
+type Limits struct {
+	// Rate bounds WHEP POSTs and websocket opens (together) per client
+	// IP: beyond, 429 with Retry-After. Zero: no bound.
+	Rate ratelimit.Config
+	// SessionsPerIP bounds the viewer sessions open from one client IP
+	// (WHEP sessions, from their 201 to their end, and websocket pages,
+	// from the upgrade to the close): beyond, 429. 0: no bound.
+	SessionsPerIP int
+	// Sessions bounds them in all: beyond, 503 with Retry-After. 0: no
+	// bound.
+	Sessions int
+}
+
+// The limits DefaultLimits sets.
+const (
+	DefaultSessionsPerIP = 20
+	DefaultSessions      = 5000
+)
+
+// DefaultLimits are the gateway's limits: ratelimit.Default() (10 a
+// second, a burst of 20, 10,000 IPs tracked), 20 sessions per IP, 5,000
+// in all.
+func DefaultLimits() Limits {
+	return Limits{Rate: ratelimit.Default(), SessionsPerIP: DefaultSessionsPerIP, Sessions: DefaultSessions}
 }
 
 // Signaling serves WHEP and the Lightspeed websocket.
@@ -67,6 +106,11 @@ type Signaling struct {
 	sessionsStarted *prometheus.CounterVec
 	sessionErrors   *prometheus.CounterVec
 	authFailures    *prometheus.CounterVec
+
+	limiter     *ratelimit.Limiter  // WHEP POSTs and websocket opens per IP; nil: none
+	slots       *ratelimit.Sessions // viewer sessions per IP and in all; nil: none
+	refusedWHEP *ratelimit.Refusals // lightspeed_http_refused_total{endpoint="whep"}
+	refusedWS   *ratelimit.Refusals // {endpoint="websocket"}
 }
 
 // session is one viewer's session on a function.
@@ -74,6 +118,7 @@ type session struct {
 	*relay.Session
 	kind     string // "whep" or "websocket"
 	servedBy string // the function's region and id, for the viewer page's stats
+	release  func() // gives back the session's slot when it ends; nil: none held
 
 	mu       sync.Mutex
 	remote   relaywire.CandidateSet // the addresses the viewer's candidates name, in its SDP and trickled
@@ -130,7 +175,78 @@ func New(cfg Config) *Signaling {
 		cfg.Registerer.MustRegister(s.sessionsStarted, s.sessionErrors, s.authFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "lightspeed_viewers", Help: "Viewer sessions open through signaling."}, func() float64 { return float64(s.totalViewers()) }))
 	}
+	s.limiter = ratelimit.New(cfg.Limits.Rate)
+	s.slots = ratelimit.NewSessions(cfg.Limits.SessionsPerIP, cfg.Limits.Sessions)
+	var err error
+	if s.refusedWHEP, err = ratelimit.NewRefusals(cfg.Registerer, "whep",
+		ratelimit.ReasonRate, ratelimit.ReasonIPSessions, ratelimit.ReasonSessions, ratelimit.ReasonBodySize, ratelimit.ReasonBodyTimeout); err != nil {
+		panic(err) // as MustRegister above: the registry has this metric already
+	}
+	if s.refusedWS, err = ratelimit.NewRefusals(cfg.Registerer, "websocket",
+		ratelimit.ReasonRate, ratelimit.ReasonIPSessions, ratelimit.ReasonSessions, ratelimit.ReasonMessageSize); err != nil {
+		panic(err)
+	}
 	return s
+}
+
+// refusals returns the refusal counter of protocol ("whep" or
+// "websocket").
+func (s *Signaling) refusals(protocol string) *ratelimit.Refusals {
+	if protocol == "websocket" {
+		return s.refusedWS
+	}
+	return s.refusedWHEP
+}
+
+// clientIP is the IP the limits count r by.
+func (s *Signaling) clientIP(r *http.Request) netip.Addr {
+	return ratelimit.ClientIP(r, s.cfg.ClientIPHeader)
+}
+
+// admit applies the per-IP request rate to a WHEP POST or a websocket
+// open. A refusal is answered here (429, Retry-After, a plain-text body),
+// counted, and logged when it is the first of the IP's since it was last
+// let in; then admit reports false.
+func (s *Signaling) admit(w http.ResponseWriter, r *http.Request, protocol string, ip netip.Addr) bool {
+	d := s.limiter.Allow(ip)
+	if d.OK {
+		return true
+	}
+	s.refusals(protocol).Inc(ratelimit.ReasonRate)
+	if d.First {
+		s.log.Info("signaling: client over its request rate; refusing until it slows down", "ip", ip, "protocol", protocol,
+			"shared_bucket", d.Shared, "retry_after", d.RetryAfter)
+	}
+	w.Header().Set("Retry-After", ratelimit.RetryAfter(d.RetryAfter))
+	httpError(w, http.StatusTooManyRequests, "too many requests from your address; try again in %s s", ratelimit.RetryAfter(d.RetryAfter))
+	return false
+}
+
+// sessionRetry is the Retry-After of a refusal for too many sessions.
+const sessionRetry = 5 * time.Second
+
+// takeSlot counts a viewer session of ip against the limits, or answers
+// 429 (ip has its share) or 503 (every slot is taken), counts and logs the
+// refusal and returns nil. The returned func gives the slot back, once.
+func (s *Signaling) takeSlot(w http.ResponseWriter, protocol string, ip netip.Addr, channel uint32) func() {
+	err := s.slots.Acquire(ip)
+	if err == nil {
+		var once sync.Once
+		return func() { once.Do(func() { s.slots.Release(ip) }) }
+	}
+	w.Header().Set("Retry-After", ratelimit.RetryAfter(sessionRetry))
+	if errors.Is(err, ratelimit.ErrIPFull) {
+		s.refusals(protocol).Inc(ratelimit.ReasonIPSessions)
+		s.log.Info("signaling: viewer refused", "ip", ip, "channel", channel, "protocol", protocol,
+			"reason", ratelimit.ReasonIPSessions, "max", s.cfg.Limits.SessionsPerIP)
+		httpError(w, http.StatusTooManyRequests, "too many viewer sessions from your address (%d at most); close one and try again", s.cfg.Limits.SessionsPerIP)
+		return nil
+	}
+	s.refusals(protocol).Inc(ratelimit.ReasonSessions)
+	s.log.Warn("signaling: viewer refused", "ip", ip, "channel", channel, "protocol", protocol,
+		"reason", ratelimit.ReasonSessions, "max", s.cfg.Limits.Sessions)
+	httpError(w, http.StatusServiceUnavailable, "the server takes no more viewers now (%d at most); try again shortly", s.cfg.Limits.Sessions)
+	return nil
 }
 
 // Viewers is the number of open viewer sessions of channel.
@@ -165,7 +281,9 @@ var errNoCapacity = errors.New("no function can take another viewer")
 
 // start picks a function for a viewer in region and opens a session on it.
 // A function that vanished meanwhile is skipped, up to three tries.
-func (s *Signaling) start(ctx context.Context, kind, region string, channel uint32, offer string) (*session, error) {
+// release, when not nil, gives back the viewer's slot when the session
+// ends (it is not called when start fails).
+func (s *Signaling) start(ctx context.Context, kind, region string, channel uint32, offer string, release func()) (*session, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.SessionTimeout)
 	defer cancel()
 	var tried []string
@@ -185,7 +303,7 @@ func (s *Signaling) start(ctx context.Context, kind, region string, channel uint
 			s.sessionErrors.WithLabelValues("function").Inc()
 			return nil, err
 		}
-		sess := &session{Session: rs, kind: kind, servedBy: fn.Region + " (" + fn.ID + ")"}
+		sess := &session{Session: rs, kind: kind, servedBy: fn.Region + " (" + fn.ID + ")", release: release}
 		sess.remote.AddSDP(offer) // checked by checkOffer
 		s.mu.Lock()
 		s.sessions[rs.ID] = sess
@@ -213,6 +331,9 @@ func (s *Signaling) watch(sess *session) {
 		}
 	}
 	s.mu.Unlock()
+	if sess.release != nil {
+		sess.release()
+	}
 	s.cfg.Picker.Release(sess.FunctionID)
 	s.log.Info("signaling: viewer session ended", "session", sess.ID, "function", sess.FunctionID, "channel", sess.Channel)
 	s.broadcastInfo()

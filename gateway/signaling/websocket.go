@@ -3,12 +3,14 @@ package signaling
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"lightspeed/gateway/ratelimit"
 	"lightspeed/gateway/scheduler"
 	"lightspeed/shared/relaywire"
 )
@@ -23,6 +25,10 @@ const (
 	wsSendQueue    = 32
 	liveCheck      = time.Second // how often a page waiting for an offline channel checks again
 )
+
+// wsReadTimeout: a page that answers no ping (nor sends anything) this
+// long is closed. A variable for tests.
+var wsReadTimeout = wsPingInterval + 10*time.Second
 
 type wsMessage struct {
 	Event string          `json:"event"`
@@ -112,6 +118,10 @@ func (s *Signaling) wsChannel(r *http.Request) (uint32, bool) {
 }
 
 func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
+	ip := s.clientIP(r)
+	if !s.admit(w, r, "websocket", ip) {
+		return
+	}
 	channel, ok := s.wsChannel(r)
 	if !ok || !s.known(channel) {
 		httpError(w, http.StatusNotFound, "unknown channel %q", r.URL.Query().Get("channel"))
@@ -122,11 +132,24 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	if !s.authorize(w, r, "websocket", channel, r.URL.Query().Get("token")) {
 		return
 	}
+	// The page holds its slot from here to its close, waiting for the
+	// channel to go live included.
+	release := s.takeSlot(w, "websocket", ip, channel)
+	if release == nil {
+		return
+	}
+	defer release()
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered
 	}
 	conn.SetReadLimit(wsMaxMessage)
+	// Every ping is answered by a live page (browsers answer by
+	// themselves): one that neither answers nor sends anything for
+	// wsReadTimeout is gone, or a slowloris, and is closed.
+	alive := func() error { return conn.SetReadDeadline(time.Now().Add(wsReadTimeout)) }
+	_ = alive()
+	conn.SetPongHandler(func(string) error { return alive() })
 	c := &wsConn{conn: conn, channel: channel, send: make(chan []byte, wsSendQueue), done: make(chan struct{})}
 	s.mu.Lock()
 	s.sockets[c] = struct{}{}
@@ -147,8 +170,14 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		for {
 			var m wsMessage
 			if err := conn.ReadJSON(&m); err != nil {
+				if errors.Is(err, websocket.ErrReadLimit) {
+					// gorilla has sent the close frame (1009, message too big).
+					s.refusedWS.Inc(ratelimit.ReasonMessageSize)
+					s.log.Info("signaling: websocket message too large; closed", "ip", ip, "channel", channel, "max_bytes", wsMaxMessage)
+				}
 				return
 			}
+			_ = alive()
 			select {
 			case msgs <- m:
 			case <-c.done:
@@ -172,7 +201,7 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	go func() { <-c.done; cancel() }()
-	sess, err := s.start(ctx, "websocket", scheduler.RegionFromRequest(r), channel, "")
+	sess, err := s.start(ctx, "websocket", scheduler.RegionFromRequest(r), channel, "", nil)
 	if err != nil {
 		s.log.Warn("signaling: websocket session failed", "channel", channel, "err", err)
 		_ = conn.WriteControl(websocket.CloseMessage,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pion/sdp/v3"
 
+	"lightspeed/gateway/ratelimit"
 	"lightspeed/gateway/scheduler"
 	"lightspeed/shared/relaywire"
 )
@@ -57,17 +58,25 @@ func parseChannel(s string) (uint32, bool) {
 	return uint32(n), err == nil && n > 0
 }
 
-// readBody reads a request body of the wanted media type, at most maxSDP.
-func readBody(w http.ResponseWriter, r *http.Request, want string) (string, bool) {
+// readBody reads a request body of the wanted media type, at most maxSDP
+// (413 beyond, counted in refused).
+func readBody(w http.ResponseWriter, r *http.Request, want string, refused *ratelimit.Refusals) (string, bool) {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt != want {
 		httpError(w, http.StatusUnsupportedMediaType, "want Content-Type %s", want)
 		return "", false
 	}
+	lift := ratelimit.SetBodyDeadline(w, ratelimit.BodyTimeout)
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSDP))
+	lift()
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		if ratelimit.IsTimeout(err) {
+			refused.Inc(ratelimit.ReasonBodyTimeout)
+			w.Header().Set("Connection", "close")
+			httpError(w, http.StatusRequestTimeout, "the body did not come within %v", ratelimit.BodyTimeout)
+		} else if errors.As(err, &mbe) {
+			refused.Inc(ratelimit.ReasonBodySize)
 			httpError(w, http.StatusRequestEntityTooLarge, "body larger than %d bytes", maxSDP)
 		} else {
 			httpError(w, http.StatusBadRequest, "read body: %v", err)
@@ -120,6 +129,10 @@ func hasAttr(attrs []sdp.Attribute, key string) bool {
 
 func (s *Signaling) whepPost(w http.ResponseWriter, r *http.Request) {
 	cors(w)
+	ip := s.clientIP(r)
+	if !s.admit(w, r, "whep", ip) {
+		return
+	}
 	channel, ok := parseChannel(r.PathValue("channel"))
 	if !ok || !s.known(channel) {
 		s.sessionErrors.WithLabelValues("unknown_channel").Inc()
@@ -134,7 +147,7 @@ func (s *Signaling) whepPost(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusNotFound, "channel %d is not live", channel)
 		return
 	}
-	offer, ok := readBody(w, r, "application/sdp")
+	offer, ok := readBody(w, r, "application/sdp", s.refusedWHEP)
 	if !ok {
 		return
 	}
@@ -143,7 +156,14 @@ func (s *Signaling) whepPost(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "%s", why)
 		return
 	}
-	sess, err := s.start(r.Context(), "whep", scheduler.RegionFromRequest(r), channel, offer)
+	release := s.takeSlot(w, "whep", ip, channel)
+	if release == nil {
+		return
+	}
+	sess, err := s.start(r.Context(), "whep", scheduler.RegionFromRequest(r), channel, offer, release)
+	if err != nil {
+		release()
+	}
 	if errors.Is(err, errNoCapacity) {
 		w.Header().Set("Retry-After", "5")
 		httpError(w, http.StatusServiceUnavailable, "no server can take another viewer now; try again shortly")
@@ -190,7 +210,7 @@ func (s *Signaling) whepPatch(w http.ResponseWriter, r *http.Request) {
 	if sess == nil {
 		return
 	}
-	frag, ok := readBody(w, r, "application/trickle-ice-sdpfrag")
+	frag, ok := readBody(w, r, "application/trickle-ice-sdpfrag", s.refusedWHEP)
 	if !ok {
 		return
 	}

@@ -32,6 +32,7 @@ import (
 
 	"lightspeed/gateway/hub"
 	"lightspeed/gateway/keys"
+	"lightspeed/gateway/ratelimit"
 	"lightspeed/shared/webrtcapi"
 )
 
@@ -63,9 +64,14 @@ type Config struct {
 	KeyframeInterval time.Duration
 	// ClientIPHeader names a header that a trusted proxy in front of the
 	// gateway sets to the client's IP ("Fly-Client-IP" on Fly); empty:
-	// the connection's address. It is what failed authentications are
-	// counted by.
+	// the connection's address. It is what failed authentications and
+	// RateLimit are counted by.
 	ClientIPHeader string
+	// RateLimit bounds the POSTs per client IP, whatever their key:
+	// beyond, 429 with Retry-After (docs/limits.md). Its clock defaults to
+	// Now. Zero: no bound (failed authentications are slowed down all
+	// the same).
+	RateLimit ratelimit.Config
 
 	ICEDisconnectedTimeout time.Duration // see webrtcapi.Config; default 5 s
 	ICEFailedTimeout       time.Duration // default 10 s
@@ -111,6 +117,7 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics
 	limiter  *authLimiter
+	rate     *ratelimit.Limiter // POSTs per client IP; nil: no bound
 	routes   *http.ServeMux
 	conn     *net.UDPConn
 	mux      ice.UDPMux
@@ -133,6 +140,9 @@ type Server struct {
 // it.
 func New(cfg Config, keys KeyStore, hubs *hub.Registry) (*Server, error) {
 	cfg.setDefaults()
+	if cfg.RateLimit.Now == nil {
+		cfg.RateLimit.Now = cfg.Now
+	}
 	addr, err := net.ResolveUDPAddr("udp", cfg.UDPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("whip: udp address %q: %w", cfg.UDPAddr, err)
@@ -149,6 +159,7 @@ func New(cfg Config, keys KeyStore, hubs *hub.Registry) (*Server, error) {
 		hubs:      hubs,
 		log:       cfg.Logger,
 		limiter:   newAuthLimiter(),
+		rate:      ratelimit.New(cfg.RateLimit),
 		conn:      conn,
 		loggers:   loggers,
 		loopback:  addr.IP.IsLoopback(),
@@ -214,17 +225,25 @@ func httpError(w http.ResponseWriter, code int, format string, args ...any) {
 }
 
 // readBody reads a request body of the wanted media type, at most maxBody
-// bytes; it has answered the request when it returns false.
-func readBody(w http.ResponseWriter, r *http.Request, want string) (string, bool) {
+// bytes (413 beyond, counted in refused); it has answered the request
+// when it returns false.
+func readBody(w http.ResponseWriter, r *http.Request, want string, refused *ratelimit.Refusals) (string, bool) {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt != want {
 		httpError(w, http.StatusUnsupportedMediaType, "want Content-Type %s, got %q", want, truncate(r.Header.Get("Content-Type"), 64))
 		return "", false
 	}
+	lift := ratelimit.SetBodyDeadline(w, ratelimit.BodyTimeout)
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	lift()
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		if ratelimit.IsTimeout(err) {
+			refused.Inc(ratelimit.ReasonBodyTimeout)
+			w.Header().Set("Connection", "close")
+			httpError(w, http.StatusRequestTimeout, "the body did not come within %v", ratelimit.BodyTimeout)
+		} else if errors.As(err, &mbe) {
+			refused.Inc(ratelimit.ReasonBodySize)
 			httpError(w, http.StatusRequestEntityTooLarge, "body larger than %d bytes", maxBody)
 		} else {
 			httpError(w, http.StatusBadRequest, "read body: %v", err)
@@ -276,6 +295,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, channel ui
 }
 
 func (s *Server) post(w http.ResponseWriter, r *http.Request) {
+	if ip, _ := clientAddr(r, s.cfg.ClientIPHeader); !s.admit(w, ip) {
+		return
+	}
 	var pathChannel uint32
 	if v := r.PathValue("channel"); v != "" {
 		ch, ok := parseChannel(v)
@@ -290,7 +312,7 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	text, ok := readBody(w, r, "application/sdp")
+	text, ok := readBody(w, r, "application/sdp", s.metrics.refused)
 	if !ok {
 		s.metrics.result("bad_body")
 		return
@@ -358,6 +380,24 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, answer)
 }
 
+// admit applies RateLimit to a POST from ip. A refusal is answered here
+// (429, Retry-After, a plain-text body), counted, and logged when it is
+// the first of ip's since it was last let in; then admit reports false.
+func (s *Server) admit(w http.ResponseWriter, ip netip.Addr) bool {
+	d := s.rate.Allow(ip)
+	if d.OK {
+		return true
+	}
+	s.metrics.result("too_many_requests")
+	s.metrics.refused.Inc(ratelimit.ReasonRate)
+	if d.First {
+		s.log.Warn("whip: client over its request rate; refusing until it slows down", "ip", ip, "shared_bucket", d.Shared, "retry_after", d.RetryAfter)
+	}
+	w.Header().Set("Retry-After", ratelimit.RetryAfter(d.RetryAfter))
+	httpError(w, http.StatusTooManyRequests, "too many requests from %s; try again in %s s", ip, ratelimit.RetryAfter(d.RetryAfter))
+	return false
+}
+
 // software returns what a publisher's User-Agent says it is, printable
 // ASCII, at most 128 bytes.
 func software(ua string) string {
@@ -406,7 +446,7 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request) {
 	if sess == nil {
 		return
 	}
-	frag, ok := readBody(w, r, "application/trickle-ice-sdpfrag")
+	frag, ok := readBody(w, r, "application/trickle-ice-sdpfrag", s.metrics.refused)
 	if !ok {
 		return
 	}
@@ -524,6 +564,7 @@ type metrics struct {
 	ended     *prometheus.CounterVec
 	keyframes *prometheus.CounterVec
 	nacks     prometheus.Counter
+	refused   *ratelimit.Refusals // lightspeed_http_refused_total{endpoint="whip"}
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -545,6 +586,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 				return nil, fmt.Errorf("whip: register metrics: %w", err)
 			}
 		}
+	}
+	var err error
+	if m.refused, err = ratelimit.NewRefusals(reg, "whip", ratelimit.ReasonRate, ratelimit.ReasonBodySize, ratelimit.ReasonBodyTimeout); err != nil {
+		return nil, fmt.Errorf("whip: %w", err)
 	}
 	return m, nil
 }

@@ -1,5 +1,8 @@
 // Package profiling serves Go's runtime profiles (net/http/pprof) on an
-// address of their own, never on the public HTTP port.
+// address of their own, never on the public HTTP port. It is off unless
+// LS_PPROF_ADDR names an address, and has no authentication: bind it to
+// loopback (127.0.0.1:6060) and reach it through an SSH tunnel or
+// `fly proxy`. Serve warns when it is bound anywhere else.
 package profiling
 
 import (
@@ -41,8 +44,19 @@ func Serve(ctx context.Context, ln net.Listener, log *slog.Logger) error {
 		srv.Close()
 	}()
 	log.Info("profiling: serving pprof", "addr", ln.Addr().String())
+	if !Loopback(ln.Addr()) {
+		log.Warn("profiling: pprof is served beyond loopback, without authentication: whoever reaches this address can read the process's profiles and command line; bind it to 127.0.0.1",
+			"addr", ln.Addr().String())
+	}
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("profiling: %w", err)
 	}
 	return nil
+}
+
+// Loopback reports whether addr is a loopback address (not the
+// unspecified address, which is every interface's).
+func Loopback(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }

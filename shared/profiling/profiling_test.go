@@ -1,6 +1,7 @@
 package profiling
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -29,5 +30,27 @@ func TestServesProfiles(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestServeWarnsBeyondLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		warn bool
+	}{{"127.0.0.1:0", false}, {"[::1]:0", false}, {":0", true}} {
+		ln, err := Listen(tc.addr)
+		if err != nil {
+			t.Logf("%s: %v (no such interface here)", tc.addr, err)
+			continue
+		}
+		var logs bytes.Buffer
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // Serve logs, then returns at once
+		if err := Serve(ctx, ln, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(logs.String(), "beyond loopback"); got != tc.warn {
+			t.Errorf("%s (bound %s): warned %v, want %v:\n%s", tc.addr, ln.Addr(), got, tc.warn, logs.String())
+		}
 	}
 }
