@@ -33,6 +33,7 @@ import (
 	"lightspeed/gateway/ftl"
 	"lightspeed/gateway/hub"
 	"lightspeed/gateway/keys"
+	"lightspeed/gateway/ratelimit"
 	"lightspeed/gateway/relay"
 	"lightspeed/gateway/scheduler"
 	"lightspeed/gateway/signaling"
@@ -162,6 +163,7 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 		UDPAddr:        cfg.WHIPUDPAddr,
 		PublicIPs:      cfg.PublicIPs,
 		ClientIPHeader: clientIPHeader,
+		RateLimit:      ratelimit.Default(),
 		Logger:         log,
 		Registerer:     reg,
 	}, store, g.hubs)
@@ -231,6 +233,8 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 		}
 	}
 	g.signaling = signaling.New(signaling.Config{
+		Limits:         signaling.DefaultLimits(),
+		ClientIPHeader: clientIPHeader,
 		Private:        private,
 		TokenKey:       tokenKey,
 		Hubs:           g.hubs,
@@ -270,12 +274,16 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 		return nil, fmt.Errorf("http: listen: %w", err)
 	}
 	apiHandler := api.Handler(api.Config{
-		Private:  private,
-		Hubs:     g.hubs,
-		Channels: g.channels,
-		Viewers:  g.signaling.Viewers,
-		Gatherer: reg,
-		Logger:   log,
+		MetricsPrivate: os.Getenv("FLY_APP_NAME") != "",
+		AdminToken:     cfg.AdminToken,
+		ClientIPHeader: clientIPHeader,
+		Registerer:     reg,
+		Private:        private,
+		Hubs:           g.hubs,
+		Channels:       g.channels,
+		Viewers:        g.signaling.Viewers,
+		Gatherer:       reg,
+		Logger:         log,
 	})
 	sig := g.signaling.Handler()
 	mux := http.NewServeMux()
@@ -290,7 +298,10 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 	mux.Handle("GET /api/functions", fleetAPI)
 	mux.Handle("POST /api/functions/{id}/drain", fleetAPI)
 	mux.Handle("/", web.Handler())
-	g.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Headers within 10 s, no more than 64 KiB of them; an idle keep-alive
+	// connection is closed after 2 minutes (bodies have their own deadline
+	// in the handlers that read them).
+	g.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	return g, nil
 }
 
