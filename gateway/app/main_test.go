@@ -28,5 +28,6 @@ func TestMain(m *testing.M) {
 	if netns.Role() == whipStackRole.Name {
 		os.Exit(serveWHIPStack())
 	}
+	playPrivateStack() // privateStackRole: plays it and exits when re-executed as it
 	stackRole.Main(m, serveStack)
 }

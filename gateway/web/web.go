@@ -154,7 +154,10 @@ func securityHeaders(next http.Handler) http.Handler {
 }
 
 // serveWatch serves the player page for a numeric channel id, the same
-// page as "/": the script reads the channel from the path.
+// page as "/": the script reads the channel from the path, and a private
+// channel's viewer token from the query ("?token="), which it takes out
+// of the address bar at once and sends only as the WHEP offer's Bearer
+// token.
 func (s *site) serveWatch(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("channel")
 	if _, err := strconv.ParseUint(name, 10, 32); err != nil {

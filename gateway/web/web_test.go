@@ -50,6 +50,7 @@ func TestRoutesAnswerWithStatusTypeAndPolicy(t *testing.T) {
 		{"root is the page", "GET", "/", 200, "text/html; charset=utf-8", "no-cache", []string{`src="/static/app.js"`}},
 		{"head of root has no body but the same headers", "HEAD", "/", 200, "text/html; charset=utf-8", "no-cache", nil},
 		{"watch of a numeric channel is the page", "GET", "/watch/77", 200, "text/html; charset=utf-8", "no-cache", []string{"<video autoplay muted playsinline>"}},
+		{"watch with a viewer token is the page", "GET", "/watch/77?token=eyJhbGciOiJIUzI1NiJ9.e30.c2ln", 200, "text/html; charset=utf-8", "no-cache", []string{`src="/static/app.js"`, `data-role="notice-detail"`}},
 		{"watch of channel zero is the page", "GET", "/watch/0", 200, "text/html; charset=utf-8", "no-cache", nil},
 		{"watch of the largest channel id is the page", "GET", "/watch/4294967295", 200, "text/html; charset=utf-8", "no-cache", nil},
 		{"watch of a name is not found", "GET", "/watch/abc", 404, "text/html; charset=utf-8", "no-store", []string{"&#34;abc&#34; is not a channel", "numbers"}},
@@ -177,7 +178,7 @@ func TestEveryReferencedAssetIsServed(t *testing.T) {
 			check(page, m[1])
 		}
 	}
-	for _, want := range []string{"/static/app.js", "/static/player.js", "/static/whep.js", "/static/style.css", "/static/publish.js", "/static/whip.js"} {
+	for _, want := range []string{"/static/app.js", "/static/player.js", "/static/whep.js", "/static/style.css", "/static/publish.js", "/static/whip.js", "/static/token.js"} {
 		if !checked[want] {
 			t.Errorf("%s was never reached from the pages", want)
 		}
@@ -226,6 +227,114 @@ func TestPublishScriptsKeepTheKeyInMemory(t *testing.T) {
 				t.Errorf("%s uses %s", name, banned)
 			}
 		}
+	}
+}
+
+// viewerScripts are the scripts of the viewer page that see its viewer
+// token.
+var viewerScripts = []string{"static/app.js", "static/token.js", "static/player.js", "static/whep.js"}
+
+func readScript(t *testing.T, name string) string {
+	t.Helper()
+	b, err := files.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// codeOf drops the comment lines of a script.
+func codeOf(src string) string {
+	var code []string
+	for _, line := range strings.Split(src, "\n") {
+		l := strings.TrimSpace(line)
+		if !strings.HasPrefix(l, "//") && !strings.HasPrefix(l, "/*") && !strings.HasPrefix(l, "*") {
+			code = append(code, line)
+		}
+	}
+	return strings.Join(code, "\n")
+}
+
+// A private channel's viewer token (/watch/77?token=…) is read from the
+// query, taken out of the address bar before the page sends anything,
+// kept in memory (no storage, no console, no URL) and sent only as the
+// WHEP offer's Bearer token. The node tests (testdata/js) run the same
+// functions; this checks how the page wires them.
+func TestViewerScriptsKeepTheTokenInMemory(t *testing.T) {
+	for _, name := range viewerScripts {
+		src := codeOf(readScript(t, name))
+		for _, banned := range []string{"localStorage", "sessionStorage", "indexedDB", "document.cookie", "caches.", "token=", "pushState"} {
+			if strings.Contains(src, banned) {
+				t.Errorf("%s uses %s", name, banned)
+			}
+		}
+		for i, line := range strings.Split(src, "\n") {
+			if strings.Contains(line, "console.") && strings.Contains(strings.ToLower(line), "token") {
+				t.Errorf("%s:%d logs something of the token: %s", name, i+1, strings.TrimSpace(line))
+			}
+		}
+	}
+
+	tok := readScript(t, "static/token.js")
+	for _, want := range []string{`const PARAM = "token"`, "hist.replaceState(hist.state, \"\", loc.pathname + search + loc.hash)"} {
+		if !strings.Contains(tok, want) {
+			t.Errorf("token.js lacks %s", want)
+		}
+	}
+	for _, banned := range []string{"console.", "fetch(", "location.href ="} {
+		if strings.Contains(tok, banned) {
+			t.Errorf("token.js uses %s", banned)
+		}
+	}
+
+	// app.js takes the token at load, before the first request, and hands
+	// it to the watch page's player only; window.lightspeed does not show it.
+	app := readScript(t, "static/app.js")
+	take := strings.Index(app, "const token = takeToken();")
+	if take < 0 {
+		t.Fatal("app.js does not take the token at load (const token = takeToken();)")
+	}
+	for _, later := range []string{"new ChannelPoller(", "poller.start()", "new Player("} {
+		if i := strings.Index(app, later); i < 0 || i < take {
+			t.Errorf("app.js: %s comes before the token is taken out of the address", later)
+		}
+	}
+	if !strings.Contains(app, "play(channel, token)") {
+		t.Error("app.js: the watch page's player does not get the token")
+	}
+	api := app[strings.Index(app, "window.lightspeed = {"):]
+	api = api[:strings.Index(api, "\n};")]
+	if strings.Contains(strings.ToLower(api), "token") {
+		t.Errorf("window.lightspeed shows the token:\n%s", api)
+	}
+
+	// The player keeps it in a private field and hands it to the WHEP
+	// client, which sends it as the Bearer token of the offer only.
+	player := readScript(t, "static/player.js")
+	for _, want := range []string{"#token;", "token: this.#token", "whep.AuthError"} {
+		if !strings.Contains(player, want) {
+			t.Errorf("player.js lacks %s", want)
+		}
+	}
+	if n := strings.Count(player, "this.#token"); n > 3 {
+		t.Errorf("player.js uses the token in %d places; want the constructor, the offer and the refusal's wording", n)
+	}
+	whep := readScript(t, "static/whep.js")
+	if n := strings.Count(whep, "token"); !strings.Contains(whep, "headers.Authorization = `Bearer ${token}`") || strings.Count(whep, "${token}") != 1 {
+		t.Errorf("whep.js: want the token used once, as the Bearer token (%d mentions)", n)
+	}
+}
+
+// The watch page's responses tell the browser to send no Referer to other
+// origins: the address the page was opened with (token included, until
+// the script removes it) stays with the gateway.
+func TestWatchPageSendsNoRefererElsewhere(t *testing.T) {
+	res := get(t, Handler(), "GET", "/watch/77?token=abc", nil)
+	if got := res.Header.Get("Referrer-Policy"); got != "same-origin" && got != "no-referrer" {
+		t.Errorf("Referrer-Policy = %q, want same-origin or no-referrer", got)
+	}
+	if got := res.Header.Get("Cache-Control"); got == "" || strings.Contains(got, "public") {
+		t.Errorf("Cache-Control = %q: a shared cache may keep the page under the token's URL", got)
 	}
 }
 

@@ -1,11 +1,20 @@
 // The page's entry point. "/watch/{channel}" plays that channel; "/" lists
 // the channels and, when exactly one is live, plays it in place.
 //
+// A private channel's watch link carries a viewer token
+// ("/watch/77?token=<jwt>"): it is taken out of the address bar first
+// thing and kept in memory for the player (see token.js).
+//
 // For automated tests, window.lightspeed reflects the player at all times
 // and <body data-state> follows its state.
 
 import { Player } from "./player.js";
 import { ChannelPoller, ChannelList } from "./channels.js";
+import { takeToken } from "./token.js";
+
+// Read once and removed from the address at once, on every page: only the
+// watch page uses it.
+const token = takeToken();
 
 const poller = new ChannelPoller("/api/channels", 3000);
 let player = null;
@@ -40,26 +49,30 @@ window.lightspeed = {
   get stats() {
     return player ? player.snap || null : null;
   },
+  get message() {
+    return player ? player.message : "";
+  },
 };
 
-function play(channel) {
+function play(channel, token = "") {
   player?.destroy();
   const stage = document.getElementById("stage");
   stage.hidden = false;
-  player = new Player(stage, channel, { onStateChange: setState });
+  player = new Player(stage, channel, { onStateChange: setState, token });
   setState(player.state);
   player.start();
 }
 
 // entryOf finds a channel in a poll result: undefined when it is not
-// listed, null when the list could not be fetched.
+// listed (private channels never are), null when the list could not be
+// fetched.
 function entryOf(channels, channel) {
   return channels === null ? null : channels.find((c) => c.channel === channel);
 }
 
 function watchPage(channel) {
   document.title = `Channel ${channel} · Lightspeed`;
-  play(channel);
+  play(channel, token);
   poller.subscribe((channels) => player.setInfo(entryOf(channels, channel)));
 }
 

@@ -1,6 +1,8 @@
 // The player: watches one channel over WHEP and keeps watching. It
 // reconnects by itself when the connection fails or video stops, waits
-// quietly while the channel is offline, and shows what it is doing.
+// quietly while the channel is offline, and shows what it is doing. A
+// private channel's viewer token goes with every offer; when the server
+// refuses it the player says why and stops asking.
 
 import * as whep from "./whep.js";
 import * as format from "./format.js";
@@ -35,11 +37,17 @@ export class Backoff {
 
 /**
  * Player shows one channel inside root. state is "connecting", "playing",
- * "offline" or "error"; onStateChange hears every change.
+ * "offline", "error" or "denied" (the server refused the viewer token, or
+ * its absence, of a private channel: the player has stopped);
+ * onStateChange hears every change. token is the channel's viewer token,
+ * "" for none.
  */
 export class Player {
-  constructor(root, channel, { onStateChange = () => {} } = {}) {
+  #token; // the viewer token: in memory only, sent as the offer's Bearer token
+
+  constructor(root, channel, { onStateChange = () => {}, token = "" } = {}) {
     this.channel = channel;
+    this.#token = token;
     this.whepURL = `/api/whep/${encodeURIComponent(channel)}`;
     this.onStateChange = onStateChange;
 
@@ -60,7 +68,7 @@ export class Player {
     this.tickTimer = 0;
     this.frameHandle = 0;
     this.reconnects = 0;
-    this.live = null; // from /api/channels: true, false, or null when not known
+    this.live = null; // from /api/channels: true, false, or null when not known (or not listed)
     this.info = null;
     this.resetCounters();
 
@@ -99,6 +107,12 @@ export class Player {
     this.el.remove();
   }
 
+  /** message is what the player's notice says, detail included. */
+  get message() {
+    const detail = this.parts["notice-detail"].textContent;
+    return this.parts["notice-text"].textContent + (detail ? "\n" + detail : "");
+  }
+
   /** framesDecoded counts the video frames decoded in the current session. */
   framesDecoded() {
     return Math.max(this.statsFrames, this.presentedFrames);
@@ -107,11 +121,13 @@ export class Player {
   /**
    * setInfo takes this channel's entry of /api/channels (undefined when
    * the channel is not listed, null when the list could not be fetched).
+   * An unlisted channel may be private (the list leaves those out) or
+   * unknown: the WHEP answer tells, so it leaves liveness unknown.
    */
   setInfo(info) {
     if (info === null) return;
     const wasLive = this.live;
-    this.live = Boolean(info?.live);
+    this.live = info ? Boolean(info.live) : null;
     this.info = info || null;
     if (this.live && wasLive === false) {
       // The stream is back: give it time to flow before calling it stalled,
@@ -160,11 +176,19 @@ export class Player {
 
     let session;
     try {
-      session = await whep.connect(pc, this.whepURL, { onServedBy: (s) => (this.servedBy = s) });
+      session = await whep.connect(pc, this.whepURL, {
+        onServedBy: (s) => (this.servedBy = s),
+        token: this.#token,
+      });
     } catch (err) {
       if (gen !== this.gen) return;
       this.teardown();
-      if (err instanceof whep.OfflineError) {
+      if (err instanceof whep.AuthError) {
+        // The same token gets the same answer: stop until a new link is
+        // opened (a reload of one with a fresh token plays).
+        this.stop();
+        this.setState("denied", this.deniedText(err), err.message);
+      } else if (err instanceof whep.OfflineError) {
         this.video.srcObject = null;
         this.setState("offline");
         this.schedule(OFFLINE_RETRY_MS);
@@ -195,6 +219,17 @@ export class Player {
     this.reconnects++;
     this.setState("connecting", "Reconnecting…");
     this.schedule(this.backoff.next());
+  }
+
+  // deniedText says, for a person, why the server refused err.
+  deniedText(err) {
+    if (err.status === 403) {
+      return `The viewer token of this link is for another channel. Ask for a link to channel ${this.channel}.`;
+    }
+    if (!this.#token) {
+      return `Channel ${this.channel} is private: it needs a viewer token. Open the watch link you were given, token included.`;
+    }
+    return `Channel ${this.channel} is private and the viewer token of this link was refused. Ask for a new link.`;
   }
 
   schedule(delayMs) {
@@ -299,11 +334,15 @@ export class Player {
     });
   }
 
-  setState(state, text) {
+  /**
+   * setState shows state with text (the state's usual words when absent)
+   * and detail, a second, quieter line (the server's words, say).
+   */
+  setState(state, text, detail = "") {
     const changed = state !== this.state;
     this.state = state;
     const { badge, notice, spinner } = this.parts;
-    const labels = { connecting: "Connecting", playing: "Live", offline: "Offline", error: "Error" };
+    const labels = { connecting: "Connecting", playing: "Live", offline: "Offline", error: "Error", denied: "Private" };
     badge.textContent = labels[state];
     badge.className = `badge badge-${state === "playing" ? "live" : state}`;
     this.el.dataset.state = state;
@@ -312,10 +351,13 @@ export class Player {
       connecting: "Connecting…",
       offline: `Channel ${this.channel} is offline. Waiting for the stream…`,
       error: "Something went wrong. Retrying…",
+      denied: `Channel ${this.channel} cannot be watched without a valid viewer token.`,
     };
     notice.hidden = state === "playing";
     spinner.hidden = state !== "connecting";
     this.parts["notice-text"].textContent = text || messages[state] || "";
+    this.parts["notice-detail"].textContent = detail;
+    this.parts["notice-detail"].hidden = !detail;
     this.renderUnmute();
     if (changed) this.onStateChange(state);
   }

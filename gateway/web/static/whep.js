@@ -22,6 +22,20 @@ export class BusyError extends Error {
   }
 }
 
+/**
+ * AuthError: the channel is private and the server refused the viewer
+ * (401: no viewer token, or one that does not hold, such as an expired
+ * one; 403: a token of another channel). reason is the server's words.
+ * Asking again with the same token gets the same answer.
+ */
+export class AuthError extends Error {
+  constructor(status, reason) {
+    super(reason || (status === 403 ? "the viewer token is not for this channel" : "a viewer token is needed"));
+    this.name = "AuthError";
+    this.status = status;
+  }
+}
+
 /** HTTPError: any other unexpected reply. */
 export class HTTPError extends Error {
   constructor(status, message) {
@@ -74,24 +88,31 @@ export function waitForGathering(pc, timeoutMs) {
 /**
  * connect makes the offer on pc, posts it to url and applies the answer.
  * It resolves to the absolute URL of the session (to DELETE when leaving),
- * or rejects with OfflineError, BusyError, HTTPError or a network error.
+ * or rejects with OfflineError, BusyError, AuthError, HTTPError or a
+ * network error. token, if given, is the viewer token of a private
+ * channel: it goes as "Authorization: Bearer <token>" and nowhere else.
  * gatherTimeoutMs > 0 waits up to that long for ICE gathering first, for a
  * page given STUN or TURN servers whose candidates the server can use.
  * onServedBy, if given, gets the region and id of the function that
  * serves the session (the Lightspeed-Served-By header).
  */
-export async function connect(pc, url, { gatherTimeoutMs = 0, onServedBy } = {}) {
+export async function connect(pc, url, { gatherTimeoutMs = 0, onServedBy, token = "" } = {}) {
   await pc.setLocalDescription(await pc.createOffer());
   if (gatherTimeoutMs > 0) await waitForGathering(pc, gatherTimeoutMs);
 
+  const headers = { "Content-Type": "application/sdp" };
+  if (token) headers.Authorization = `Bearer ${token}`;
   const res = await fetch(url, {
     method: "POST",
-    headers: { "Content-Type": "application/sdp" },
+    headers,
     body: pc.localDescription.sdp,
     cache: "no-store",
   });
   if (res.status === 404) {
     throw new OfflineError((await res.text()).trim());
+  }
+  if (res.status === 401 || res.status === 403) {
+    throw new AuthError(res.status, (await res.text()).trim().slice(0, 300));
   }
   if (res.status === 503) {
     throw new BusyError(retryAfterMs(res.headers.get("Retry-After")));
@@ -115,7 +136,9 @@ export async function connect(pc, url, { gatherTimeoutMs = 0, onServedBy } = {})
 
 /**
  * remove ends a session. keepalive lets the request outlive the page, so
- * it also works from a pagehide handler.
+ * it also works from a pagehide handler. It carries no viewer token: the
+ * server checks the token when the session starts, and the session's URL
+ * is what names it afterwards.
  */
 export function remove(session) {
   if (!session) return;

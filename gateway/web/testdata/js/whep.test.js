@@ -4,7 +4,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 
-import { connect, OfflineError } from "../static/whep.js";
+import { AuthError, connect, OfflineError, remove } from "../static/whep.js";
 
 // fakePC is a PeerConnection whose ICE gathering never completes.
 function fakePC() {
@@ -63,4 +63,65 @@ test("the function serving the session is reported from Lightspeed-Served-By", {
   let servedBy = "";
   await connect(fakePC(), "http://gw.test/api/whep/77", { onServedBy: (s) => (servedBy = s) });
   assert.equal(servedBy, "sin (local-sin-1a2b3c4d)");
+});
+
+const TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJjaCI6Nzd9.c2lnbmF0dXJl";
+
+test("a viewer token goes as the offer's Bearer token only", { timeout: 5000 }, async (t) => {
+  const posted = [];
+  t.mock.method(globalThis, "fetch", async (url, init) => {
+    posted.push({ url, init });
+    return new Response("v=0\r\nanswer\r\n", { status: 201, headers: { Location: "/api/whep/77/session-1" } });
+  });
+  const pc = fakePC();
+  const session = await connect(pc, "http://gw.test/api/whep/77", { token: TOKEN });
+  assert.equal(posted.length, 1);
+  const { url, init } = posted[0];
+  assert.equal(init.headers.Authorization, `Bearer ${TOKEN}`);
+  assert.equal(init.headers["Content-Type"], "application/sdp");
+  assert.ok(!String(url).includes(TOKEN) && !session.includes(TOKEN), "the token is in a URL");
+  assert.ok(!init.body.includes(TOKEN), "the token is in the offer");
+  assert.equal(init.credentials, undefined, "the offer asks for credentials besides the token");
+});
+
+test("without a token the offer has no Authorization header", { timeout: 5000 }, async (t) => {
+  const posted = [];
+  t.mock.method(globalThis, "fetch", async (url, init) => {
+    posted.push(init);
+    return new Response("v=0\r\nanswer\r\n", { status: 201, headers: { Location: "/api/whep/77/s" } });
+  });
+  await connect(fakePC(), "http://gw.test/api/whep/77");
+  await connect(fakePC(), "http://gw.test/api/whep/77", { token: "" });
+  for (const init of posted) assert.equal(init.headers.Authorization, undefined);
+});
+
+test("a 401 or 403 is an AuthError with the status and the server's reason", { timeout: 5000 }, async (t) => {
+  for (const [status, text] of [
+    [401, "channel 77 is private: a viewer token is needed to watch it (send it as Authorization: Bearer <token>)\n"],
+    [401, "channel 77 is private and the viewer token was refused: viewer token expired at 2026-01-01T00:00:00Z\n"],
+    [403, "viewer token is for another channel (channel 78), not channel 77\n"],
+  ]) {
+    t.mock.method(globalThis, "fetch", async () => new Response(text, { status }));
+    await assert.rejects(connect(fakePC(), "http://gw.test/api/whep/77", { token: TOKEN }), (err) => {
+      assert.ok(err instanceof AuthError, `${status}: ${err}`);
+      assert.equal(err.status, status);
+      assert.equal(err.message, text.trim());
+      return true;
+    });
+  }
+});
+
+test("leaving deletes the session without the token, outliving the page", { timeout: 5000 }, async (t) => {
+  const sent = [];
+  t.mock.method(globalThis, "fetch", async (url, init) => {
+    sent.push({ url, init });
+    return new Response("", { status: 200 });
+  });
+  remove("http://gw.test/api/whep/77/session-1");
+  remove(null);
+  assert.equal(sent.length, 1);
+  assert.equal(sent[0].url, "http://gw.test/api/whep/77/session-1");
+  assert.equal(sent[0].init.method, "DELETE");
+  assert.equal(sent[0].init.keepalive, true);
+  assert.equal(sent[0].init.headers?.Authorization, undefined);
 });
