@@ -299,9 +299,9 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 	mux.Handle("POST /api/functions/{id}/drain", fleetAPI)
 	mux.Handle("/", web.Handler())
 	// Headers within 10 s, no more than 64 KiB of them; an idle keep-alive
-	// connection is closed after 2 minutes (bodies have their own deadline
-	// in the handlers that read them).
-	g.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	// connection is closed after 30 s (bodies have their own deadline in
+	// the handlers that read them; websockets their own pings).
+	g.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 64 << 10}
 	return g, nil
 }
 

@@ -98,10 +98,7 @@ const (
 
 // lorisFindings are the checks, by subtest name below TestFaultSlowloris,
 // that fail on a known finding and are skipped until it is fixed.
-var lorisFindings = map[string]string{
-	"http/keep-alive":   lorisKeepAliveFinding,
-	"relay-udp/initial": lorisSpoofedFinding,
-}
+var lorisFindings = map[string]string{}
 
 // lorisRun runs check as t's subtest name, skipped while lorisFindings
 // names a finding for it.
