@@ -151,6 +151,9 @@ func serveDelay() error {
 // serveObserver prints "FUNCTIONS <json>" whenever the fleet's functions,
 // by id, region, state and viewers, change, and "DOWN <n>" the nth time
 // the gateway stops answering; it keeps asking across gateway restarts.
+// For each name=address of $SIM_SCRAPE it prints "STATS <name>
+// <goroutines> <heap bytes in use> <unix ms>" from the metrics there,
+// every tick.
 func serveObserver() error {
 	ctx, stop := signalled()
 	defer stop()
@@ -159,11 +162,22 @@ func serveObserver() error {
 	defer tick.Stop()
 	var last string
 	downs := 0
+	var scrape [][2]string // name, address
+	for _, t := range strings.Split(os.Getenv("SIM_SCRAPE"), ",") {
+		if name, addr, ok := strings.Cut(t, "="); ok {
+			scrape = append(scrape, [2]string{name, addr})
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		}
+		for _, target := range scrape {
+			if g, h, err := goStats(client, target[1]); err == nil {
+				fmt.Println("STATS", target[0], g, h, time.Now().UnixMilli())
+			}
 		}
 		fs, err := getFunctions(client, "http://127.0.0.1:"+httpPort+"/api/functions")
 		if err != nil {
@@ -184,6 +198,33 @@ func serveObserver() error {
 			last = s
 		}
 	}
+}
+
+// goStats reads go_goroutines and go_memstats_heap_inuse_bytes from the
+// Prometheus text at http://addr/metrics.
+func goStats(client *http.Client, addr string) (goroutines, heap int64, err error) {
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return 0, 0, err
+	}
+	found := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		var v float64
+		if _, err := fmt.Sscanf(l, "go_goroutines %g", &v); err == nil {
+			goroutines, found = int64(v), found+1
+		} else if _, err := fmt.Sscanf(l, "go_memstats_heap_inuse_bytes %g", &v); err == nil {
+			heap, found = int64(v), found+1
+		}
+	}
+	if found != 2 {
+		return 0, 0, errors.New("no Go metrics")
+	}
+	return goroutines, heap, nil
 }
 
 func getFunctions(client *http.Client, url string) ([]fleet.Info, error) {
@@ -345,6 +386,7 @@ type options struct {
 	regions []region // nil: regions
 	env     []string // gateway settings, after (so over) the defaults
 	fnEnv   []string // settings of every function ("NAME=value", no quotes)
+	scrape  string   // $SIM_SCRAPE of the observer; {<region>} stands for its address
 }
 
 // start makes the regions, their delayed relay paths, and the gateway
@@ -410,7 +452,11 @@ func start(t *testing.T, o options) *sim {
 	s.gwEnv = append(s.gwEnv, o.env...)
 	s.startGateway()
 	obs := star.SelfCommand(ctx, star.Center, roleObserver)
-	obs.Env = append(obs.Env, runVar+"="+s.run)
+	scrape := o.scrape
+	for _, l := range star.Leaves {
+		scrape = strings.ReplaceAll(scrape, "{"+l.Label+"}", l.Addr.String())
+	}
+	obs.Env = append(obs.Env, runVar+"="+s.run, "SIM_SCRAPE="+scrape)
 	s.fleet = s.process(obs, "fleet")
 	return s
 }
