@@ -47,7 +47,9 @@ func creepWindow(d time.Duration) time.Duration {
 // with it.
 func runBrowser(ctx context.Context, cfg config, log *slog.Logger) (*BrowserReport, error) {
 	peak := cfg.peakKbps
-	if peak < 0 { // OBS's, for the test media the stack streams
+	if cfg.ingest == ingestWHIP {
+		peak = 0 // whipclient sends each frame's packets at once
+	} else if peak < 0 { // OBS's, for the test media the stack streams
 		nals, err := testmedia.NALUnits()
 		if err != nil {
 			return nil, fmt.Errorf("bench: test media: %w", err)
@@ -60,10 +62,11 @@ func runBrowser(ctx context.Context, cfg config, log *slog.Logger) (*BrowserRepo
 		Browsers: cfg.browsers,
 		Window:   creepWindow(cfg.duration),
 		PeakKbps: peak,
+		WHIP:     cfg.ingest == ingestWHIP,
 		Logf:     func(format string, args ...any) { log.Info(fmt.Sprintf(format, args...)) },
 	}
 	log.Info("glass-to-glass in Chromium", "viewers", opt.Viewers, "browsers", opt.Browsers,
-		"duration", opt.Duration, "creep_window", opt.Window, "peak_kbps", opt.PeakKbps)
+		"duration", opt.Duration, "creep_window", opt.Window, "peak_kbps", opt.PeakKbps, "ingest", cfg.ingest)
 	res, err := glass.Run(ctx, opt)
 	if res == nil {
 		return nil, err
@@ -83,6 +86,7 @@ type BrowserReport struct {
 	Viewers         int       `json:"viewers"`
 	Browsers        int       `json:"browsers"`
 	PeakKbps        int       `json:"peak_kbps"` // the publisher's video pacing; 0: none
+	Ingest          string    `json:"ingest"`    // how the publisher published: "ftl" or "whip"
 
 	// Send → presented and send → expected display, over every viewer.
 	LatencyMs GlassDelay `json:"latency_ms"`
@@ -200,6 +204,7 @@ func newBrowserReport(m Machine, res *glass.Result) *BrowserReport {
 		Viewers:         len(res.Viewers),
 		Browsers:        o.Browsers,
 		PeakKbps:        o.PeakKbps,
+		Ingest:          ingestFTL,
 		LatencyMs:       glassDelay(res.Latency),
 		DisplayMs:       glassDelay(res.Display),
 		ClockDriftMs:    toMs(res.ClockDrift),
@@ -207,6 +212,9 @@ func newBrowserReport(m Machine, res *glass.Result) *BrowserReport {
 		OriginSkewMs:    toMs(res.OriginSkew),
 		Targets:         targets(res),
 		res:             res,
+	}
+	if o.WHIP {
+		r.Ingest = ingestWHIP
 	}
 	for _, v := range res.Viewers {
 		gv := GlassViewer{
@@ -307,7 +315,9 @@ func ms(d time.Duration) string {
 // print writes glass's table, then the statements on the targets.
 func (r *BrowserReport) print(w io.Writer) {
 	fmt.Fprintf(w, "\nmachine: %d cores, %s, %s\n", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion)
-	if r.PeakKbps > 0 {
+	if r.Ingest == ingestWHIP {
+		fmt.Fprintln(w, "publisher: WHIP (whipclient), every frame's packets at once, keyframe requests answered at once")
+	} else if r.PeakKbps > 0 {
 		fmt.Fprintf(w, "publisher: video paced at %d kbit/s after a 100 ms burst, as OBS's FTL SDK does\n", r.PeakKbps)
 	} else {
 		fmt.Fprintln(w, "publisher: video unpaced (every frame's packets at once)")

@@ -48,6 +48,9 @@ func fleetFlags(cfg config, set map[string]bool, functions string) (config, erro
 			return cfg, fmt.Errorf("-fleet does not go with -%s", name)
 		}
 	}
+	if cfg.ingest != ingestFTL {
+		return cfg, errors.New("-fleet publishes over FTL: -ingest whip does not go with it")
+	}
 	if !set["duration"] {
 		cfg.duration = fleetDuration
 	}
@@ -307,6 +310,7 @@ func (fb *fleetBench) startGateway(ctx context.Context, name string, env []strin
 	g.proc, err = startChild(name, fb.dir, filepath.Join(fb.dir, "gateway"), append([]string{
 		"LS_FTL_ADDR=" + ftlAddr,
 		fmt.Sprintf("LS_FTL_MEDIA_ADDR=127.0.0.1:%d", udp[0]),
+		"LS_WHIP_UDP_ADDR=127.0.0.1:0", // not the default :8085, which another gateway may hold
 		"LS_HTTP_ADDR=" + g.httpAddr,
 		"LS_RELAY_ADDR=" + g.relayAddr,
 		"LS_DATA_DIR=" + g.data,

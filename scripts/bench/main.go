@@ -43,7 +43,11 @@
 //     sequence numbers), for the viewers of each step (all joining at once)
 //     and, with -keyint-test, for viewers joining one at a time at random
 //     points of the GOP with keyframe intervals of 1 s (the committed test
-//     media) and 4 s (testdata/gop4.h264).
+//     media) and 4 s (testdata/gop4.h264); then, -cold-runs times, the
+//     publisher restarts in the middle of a GOP (frames spread over it)
+//     once the function has dropped the channel, and one viewer POSTs as
+//     soon as the channel is live: its time to first frame, and when the
+//     publisher sent its first keyframe.
 //   - Loss: sequence numbers never received during the window, per viewer
 //     and track.
 //   - Saturation: the machine's busy CPU time (/proc/stat) over the window;
@@ -60,6 +64,17 @@
 // allocating. Still, a pion viewer costs nearly as much CPU per packet as
 // the server, so on a small machine the viewers and the server fill it
 // together; the report's last line says at about how many viewers.
+//
+// -ingest whip publishes over WHIP instead (shared/testkit/whipclient,
+// as OBS's WHIP output: POST /api/whip with the stream key as Bearer
+// token, each frame's packets at once), everything else the same. The
+// publisher answers a keyframe request (PLI, FIR) at once with the clip's
+// next keyframe, the frames between skipped, as an encoder would;
+// -whip-pli=false keeps the clip's keyframes where they are. Latency is
+// then measured from the publisher's write of each packet (whipclient's
+// OnVideoPacket), there being no FTL socket for the tap.
+//
+//	go run ./scripts/bench -ingest whip
 //
 // -baseline runs the same fan-out the way the original Lightspeed relay
 // did, in a child process (this binary, re-executed): one
@@ -107,6 +122,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -114,7 +130,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pion/rtp"
+
 	"lightspeed/shared/testkit/ftlclient"
+	"lightspeed/shared/testkit/netns"
 )
 
 func main() {
@@ -145,6 +164,12 @@ func main() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	release, err := exclusive(ctx, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	defer release()
 	if cfg.browser {
 		err = mainBrowser(ctx, cfg, log)
 	} else if cfg.fleet {
@@ -156,6 +181,55 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// exclusive takes the lock that the tests which load the whole machine
+// take (netns.Exclusive), so that the bench and they run one at a time,
+// waiting for it as long as another holds it. release gives it back;
+// exiting does too.
+func exclusive(ctx context.Context, log *slog.Logger) (release func(), err error) {
+	h := &lockHolder{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		netns.Exclusive(h)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		log.Info("waiting for the lock of the tests that load the whole machine")
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if h.err != nil {
+		return nil, h.err
+	}
+	return h.release, nil
+}
+
+// lockHolder holds netns.Exclusive's lock for the bench, as a test would.
+type lockHolder struct {
+	err      error
+	cleanups []func() // they close the lock's file, so they are kept until release
+}
+
+func (*lockHolder) Helper() {}
+
+func (h *lockHolder) Fatalf(format string, args ...any) {
+	h.err = fmt.Errorf(format, args...)
+	runtime.Goexit() // as testing's Fatalf: Exclusive does not go on
+}
+
+func (h *lockHolder) Cleanup(f func()) { h.cleanups = append(h.cleanups, f) }
+
+func (h *lockHolder) release() {
+	for _, f := range slices.Backward(h.cleanups) {
+		f()
+	}
+	h.cleanups = nil
 }
 
 // mainFanout runs the fan-out steps and prints and writes their report.
@@ -213,7 +287,10 @@ type config struct {
 	parallel   int
 	cpuProfile string
 	verbose    bool
-	peakKbps   int // the publisher's video pacing; < 0: OBS's for each clip
+	peakKbps   int    // the publisher's video pacing; < 0: OBS's for each clip
+	ingest     string // ingestFTL or ingestWHIP
+	whipPLI    bool   // the WHIP publisher answers keyframe requests
+	coldRuns   int    // publisher restarts with a viewer joining at once
 
 	browser        bool // glass-to-glass in Chromium instead of the fan-out steps
 	browserViewers int
@@ -248,6 +325,9 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the function during the largest step to this file, and its heap profile at the end of the step to FILE.heap")
 	fs.BoolVar(&cfg.verbose, "v", false, "log every viewer's join times")
 	fs.IntVar(&cfg.peakKbps, "peak-kbps", -1, "pace the publisher's video to this many kbit/s after a 100 ms burst, as the FTL SDK does; -1: as OBS, 1.2 times each clip's video bitrate; 0: no pacing, every frame's packets at once")
+	fs.StringVar(&cfg.ingest, "ingest", ingestFTL, "how the bench's publisher publishes: ftl, or whip (POST /api/whip, as OBS 30+ does)")
+	fs.BoolVar(&cfg.whipPLI, "whip-pli", true, "with -ingest whip: the publisher answers a keyframe request at once with the clip's next keyframe, as an encoder would; false: keyframes only where the clip has them")
+	fs.IntVar(&cfg.coldRuns, "cold-runs", 5, "with -keyint-test: times the publisher restarts in the middle of a GOP and one viewer joins as soon as the channel is live (0: none)")
 	fs.StringVar(&cfg.attach, "attach", "", "use the running gateway at this HTTP address (host:port) instead of starting one")
 	fs.StringVar(&cfg.ftlAddr, "ftl", "", "with -attach: the gateway's FTL control address (default: the -attach host, port 8084)")
 	fs.StringVar(&cfg.streamKey, "key", "", "with -attach: the stream key to publish with, <channel>-<secret>")
@@ -267,6 +347,15 @@ func parseFlags(args []string) (config, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if cfg.ingest != ingestFTL && cfg.ingest != ingestWHIP {
+		return cfg, fmt.Errorf("-ingest: %q is neither ftl nor whip", cfg.ingest)
+	}
+	if set["whip-pli"] && cfg.ingest != ingestWHIP {
+		return cfg, errors.New("-whip-pli needs -ingest whip")
+	}
+	if cfg.coldRuns < 0 {
+		return cfg, errors.New("-cold-runs must not be negative")
+	}
 	if cfg.fleet || set["fleet-runs"] || set["fleet-functions"] {
 		return fleetFlags(cfg, set, functions)
 	}
@@ -305,6 +394,9 @@ func parseFlags(args []string) (config, error) {
 		if cfg.cpuProfile != "" {
 			return cfg, errors.New("-cpuprofile needs the stack the bench starts (no -attach)")
 		}
+		if set["ftl"] && cfg.ingest == ingestWHIP {
+			return cfg, errors.New("-ftl does not go with -ingest whip: the publisher POSTs to the -attach address")
+		}
 	}
 	return cfg, nil
 }
@@ -312,7 +404,7 @@ func parseFlags(args []string) (config, error) {
 // fanoutFlags are the flags of the fan-out steps, which -browser does not
 // run.
 var fanoutFlags = []string{"viewers", "settle", "keyint-test", "joins", "baseline", "parallel", "cpuprofile",
-	"attach", "ftl", "key", "function-pid", "gateway-pid"}
+	"attach", "ftl", "key", "function-pid", "gateway-pid", "cold-runs"}
 
 // browserFlags checks the flags of -browser; set holds the flags given.
 func browserFlags(cfg config, set map[string]bool) (config, error) {
@@ -320,6 +412,12 @@ func browserFlags(cfg config, set map[string]bool) (config, error) {
 		if set[name] {
 			return cfg, fmt.Errorf("-browser does not run the fan-out steps: -%s does not go with it", name)
 		}
+	}
+	if cfg.ingest == ingestWHIP && set["peak-kbps"] {
+		return cfg, errors.New("-peak-kbps paces FTL: it does not go with -browser -ingest whip")
+	}
+	if cfg.ingest == ingestWHIP && !cfg.whipPLI {
+		return cfg, errors.New("-browser's WHIP publisher answers keyframe requests: -whip-pli=false does not go with it")
 	}
 	if !set["duration"] {
 		cfg.duration = targetDuration
@@ -355,7 +453,10 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 	if b.player, err = newPlayer(b.epoch); err != nil {
 		return nil, err
 	}
-	rep := &Report{Machine: machine(), Mode: "started"}
+	rep := &Report{Machine: machine(), Mode: "started", Ingest: cfg.ingest}
+	if cfg.ingest == ingestWHIP {
+		rep.WHIPAnswersPLI = &cfg.whipPLI
+	}
 	gop1, gop4, err := loadClips()
 	if err != nil {
 		return nil, err
@@ -414,22 +515,37 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 		return cfg.peakKbps
 	}
 	// startPublisher streams c, with a fresh log of sent frames: from the
-	// tap, or from the schedule when attached.
+	// tap (FTL), from the WHIP publisher's own writes, or from the
+	// schedule when attached with FTL. With wait it returns once the
+	// channel is live and released packets.
 	stopSchedule := func() {}
-	startPublisher := func(c clip) (*publisher, error) {
-		var started func(time.Time)
-		if st != nil {
-			sent.Store(st.tap.startSession(frameCapacity))
-		} else {
+	startPublisher := func(c clip, wait bool) (*publisher, error) {
+		var (
+			p   *publisher
+			err error
+		)
+		if cfg.ingest == ingestWHIP {
 			l := newFrameLog(frameCapacity)
 			sent.Store(l)
-			sctx, cancel := context.WithCancel(ctx)
-			stopSchedule = cancel
-			started = func(at time.Time) { go schedule(sctx, l, b.epoch, at, c) }
+			note := func(h *rtp.Header, payload []byte, at time.Time) {
+				l.note(h.Timestamp, h.Marker, payload, at.Sub(b.epoch))
+			}
+			p, err = publishWHIP(ctx, "http://"+httpAddr+"/api/whip", key, c, cfg.whipPLI, loopbackHost(httpAddr), note)
+		} else {
+			var started func(time.Time)
+			if st != nil {
+				sent.Store(st.tap.startSession(frameCapacity))
+			} else {
+				l := newFrameLog(frameCapacity)
+				sent.Store(l)
+				sctx, cancel := context.WithCancel(ctx)
+				stopSchedule = cancel
+				started = func(at time.Time) { go schedule(sctx, l, b.epoch, at, c) }
+			}
+			p, err = publish(ctx, ftlAddr, key, c, peakKbps(c), started)
 		}
-		p, err := publish(ctx, ftlAddr, key, c, peakKbps(c), started)
-		if err != nil {
-			return nil, err
+		if err != nil || !wait {
+			return p, err
 		}
 		err = waitChannel(ctx, httpAddr, channel, "went live", func(c channelInfo) bool {
 			return c.Live && c.Video != nil && c.PacketsOut > 0
@@ -449,8 +565,8 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 		return err
 	}
 
-	log.Info("publishing", "clip", gop1.name, "channel", channel, "gateway", httpAddr)
-	pub, err := startPublisher(gop1)
+	log.Info("publishing", "clip", gop1.name, "channel", channel, "gateway", httpAddr, "ingest", cfg.ingest)
+	pub, err := startPublisher(gop1, true)
 	if err != nil {
 		return nil, err
 	}
@@ -466,6 +582,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 	}
 	if c, err := readChannel(ctx, httpAddr, channel); err == nil && c.Video != nil {
 		rep.Stream = Stream{BitrateBps: c.Video.BitrateBps, KeyframeIntervalMs: c.Video.KeyframeIntervalMs, PeakKbps: peakKbps(gop1)}
+		if cfg.ingest == ingestWHIP {
+			rep.Stream.PeakKbps = 0 // whipclient sends each frame's packets at once
+		}
 	}
 
 	idleFor := max(cfg.duration/2, 2*time.Second)
@@ -495,7 +614,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 				if err != nil {
 					return rep, err
 				}
-				if pub, err = startPublisher(c); err != nil {
+				if pub, err = startPublisher(c, true); err != nil {
 					return rep, err
 				}
 				// Let the first keyframe of the new stream reach the
@@ -511,7 +630,34 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 			}
 		}
 	}
+	if cfg.keyintTest && cfg.coldRuns > 0 {
+		err := stopPublisher(pub)
+		pub = nil
+		if err != nil {
+			return rep, err
+		}
+		log.Info("publisher restarts in the middle of a GOP, a viewer joining at once", "runs", cfg.coldRuns)
+		cold, err := b.coldStarts(ctx, ours, gop1, cfg.coldRuns, startPublisher, stopPublisher)
+		rep.Cold = &cold
+		if err != nil {
+			return rep, err
+		}
+	}
 	return rep, nil
+}
+
+// loopbackHost reports whether the host of addr (host:port) is a
+// loopback address or localhost.
+func loopbackHost(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // steps measures t with each number of viewers, adding viewers from one

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -110,6 +111,64 @@ func TestSmallRunMeasuresEveryFigure(t *testing.T) {
 	}
 }
 
+// TestSmallWHIPRun runs the fan-out step, the joins and one cold start
+// with the publisher on WHIP: the latency is matched against what the
+// WHIP publisher wrote, and the cold start's keyframe answers the
+// gateway's keyframe request.
+func TestSmallWHIPRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a gateway and a function")
+	}
+	netns.Exclusive(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := config{
+		viewers:    []int{2},
+		duration:   2 * time.Second,
+		settle:     time.Second,
+		keyintTest: true,
+		joins:      2,
+		parallel:   2,
+		peakKbps:   -1,
+		ingest:     ingestWHIP,
+		whipPLI:    true,
+		coldRuns:   1,
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	rep, err := run(ctx, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Ingest != ingestWHIP || rep.WHIPAnswersPLI == nil || !*rep.WHIPAnswersPLI || rep.Stream.PeakKbps != 0 {
+		t.Errorf("report: ingest %q, answers PLI %v, peak %d kbit/s; want whip, true, 0 (unpaced)", rep.Ingest, rep.WHIPAnswersPLI, rep.Stream.PeakKbps)
+	}
+	if len(rep.Rows) != 1 {
+		t.Fatalf("%d rows, want 1", len(rep.Rows))
+	}
+	if r := rep.Rows[0]; r.Playing != 2 || r.Delivered == 0 || r.FramesMatched == 0 || r.LatencyMs.N == 0 {
+		t.Errorf("%d playing, %d delivered, %d of %d frames matched, %d latency samples: want every figure measured",
+			r.Playing, r.Delivered, r.FramesMatched, r.FramesReceived, r.LatencyMs.N)
+	}
+	if len(rep.TTFF) != 2 {
+		t.Fatalf("joins: %+v, want keyframe intervals 1 s and 4 s", rep.TTFF)
+	}
+	for _, j := range rep.TTFF {
+		if j.Failed != 0 || j.Ms.N != 2 {
+			t.Errorf("keyint %v s: %d failed, %d measured; want 0 and 2", j.KeyintSeconds, j.Failed, j.Ms.N)
+		}
+	}
+	c := rep.Cold
+	if c == nil || len(c.Runs) != 1 || c.Failed != 0 || c.Ms.N != 1 {
+		t.Fatalf("cold starts: %+v, want one measured", c)
+	}
+	// The clip starts mid-GOP; the publisher was asked for a keyframe
+	// when it connected and sent one at once, not after the clip's own
+	// next one (frames later).
+	if r := c.Runs[0]; r.Requests < 1 || r.SentKeyMs <= 0 || r.SentKeyMs >= float64(r.WaitFrames)*1000/30 {
+		t.Errorf("cold start %+v: want a keyframe request answered before the clip's next keyframe", r)
+	}
+}
+
 // TestStackThatFailsToStartIsCleanedUp starts a stack whose gateway exits
 // at once (channel 0 is not a valid stream key): startStack returns the
 // gateway's error, having stopped what it started.
@@ -151,6 +210,34 @@ func TestParseFlags(t *testing.T) {
 		{"attach defaults the FTL port", []string{"-attach", "127.0.0.1:8080", "-key", "77-x"}, "", func(c config) bool { return c.ftlAddr == "127.0.0.1:8084" }},
 		{"profiling needs the started stack", []string{"-attach", "h:1", "-key", "77-x", "-cpuprofile", "f"}, "-cpuprofile needs the stack", nil},
 		{"no arguments", []string{"extra"}, "unexpected argument", nil},
+
+		{"the publisher uses FTL by default, with cold starts", nil, "", func(c config) bool {
+			return c.ingest == ingestFTL && c.coldRuns == 5
+		}},
+		{"-ingest whip publishes over WHIP, answering keyframe requests", []string{"-ingest", "whip"}, "", func(c config) bool {
+			return c.ingest == ingestWHIP && c.whipPLI
+		}},
+		{"-ingest ftl is taken", []string{"-ingest", "ftl"}, "", func(c config) bool { return c.ingest == ingestFTL }},
+		{"-whip-pli=false keeps the clip's keyframes", []string{"-ingest", "whip", "-whip-pli=false"}, "", func(c config) bool {
+			return c.ingest == ingestWHIP && !c.whipPLI
+		}},
+		{"an unknown ingest", []string{"-ingest", "rtmp"}, `-ingest: "rtmp" is neither ftl nor whip`, nil},
+		{"the ingest is case-sensitive", []string{"-ingest", "WHIP"}, "is neither ftl nor whip", nil},
+		{"-whip-pli needs -ingest whip", []string{"-whip-pli=false"}, "-whip-pli needs -ingest whip", nil},
+		{"-whip-pli with FTL", []string{"-ingest", "ftl", "-whip-pli"}, "-whip-pli needs -ingest whip", nil},
+		{"cold runs are taken", []string{"-cold-runs", "3"}, "", func(c config) bool { return c.coldRuns == 3 }},
+		{"no cold runs", []string{"-cold-runs", "0"}, "", func(c config) bool { return c.coldRuns == 0 }},
+		{"cold runs must not be negative", []string{"-cold-runs", "-1"}, "-cold-runs must not be negative", nil},
+		{"attached WHIP", []string{"-ingest", "whip", "-attach", "127.0.0.1:8080", "-key", "77-x"}, "", func(c config) bool {
+			return c.ingest == ingestWHIP && c.attach == "127.0.0.1:8080"
+		}},
+		{"attached WHIP has no FTL address", []string{"-ingest", "whip", "-attach", "127.0.0.1:8080", "-key", "77-x", "-ftl", "h:8084"}, "-ftl does not go with -ingest whip", nil},
+		{"browser takes -ingest whip", []string{"-browser", "-ingest", "whip"}, "", func(c config) bool { return c.browser && c.ingest == ingestWHIP && c.whipPLI }},
+		{"browser's WHIP is not paced", []string{"-browser", "-ingest", "whip", "-peak-kbps", "3000"}, "-peak-kbps paces FTL", nil},
+		{"browser's WHIP publisher answers keyframe requests", []string{"-browser", "-ingest", "whip", "-whip-pli=false"}, "-whip-pli=false does not go with it", nil},
+		{"browser takes -ingest ftl", []string{"-browser", "-ingest", "ftl"}, "", func(c config) bool { return c.browser && c.ingest == ingestFTL }},
+		{"browser has no cold runs", []string{"-browser", "-cold-runs", "2"}, "-cold-runs does not go with it", nil},
+		{"fleet publishes over FTL", []string{"-fleet", "-ingest", "whip"}, "-ingest whip does not go with it", nil},
 
 		{"browser defaults to one viewer in one browser for 60 s", []string{"-browser"}, "", func(c config) bool {
 			return c.browser && c.browserViewers == 1 && c.browsers == 1 && c.duration == time.Minute
@@ -469,5 +556,33 @@ func TestRatiosAndLimits(t *testing.T) {
 	}
 	if l := limits(rows, 2); l == "" {
 		t.Fatal("no limit stated")
+	}
+}
+
+// TestFromFrameStartsInTheMiddleOfTheGOP checks the clip of the cold
+// starts: it begins at the frame asked for and holds every frame once.
+func TestFromFrameStartsInTheMiddleOfTheGOP(t *testing.T) {
+	gop1, gop4, err := loadClips()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []clip{gop1, gop4} {
+		all := keyframes(c.nals)
+		gop := int(c.keyint.Seconds() * 30)
+		for _, k := range []int{0, 1, gop / 2, gop - 1} {
+			r := fromFrame(c, k)
+			got := keyframes(r.nals)
+			if len(got) != len(all) || len(r.nals) != len(c.nals) {
+				t.Fatalf("%s from frame %d: %d frames and %d NAL units, want %d and %d", c.name, k, len(got), len(r.nals), len(all), len(c.nals))
+			}
+			for i := range got {
+				if got[i] != all[(k+i)%len(all)] {
+					t.Fatalf("%s from frame %d: frame %d is a keyframe: %v, want %v", c.name, k, i, got[i], !got[i])
+				}
+			}
+			if first := slices.Index(got, true); k > 0 && first != gop-k {
+				t.Errorf("%s from frame %d: first keyframe at %d, want %d", c.name, k, first, gop-k)
+			}
+		}
 	}
 }

@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pion/rtp"
+
 	"lightspeed/shared/testkit/ftlclient"
 	"lightspeed/shared/testkit/testmedia"
+	"lightspeed/shared/testkit/whipclient"
 )
 
 // gop4H264 is 8 s of 720p30 H.264 with a keyframe every 4 s, made like
@@ -49,11 +52,48 @@ func loadClips() (gop1, gop4 clip, err error) {
 	return gop1, gop4, nil
 }
 
-// publisher streams a clip over FTL until stopped.
+// fromFrame returns c playing from its frame k on (frames cut as
+// keyframes cuts them), looping back to its start: a publisher that
+// starts in the middle of a GOP.
+func fromFrame(c clip, k int) clip {
+	var (
+		frames = -1
+		hasVCL bool
+	)
+	for i, nal := range c.nals {
+		if len(nal) == 0 {
+			continue
+		}
+		typ := nal[0] & 0x1f
+		vcl := typ >= 1 && typ <= 5
+		startsAU := (typ >= 6 && typ <= 9) || (typ >= 14 && typ <= 18) || (vcl && len(nal) > 1 && nal[1]&0x80 != 0)
+		if frames < 0 || (hasVCL && startsAU) {
+			frames++
+			hasVCL = false
+			if frames == k {
+				c.nals = append(append([][]byte(nil), c.nals[i:]...), c.nals[:i]...)
+				c.name = fmt.Sprintf("%s from frame %d", c.name, k)
+				return c
+			}
+		}
+		hasVCL = hasVCL || vcl
+	}
+	return c
+}
+
+// The ingests the bench's publisher can use.
+const (
+	ingestFTL  = "ftl"
+	ingestWHIP = "whip"
+)
+
+// publisher streams a clip over FTL or WHIP until stopped.
 type publisher struct {
-	conn   *ftlclient.Conn
+	conn   *ftlclient.Conn       // FTL
+	whip   *whipclient.Publisher // WHIP
 	cancel context.CancelFunc
 	done   chan error
+	began  time.Time // right before the first frame was due
 }
 
 // publish connects to the FTL ingest at addr and loops c, its video paced
@@ -65,21 +105,56 @@ func publish(ctx context.Context, addr, key string, c clip, peakKbps int, starte
 		return nil, fmt.Errorf("bench: publish: %w", err)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	p := &publisher{conn: conn, cancel: cancel, done: make(chan error, 1)}
+	p := &publisher{conn: conn, cancel: cancel, done: make(chan error, 1), began: time.Now()}
 	go func() {
 		if started != nil {
-			started(time.Now())
+			started(p.began)
 		}
 		p.done <- conn.Stream(sctx, c.nals, c.opus, 0)
 	}()
 	return p, nil
 }
 
-// stop ends the stream gracefully (DISCONNECT).
+// publishWHIP publishes to the WHIP endpoint url (".../api/whip") as
+// OBS's WHIP output does (whipclient) and loops c in real time, each
+// frame's packets at once. With answerPLI a keyframe request makes it
+// send the clip's next keyframe at once, as an encoder would; without,
+// keyframes come where the clip has them. sent gets every video packet
+// once written to the network. loopback gathers loopback candidates
+// only.
+func publishWHIP(ctx context.Context, url, key string, c clip, answerPLI, loopback bool, sent func(h *rtp.Header, payload []byte, at time.Time)) (*publisher, error) {
+	wp, err := whipclient.Publish(ctx, whipclient.Config{
+		URL: url, Token: key, Loopback: loopback, KeyframeOnPLI: answerPLI, OnVideoPacket: sent,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bench: publish: %w", err)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	p := &publisher{whip: wp, cancel: cancel, done: make(chan error, 1), began: time.Now()}
+	go func() { p.done <- wp.Stream(sctx, c.nals, c.opus) }()
+	return p, nil
+}
+
+// keyframeRequests is how many PLIs and FIRs a WHIP publisher got; 0 for
+// FTL, which has none.
+func (p *publisher) keyframeRequests() int64 {
+	if p.whip == nil {
+		return 0
+	}
+	plis, firs := p.whip.KeyframeRequests()
+	return plis + firs
+}
+
+// stop ends the stream gracefully (FTL's DISCONNECT, WHIP's DELETE).
 func (p *publisher) stop() error {
 	p.cancel()
 	err := <-p.done
-	derr := p.conn.Disconnect()
+	var derr error
+	if p.whip != nil {
+		derr = p.whip.Close()
+	} else {
+		derr = p.conn.Disconnect()
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("bench: publish: %w", err)
 	}

@@ -15,12 +15,17 @@ import (
 // Report is everything one run measured; -json writes it.
 type Report struct {
 	Machine Machine `json:"machine"`
-	Mode    string  `json:"mode"` // "started": the bench started the stack; "attached"
-	Stream  Stream  `json:"stream"`
-	Rows    []Row   `json:"rows"`
-	Ratios  []Ratio `json:"ratios,omitempty"`
-	TTFF    []TTFF  `json:"ttff,omitempty"`
-	Limits  string  `json:"limits,omitempty"`
+	Mode    string  `json:"mode"`   // "started": the bench started the stack; "attached"
+	Ingest  string  `json:"ingest"` // how the publisher published: "ftl" or "whip"
+	// WHIPAnswersPLI says whether the WHIP publisher answered keyframe
+	// requests at once (-whip-pli); nil with FTL.
+	WHIPAnswersPLI *bool   `json:"whip_answers_pli,omitempty"`
+	Stream         Stream  `json:"stream"`
+	Rows           []Row   `json:"rows"`
+	Ratios         []Ratio `json:"ratios,omitempty"`
+	TTFF           []TTFF  `json:"ttff,omitempty"`
+	Cold           *Cold   `json:"cold,omitempty"`
+	Limits         string  `json:"limits,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -176,6 +181,14 @@ func (r *Report) print(w io.Writer) {
 	if r.Stream.PeakKbps > 0 {
 		pace = fmt.Sprintf("video paced at %d kbit/s after a 100 ms burst, as OBS's FTL SDK does", r.Stream.PeakKbps)
 	}
+	if r.Ingest == ingestWHIP {
+		pace = "published over WHIP (whipclient), each frame's packets at once"
+		if r.WHIPAnswersPLI != nil && *r.WHIPAnswersPLI {
+			pace += ", a keyframe request answered with the next keyframe at once"
+		} else {
+			pace += ", keyframes only where the clip has them"
+		}
+	}
 	fmt.Fprintf(w, "stream: %.2f Mbit/s, keyframe every %d ms, %s\n\n", r.Stream.BitrateBps/1e6, r.Stream.KeyframeIntervalMs, pace)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "stack\tviewers\tpkt/s/viewer\tµs/pkt\tmarginal µs/pkt\tviewers/core\tKB/viewer\tlatency p50/p95/p99 ms\t(reader p99)\tttff p50/p95 ms\tloss\tbusy cores (fn/gw/viewers/other)\tnote\t")
@@ -234,7 +247,24 @@ func (r *Report) print(w io.Writer) {
 				x.Stack, x.KeyintSeconds, x.Ms.P50, x.Ms.P95, x.Ms.Max, x.Joins, x.Failed)
 		}
 	}
+	if c := r.Cold; c != nil && len(c.Runs) > 0 {
+		fmt.Fprintf(w, "\ntime to first frame, publisher (%s) restarted in the middle of a GOP, one viewer joining as soon as the channel is live:\n", c.Ingest)
+		fmt.Fprintf(w, "  WHEP POST → whole keyframe p50 %.0f ms, max %.0f ms; publisher's first frame → viewer's keyframe p50 %.0f ms, max %.0f ms (%d runs, %d failed)\n",
+			c.Ms.P50, c.Ms.Max, c.FromStartMs.P50, c.FromStartMs.Max, len(c.Runs), c.Failed)
+		for _, x := range c.Runs {
+			fmt.Fprintf(w, "    from frame %2d (clip's next keyframe %4.0f ms later): keyframe sent at %4.0f ms, POST at %4.0f ms, first frame %4.0f ms after it, %4.0f ms after the start; %d keyframe requests%s\n",
+				x.StartFrame, float64(x.WaitFrames)*1000/30, x.SentKeyMs, x.PostMs, x.Ms, x.FromStartMs, x.Requests, errNote(x.Error))
+		}
+	}
 	if r.Limits != "" {
 		fmt.Fprintf(w, "\nlimits: %s\n", r.Limits)
 	}
+}
+
+// errNote is ", " and err, or nothing.
+func errNote(err string) string {
+	if err == "" {
+		return ""
+	}
+	return ", " + err
 }

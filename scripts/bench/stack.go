@@ -219,6 +219,9 @@ func startStack(ctx context.Context, log *slog.Logger, o stackOptions) (_ *stack
 		"LS_FTL_ADDR=" + s.ftlAddr,
 		"LS_FTL_MEDIA_ADDR=" + media,
 		fmt.Sprintf("LS_FTL_ANNOUNCE_PORT=%d", s.tap.Port()),
+		// WHIP publishers' media on loopback, on a port of its own (the
+		// default :8085 would be shared with any other gateway).
+		"LS_WHIP_UDP_ADDR=127.0.0.1:0",
 		"LS_HTTP_ADDR=" + s.httpAddr,
 		"LS_RELAY_ADDR=" + relay,
 		"LS_DATA_DIR=" + data,

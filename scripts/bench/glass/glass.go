@@ -5,13 +5,16 @@
 // Run makes two network namespaces joined by a veth pair. In namespace A
 // it re-executes the running binary as Role (see ServeStack): a gateway
 // with its embedded function, advertising A's veth address, and an FTL
-// publisher streaming the test media in real time. In namespace B it
+// publisher (a WHIP one with Options.WHIP) streaming the test media in
+// real time. In namespace B it
 // starts Chromium and opens the viewer page in one or more tabs.
 //
 // # Pairing frames
 //
 // The publisher reports each frame's RTP timestamp and the time its first
-// packet was written (ftlclient.Config.OnFrame). The hub rewrites
+// packet was written (ftlclient.Config.OnFrame; with WHIP, when the write
+// of its first packet returned, from whipclient.Config.OnVideoPacket, the
+// stream starting once the hub has the publisher). The hub rewrites
 // timestamps by an offset that is constant for a publisher session, and
 // the function keeps the hub's timestamps, so the stack subscribes to the
 // hub before publishing: the first video packet the hub releases carries
@@ -129,6 +132,12 @@ type Options struct {
 	// (ftlclient.Config.PeakKbps; ftlclient.PeakKbps gives OBS's); 0: not
 	// paced, each frame's packets at once.
 	PeakKbps int
+	// WHIP publishes over WHIP (shared/testkit/whipclient, as OBS's WHIP
+	// output does: each frame's packets at once, a keyframe request
+	// answered with the next keyframe at once) instead of FTL; PeakKbps
+	// does not apply. The frame's send time is when the write of its first
+	// packet returned, before the network, as with FTL.
+	WHIP bool
 	// JoinAt, if positive, opens each viewer page JoinAt after the
 	// publisher sent a keyframe, in the middle of a GOP longer than
 	// JoinAt, and fills Viewer.Join. Zero opens the pages at once.
@@ -357,6 +366,9 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	}
 	if opt.PeakKbps > 0 {
 		env = append(env, envPeakKbps+"="+strconv.Itoa(opt.PeakKbps))
+	}
+	if opt.WHIP {
+		env = append(env, envWHIP+"=1")
 	}
 	stack, err := stackRole.Start(pair, dir, env, opt.Logf)
 	if err != nil {

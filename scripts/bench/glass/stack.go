@@ -17,6 +17,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtp"
+	"golang.org/x/sync/errgroup"
+
 	"lightspeed/function/fanout"
 	"lightspeed/function/relay"
 	"lightspeed/gateway/app"
@@ -24,6 +27,7 @@ import (
 	"lightspeed/gateway/keys"
 	"lightspeed/shared/testkit/stackrole"
 	"lightspeed/shared/testkit/testmedia"
+	"lightspeed/shared/testkit/whipclient"
 )
 
 // Role is the role (see netns.Role) of the binary that Run re-executes in
@@ -55,6 +59,9 @@ const (
 	// envPeakKbps paces the publisher's video (Options.PeakKbps); unset
 	// or 0: not paced.
 	envPeakKbps = "LS_GLASS_PEAK_KBPS"
+	// envWHIP, when "1", makes the publisher publish over WHIP instead of
+	// FTL (Options.WHIP).
+	envWHIP = "LS_GLASS_WHIP"
 )
 
 // stackRole is Role with the variables of its address and data directory.
@@ -108,6 +115,7 @@ func ServeStack() int {
 		sp := stackParams{
 			Params: p, framesPath: os.Getenv(envFrames),
 			h264Path: os.Getenv(envH264), keyframes: os.Getenv(envKeyframes) == "1",
+			whip: os.Getenv(envWHIP) == "1",
 		}
 		if v := os.Getenv(envPeakKbps); v != "" {
 			n, err := strconv.Atoi(v)
@@ -127,6 +135,7 @@ type stackParams struct {
 	h264Path         string // $LS_GLASS_H264; "" for the test media
 	keyframes        bool   // $LS_GLASS_KEYFRAMES is 1
 	peakKbps         int    // $LS_GLASS_PEAK_KBPS; 0: not paced
+	whip             bool   // $LS_GLASS_WHIP is 1
 }
 
 func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
@@ -222,11 +231,16 @@ func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
 			}
 		})
 	}
-	stack := stackrole.Stack{
-		Gateway: g, StreamKey: streamKey, NALs: nals, Opus: opus, OnFrame: fl.sent, PeakKbps: sp.peakKbps,
-		Live: func() bool { h := g.Hubs().Get(channel); return h != nil && h.Stats().Live },
+	live := func() bool { h := g.Hubs().Get(channel); return h != nil && h.Stats().Live }
+	if sp.whip {
+		err = runWHIP(ctx, g, nals, opus, fl.sent, live, more...)
+	} else {
+		stack := stackrole.Stack{
+			Gateway: g, StreamKey: streamKey, NALs: nals, Opus: opus, OnFrame: fl.sent, PeakKbps: sp.peakKbps,
+			Live: live,
+		}
+		err = stack.Run(ctx, more...)
 	}
-	err = stack.Run(ctx, more...)
 	if n := fl.unmatched(); n > 0 {
 		log.Warn("glass: frames without both a send and a release time", "frames", n)
 	}
@@ -234,6 +248,86 @@ func serveStack(ctx context.Context, log *slog.Logger, sp stackParams) error {
 		return fmt.Errorf("glass: %w", err)
 	}
 	return nil
+}
+
+// readyLine starts the line stackrole.WaitReady waits for, followed by
+// the pages' base URL (stackrole's readyPrefix).
+const readyLine = "READY "
+
+// runWHIP is stackrole.Stack.Run with a WHIP publisher instead of FTL:
+// the gateway, whipclient streaming nals and opus in real time in a loop
+// (answering keyframe requests at once, as an encoder does), the ready
+// line once live reports true, and each of more; it returns the first
+// error. onFrame gets each video frame's RTP timestamp, as the publisher
+// sent it, and the time the write of its first packet returned.
+func runWHIP(ctx context.Context, g *app.Gateway, nals, opus [][]byte, onFrame func(uint32, time.Time), live func() bool, more ...func(context.Context) error) error {
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return g.Run(ctx) })
+	eg.Go(func() error {
+		var (
+			mu      sync.Mutex // retransmissions are written from another goroutine
+			last    uint32
+			started bool
+		)
+		firstPacket := func(h *rtp.Header, _ []byte, at time.Time) {
+			mu.Lock()
+			defer mu.Unlock()
+			if started && int32(h.Timestamp-last) <= 0 {
+				return // a packet of this frame or a retransmission
+			}
+			started, last = true, h.Timestamp
+			onFrame(h.Timestamp, at)
+		}
+		p, err := whipclient.Publish(ctx, whipclient.Config{
+			URL: "http://" + g.HTTPAddr().String() + "/api/whip", Token: streamKey,
+			KeyframeOnPLI: true, OnVideoPacket: firstPacket,
+		})
+		if err != nil {
+			return fmt.Errorf("publisher: %w", err)
+		}
+		defer p.Close()
+		// The hub takes packets from its publish start, which may come a
+		// moment after the publisher saw the connection: the first frame
+		// sent must be the first the hub releases (see frameLog).
+		for !live() {
+			if err := sleepCtx(ctx, time.Millisecond); err != nil {
+				return nil
+			}
+		}
+		if err := p.Stream(ctx, nals, opus); ctx.Err() == nil {
+			return fmt.Errorf("publisher: stream ended: %w", err)
+		}
+		return nil
+	})
+	eg.Go(func() error {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for !live() {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+			}
+		}
+		fmt.Printf("%shttp://%s\n", readyLine, g.HTTPAddr())
+		return nil
+	})
+	for _, f := range more {
+		eg.Go(func() error { return f(ctx) })
+	}
+	return eg.Wait()
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // writeJSON replaces the file at path with v as JSON, atomically.

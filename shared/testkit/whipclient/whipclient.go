@@ -25,6 +25,7 @@ import (
 
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v3"
 	"github.com/pion/webrtc/v3/pkg/media"
 
@@ -47,6 +48,17 @@ type Config struct {
 	Loopback bool
 	// UserAgent; empty: UserAgent.
 	UserAgent string
+	// KeyframeOnPLI makes Stream answer a keyframe request (PLI or FIR)
+	// as an encoder does: the next video frame it sends is the next
+	// keyframe of the looped media, the frames before it skipped, the
+	// timestamps going on as if they had been sent. Off, the requests are
+	// only counted and keyframes come when the media has them.
+	KeyframeOnPLI bool
+	// OnVideoPacket, if set, is called with every video RTP packet
+	// (retransmissions too) once it has been handed to the network: the
+	// header, the payload and the time the write returned. It runs on the
+	// writing goroutine and must not keep h or payload.
+	OnVideoPacket func(h *rtp.Header, payload []byte, sent time.Time)
 }
 
 // Publisher is one WHIP session.
@@ -59,6 +71,7 @@ type Publisher struct {
 	client   *http.Client
 
 	plis, firs atomic.Int64
+	wantKey    atomic.Bool // a keyframe request came that Stream has not answered
 	connected  chan struct{}
 	failed     chan struct{}
 }
@@ -165,6 +178,11 @@ func newPeerConnection(cfg Config) (*webrtc.PeerConnection, error) {
 		}
 	}
 	ir := &interceptor.Registry{}
+	if cfg.OnVideoPacket != nil {
+		// First in the chain: it wraps the writer to the network, so it
+		// sees the packets as sent, retransmissions included.
+		ir.Add(sentHookFactory{fn: cfg.OnVideoPacket})
+	}
 	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
 		return nil, err
 	}
@@ -224,8 +242,10 @@ func (p *Publisher) readRTCP(s *webrtc.RTPSender) {
 			switch pkt.(type) {
 			case *rtcp.PictureLossIndication:
 				p.plis.Add(1)
+				p.wantKey.Store(true)
 			case *rtcp.FullIntraRequest:
 				p.firs.Add(1)
+				p.wantKey.Store(true)
 			}
 		}
 	}
@@ -237,12 +257,18 @@ func (p *Publisher) KeyframeRequests() (plis, firs int64) { return p.plis.Load()
 // Stream sends nals (H.264 NAL units, as testmedia.NALUnits returns them)
 // and opus (20 ms packets) in real time, the video at testmedia.FrameRate,
 // looping both, until ctx ends; it returns ctx's error, or the error of a
-// write.
+// write. With Config.KeyframeOnPLI a keyframe request makes it skip to the
+// media's next keyframe.
 func (p *Publisher) Stream(ctx context.Context, nals, opus [][]byte) error {
 	frames := accessUnits(nals)
 	if len(frames) == 0 || len(opus) == 0 {
 		return errors.New("whipclient: no media to stream")
 	}
+	keys := make([]bool, len(frames))
+	for i, f := range frames {
+		keys[i] = isKeyframe(f)
+	}
+	f := 0 // the media's frame to send next, counting loops
 	frameLen := time.Second / testmedia.FrameRate
 	opusLen := testmedia.OpusFrameLength * time.Millisecond
 	start := time.Now()
@@ -262,7 +288,12 @@ func (p *Publisher) Stream(ctx context.Context, nals, opus [][]byte) error {
 		case <-timer.C:
 		}
 		if video {
-			if err := p.video.WriteSample(media.Sample{Data: frames[v%len(frames)], Duration: frameLen}); err != nil {
+			if p.cfg.KeyframeOnPLI && p.wantKey.Swap(false) {
+				f = nextKeyframe(keys, f)
+			}
+			err := p.video.WriteSample(media.Sample{Data: frames[f%len(frames)], Duration: frameLen})
+			f++
+			if err != nil {
 				return fmt.Errorf("whipclient: video: %w", err)
 			}
 			v++
@@ -273,6 +304,56 @@ func (p *Publisher) Stream(ctx context.Context, nals, opus [][]byte) error {
 		}
 		a++
 	}
+}
+
+// nextKeyframe returns the first frame from f on (counting loops) that
+// is a keyframe, or f if the media has none.
+func nextKeyframe(keys []bool, f int) int {
+	for i := range len(keys) {
+		if keys[(f+i)%len(keys)] {
+			return f + i
+		}
+	}
+	return f
+}
+
+// isKeyframe reports whether an Annex B access unit holds an IDR slice.
+func isKeyframe(au []byte) bool {
+	for i := 0; i+4 < len(au); i++ {
+		if au[i] == 0 && au[i+1] == 0 && au[i+2] == 0 && au[i+3] == 1 && au[i+4]&0x1f == 5 {
+			return true
+		}
+	}
+	return false
+}
+
+// sentHookFactory makes the interceptor of Config.OnVideoPacket.
+type sentHookFactory struct {
+	fn func(h *rtp.Header, payload []byte, sent time.Time)
+}
+
+func (f sentHookFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &sentHook{fn: f.fn}, nil
+}
+
+// sentHook hands every video packet to fn once the next writer (the
+// network's) has taken it.
+type sentHook struct {
+	interceptor.NoOp
+	fn func(h *rtp.Header, payload []byte, sent time.Time)
+}
+
+func (s *sentHook) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	if !strings.EqualFold(info.MimeType, webrtc.MimeTypeH264) {
+		return w
+	}
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		n, err := w.Write(h, payload, a)
+		if err == nil {
+			s.fn(h, payload, time.Now())
+		}
+		return n, err
+	})
 }
 
 // accessUnits groups NAL units into Annex B access units, each ending at
