@@ -333,6 +333,9 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pub, err := s.hubs.Claim(key.Channel)
+	if errors.Is(err, hub.ErrInUse) && s.replaceStale(key.Channel) {
+		pub, err = s.hubs.Claim(key.Channel)
+	}
 	if err != nil {
 		s.unreserve()
 		if errors.Is(err, hub.ErrInUse) {
@@ -493,6 +496,22 @@ func (s *Server) register(sess *session) bool {
 }
 
 // forget removes an ended session and frees its reservation.
+// replaceStale ends the WHIP session holding channel if its publisher is
+// gone (no media for staleAfter), so that the publisher's new POST (OBS
+// reconnecting after it lost its network) takes the channel at once; it
+// reports whether it ended one. A live session, or an FTL publisher, is
+// left alone: the POST gets 409.
+func (s *Server) replaceStale(channel uint32) bool {
+	s.mu.Lock()
+	old := s.byChannel[channel]
+	s.mu.Unlock()
+	if old == nil || !old.stale(time.Now()) {
+		return false
+	}
+	old.end("replaced: its publisher came back with a new session", "replaced")
+	return true
+}
+
 func (s *Server) forget(sess *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

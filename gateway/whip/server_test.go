@@ -505,3 +505,61 @@ func TestLostPacketsAreAskedForAgain(t *testing.T) {
 		t.Fatalf("hub counted %d NACKs, %d recovered, %d lost; want 5, 5, 0", st.NACKsSent, st.Recovered, st.Lost)
 	}
 }
+
+// TestAPublisherThatVanishedIsReplacedByItsNewSession: a publisher that
+// lost its network (its PeerConnection closed without DELETE) comes back
+// with a new POST. While its old session still has media within a second,
+// the POST gets 409; once the old one has had none for staleAfter, the new
+// POST ends it and takes the channel, long before the old session's ICE
+// timeouts (a minute here) would have freed it.
+func TestAPublisherThatVanishedIsReplacedByItsNewSession(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) {
+		c.ICEDisconnectedTimeout = time.Minute
+		c.ICEFailedTimeout = time.Minute
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
+	defer cancel()
+	p := newPublisher(t, publisherOptions{})
+	resp, body := p.publish(ts.url(whipPath), testKey)
+	wantStatus(t, resp, body, http.StatusCreated, "v=0")
+	old := ts.session(p.location)
+	p.waitConnected(ctx)
+	p.sendMedia(ctx)
+	p.pc.Close() // gone, no DELETE
+
+	again := newPublisher(t, publisherOptions{})
+	conflicts := 0
+	for {
+		resp, body := again.publish(ts.url(whipPath), testKey)
+		if resp.StatusCode == http.StatusCreated {
+			break
+		}
+		wantStatus(t, resp, body, http.StatusConflict, "already live")
+		if !old.stale(time.Now()) {
+			conflicts++
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the publisher's new session never replaced its vanished one")
+		case <-time.After(100 * time.Millisecond):
+		}
+		again = newPublisher(t, publisherOptions{})
+	}
+	select {
+	case <-old.done:
+	default:
+		t.Fatal("the vanished session was not ended")
+	}
+	if n := testutil.ToFloat64(ts.srv.metrics.ended.WithLabelValues("replaced")); n != 1 {
+		t.Fatalf("%v sessions ended as replaced, want 1", n)
+	}
+	again.waitConnected(ctx)
+	for !ts.hubs.Get(77).Stats().Live {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the channel never went live from the new session")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Logf("%d POSTs refused while the vanished session was fresh", conflicts)
+}

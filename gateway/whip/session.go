@@ -71,6 +71,9 @@ type session struct {
 
 	nacked [nackMemory]atomic.Uint32 // NACKed video sequence numbers + 1, by seq % nackMemory
 
+	created   time.Time    // set by newSession
+	lastMedia atomic.Int64 // unix nanoseconds of the newest RTP packet; 0: none yet
+
 	mu           sync.Mutex
 	ended        bool
 	connected    bool
@@ -88,9 +91,27 @@ type session struct {
 	trickled     int
 }
 
+// staleAfter is how long a session may go without media (or without
+// connecting) before a new POST of its publisher replaces it: an encoder
+// sends audio every 20 ms, so a second of silence means it is gone (it
+// crashed or lost its network), and the ICE timeouts that would end the
+// session take 15 s more, during which OBS's reconnects would get 409.
+const staleAfter = time.Second
+
+// stale reports whether the session's publisher is gone by now, as far as
+// its media tell.
+func (s *session) stale(now time.Time) bool {
+	last := s.lastMedia.Load()
+	if last == 0 {
+		return now.Sub(s.created) >= staleAfter
+	}
+	return now.Sub(time.Unix(0, last)) >= staleAfter
+}
+
 func newSession(s *Server, key keys.Key, pub *hub.Publisher, o *offer, remote, software string) *session {
 	id := newID()
 	return &session{
+		created:   time.Now(),
 		srv:       s,
 		id:        id,
 		key:       key,
@@ -506,7 +527,9 @@ func (s *session) forward(t hub.Track, in interceptor.RTPReader) {
 		// A padding-only packet (empty payload) is written too: it holds a
 		// sequence number, and leaving it out would make the hub wait for
 		// it. The hub counts it as unsendable and moves on.
-		s.pub.WriteRTP(t, &pkt, time.Now())
+		now := time.Now()
+		s.lastMedia.Store(now.UnixNano())
+		s.pub.WriteRTP(t, &pkt, now)
 	}
 }
 
