@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// ftlVideoPT is the payload type of FTL video (PROTOCOLS.md).
+// ftlVideoPT is the payload type the FTL SDK and OBS give video.
 const ftlVideoPT = 96
 
 // tap sits between the publisher and the gateway's FTL media socket on
