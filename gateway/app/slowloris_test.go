@@ -67,9 +67,7 @@ const (
 	// first request header (an idle new connection included).
 	httpHeaderDeadline = 10 * time.Second
 	// HTTP keep-alive: after a request, an idle connection is held for
-	// the http.Server's IdleTimeout, else its ReadTimeout; app.go sets
-	// neither (a finding: see lorisFindings), so this is the deadline
-	// proposed for it.
+	// the http.Server's IdleTimeout, which app.go sets.
 	httpIdleDeadline = 30 * time.Second
 	// HTTP request bodies: the deadline within which the WHEP and WHIP
 	// handlers read the body of a POST (the http.Server has no
@@ -92,8 +90,8 @@ const (
 
 // The findings the checks fail on.
 const (
-	lorisKeepAliveFinding = "finding: gateway/app/app.go New: the http.Server has no IdleTimeout (nor ReadTimeout, which would stand in for it), so a keep-alive connection idle after a request is held forever; set IdleTimeout (proposed 30 s)"
-	lorisSpoofedFinding   = "finding: gateway/relay/server.go Listen: the quic.Transport has no VerifySourceAddress, so every 1200-byte Initial from any source address, decryptable or not, gets a connection and its goroutines until the handshake timeout (relaywire.AuthTimeout); set VerifySourceAddress to ask for a Retry (stateless) when more than a few handshakes a second come in (a rate.Limiter's Allow, negated, as quic-go suggests), or always: functions are few and one round trip more to connect costs them nothing"
+	lorisKeepAliveFinding = "gateway/app/app.go New: the http.Server's IdleTimeout (30 s) no longer closes a keep-alive connection idle after a request"
+	lorisSpoofedFinding   = "gateway/relay/server.go Listen: the quic.Transport's VerifySourceAddress no longer makes a spoofed Initial prove its address (a Retry) before the relay keeps state for it"
 )
 
 // lorisFindings are the checks, by subtest name below TestFaultSlowloris,
@@ -652,7 +650,7 @@ func slowlorisHTTP(t *testing.T) *lorisCase {
 		before := during[0]
 		lorisCheckNoLeak(t, "http", before)
 		after := lorisMeasure()
-		parts := []string{fmt.Sprintf("deadlines: request header %v (ReadHeaderTimeout), request body %v (the WHEP and WHIP handlers'), keep-alive idle %v (proposed: app.go sets no IdleTimeout)", httpHeaderDeadline, httpBodyDeadline, httpIdleDeadline)}
+		parts := []string{fmt.Sprintf("deadlines: request header %v (ReadHeaderTimeout), request body %v (the WHEP and WHIP handlers'), keep-alive idle %v (IdleTimeout)", httpHeaderDeadline, httpBodyDeadline, httpIdleDeadline)}
 		for i := range groups {
 			p := fmt.Sprintf("%s: %s; %s", names[i], lorisClosure(rs[i], groups[i].N), lorisCost(during[i], during[i+1], groups[i].N))
 			if len(rs[i].Answers) > 0 {
