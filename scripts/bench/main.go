@@ -164,6 +164,13 @@ func main() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.faults {
+		if err := mainFaults(ctx, cfg, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	release, err := exclusive(ctx, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -296,6 +303,9 @@ type config struct {
 	browserViewers int
 	browsers       int
 
+	faults bool          // the fault suite's long form instead of the fan-out steps
+	soak   time.Duration // with faults: how long the soak runs
+
 	fleet          bool // cold start, wake, new regions and the relay's cost instead of the fan-out steps
 	fleetRuns      int
 	fleetFunctions []int
@@ -338,6 +348,8 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.browsers, "browsers", 1, "with -browser: Chromium processes the pages are spread over (several pages in one are tabs)")
 	fs.BoolVar(&cfg.fleet, "fleet", false, "measure the fleet instead: cold start, wake and a new region's first viewer with the local provider, and the gateway's CPU per relayed datagram as functions grow")
 	fs.IntVar(&cfg.fleetRuns, "fleet-runs", 5, "with -fleet: runs of cold start, new region and wake")
+	fs.BoolVar(&cfg.faults, "faults", false, "run the fault suite's long form instead (the TestFault cases of gateway/simulation and gateway/app, the soak for -soak) and print each case's figures; needs root, ip and the go command")
+	fs.DurationVar(&cfg.soak, "soak", 30*time.Minute, "with -faults: how long the soak runs")
 	fs.StringVar(&functions, "fleet-functions", "1,4,16,32", "with -fleet: numbers of functions the relay feeds, comma-separated, increasing")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -355,6 +367,12 @@ func parseFlags(args []string) (config, error) {
 	}
 	if cfg.coldRuns < 0 {
 		return cfg, errors.New("-cold-runs must not be negative")
+	}
+	if cfg.faults || set["soak"] {
+		if !cfg.faults {
+			return cfg, errors.New("-soak needs -faults")
+		}
+		return faultsFlags(cfg, set)
 	}
 	if cfg.fleet || set["fleet-runs"] || set["fleet-functions"] {
 		return fleetFlags(cfg, set, functions)

@@ -238,6 +238,11 @@ func TestParseFlags(t *testing.T) {
 		{"browser takes -ingest ftl", []string{"-browser", "-ingest", "ftl"}, "", func(c config) bool { return c.browser && c.ingest == ingestFTL }},
 		{"browser has no cold runs", []string{"-browser", "-cold-runs", "2"}, "-cold-runs does not go with it", nil},
 		{"fleet publishes over FTL", []string{"-fleet", "-ingest", "whip"}, "-ingest whip does not go with it", nil},
+		{"faults soak 30 minutes by default", []string{"-faults"}, "", func(c config) bool { return c.faults && c.soak == 30*time.Minute }},
+		{"faults take a soak", []string{"-faults", "-soak", "5m"}, "", func(c config) bool { return c.faults && c.soak == 5*time.Minute }},
+		{"a soak needs faults", []string{"-soak", "5m"}, "-soak needs -faults", nil},
+		{"a soak of at least a minute", []string{"-faults", "-soak", "10s"}, "-soak must be at least 1m", nil},
+		{"faults run nothing else", []string{"-faults", "-viewers", "10"}, "-viewers does not go with it", nil},
 
 		{"browser defaults to one viewer in one browser for 60 s", []string{"-browser"}, "", func(c config) bool {
 			return c.browser && c.browserViewers == 1 && c.browsers == 1 && c.duration == time.Minute
@@ -584,5 +589,28 @@ func TestFromFrameStartsInTheMiddleOfTheGOP(t *testing.T) {
 				t.Errorf("%s from frame %d: first keyframe at %d, want %d", c.name, k, first, gop-k)
 			}
 		}
+	}
+}
+
+// TestFaultLinesPicksFiguresAndFailures: the bench prints the figure lines
+// of the fault suite's output and the failures, and names the failed cases.
+func TestFaultLinesPicksFiguresAndFailures(t *testing.T) {
+	in := strings.Join([]string{
+		"=== RUN   TestFaultSoak",
+		"    process.go:260: viewers-ams: RECEIVED 3 1 31818 0",
+		"    faults_test.go:413: FAULT soak 2m0s: 8 swaps",
+		"--- FAIL: TestFaultSoak (120.0s)",
+		"FAULT slowloris relay: deadline 5s",
+		"--- PASS: TestFaultSlowloris (35.8s)",
+		"FAIL",
+	}, "\n")
+	var out strings.Builder
+	failed := faultLines(strings.NewReader(in), &out, false)
+	want := "FAULT soak 2m0s: 8 swaps\n--- FAIL: TestFaultSoak (120.0s)\nFAULT slowloris relay: deadline 5s\nFAIL\n"
+	if out.String() != want {
+		t.Errorf("printed %q, want %q", out.String(), want)
+	}
+	if len(failed) != 1 || failed[0] != "TestFaultSoak" {
+		t.Errorf("failed %q", failed)
 	}
 }
