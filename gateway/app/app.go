@@ -64,6 +64,8 @@ type Config struct {
 	EmbedFunction   bool          `env:"EMBEDDED_FUNCTION" envDefault:"true" help:"run a function inside the gateway (one-machine setup)"`
 	WebRTCUDPAddr   string        `env:"WEBRTC_UDP_ADDR" envDefault:":8189" help:"embedded function: UDP address of all WebRTC media"`
 	PublicIPs       []string      `env:"PUBLIC_IPS" envSeparator:"," help:"IPs advertised to WHIP publishers and, by the embedded function, to viewers, comma-separated; default: the interface addresses"`
+	ViewersPerIP    int           `env:"VIEWERS_PER_IP" envDefault:"20" min:"0" help:"viewer sessions one client IP may have open (beyond: 429); 0: no bound (raise it for audiences behind one NAT)"`
+	ViewersMax      int           `env:"VIEWERS_MAX" envDefault:"5000" min:"0" help:"viewer sessions the gateway takes in all (beyond: 503); 0: no bound"`
 	WHIPUDPAddr     string        `env:"WHIP_UDP_ADDR" envDefault:":8085" help:"UDP address of every WHIP publisher's media (ICE UDP mux); on Fly fly-global-services:8085"`
 	PublicURL       string        `env:"PUBLIC_URL" help:"the gateway's base URL as publishers reach it, printed in the OBS WHIP settings; default http://<LS_PUBLIC_HOST>:<LS_HTTP_ADDR's port>"`
 	FunctionCap     int           `env:"FUNCTION_CAPACITY" envDefault:"500" min:"1" help:"most viewers a function takes (the embedded one, and those the fleet starts)"`
@@ -233,7 +235,7 @@ func New(cfg Config, store *keys.Store, log *slog.Logger) (g *Gateway, err error
 		}
 	}
 	g.signaling = signaling.New(signaling.Config{
-		Limits:         signaling.DefaultLimits(),
+		Limits:         signaling.Limits{Rate: ratelimit.Default(), SessionsPerIP: cfg.ViewersPerIP, Sessions: cfg.ViewersMax},
 		ClientIPHeader: clientIPHeader,
 		Private:        private,
 		TokenKey:       tokenKey,

@@ -80,19 +80,6 @@ type Limits struct {
 	Sessions int
 }
 
-// The limits DefaultLimits sets.
-const (
-	DefaultSessionsPerIP = 20
-	DefaultSessions      = 5000
-)
-
-// DefaultLimits are the gateway's limits: ratelimit.Default() (10 a
-// second, a burst of 20, 10,000 IPs tracked), 20 sessions per IP, 5,000
-// in all.
-func DefaultLimits() Limits {
-	return Limits{Rate: ratelimit.Default(), SessionsPerIP: DefaultSessionsPerIP, Sessions: DefaultSessions}
-}
-
 // Signaling serves WHEP and the Lightspeed websocket.
 type Signaling struct {
 	cfg Config

@@ -448,6 +448,8 @@ func start(t *testing.T, o options) *sim {
 		"LS_FUNCTION_IDLE_STOP=8s",
 		"LS_FUNCTION_START_WAIT=30s",
 		"LS_FUNCTION_UDP_PORTS=10000-10019",
+		// A region's viewers share its one address, as behind a NAT.
+		"LS_VIEWERS_PER_IP=0",
 	}
 	s.gwEnv = append(s.gwEnv, o.env...)
 	s.startGateway()
