@@ -299,7 +299,8 @@ func latestStats(obs *netns.Process, name string) (goroutines, heap int64, ok bo
 // the gateway's and the function's goroutines stay within 10 % + 5 of
 // one another at every sample (nothing leaks per viewer), their heap in
 // use drifts by less than a quarter of its mean over the run, and the ten
-// steady viewers keep their sessions and lose under 5 % of their packets.
+// steady viewers keep their sessions, their delay grows by less than
+// 100 ms (delayMeter) and they lose under 5 % of their packets.
 // (On a 2-core machine shared with other work, twenty viewers under the
 // race detector lost 1–2 % over two minutes, where ten viewers for
 // seconds lose none: the figure is printed to follow.) RSS slopes are
@@ -352,13 +353,16 @@ func TestFaultSoak(t *testing.T) {
 		}
 		samples = append(samples, sm)
 	}
-	lost, got := 0, 0
+	lost, got, grown := 0, 0, 0
 	for i := range 10 {
 		p := received(steady, i)
 		if p.session != 1 || p.lost*20 > p.packets {
 			t.Errorf("steady viewer %d: %+v, want its first session and under 5 %% lost", i, p)
 		}
-		lost, got = lost+p.lost, got+p.packets
+		if p.delayGrown > 100 {
+			t.Errorf("steady viewer %d: its delay grew by %d ms", i, p.delayGrown)
+		}
+		lost, got, grown = lost+p.lost, got+p.packets, max(grown, p.delayGrown)
 	}
 
 	var xs, gwR, fnR, gwG, fnG []float64
@@ -412,6 +416,6 @@ func TestFaultSoak(t *testing.T) {
 	}
 	gl, gh := spread(gwG)
 	fl, fh := spread(fnG)
-	t.Logf("FAULT soak %v: %d swaps of 10 viewers beside 10 steady ones (%.2f %% of their packets lost); from minute 1, heap slope gateway %+.0f kB/min (mean %.0f MB), function %+.0f kB/min (mean %.0f MB); RSS slope gateway %+.0f kB/min, function %+.0f kB/min; goroutines gateway %.0f–%.0f, function %.0f–%.0f",
-		d, swaps, 100*float64(lost)/float64(max(got, 1)), slope(gwHx, gwH)/1024, mean(gwH)/(1<<20), slope(fnHx, fnH)/1024, mean(fnH)/(1<<20), slope(xs, gwR), slope(xs, fnR), gl, gh, fl, fh)
+	t.Logf("FAULT soak %v: %d swaps of 10 viewers beside 10 steady ones (%.2f %% of their packets lost, their delay grown by %d ms at most); from minute 1, heap slope gateway %+.0f kB/min (mean %.0f MB), function %+.0f kB/min (mean %.0f MB); RSS slope gateway %+.0f kB/min, function %+.0f kB/min; goroutines gateway %.0f–%.0f, function %.0f–%.0f",
+		d, swaps, 100*float64(lost)/float64(max(got, 1)), grown, slope(gwHx, gwH)/1024, mean(gwH)/(1<<20), slope(fnHx, fnH)/1024, mean(fnH)/(1<<20), slope(xs, gwR), slope(xs, fnR), gl, gh, fl, fh)
 }

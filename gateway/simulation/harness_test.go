@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -245,7 +247,8 @@ func getFunctions(client *http.Client, url string) ([]fleet.Info, error) {
 // viewer page, each comes back with a new session when it loses the
 // stream. Viewer i prints "SERVED <i> <session> <served by>" for each
 // session, "PLAYING <i> <session> <unix ms>" once 30 video packets arrived,
-// "RECEIVED <i> <session> <video packets> <lost>" every half second (lost:
+// "RECEIVED <i> <session> <video packets> <lost> <delay grown, ms>" every
+// half second (delay grown: see delayMeter; lost:
 // sequence numbers of the session's video never received), and "LOST <i>
 // <session> <why>" when it gives a session up.
 func serveViewer() error {
@@ -318,6 +321,58 @@ func (g *gapCounter) add(seq uint16) {
 	}
 }
 
+// delayMeter follows how late a stream's video arrives against its own
+// clock: each packet's arrival time less its RTP timestamp's time, both
+// counted from the first packet. Its minimum over a window is the
+// window's delay up to a constant; the constant is the minimum of the
+// window that ends baselineAfter into the session (after the cached
+// keyframe's burst, whose timestamps are older than the live ones), so
+// what it reports is how much the delay grew since.
+type delayMeter struct {
+	mu               sync.Mutex
+	start            time.Time
+	firstTS          uint32
+	windowMin        float64 // ms, of the window going on
+	windowEnd        time.Time
+	last             float64 // ms, the minimum of the last full window
+	base             float64
+	hasBase, started bool
+}
+
+const (
+	delayWindow   = 2 * time.Second
+	baselineAfter = 4 * time.Second
+)
+
+func (m *delayMeter) add(ts uint32, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.started {
+		m.started, m.start, m.firstTS = true, now, ts
+		m.windowMin, m.windowEnd = math.Inf(1), now.Add(delayWindow)
+	}
+	off := float64(now.Sub(m.start).Microseconds())/1000 - float64(ts-m.firstTS)/90
+	m.windowMin = min(m.windowMin, off)
+	if now.After(m.windowEnd) {
+		m.last = m.windowMin
+		if !m.hasBase && now.Sub(m.start) >= baselineAfter {
+			m.base, m.hasBase = m.windowMin, true
+		}
+		m.windowMin, m.windowEnd = math.Inf(1), now.Add(delayWindow)
+	}
+}
+
+// grown returns how much the delay grew since the baseline, in ms (0 until
+// there is one).
+func (m *delayMeter) grown() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.hasBase {
+		return 0
+	}
+	return int(math.Round(m.last - m.base))
+}
+
 func (g *gapCounter) count() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -328,6 +383,7 @@ func watchOnce(ctx context.Context, i, session int) error {
 	var packets atomic.Int64
 	var last atomic.Int64 // unix nanoseconds of the last video packet
 	var gaps gapCounter
+	var delay delayMeter
 	last.Store(time.Now().UnixNano())
 	postCtx, cancel := context.WithTimeout(ctx, 45*time.Second)
 	defer cancel()
@@ -338,6 +394,9 @@ func watchOnce(ctx context.Context, i, session int) error {
 				packets.Add(1)
 				last.Store(time.Now().UnixNano())
 				gaps.add(uint16(b[2])<<8 | uint16(b[3]))
+				if len(b) >= 8 {
+					delay.add(binary.BigEndian.Uint32(b[4:8]), time.Now())
+				}
 			}
 		},
 	})
@@ -363,7 +422,7 @@ func watchOnce(ctx context.Context, i, session int) error {
 			playing = true
 			fmt.Printf("PLAYING %d %d %d\n", i, session, time.Now().UnixMilli())
 		}
-		fmt.Printf("RECEIVED %d %d %d %d\n", i, session, n, gaps.count())
+		fmt.Printf("RECEIVED %d %d %d %d %d\n", i, session, n, gaps.count(), delay.grown())
 		if since := time.Since(time.Unix(0, last.Load())); since > stalled {
 			return fmt.Errorf("no video for %v", since.Round(time.Millisecond))
 		}
@@ -546,7 +605,7 @@ func (s *sim) servedBy(v *netns.Process, i, session int) string {
 }
 
 // progress is what viewer i of a process last reported.
-type progress struct{ session, packets, lost int }
+type progress struct{ session, packets, lost, delayGrown int }
 
 // received returns viewer i's latest report.
 func received(v *netns.Process, i int) progress {
@@ -554,7 +613,7 @@ func received(v *netns.Process, i int) progress {
 	for j := len(lines) - 1; j >= 0; j-- {
 		var p progress
 		var k int
-		if _, err := fmt.Sscanf(lines[j], "RECEIVED %d %d %d %d", &k, &p.session, &p.packets, &p.lost); err == nil && k == i {
+		if _, err := fmt.Sscanf(lines[j], "RECEIVED %d %d %d %d %d", &k, &p.session, &p.packets, &p.lost, &p.delayGrown); err == nil && k == i {
 			return p
 		}
 	}
