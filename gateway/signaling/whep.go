@@ -7,7 +7,6 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/pion/sdp/v3"
 
@@ -232,45 +231,5 @@ func (s *Signaling) whepPatch(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// parseSDPFrag reads the candidates of a trickle-ice-sdpfrag body: a=mid
-// and a=ice-ufrag set the context of the a=candidate lines that follow;
-// a=end-of-candidates gives an empty candidate.
-func parseSDPFrag(frag string) ([]relaywire.Candidate, error) {
-	var (
-		out        []relaywire.Candidate
-		mid, ufrag *string
-		mline      *uint16
-		index      uint16
-	)
-	for _, line := range strings.Split(frag, "\n") {
-		line = strings.TrimSpace(line)
-		if len(out) == relaywire.MaxTrickle && (strings.HasPrefix(line, "a=candidate:") || line == "a=end-of-candidates") {
-			return nil, fmt.Errorf("more than %d candidates", relaywire.MaxTrickle)
-		}
-		switch {
-		case strings.HasPrefix(line, "m="):
-			i := index
-			mline = &i
-			index++
-		case strings.HasPrefix(line, "a=mid:"):
-			v := strings.TrimPrefix(line, "a=mid:")
-			mid = &v
-		case strings.HasPrefix(line, "a=ice-ufrag:"):
-			v := strings.TrimPrefix(line, "a=ice-ufrag:")
-			ufrag = &v
-		case strings.HasPrefix(line, "a=candidate:"):
-			c := relaywire.Candidate{Candidate: strings.TrimPrefix(line, "a="), SDPMid: mid, SDPMLineIndex: mline, UsernameFragment: ufrag}
-			if mid == nil && mline == nil {
-				zero := uint16(0)
-				c.SDPMLineIndex = &zero
-			}
-			out = append(out, c)
-		case line == "a=end-of-candidates":
-			out = append(out, relaywire.Candidate{SDPMid: mid, SDPMLineIndex: mline, UsernameFragment: ufrag})
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no a=candidate or a=end-of-candidates line")
-	}
-	return out, nil
-}
+// parseSDPFrag reads the candidates of a trickle-ice-sdpfrag body.
+var parseSDPFrag = relaywire.ParseSDPFrag

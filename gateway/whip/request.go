@@ -284,50 +284,13 @@ func fmtpParam(fmtp, key string) string {
 const maxTrickle = relaywire.MaxTrickle
 
 // parseSDPFrag reads the candidates of an application/trickle-ice-sdpfrag
-// body (RFC 8840): a=mid and a=ice-ufrag set the context of the
-// a=candidate lines that follow; a=end-of-candidates is an empty
-// candidate. It fails on a fragment with no candidate line or more than
-// maxTrickle of them.
+// body (relaywire.ParseSDPFrag, which WHEP's PATCH shares) as pion takes
+// them.
 func parseSDPFrag(frag string) ([]webrtc.ICECandidateInit, error) {
-	var (
-		out        []webrtc.ICECandidateInit
-		mid, ufrag *string
-		mline      *uint16
-		index      uint16
-	)
-	for line := range strings.Lines(frag) {
-		line = strings.TrimSpace(line)
-		isCand := strings.HasPrefix(line, "a=candidate:") || line == "a=end-of-candidates"
-		if isCand && len(out) == maxTrickle {
-			return nil, fmt.Errorf("more than %d candidates", maxTrickle)
-		}
-		switch {
-		case strings.HasPrefix(line, "m="):
-			if index == 1<<16-1 {
-				return nil, errors.New("too many m= lines")
-			}
-			i := index
-			mline = &i
-			index++
-		case strings.HasPrefix(line, "a=mid:"):
-			v := strings.TrimPrefix(line, "a=mid:")
-			mid = &v
-		case strings.HasPrefix(line, "a=ice-ufrag:"):
-			v := strings.TrimPrefix(line, "a=ice-ufrag:")
-			ufrag = &v
-		case strings.HasPrefix(line, "a=candidate:"):
-			c := webrtc.ICECandidateInit{Candidate: strings.TrimPrefix(line, "a="), SDPMid: mid, SDPMLineIndex: mline, UsernameFragment: ufrag}
-			if mid == nil && mline == nil {
-				zero := uint16(0)
-				c.SDPMLineIndex = &zero
-			}
-			out = append(out, c)
-		case line == "a=end-of-candidates":
-			out = append(out, webrtc.ICECandidateInit{SDPMid: mid, SDPMLineIndex: mline, UsernameFragment: ufrag})
-		}
+	cands, err := relaywire.ParseSDPFrag(frag)
+	out := make([]webrtc.ICECandidateInit, len(cands))
+	for i, c := range cands {
+		out[i] = webrtc.ICECandidateInit(c)
 	}
-	if len(out) == 0 {
-		return nil, errors.New("no a=candidate or a=end-of-candidates line")
-	}
-	return out, nil
+	return out, err
 }

@@ -4,6 +4,8 @@
 package relaywire
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -209,6 +211,56 @@ type Candidate struct {
 	SDPMid           *string `json:"sdpMid,omitempty"`
 	SDPMLineIndex    *uint16 `json:"sdpMLineIndex,omitempty"`
 	UsernameFragment *string `json:"usernameFragment,omitempty"`
+}
+
+// ParseSDPFrag reads the candidates of an application/trickle-ice-sdpfrag
+// body (RFC 8840), as WHEP and WHIP clients PATCH them: a=mid and
+// a=ice-ufrag set the context of the a=candidate lines that follow (a
+// candidate with neither is of m-line 0); a=end-of-candidates is an empty
+// candidate. It fails on a fragment with no candidate line or more than
+// MaxTrickle of them.
+func ParseSDPFrag(frag string) ([]Candidate, error) {
+	var (
+		out        []Candidate
+		mid, ufrag *string
+		mline      *uint16
+		index      uint16
+	)
+	for line := range strings.Lines(frag) {
+		line = strings.TrimSpace(line)
+		isCand := strings.HasPrefix(line, "a=candidate:") || line == "a=end-of-candidates"
+		if isCand && len(out) == MaxTrickle {
+			return nil, fmt.Errorf("more than %d candidates", MaxTrickle)
+		}
+		switch {
+		case strings.HasPrefix(line, "m="):
+			if index == 1<<16-1 {
+				return nil, errors.New("too many m= lines")
+			}
+			i := index
+			mline = &i
+			index++
+		case strings.HasPrefix(line, "a=mid:"):
+			v := strings.TrimPrefix(line, "a=mid:")
+			mid = &v
+		case strings.HasPrefix(line, "a=ice-ufrag:"):
+			v := strings.TrimPrefix(line, "a=ice-ufrag:")
+			ufrag = &v
+		case strings.HasPrefix(line, "a=candidate:"):
+			c := Candidate{Candidate: strings.TrimPrefix(line, "a="), SDPMid: mid, SDPMLineIndex: mline, UsernameFragment: ufrag}
+			if mid == nil && mline == nil {
+				zero := uint16(0)
+				c.SDPMLineIndex = &zero
+			}
+			out = append(out, c)
+		case line == "a=end-of-candidates":
+			out = append(out, Candidate{SDPMid: mid, SDPMLineIndex: mline, UsernameFragment: ufrag})
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no a=candidate or a=end-of-candidates line")
+	}
+	return out, nil
 }
 
 // Load is what a function reports every second.
