@@ -23,22 +23,20 @@ import (
 
 // Reply codes of the FTL control protocol (ftl-sdk ftl_private.h).
 const (
-	codeOK             = 200
-	codePing           = 201
-	codeBadRequest     = 400
-	codeUnauthorized   = 401
-	codeAudioSSRC      = 403
-	codeVideoSSRC      = 404
-	codeInvalidKey     = 405
-	codeChannelInUse   = 406
-	codeNoMedia        = 408
-	codeTerminated     = 410
-	codeInternal       = 500
-	maxLine            = 4096 // longest control line accepted, with its line ending
-	challengeSize      = 128  // random bytes of the HMAC challenge
-	hmacHexLen         = 2 * sha512.Size
-	maxAuthFailures    = 5                // failed authentications per IP before refusing
-	authFailureRefresh = 12 * time.Second // one more try per IP after this
+	codeOK           = 200
+	codePing         = 201
+	codeBadRequest   = 400
+	codeUnauthorized = 401
+	codeAudioSSRC    = 403
+	codeVideoSSRC    = 404
+	codeInvalidKey   = 405
+	codeChannelInUse = 406
+	codeNoMedia      = 408
+	codeTerminated   = 410
+	codeInternal     = 500
+	maxLine          = 4096 // longest control line accepted, with its line ending
+	challengeSize    = 128  // random bytes of the HMAC challenge
+	hmacHexLen       = 2 * sha512.Size
 )
 
 // replyError is a failure that ends a control connection with code.
@@ -257,20 +255,20 @@ func (c *control) connect(arg string) error {
 		return reject(codeBadRequest, "hmac is not %d hex digits", hmacHexLen)
 	}
 	ip := c.remote.Addr()
-	if !s.limiter.allow(ip, time.Now()) {
+	if ok, _ := s.limiter.Allow(ip, time.Now()); !ok {
 		s.metrics.authFailures.WithLabelValues("rate_limited").Inc()
 		return reject(codeUnauthorized, "too many failed authentications from %s", ip)
 	}
 	secret, ok := s.keys.Secret(c.channel)
 	if !ok {
-		s.limiter.fail(ip, time.Now())
+		s.limiter.Fail(ip, time.Now())
 		s.metrics.authFailures.WithLabelValues("unknown_channel").Inc()
 		return reject(codeInvalidKey, "no stream key for channel %d", c.channel)
 	}
 	m := hmac.New(sha512.New, []byte(secret))
 	m.Write(c.challenge)
 	if !hmac.Equal(m.Sum(nil), got) {
-		s.limiter.fail(ip, time.Now())
+		s.limiter.Fail(ip, time.Now())
 		s.metrics.authFailures.WithLabelValues("hmac_mismatch").Inc()
 		return reject(codeUnauthorized, "hmac mismatch")
 	}
@@ -392,59 +390,4 @@ func (c *control) start() error {
 	sess.begin()
 	c.reply(fmt.Sprintf("%d hi. Use UDP port %d", codeOK, c.srv.port))
 	return nil
-}
-
-// authLimiter refuses authentication from an IP after too many failures:
-// a token bucket of maxAuthFailures per IP, one token back every
-// authFailureRefresh.
-type authLimiter struct {
-	mu      sync.Mutex
-	buckets map[netip.Addr]*bucket
-}
-
-type bucket struct {
-	tokens float64
-	at     time.Time
-}
-
-func newAuthLimiter() *authLimiter {
-	return &authLimiter{buckets: make(map[netip.Addr]*bucket)}
-}
-
-func (l *authLimiter) refill(ip netip.Addr, now time.Time) *bucket {
-	b := l.buckets[ip]
-	if b == nil {
-		return nil
-	}
-	b.tokens += now.Sub(b.at).Seconds() / authFailureRefresh.Seconds()
-	b.at = now
-	if b.tokens >= maxAuthFailures {
-		delete(l.buckets, ip) // full again: forget the IP
-		return nil
-	}
-	return b
-}
-
-// allow reports whether ip may try to authenticate.
-func (l *authLimiter) allow(ip netip.Addr, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.refill(ip, now)
-	return b == nil || b.tokens >= 1
-}
-
-// fail records a failed authentication from ip.
-func (l *authLimiter) fail(ip netip.Addr, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.refill(ip, now)
-	if b == nil {
-		if len(l.buckets) >= 100_000 {
-			// Bounded memory under a wide attack: forget the oldest state.
-			clear(l.buckets)
-		}
-		b = &bucket{tokens: maxAuthFailures, at: now}
-		l.buckets[ip] = b
-	}
-	b.tokens--
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"lightspeed/gateway/hub"
+	"lightspeed/gateway/keys"
 )
 
 // staticKeys is a KeyStore over a map.
@@ -345,7 +346,7 @@ func TestDeadPublisherIsReplaced(t *testing.T) {
 
 func TestFailedAuthenticationsAreRateLimitedPerIP(t *testing.T) {
 	s := startServer(t, Config{})
-	for i := 0; i < maxAuthFailures; i++ {
+	for i := 0; i < keys.MaxFailures; i++ {
 		c := dial(t, s)
 		if got := c.auth(77, "wrong"); got != "401\n" {
 			t.Fatalf("try %d: %q", i, got)
@@ -355,7 +356,7 @@ func TestFailedAuthenticationsAreRateLimitedPerIP(t *testing.T) {
 	// Now even the right secret is refused from this IP.
 	c := dial(t, s)
 	if got := c.auth(77, testSecret); got != "401\n" {
-		t.Fatalf("after %d failures the right key got %q, want 401", maxAuthFailures, got)
+		t.Fatalf("after %d failures the right key got %q, want 401", keys.MaxFailures, got)
 	}
 	c.expectClosed()
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"lightspeed/gateway/hub"
+	"lightspeed/gateway/keys"
 )
 
 // KeyStore looks up the secret of a channel's stream key.
@@ -70,7 +71,7 @@ type Server struct {
 	hubs    *hub.Registry
 	log     *slog.Logger
 	metrics *metrics
-	limiter *authLimiter
+	limiter *keys.Failures
 
 	ln    net.Listener
 	media *net.UDPConn
@@ -86,15 +87,15 @@ type Server struct {
 
 // NewServer returns a Server that authenticates with keys and writes media
 // into the hubs of hubs. Call Listen, then Serve.
-func NewServer(cfg Config, keys KeyStore, hubs *hub.Registry) *Server {
+func NewServer(cfg Config, store KeyStore, hubs *hub.Registry) *Server {
 	cfg.setDefaults()
 	return &Server{
 		cfg:      cfg,
-		keys:     keys,
+		keys:     store,
 		hubs:     hubs,
 		log:      cfg.Logger,
 		metrics:  newMetrics(cfg.Registerer),
-		limiter:  newAuthLimiter(),
+		limiter:  keys.NewFailures(),
 		sessions: make(map[*session]struct{}),
 		bySSRC:   make(map[uint32]*session),
 		conns:    make(map[net.Conn]struct{}),

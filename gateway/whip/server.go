@@ -116,7 +116,7 @@ type Server struct {
 	hubs     *hub.Registry
 	log      *slog.Logger
 	metrics  *metrics
-	limiter  *authLimiter
+	limiter  *keys.Failures
 	rate     *ratelimit.Limiter // POSTs per client IP; nil: no bound
 	routes   *http.ServeMux
 	conn     *net.UDPConn
@@ -138,7 +138,7 @@ type Server struct {
 // New binds the WHIP UDP port and returns a Server that authenticates
 // publishers with keys and writes their media into hubs. Close releases
 // it.
-func New(cfg Config, keys KeyStore, hubs *hub.Registry) (*Server, error) {
+func New(cfg Config, store KeyStore, hubs *hub.Registry) (*Server, error) {
 	cfg.setDefaults()
 	if cfg.RateLimit.Now == nil {
 		cfg.RateLimit.Now = cfg.Now
@@ -155,10 +155,10 @@ func New(cfg Config, keys KeyStore, hubs *hub.Registry) (*Server, error) {
 	loggers := webrtcapi.Loggers{Log: cfg.Logger, Layer: "whip"}
 	s := &Server{
 		cfg:       cfg,
-		keys:      keys,
+		keys:      store,
 		hubs:      hubs,
 		log:       cfg.Logger,
-		limiter:   newAuthLimiter(),
+		limiter:   keys.NewFailures(),
 		rate:      ratelimit.New(cfg.RateLimit),
 		conn:      conn,
 		loggers:   loggers,
@@ -265,14 +265,14 @@ func truncate(s string, n int) string {
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, channel uint32) (keys.Key, bool) {
 	ip, remote := clientAddr(r, s.cfg.ClientIPHeader)
 	now := s.cfg.Now()
-	if ok, wait := s.limiter.allow(ip, now); !ok {
+	if ok, wait := s.limiter.Allow(ip, now); !ok {
 		s.metrics.result("rate_limited")
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
 		httpError(w, http.StatusTooManyRequests, "too many failed authentications from %s; try again later", ip)
 		return keys.Key{}, false
 	}
 	fail := func(reason, log string, args ...any) (keys.Key, bool) {
-		s.limiter.fail(ip, now)
+		s.limiter.Fail(ip, now)
 		s.metrics.result("unauthorized")
 		s.log.Warn("whip: publisher refused", "remote", remote, "channel", channel, "status", http.StatusUnauthorized, "reason", reason)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="lightspeed"`)

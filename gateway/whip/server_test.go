@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"lightspeed/gateway/hub"
+	"lightspeed/gateway/keys"
 )
 
 const (
@@ -408,7 +409,7 @@ func TestRefusals(t *testing.T) {
 // address, even the right key waits.
 func TestRepeatedAuthFailuresAreSlowedDown(t *testing.T) {
 	ts := newTestServer(t, nil)
-	for range maxAuthFailures {
+	for range keys.MaxFailures {
 		resp, body := do(t, "POST", ts.url(whipPath), "77-wrong", sdpType, "x")
 		wantStatus(t, resp, body, 401, "wrong stream key")
 	}
@@ -417,7 +418,7 @@ func TestRepeatedAuthFailuresAreSlowedDown(t *testing.T) {
 	if resp.Header.Get("Retry-After") == "" {
 		t.Fatal("429 without Retry-After")
 	}
-	ts.clock.Advance(authFailureRefresh)
+	ts.clock.Advance(keys.FailureRefresh)
 	resp, body = do(t, "POST", ts.url(whipPath), testKey, sdpType, "x")
 	wantStatus(t, resp, body, 400, "")
 }
