@@ -3,6 +3,8 @@ package ratelimit
 import (
 	"errors"
 	"fmt"
+	"io"
+	"mime"
 	"net"
 	"net/http"
 	"os"
@@ -86,4 +88,50 @@ func SetBodyDeadline(w http.ResponseWriter, d time.Duration) (lift func()) {
 func IsTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// WriteError answers a request with code and a plain-text body saying
+// what is wrong.
+func WriteError(w http.ResponseWriter, code int, format string, args ...any) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, format+"\n", args...)
+}
+
+// ReadBody reads a request body (an SDP offer, a trickle fragment) of
+// media type want, at most limit bytes, within BodyTimeout. It answers the
+// request itself and returns false on another type (415), a larger body
+// (413, counted as ReasonBodySize in refused), one that did not come in
+// time (408, counted as ReasonBodyTimeout; the connection is closed) or a
+// failed read (400).
+func ReadBody(w http.ResponseWriter, r *http.Request, want string, limit int64, refused *Refusals) (string, bool) {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != want {
+		got := r.Header.Get("Content-Type")
+		if len(got) > 64 {
+			got = got[:64] + "…"
+		}
+		WriteError(w, http.StatusUnsupportedMediaType, "want Content-Type %s, got %q", want, got)
+		return "", false
+	}
+	lift := SetBodyDeadline(w, BodyTimeout)
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	lift()
+	if err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case IsTimeout(err):
+			refused.Inc(ReasonBodyTimeout)
+			w.Header().Set("Connection", "close")
+			WriteError(w, http.StatusRequestTimeout, "the body did not come within %v", BodyTimeout)
+		case errors.As(err, &mbe):
+			refused.Inc(ReasonBodySize)
+			WriteError(w, http.StatusRequestEntityTooLarge, "body larger than %d bytes", limit)
+		default:
+			WriteError(w, http.StatusBadRequest, "read body: %v", err)
+		}
+		return "", false
+	}
+	return string(b), true
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"strconv"
 
@@ -45,12 +44,7 @@ func (s *Signaling) whepOptions(w http.ResponseWriter, r *http.Request) {
 }
 
 // httpError writes a plain-text error a person can read.
-func httpError(w http.ResponseWriter, code int, format string, args ...any) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	fmt.Fprintf(w, format+"\n", args...)
-}
+var httpError = ratelimit.WriteError
 
 func parseChannel(s string) (uint32, bool) {
 	n, err := strconv.ParseUint(s, 10, 32)
@@ -58,31 +52,9 @@ func parseChannel(s string) (uint32, bool) {
 }
 
 // readBody reads a request body of the wanted media type, at most maxSDP
-// (413 beyond, counted in refused).
+// (ratelimit.ReadBody).
 func readBody(w http.ResponseWriter, r *http.Request, want string, refused *ratelimit.Refusals) (string, bool) {
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != want {
-		httpError(w, http.StatusUnsupportedMediaType, "want Content-Type %s", want)
-		return "", false
-	}
-	lift := ratelimit.SetBodyDeadline(w, ratelimit.BodyTimeout)
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSDP))
-	lift()
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if ratelimit.IsTimeout(err) {
-			refused.Inc(ratelimit.ReasonBodyTimeout)
-			w.Header().Set("Connection", "close")
-			httpError(w, http.StatusRequestTimeout, "the body did not come within %v", ratelimit.BodyTimeout)
-		} else if errors.As(err, &mbe) {
-			refused.Inc(ratelimit.ReasonBodySize)
-			httpError(w, http.StatusRequestEntityTooLarge, "body larger than %d bytes", maxSDP)
-		} else {
-			httpError(w, http.StatusBadRequest, "read body: %v", err)
-		}
-		return "", false
-	}
-	return string(b), true
+	return ratelimit.ReadBody(w, r, want, maxSDP, refused)
 }
 
 // checkOffer returns why offer is not a usable WebRTC offer, or "".

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net"
 	"net/http"
 	"net/netip"
@@ -217,40 +216,13 @@ func (s *Server) options(w http.ResponseWriter, r *http.Request) {
 }
 
 // httpError writes a plain-text error a person can read.
-func httpError(w http.ResponseWriter, code int, format string, args ...any) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	fmt.Fprintf(w, format+"\n", args...)
-}
+var httpError = ratelimit.WriteError
 
 // readBody reads a request body of the wanted media type, at most maxBody
-// bytes (413 beyond, counted in refused); it has answered the request
-// when it returns false.
+// bytes (ratelimit.ReadBody); it has answered the request when it returns
+// false.
 func readBody(w http.ResponseWriter, r *http.Request, want string, refused *ratelimit.Refusals) (string, bool) {
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != want {
-		httpError(w, http.StatusUnsupportedMediaType, "want Content-Type %s, got %q", want, truncate(r.Header.Get("Content-Type"), 64))
-		return "", false
-	}
-	lift := ratelimit.SetBodyDeadline(w, ratelimit.BodyTimeout)
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	lift()
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if ratelimit.IsTimeout(err) {
-			refused.Inc(ratelimit.ReasonBodyTimeout)
-			w.Header().Set("Connection", "close")
-			httpError(w, http.StatusRequestTimeout, "the body did not come within %v", ratelimit.BodyTimeout)
-		} else if errors.As(err, &mbe) {
-			refused.Inc(ratelimit.ReasonBodySize)
-			httpError(w, http.StatusRequestEntityTooLarge, "body larger than %d bytes", maxBody)
-		} else {
-			httpError(w, http.StatusBadRequest, "read body: %v", err)
-		}
-		return "", false
-	}
-	return string(b), true
+	return ratelimit.ReadBody(w, r, want, maxBody, refused)
 }
 
 func truncate(s string, n int) string {
