@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -23,8 +24,8 @@ func faultsFlags(cfg config, set map[string]bool) (config, error) {
 			return cfg, fmt.Errorf("-faults runs the fault suite: -%s does not go with it", name)
 		}
 	}
-	if cfg.soak < time.Minute {
-		return cfg, errors.New("-soak must be at least 1m")
+	if cfg.soak < 2*time.Minute {
+		return cfg, errors.New("-soak must be at least 2m (its first minute is warm-up)")
 	}
 	return cfg, nil
 }
@@ -61,6 +62,10 @@ func mainFaults(ctx context.Context, cfg config, out io.Writer) error {
 	return nil
 }
 
+// testLine is a line a test logged (t.Log, t.Error) from a _test.go file,
+// as opposed to the output of the processes it runs.
+var testLine = regexp.MustCompile(`^[a-z0-9_]+_test\.go:\d+: `)
+
 // faultLines copies the figure lines of go test's output r to out (every
 // line when all), and returns the cases that failed.
 func faultLines(r io.Reader, out io.Writer, all bool) (failed []string) {
@@ -74,7 +79,8 @@ func faultLines(r io.Reader, out io.Writer, all bool) (failed []string) {
 			fmt.Fprintln(out, line)
 		case strings.Contains(line, "FAULT "):
 			fmt.Fprintln(out, trimmed[strings.Index(trimmed, "FAULT "):])
-		case strings.HasPrefix(trimmed, "--- FAIL"), strings.HasPrefix(trimmed, "FAIL"), strings.HasPrefix(trimmed, "panic:"):
+		case strings.HasPrefix(trimmed, "--- FAIL"), strings.HasPrefix(trimmed, "FAIL"), strings.HasPrefix(trimmed, "panic:"),
+			testLine.MatchString(trimmed): // what a case says of itself, failures included
 			fmt.Fprintln(out, trimmed)
 		}
 		if name, ok := strings.CutPrefix(trimmed, "--- FAIL: "); ok {

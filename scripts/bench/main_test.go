@@ -241,7 +241,7 @@ func TestParseFlags(t *testing.T) {
 		{"faults soak 30 minutes by default", []string{"-faults"}, "", func(c config) bool { return c.faults && c.soak == 30*time.Minute }},
 		{"faults take a soak", []string{"-faults", "-soak", "5m"}, "", func(c config) bool { return c.faults && c.soak == 5*time.Minute }},
 		{"a soak needs faults", []string{"-soak", "5m"}, "-soak needs -faults", nil},
-		{"a soak of at least a minute", []string{"-faults", "-soak", "10s"}, "-soak must be at least 1m", nil},
+		{"a soak of at least two minutes", []string{"-faults", "-soak", "1m"}, "-soak must be at least 2m", nil},
 		{"faults run nothing else", []string{"-faults", "-viewers", "10"}, "-viewers does not go with it", nil},
 
 		{"browser defaults to one viewer in one browser for 60 s", []string{"-browser"}, "", func(c config) bool {
@@ -599,6 +599,7 @@ func TestFaultLinesPicksFiguresAndFailures(t *testing.T) {
 		"=== RUN   TestFaultSoak",
 		"    process.go:260: viewers-ams: RECEIVED 3 1 31818 0",
 		"    faults_test.go:413: FAULT soak 2m0s: 8 swaps",
+		"    faults_test.go:331: 2 samples after the warm-up",
 		"--- FAIL: TestFaultSoak (120.0s)",
 		"FAULT slowloris relay: deadline 5s",
 		"--- PASS: TestFaultSlowloris (35.8s)",
@@ -606,7 +607,7 @@ func TestFaultLinesPicksFiguresAndFailures(t *testing.T) {
 	}, "\n")
 	var out strings.Builder
 	failed := faultLines(strings.NewReader(in), &out, false)
-	want := "FAULT soak 2m0s: 8 swaps\n--- FAIL: TestFaultSoak (120.0s)\nFAULT slowloris relay: deadline 5s\nFAIL\n"
+	want := "FAULT soak 2m0s: 8 swaps\nfaults_test.go:331: 2 samples after the warm-up\n--- FAIL: TestFaultSoak (120.0s)\nFAULT slowloris relay: deadline 5s\nFAIL\n"
 	if out.String() != want {
 		t.Errorf("printed %q, want %q", out.String(), want)
 	}
