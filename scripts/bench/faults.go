@@ -80,7 +80,7 @@ func faultLines(r io.Reader, out io.Writer, all bool) (failed []string) {
 		case strings.Contains(line, "FAULT "):
 			fmt.Fprintln(out, trimmed[strings.Index(trimmed, "FAULT "):])
 		case strings.HasPrefix(trimmed, "--- FAIL"), strings.HasPrefix(trimmed, "FAIL"), strings.HasPrefix(trimmed, "panic:"),
-			testLine.MatchString(trimmed): // what a case says of itself, failures included
+			testLine.MatchString(trimmed) && !strings.Contains(trimmed, ": time="): // what a case says of itself, failures included, not the logs of what it runs
 			fmt.Fprintln(out, trimmed)
 		}
 		if name, ok := strings.CutPrefix(trimmed, "--- FAIL: "); ok {

@@ -600,6 +600,7 @@ func TestFaultLinesPicksFiguresAndFailures(t *testing.T) {
 		"    process.go:260: viewers-ams: RECEIVED 3 1 31818 0",
 		"    faults_test.go:413: FAULT soak 2m0s: 8 swaps",
 		"    faults_test.go:331: 2 samples after the warm-up",
+		"    ingest_test.go:32: time=2026-12-08T01:00:35.425Z level=INFO msg=\"whip: listening\"",
 		"--- FAIL: TestFaultSoak (120.0s)",
 		"FAULT slowloris relay: deadline 5s",
 		"--- PASS: TestFaultSlowloris (35.8s)",
