@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -58,21 +57,8 @@ func servePrivateStack() int {
 }
 
 func runPrivateStack(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
-	cfg := Config{
-		FTLAddr:       "127.0.0.1:0",
-		FTLMediaAddr:  "127.0.0.1:0",
-		HTTPAddr:      net.JoinHostPort(p.Addr.String(), "0"),
-		RelayAddr:     "127.0.0.1:0",
-		WHIPUDPAddr:   net.JoinHostPort(p.Addr.String(), "0"),
-		DataDir:       p.DataDir,
-		StreamKey:     "", // the key store of the data directory
-		HubMaxHold:    40 * time.Millisecond,
-		Region:        "ams",
-		EmbedFunction: true,
-		WebRTCUDPAddr: net.JoinHostPort(p.Addr.String(), "0"),
-		PublicIPs:     []string{p.Addr.String()},
-		FunctionCap:   100,
-	}
+	cfg := nsStackConfig(p)
+	cfg.StreamKey = "" // the key store of the data directory
 	store, err := keys.Open(p.DataDir)
 	if err != nil {
 		return err

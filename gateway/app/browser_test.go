@@ -43,8 +43,11 @@ func serveStack() int {
 	})
 }
 
-func runStack(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
-	cfg := Config{
+// nsStackConfig is the gateway of a stack role in namespace A: HTTP,
+// WebRTC and WHIP media on A's veth address (which browsers in B reach),
+// the rest on loopback, an embedded function, and testKey as the only key.
+func nsStackConfig(p stackrole.Params) Config {
+	return Config{
 		FTLAddr:       "127.0.0.1:0",
 		FTLMediaAddr:  "127.0.0.1:0",
 		HTTPAddr:      net.JoinHostPort(p.Addr.String(), "0"),
@@ -59,6 +62,10 @@ func runStack(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
 		PublicIPs:     []string{p.Addr.String()},
 		FunctionCap:   100,
 	}
+}
+
+func runStack(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
+	cfg := nsStackConfig(p)
 	k, err := keys.Parse(cfg.StreamKey)
 	if err != nil {
 		return err

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -32,21 +31,7 @@ var whipStackRole = stackrole.Role{
 // publishes) and serves until SIGTERM.
 func serveWHIPStack() int {
 	return whipStackRole.Serve(slog.LevelInfo, func(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
-		cfg := Config{
-			FTLAddr:       "127.0.0.1:0",
-			FTLMediaAddr:  "127.0.0.1:0",
-			HTTPAddr:      net.JoinHostPort(p.Addr.String(), "0"),
-			RelayAddr:     "127.0.0.1:0",
-			WHIPUDPAddr:   net.JoinHostPort(p.Addr.String(), "0"),
-			DataDir:       p.DataDir,
-			StreamKey:     testKey,
-			HubMaxHold:    40 * time.Millisecond,
-			Region:        "ams",
-			EmbedFunction: true,
-			WebRTCUDPAddr: net.JoinHostPort(p.Addr.String(), "0"),
-			PublicIPs:     []string{p.Addr.String()},
-			FunctionCap:   100,
-		}
+		cfg := nsStackConfig(p)
 		k, err := keys.Parse(cfg.StreamKey)
 		if err != nil {
 			return err
