@@ -404,8 +404,6 @@ func trackInfos(tracks []relaywire.TrackInfo, sub *hub.Subscription) []relaywire
 // drops what it cannot queue.
 func (f *function) forward(ctx context.Context, fw *forward) {
 	defer f.wg.Done()
-	video := relaywire.FlowOf(fw.channel, relaywire.Video)
-	audio := relaywire.FlowOf(fw.channel, relaywire.Audio)
 	buf := make([]byte, 0, relaywire.MaxDatagramSize)
 	var pace pacer
 	for {
@@ -416,11 +414,7 @@ func (f *function) forward(ctx context.Context, fw *forward) {
 			}
 			return
 		}
-		flow := video
-		if p.Track == hub.Audio {
-			flow = audio
-		}
-		buf = relaywire.AppendDatagram(buf[:0], flow, flagsOf(p), p.Data)
+		buf = relaywire.AppendDatagram(buf[:0], relaywire.FlowOf(fw.channel, p.Track), flagsOf(p), p.Data)
 		if fw.sub.Pending() >= paceBacklog {
 			if d := pace.delay(time.Now()); d > 0 {
 				time.Sleep(d)

@@ -957,7 +957,7 @@ func TestSessionsAreSignalledThroughTheFunction(t *testing.T) {
 		return "answer", "answer to " + offer, nil
 	})
 
-	ss, err := g.StartSession(ctx, "m", 77, "viewer offer")
+	ss, err := g.StartSession(ctx, "m", 77, "viewer offer", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -994,7 +994,7 @@ func TestSessionsAreSignalledThroughTheFunction(t *testing.T) {
 	}
 
 	// The function makes the offer; the viewer's answer reaches it.
-	ss2, err := g.StartSession(ctx, "m", 77, "")
+	ss2, err := g.StartSession(ctx, "m", 77, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1013,14 +1013,14 @@ func TestSessionsAreSignalledThroughTheFunction(t *testing.T) {
 	<-ss2.Done()
 
 	// The function refuses one.
-	_, err = g.StartSession(ctx, "m", 77, "refuse")
+	_, err = g.StartSession(ctx, "m", 77, "refuse", "")
 	<-calls
 	if err == nil || !strings.Contains(err.Error(), "no capacity") {
 		t.Errorf("refused session: %v", err)
 	}
 
 	// Unknown functions and sessions.
-	if _, err := g.StartSession(ctx, "nobody", 77, "x"); !errors.Is(err, ErrFunctionGone) {
+	if _, err := g.StartSession(ctx, "nobody", 77, "x", ""); !errors.Is(err, ErrFunctionGone) {
 		t.Errorf("StartSession on an unknown function: %v", err)
 	}
 	if err := g.SetAnswer(ctx, "0123456789abcdef", "x"); !errors.Is(err, ErrNoSession) {
@@ -1028,7 +1028,7 @@ func TestSessionsAreSignalledThroughTheFunction(t *testing.T) {
 	}
 
 	// The function disconnects: its sessions end, it is gone.
-	ss3, err := g.StartSession(ctx, "m", 77, "last")
+	ss3, err := g.StartSession(ctx, "m", 77, "last", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1036,7 +1036,7 @@ func TestSessionsAreSignalledThroughTheFunction(t *testing.T) {
 	f.stop()
 	<-ss3.Done()
 	waitFor(t, "the function to leave", func() bool { return len(g.Functions()) == 0 })
-	if _, err := g.StartSession(ctx, "m", 77, "x"); !errors.Is(err, ErrFunctionGone) {
+	if _, err := g.StartSession(ctx, "m", 77, "x", ""); !errors.Is(err, ErrFunctionGone) {
 		t.Errorf("StartSession after the function left: %v", err)
 	}
 }
@@ -1056,7 +1056,7 @@ func TestCancelledSessionStartReachesTheHandler(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := g.StartSession(ctx, "m", 77, "offer")
+		_, err := g.StartSession(ctx, "m", 77, "offer", "")
 		errc <- err
 	}()
 	<-started
@@ -1080,7 +1080,7 @@ func TestDrainedFunctionTakesNoNewSessions(t *testing.T) {
 	waitFor(t, "the function to drain", f.Draining)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := g.StartSession(ctx, "m", 77, "offer"); err == nil || !strings.Contains(err.Error(), "draining") {
+	if _, err := g.StartSession(ctx, "m", 77, "offer", ""); err == nil || !strings.Contains(err.Error(), "draining") {
 		t.Errorf("StartSession on a draining function: %v", err)
 	}
 	if err := g.Drain("nobody", ""); !errors.Is(err, ErrFunctionGone) {
@@ -1135,7 +1135,7 @@ func TestServeAndRunLeaveNoGoroutinesBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeBatches(t, pub, f, 20, 500)
-	if _, err := g.StartSession(ctx, "m", 77, "offer"); err != nil {
+	if _, err := g.StartSession(ctx, "m", 77, "offer", ""); err != nil {
 		t.Fatal(err)
 	}
 	f.stop()

@@ -43,10 +43,10 @@ func (ss *Session) end(err error) {
 
 // StartSession asks a function to start a viewer session of channel with
 // the viewer's SDP offer (or to make the offer itself when offer is ""),
-// and waits for its complete answer (or offer) until ctx is done. It fails
+// pinned to the video layer of rid layer ("": the highest), and waits for its complete answer (or offer) until ctx is done. It fails
 // with ErrFunctionGone when the function is not connected or disconnects
 // meanwhile, and with the function's error text when it refuses.
-func (s *Server) StartSession(ctx context.Context, functionID string, channel uint32, offer string) (*Session, error) {
+func (s *Server) StartSession(ctx context.Context, functionID string, channel uint32, offer, layer string) (*Session, error) {
 	s.mu.Lock()
 	f := s.funcs[functionID]
 	if f == nil {
@@ -66,7 +66,7 @@ func (s *Server) StartSession(ctx context.Context, functionID string, channel ui
 	s.mu.Unlock()
 
 	log := f.log.With("session", ss.ID, "channel", channel)
-	if err := f.write(&relaywire.SessionStart{Session: ss.ID, Channel: channel, Offer: offer}); err != nil {
+	if err := f.write(&relaywire.SessionStart{Session: ss.ID, Channel: channel, Offer: offer, Layer: layer}); err != nil {
 		s.removeSession(ss, ErrFunctionGone)
 		return nil, fmt.Errorf("relay: function %s: session %s: %w", functionID, ss.ID, ErrFunctionGone)
 	}
@@ -128,6 +128,19 @@ func (s *Server) AddCandidate(sessionID string, c relaywire.Candidate) error {
 		return fmt.Errorf("relay: session %s: %w", sessionID, ErrNoSession)
 	}
 	if err := ss.fn.write(&relaywire.CandidateMsg{Session: sessionID, Candidate: c}); err != nil {
+		return fmt.Errorf("relay: session %s: %w", sessionID, ErrFunctionGone)
+	}
+	return nil
+}
+
+// SetLayer pins a session to the video layer of rid layer ("": the
+// highest); the viewer switches at that layer's next keyframe.
+func (s *Server) SetLayer(sessionID, layer string) error {
+	ss := s.session(sessionID)
+	if ss == nil {
+		return fmt.Errorf("relay: session %s: %w", sessionID, ErrNoSession)
+	}
+	if err := ss.fn.write(&relaywire.SessionLayer{Session: sessionID, Layer: layer}); err != nil {
 		return fmt.Errorf("relay: session %s: %w", sessionID, ErrFunctionGone)
 	}
 	return nil

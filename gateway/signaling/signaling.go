@@ -24,7 +24,8 @@ import (
 
 // Relay is the part of the relay server that signaling uses.
 type Relay interface {
-	StartSession(ctx context.Context, functionID string, channel uint32, offer string) (*relay.Session, error)
+	StartSession(ctx context.Context, functionID string, channel uint32, offer, layer string) (*relay.Session, error)
+	SetLayer(sessionID, layer string) error
 	SetAnswer(ctx context.Context, sessionID, sdp string) error
 	AddCandidate(sessionID string, c relaywire.Candidate) error
 	CloseSession(sessionID, reason string)
@@ -280,7 +281,7 @@ func (s *Signaling) start(ctx context.Context, kind, region string, channel uint
 			s.sessionErrors.WithLabelValues("no_capacity").Inc()
 			return nil, errNoCapacity
 		}
-		rs, err := s.cfg.Relay.StartSession(ctx, fn.ID, channel, offer)
+		rs, err := s.cfg.Relay.StartSession(ctx, fn.ID, channel, offer, "")
 		if err != nil {
 			s.cfg.Picker.Release(fn.ID)
 			if errors.Is(err, relay.ErrFunctionGone) && ctx.Err() == nil {

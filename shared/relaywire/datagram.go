@@ -11,8 +11,9 @@ import (
 // RTP packet.
 var ErrDatagram = errors.New("relaywire: malformed datagram")
 
-// maxFlow is the largest flow id: that of audio on channel 2^32-1.
-const maxFlow = Flow(1)<<33 - 1
+// maxFlow is the largest flow id: that of the last track number on
+// channel 2^32-1.
+const maxFlow = Flow(1)<<(32+flowTrackBits) - 1
 
 // rtpHeaderSize is the fixed part of an RTP header.
 const rtpHeaderSize = 12
@@ -65,7 +66,7 @@ type Datagram struct {
 
 // AppendDatagram appends the datagram of one RTP packet of flow f to dst:
 // the flow id as a QUIC varint, the flags byte, then the packet unchanged.
-// It does not allocate when dst has the capacity. Flow ids fit 33 bits
+// It does not allocate when dst has the capacity. Flow ids fit 35 bits
 // (FlowOf never makes a larger one); higher bits are dropped.
 func AppendDatagram(dst []byte, f Flow, flags Flags, rtp []byte) []byte {
 	dst = quicvarint.Append(dst, uint64(f&maxFlow))

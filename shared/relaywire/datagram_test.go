@@ -51,11 +51,17 @@ func TestDatagramRoundTripsEveryFlow(t *testing.T) {
 }
 
 func TestFlowIDsAreChannelAndTrack(t *testing.T) {
-	if f := FlowOf(77, Audio); f != 155 || f.Channel() != 77 || f.Track() != Audio {
+	if f := FlowOf(77, Audio); f != 77<<3|1 || f.Channel() != 77 || f.Track() != Audio {
 		t.Errorf("FlowOf(77, audio) = %d", f)
 	}
-	if f := FlowOf(77, Video); f != 154 || f.Track() != Video {
+	if f := FlowOf(77, Video); f != 77<<3 || f.Track() != Video {
 		t.Errorf("FlowOf(77, video) = %d", f)
+	}
+	for i := range MaxLayers {
+		tr := LayerTrack(i)
+		if f := FlowOf(1<<32-1, tr); f.Channel() != 1<<32-1 || f.Track() != tr || !tr.IsVideo() || tr.Layer() != i || tr >= NumTracks {
+			t.Errorf("layer %d: track %d, flow %d (channel %d, track %d)", i, tr, f, f.Channel(), f.Track())
+		}
 	}
 }
 
@@ -71,7 +77,7 @@ func TestParseDatagramRejectsMalformed(t *testing.T) {
 		{"no flags byte", append(quicvarint.Append(nil, 154), rtpPacket(1, 0)...)[:12]},
 		{"short RTP header", append(quicvarint.Append(nil, 154), append([]byte{0}, rtpPacket(1, 0)[:11]...)...)},
 		{"RTP version 1", append(quicvarint.Append(nil, 154), append([]byte{0, 0x40}, rtpPacket(1, 4)[1:]...)...)},
-		{"flow beyond 32-bit channels", append(quicvarint.Append(nil, 1<<33), append([]byte{0}, rtpPacket(1, 4)...)...)},
+		{"flow beyond 32-bit channels", append(quicvarint.Append(nil, 1<<35), append([]byte{0}, rtpPacket(1, 4)...)...)},
 		{"CSRCs past the end", AppendDatagram(nil, 154, 0, append([]byte{0x82}, rtpPacket(1, 4)[1:]...))},
 		{"extension past the end", AppendDatagram(nil, 154, 0, append([]byte{0x90}, rtpPacket(1, 4)[1:]...))},
 		{"padding past the payload", AppendDatagram(nil, 154, 0, append(append([]byte{0xa0}, rtpPacket(1, 3)[1:]...), 9))},

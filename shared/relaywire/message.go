@@ -43,6 +43,7 @@ const (
 	TypeDrain         MsgType = 15
 	TypeError         MsgType = 16
 	TypeKeyframe      MsgType = 17 // since Version 3
+	TypeLayer         MsgType = 18 // since Version 4
 )
 
 var typeNames = [...]string{
@@ -51,6 +52,7 @@ var typeNames = [...]string{
 	TypeUnsubscribe: "unsubscribe", TypeSessionStart: "session_start", TypeSessionSDP: "session_sdp",
 	TypeSessionAnswer: "session_answer", TypeCandidate: "candidate", TypeSessionClose: "session_close",
 	TypeNACK: "nack", TypeDrain: "drain", TypeError: "error", TypeKeyframe: "keyframe_request",
+	TypeLayer: "session_layer",
 }
 
 // String returns the name of the type as docs/relay.md spells it.
@@ -118,6 +120,16 @@ type SessionStart struct {
 	Session string `json:"session"`
 	Channel uint32 `json:"channel"`
 	Offer   string `json:"offer,omitempty"`
+	// Layer pins the viewer to the video layer of this rid, as long as
+	// the channel has it; empty: the highest layer.
+	Layer string `json:"layer,omitempty"`
+}
+
+// SessionLayer pins a running session to another video layer (empty: the
+// highest). The viewer switches at that layer's next keyframe.
+type SessionLayer struct {
+	Session string `json:"session"`
+	Layer   string `json:"layer,omitempty"`
 }
 
 // SessionSDP is the function's complete answer (or offer) for a session,
@@ -171,6 +183,7 @@ type Error struct {
 // when it can be asked.
 type KeyframeRequest struct {
 	Channel uint32 `json:"channel"`
+	Track   Track  `json:"track,omitempty"` // the video layer; Video when absent
 }
 
 // Type implements Message.
@@ -224,6 +237,9 @@ func (*Error) Type() MsgType { return TypeError }
 // Type implements Message.
 func (*KeyframeRequest) Type() MsgType { return TypeKeyframe }
 
+// Type implements Message.
+func (*SessionLayer) Type() MsgType { return TypeLayer }
+
 // newMessage returns an empty message of type t, or nil for an unknown
 // type.
 func newMessage(t MsgType) Message {
@@ -262,6 +278,8 @@ func newMessage(t MsgType) Message {
 		return new(Error)
 	case TypeKeyframe:
 		return new(KeyframeRequest)
+	case TypeLayer:
+		return new(SessionLayer)
 	}
 	return nil
 }

@@ -29,11 +29,13 @@ func everyMessage() []Message {
 			{Flow: FlowOf(77, Video), Track: "video", Codec: "H264", PayloadType: 96, ClockRate: 90000, Fmtp: "packetization-mode=1;profile-level-id=42e01f", SSRC: 1, FirstSeq: ptr[uint16](0)},
 			{Flow: FlowOf(77, Audio), Track: "audio", Codec: "OPUS", PayloadType: 97, ClockRate: 48000, Channels: 2, SSRC: 2, FirstSeq: ptr[uint16](65535)},
 			{Flow: FlowOf(77, Audio), Track: "audio", Codec: "OPUS", PayloadType: 97, ClockRate: 48000, Channels: 2, SSRC: 2},
+			{Flow: FlowOf(77, LayerTrack(1)), Track: "video", Layer: "1", Codec: "H264", PayloadType: 96, ClockRate: 90000, SSRC: 3},
 		}},
 		&Subscribed{Channel: 5, Error: "channel 5 has no stream"},
 		&Unsubscribe{Channel: 77},
 		&SessionStart{Session: "0123456789abcdef", Channel: 77, Offer: "v=0\r\n"},
 		&SessionStart{Session: "0123456789abcdef", Channel: 77},
+		&SessionStart{Session: "0123456789abcdef", Channel: 77, Layer: "h"},
 		&SessionSDP{Session: "0123456789abcdef", SDPType: "answer", SDP: "v=0\r\n"},
 		&SessionSDP{Session: "0123456789abcdef", Error: "no route"},
 		&SessionAnswer{Session: "0123456789abcdef", SDP: "v=0\r\n"},
@@ -45,6 +47,9 @@ func everyMessage() []Message {
 		&Drain{Reason: "scale down"},
 		&Error{Message: "unauthorized"},
 		&KeyframeRequest{Channel: 77},
+		&KeyframeRequest{Channel: 77, Track: LayerTrack(2)},
+		&SessionLayer{Session: "0123456789abcdef", Layer: "1"},
+		&SessionLayer{Session: "0123456789abcdef"},
 	}
 }
 
@@ -118,7 +123,7 @@ func TestReadMessageRejectsWhatBreaksTheProtocol(t *testing.T) {
 		{"longer than 64 KiB", quicvarint.Append(nil, MaxMessageSize+1)},
 		{"huge length", quicvarint.Append(nil, quicvarint.Max)},
 		{"unknown type 0", frame(0, `{}`)},
-		{"unknown type 18", frame(18, `{}`)},
+		{"unknown type 19", frame(19, `{}`)},
 		{"empty body", frame(byte(TypeHello), ``)},
 		{"body not JSON", frame(byte(TypeHello), `hello`)},
 		{"body a JSON array", frame(byte(TypeSubscribe), `[77]`)},

@@ -20,25 +20,59 @@ const ALPN = "lightspeed-relay/1"
 // Version is the relay protocol version the function sends in Hello.
 // Version 2 added the flags byte of every datagram (docs/relay.md);
 // version 3 the keyframe_request message, which a gateway of version 2
-// would take for a protocol error and close the connection on. A gateway
+// would take for a protocol error and close the connection on; version 4
+// simulcast: flows of up to MaxLayers video tracks (FlowOf), the layer of
+// a session and of a keyframe request, and session_layer. A gateway
 // refuses a function of another version, naming both.
-const Version = 3
+const Version = 4
 
-// Track is a media track of a channel.
+// Track is a media track of a channel: its audio, or one layer of its
+// video. A channel without simulcast has one video layer, Video.
 type Track uint8
 
-// The tracks of a channel.
+// The tracks of a channel. Video layers after the first are tracks 2 and
+// up (LayerTrack).
 const (
-	Video Track = 0
+	Video Track = 0 // the video, or its first simulcast layer
 	Audio Track = 1
 )
 
-// String returns "video" or "audio".
+// MaxLayers bounds the video layers of a channel: OBS sends at most 4.
+const MaxLayers = 4
+
+// NumTracks is the number of tracks a channel can have: its audio and
+// MaxLayers video layers, numbered 0 to NumTracks-1.
+const NumTracks = 1 + MaxLayers
+
+// LayerTrack returns the track of video layer i (0 <= i < MaxLayers).
+func LayerTrack(i int) Track {
+	if i == 0 {
+		return Video
+	}
+	return Track(i + 1)
+}
+
+// IsVideo reports whether t is a video layer.
+func (t Track) IsVideo() bool { return t != Audio }
+
+// Layer is the video layer of t (LayerTrack's inverse); 0 for Audio.
+func (t Track) Layer() int {
+	if t <= Audio {
+		return 0
+	}
+	return int(t) - 1
+}
+
+// String returns "audio", "video", or "video1" and up for the layers
+// after the first.
 func (t Track) String() string {
-	if t == Video {
+	switch {
+	case t == Audio:
+		return "audio"
+	case t == Video:
 		return "video"
 	}
-	return "audio"
+	return fmt.Sprintf("video%d", t.Layer())
 }
 
 // The tracks' RTP parameters: what the gateway's hub sends, the relay
@@ -69,7 +103,7 @@ func Ticks(d time.Duration, clock uint32) int64 {
 
 // ClockRate is the RTP clock rate of the track.
 func (t Track) ClockRate() uint32 {
-	if t == Video {
+	if t.IsVideo() {
 		return VideoClockRate
 	}
 	return AudioClockRate
@@ -78,21 +112,30 @@ func (t Track) ClockRate() uint32 {
 // Flow is the datagram flow id of one track of one channel.
 type Flow uint64
 
-// FlowOf returns the flow id of a channel's track.
-func FlowOf(channel uint32, t Track) Flow { return Flow(channel)<<1 | Flow(t&1) }
+// flowTrackBits is the low bits of a flow id that hold its track.
+const flowTrackBits = 3
+
+// FlowOf returns the flow id of a channel's track (below NumTracks).
+func FlowOf(channel uint32, t Track) Flow {
+	return Flow(channel)<<flowTrackBits | Flow(t)&(1<<flowTrackBits-1)
+}
 
 // Channel is the flow's channel.
-func (f Flow) Channel() uint32 { return uint32(f >> 1) }
+func (f Flow) Channel() uint32 { return uint32(f >> flowTrackBits) }
 
-// Track is the flow's track.
-func (f Flow) Track() Track { return Track(f & 1) }
+// Track is the flow's track; a flow id FlowOf did not make may name one
+// not below NumTracks.
+func (f Flow) Track() Track { return Track(f & (1<<flowTrackBits - 1)) }
 
 // TrackInfo describes one track of a channel: what a downstream SDP
 // needs, and the flow its packets come on. The gateway's hub makes it; the
 // relay carries it in Subscribed.
 type TrackInfo struct {
-	Flow        Flow   `json:"flow"`
-	Track       string `json:"track"` // "video" or "audio"
+	Flow  Flow   `json:"flow"`
+	Track string `json:"track"` // "video" (every layer) or "audio"
+	// Layer names a video layer of a simulcast publisher: its RTP stream
+	// id (rid), as the publisher named it. Empty without simulcast.
+	Layer       string `json:"layer,omitempty"`
 	Codec       string `json:"codec"` // "H264" or "OPUS"
 	PayloadType uint8  `json:"payload_type"`
 	ClockRate   uint32 `json:"clock_rate"`
