@@ -9,10 +9,12 @@
 package hub
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,16 +22,18 @@ import (
 	"lightspeed/shared/relaywire"
 )
 
-// Track names one of the two tracks of a channel, as the relay does.
+// Track names a track of a channel, as the relay does: its audio or one
+// layer of its video.
 type Track = relaywire.Track
 
-// The tracks of a channel.
+// The tracks of a channel; the video layers after the first are
+// relaywire.LayerTrack(1) and up.
 const (
 	Video = relaywire.Video // H.264, 90 kHz, output payload type 96
 	Audio = relaywire.Audio // Opus, 48 kHz, output payload type 97
 )
 
-const numTracks = 2
+const numTracks = relaywire.NumTracks
 
 // MaxPacketSize is the size limit of every output packet, the relay's: a
 // 12-byte RTP header (no CSRC, no extensions) and at most 1188 bytes of
@@ -81,6 +85,11 @@ type PublisherInfo struct {
 	AudioCodec       string // "OPUS"
 	VideoPayloadType uint8
 	AudioPayloadType uint8
+	// Layers names the video layers of a simulcast publisher (their rids),
+	// in the order of their tracks: layer i is written as
+	// relaywire.LayerTrack(i). Empty: one video layer, Video, without a
+	// name. At most relaywire.MaxLayers.
+	Layers []string
 }
 
 // Hub normalizes the stream of one channel. All its methods are safe for
@@ -97,8 +106,9 @@ type Hub struct {
 	live        bool       // owner has started its session
 	since       time.Time
 	publisher   PublisherInfo
-	askKeyframe func() // the owner's keyframe requester; nil: it cannot be asked
+	askKeyframe func(Track) // the owner's keyframe requester; nil: it cannot be asked
 	publishes   int
+	layers      int // video layers of the current (or last) publisher: tracks LayerTrack(0..layers-1)
 
 	tracks [numTracks]track
 	subs   []*Subscription
@@ -111,15 +121,9 @@ type Hub struct {
 	timerSet      bool
 	timerDeadline time.Time
 
-	// what Stats reports
-	width, height    int
-	fmtp             string
-	sps              [256]byte // the last SPS parsed, to parse each one once
-	spsLen           int
-	bits, frames     rateWindow
-	lastKeyframe     time.Time
-	keyframeInterval time.Duration
-	counters         counters
+	// what Stats reports, besides each track's own
+	bits     rateWindow
+	counters counters
 }
 
 // counters are the packet counts Stats reports.
@@ -136,13 +140,19 @@ func New(channel uint32, opts Options) *Hub {
 		channel: channel,
 		opts:    opts,
 		log:     opts.Logger.With("channel", channel),
-		fmtp:    relaywire.DefaultH264Fmtp,
+		layers:  1,
 	}
-	h.tracks[Video].init(Video, relaywire.VideoPayloadType, relaywire.VideoClockRate, 3000)
 	h.tracks[Audio].init(Audio, relaywire.AudioPayloadType, relaywire.AudioClockRate, 960)
-	for h.tracks[Audio].ssrc == h.tracks[Video].ssrc {
-		h.tracks[Audio].ssrc = rand.Uint32()
+	for i := range relaywire.MaxLayers {
+		t := relaywire.LayerTrack(i)
+		h.tracks[t].init(t, relaywire.VideoPayloadType, relaywire.VideoClockRate, 3000)
 	}
+	for t := range h.tracks { // distinct SSRCs
+		for slices.ContainsFunc(h.tracks[:t], func(o track) bool { return o.ssrc == h.tracks[t].ssrc }) {
+			h.tracks[t].ssrc = rand.Uint32()
+		}
+	}
+	h.gop.invalidate()
 	return h
 }
 
@@ -179,8 +189,14 @@ func (h *Hub) startPublish(p *Publisher, info PublisherInfo) {
 	h.live = true
 	h.since = h.opts.Now()
 	h.publisher = info
+	h.publisher.Layers = slices.Clone(info.Layers[:min(len(info.Layers), relaywire.MaxLayers)])
+	h.layers = max(1, len(h.publisher.Layers))
 	h.publishes++
-	h.log.Info("hub: publish started", "remote", info.Remote, "software", info.Software)
+	if len(h.publisher.Layers) > 0 {
+		h.log.Info("hub: publish started", "remote", info.Remote, "software", info.Software, "layers", h.publisher.Layers)
+	} else {
+		h.log.Info("hub: publish started", "remote", info.Remote, "software", info.Software)
+	}
 }
 
 // endPublish frees the hub from p, if p holds it. A started session ends:
@@ -229,19 +245,54 @@ func (h *Hub) Close() {
 	h.subs = nil
 }
 
-// Tracks describes the two output tracks. The video fmtp carries the
-// profile and level of the last SPS seen, or constrained baseline 3.1
-// (42e01f) until one is seen.
+// Tracks describes the output tracks: the video layers, highest first
+// (videoOrder), then the audio. A video fmtp carries the profile and level
+// of the layer's last SPS, or constrained baseline 3.1 (42e01f) until one
+// is seen.
 func (h *Hub) Tracks() []relaywire.TrackInfo {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return []relaywire.TrackInfo{
-		{Flow: relaywire.FlowOf(h.channel, Video), Track: Video.String(), SSRC: h.tracks[Video].ssrc,
-			PayloadType: relaywire.VideoPayloadType, Codec: relaywire.VideoCodec, ClockRate: relaywire.VideoClockRate, Fmtp: h.fmtp},
-		{Flow: relaywire.FlowOf(h.channel, Audio), Track: Audio.String(), SSRC: h.tracks[Audio].ssrc,
-			PayloadType: relaywire.AudioPayloadType, Codec: relaywire.AudioCodec, ClockRate: relaywire.AudioClockRate,
-			Channels: relaywire.AudioChannels, Fmtp: relaywire.OpusFmtp},
+	var infos []relaywire.TrackInfo
+	for _, t := range h.videoOrder() {
+		tr := &h.tracks[t]
+		infos = append(infos, relaywire.TrackInfo{Flow: relaywire.FlowOf(h.channel, t), Track: Video.String(),
+			Layer: h.rid(t), SSRC: tr.ssrc, PayloadType: relaywire.VideoPayloadType, Codec: relaywire.VideoCodec,
+			ClockRate: relaywire.VideoClockRate, Fmtp: tr.video.fmtpOr(relaywire.DefaultH264Fmtp)})
 	}
+	return append(infos, relaywire.TrackInfo{Flow: relaywire.FlowOf(h.channel, Audio), Track: Audio.String(),
+		SSRC: h.tracks[Audio].ssrc, PayloadType: relaywire.AudioPayloadType, Codec: relaywire.AudioCodec,
+		ClockRate: relaywire.AudioClockRate, Channels: relaywire.AudioChannels, Fmtp: relaywire.OpusFmtp})
+}
+
+// videoOrder returns the video tracks of the current layers, highest
+// first: by the resolution of their last SPS, then by bitrate, then in the
+// publisher's order. Called with mu held.
+func (h *Hub) videoOrder() []Track {
+	order := make([]Track, h.layers)
+	for i := range order {
+		order[i] = relaywire.LayerTrack(i)
+	}
+	if len(order) == 1 {
+		return order
+	}
+	now := h.opts.Now()
+	slices.SortStableFunc(order, func(a, b Track) int {
+		va, vb := &h.tracks[a].video, &h.tracks[b].video
+		if c := cmp.Compare(vb.width*vb.height, va.width*va.height); c != 0 {
+			return c
+		}
+		return cmp.Compare(h.tracks[b].bits.rate(now), h.tracks[a].bits.rate(now))
+	})
+	return order
+}
+
+// rid is the publisher's name of video track t, or "" without simulcast.
+// Called with mu held.
+func (h *Hub) rid(t Track) string {
+	if l := t.Layer(); t.IsVideo() && l < len(h.publisher.Layers) {
+		return h.publisher.Layers[l]
+	}
+	return ""
 }
 
 // addRecovery counts NACKs that ingest sent to p's publisher and
@@ -290,10 +341,23 @@ func (h *Hub) Subscribe(o SubscribeOptions) *Subscription {
 		capacity = DefaultCapacity
 	}
 	fromCache := o.FromKeyframe && h.gop.valid
-	if o.FromKeyframe && !h.gop.valid && h.live {
+	if o.FromKeyframe && h.live && h.askKeyframe != nil {
 		// A subscriber that wants to start at a keyframe and finds none
-		// cached would wait for the publisher's next one.
-		ask = h.askKeyframe
+		// cached for a layer would wait for the publisher's next one.
+		var missing []Track
+		for i := range h.layers {
+			if t := relaywire.LayerTrack(i); !h.gop.valid || h.gop.start[t] < 0 {
+				missing = append(missing, t)
+			}
+		}
+		if len(missing) > 0 {
+			askFn := h.askKeyframe
+			ask = func() {
+				for _, t := range missing {
+					askFn(t)
+				}
+			}
+		}
 	}
 	if fromCache {
 		capacity = max(capacity, len(h.gop.entries)+256)
@@ -321,25 +385,26 @@ func (h *Hub) Subscribe(o SubscribeOptions) *Subscription {
 	return s
 }
 
-// RequestKeyframe asks the live publisher for a keyframe, for a viewer
-// whose decoder needs one, and reports whether the publisher can be asked.
-func (h *Hub) RequestKeyframe() bool {
+// RequestKeyframe asks the live publisher for a keyframe of video track t
+// (a layer it sends), for a viewer whose decoder needs one, and reports
+// whether the publisher can be asked.
+func (h *Hub) RequestKeyframe(t Track) bool {
 	h.mu.Lock()
 	ask := h.askKeyframe
-	if !h.live {
+	if !h.live || !t.IsVideo() || t.Layer() >= h.layers {
 		ask = nil
 	}
 	h.mu.Unlock()
 	if ask == nil {
 		return false
 	}
-	ask()
+	ask(t)
 	return true
 }
 
 // setKeyframeRequester records how p's publisher is asked for a keyframe,
 // if p holds the hub.
-func (h *Hub) setKeyframeRequester(p *Publisher, ask func()) {
+func (h *Hub) setKeyframeRequester(p *Publisher, ask func(Track)) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.owner == p {

@@ -714,14 +714,19 @@ func TestASubscriberFindingNoKeyframeAsksThePublisherForOne(t *testing.T) {
 	t.Cleanup(r.Close)
 	var asked int
 	pub := claim(t, r, 77, obs)
-	pub.SetKeyframeRequester(func() { asked++ })
+	pub.SetKeyframeRequester(func(tr hub.Track) {
+		if tr != hub.Video {
+			t.Errorf("asked for a keyframe of %s, want video", tr)
+		}
+		asked++
+	})
 	h := pub.Hub()
 	subscribe(t, h, hub.SubscribeOptions{FromKeyframe: true})
 	subscribe(t, h, hub.SubscribeOptions{})
 	if asked != 1 {
 		t.Fatalf("asked %d times, want once: for the subscriber that wants a keyframe", asked)
 	}
-	if !h.RequestKeyframe() || asked != 2 {
+	if !h.RequestKeyframe(hub.Video) || asked != 2 {
 		t.Fatalf("RequestKeyframe: asked %d times, want 2", asked)
 	}
 
@@ -734,12 +739,12 @@ func TestASubscriberFindingNoKeyframeAsksThePublisherForOne(t *testing.T) {
 	}
 
 	pub.Release()
-	if h.RequestKeyframe() || asked != 2 {
+	if h.RequestKeyframe(hub.Video) || asked != 2 {
 		t.Fatalf("RequestKeyframe without a publisher asked (%d)", asked)
 	}
 	ftl := claim(t, r, 77, obs) // cannot be asked
 	defer ftl.Release()
-	if h.RequestKeyframe() {
+	if h.RequestKeyframe(hub.Video) {
 		t.Fatal("RequestKeyframe reports asking a publisher that cannot be asked")
 	}
 }

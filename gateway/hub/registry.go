@@ -76,11 +76,12 @@ func (p *Publisher) Hub() *Hub { return p.hub }
 func (p *Publisher) Start(info PublisherInfo) { p.hub.startPublish(p, info) }
 
 // SetKeyframeRequester gives the hub a way to ask the publisher for a
-// keyframe (a WHIP publisher's PLI or FIR); the ingest throttles it. The
-// hub asks when a subscriber wants to start at a keyframe and none is
-// cached, and on RequestKeyframe. Without one (FTL) the hub never asks,
+// keyframe of a video layer (a WHIP publisher's PLI or FIR about that
+// layer's stream); the ingest throttles it. The hub asks when a subscriber
+// wants to start at a keyframe and none is cached for a layer, and on
+// RequestKeyframe. Without one (FTL) the hub never asks,
 // and keyframes come when the publisher sends them.
-func (p *Publisher) SetKeyframeRequester(ask func()) { p.hub.setKeyframeRequester(p, ask) }
+func (p *Publisher) SetKeyframeRequester(ask func(Track)) { p.hub.setKeyframeRequester(p, ask) }
 
 // WriteRTP takes one publisher packet of track t, in arrival order.
 // Packets are released downstream in publisher order; a packet behind a

@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -143,7 +144,7 @@ func TestReleasedPublisherChangesNothing(t *testing.T) {
 
 				op.do(old)
 
-				if after := h.Stats(); after != before {
+				if after := h.Stats(); !reflect.DeepEqual(after, before) {
 					t.Errorf("stats changed:\n%+v\nwant\n%+v", after, before)
 				}
 				if got := drain(t, s); len(got) != 0 {

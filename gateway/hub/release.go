@@ -38,6 +38,28 @@ type track struct {
 	auTS      uint32 // publisher timestamp of the current access unit
 	auEnded   bool   // the last released packet had the marker bit
 	auKeyable bool   // the access unit has carried nothing but SEI, AUD and the like so far
+
+	bits  rateWindow // input bits, RTP header included
+	video videoInfo  // what Stats reports of a video layer
+}
+
+// videoInfo is what the hub learned of a video layer from its stream.
+type videoInfo struct {
+	width, height    int
+	fmtp             string    // "" until an SPS is seen
+	sps              [256]byte // the last SPS parsed, to parse each one once
+	spsLen           int
+	frames           rateWindow
+	lastKeyframe     time.Time
+	keyframeInterval time.Duration
+}
+
+// fmtpOr is the layer's fmtp, or def before its first SPS.
+func (v *videoInfo) fmtpOr(def string) string {
+	if v.fmtp == "" {
+		return def
+	}
+	return v.fmtp
 }
 
 // init sets the fixed parameters of the track and its random start.
@@ -87,7 +109,7 @@ func (h *Hub) release(tr *track, ts uint32, marker bool, payload []byte, arrival
 	tr.lastRelease = arrival
 	outTS := ts + tr.tsOffset
 
-	if tr.kind != Video {
+	if tr.kind == Audio {
 		if len(payload) == 0 || len(payload) > maxPayloadSize {
 			h.counters.lost++
 			tr.seq++
@@ -126,7 +148,7 @@ func (h *Hub) release(tr *track, ts uint32, marker bool, payload []byte, arrival
 func (h *Hub) inspectVideo(tr *track, ts uint32, marker bool, payload []byte, arrival time.Time) bool {
 	if !tr.auSeen || tr.auEnded || ts != tr.auTS {
 		tr.auKeyable = true
-		h.frames.add(arrival, 1)
+		tr.video.frames.add(arrival, 1)
 	}
 	tr.auSeen, tr.auTS, tr.auEnded = true, ts, marker
 
@@ -136,40 +158,41 @@ func (h *Hub) inspectVideo(tr *track, ts uint32, marker bool, payload []byte, ar
 		return false
 	}
 	if info.HasSPS {
-		h.readSPS(h264.SPSOf(payload))
+		h.readSPS(tr, h264.SPSOf(payload))
 	}
 	keyframe := tr.auKeyable && info.Keyframe
 	if !keyframe && info.Start && info.End && info.NALType >= h264.NALSEI && info.NALType < h264.NALSTAPA {
 		return false // SEI, AUD and other units a decoder may start after
 	}
 	tr.auKeyable = false
-	if keyframe {
-		if !h.lastKeyframe.IsZero() {
-			h.keyframeInterval = arrival.Sub(h.lastKeyframe)
+	if v := &tr.video; keyframe {
+		if !v.lastKeyframe.IsZero() {
+			v.keyframeInterval = arrival.Sub(v.lastKeyframe)
 		}
-		h.lastKeyframe = arrival
+		v.lastKeyframe = arrival
 	}
 	return keyframe
 }
 
-// readSPS takes the resolution and the profile from an SPS, parsing each
-// distinct SPS once.
-func (h *Hub) readSPS(nal []byte) {
-	if len(nal) == 0 || bytes.Equal(nal, h.sps[:h.spsLen]) {
+// readSPS takes the resolution and the profile of video track tr from an
+// SPS, parsing each distinct SPS once.
+func (h *Hub) readSPS(tr *track, nal []byte) {
+	v := &tr.video
+	if len(nal) == 0 || bytes.Equal(nal, v.sps[:v.spsLen]) {
 		return
 	}
 	sps, err := h264.ParseSPS(nal)
 	if err != nil {
 		return
 	}
-	if len(nal) <= len(h.sps) {
-		h.spsLen = copy(h.sps[:], nal)
+	if len(nal) <= len(v.sps) {
+		v.spsLen = copy(v.sps[:], nal)
 	}
-	if sps.Width != h.width || sps.Height != h.height {
-		h.log.Info("hub: video resolution", "width", sps.Width, "height", sps.Height)
+	if sps.Width != v.width || sps.Height != v.height {
+		h.log.Info("hub: video resolution", "track", tr.kind, "width", sps.Width, "height", sps.Height)
 	}
-	h.width, h.height = sps.Width, sps.Height
-	h.fmtp = fmt.Sprintf("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=%02x%02x%02x",
+	v.width, v.height = sps.Width, sps.Height
+	v.fmtp = fmt.Sprintf("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=%02x%02x%02x",
 		sps.ProfileIDC, sps.ConstraintFlags, sps.LevelIDC)
 }
 
@@ -193,7 +216,7 @@ func (h *Hub) emit(tr *track, n int, ts uint32, marker, keyframe bool) {
 	p := Packet{Track: tr.kind, Data: h.out[:n], Seq: tr.seq, Timestamp: ts, Keyframe: keyframe, StreamStart: streamStart}
 	tr.ring.store(p)
 	if keyframe {
-		h.gop.reset()
+		h.gop.keyframe(tr.kind, h.layers)
 	}
 	h.gop.add(p)
 	for _, s := range h.subs {

@@ -110,10 +110,15 @@ func (h *Hub) writeRTP(p *Publisher, t Track, pkt *rtp.Packet, arrival time.Time
 	if !h.live || h.owner != p {
 		return
 	}
+	if t.IsVideo() && t.Layer() >= h.layers {
+		return // not a layer the publisher announced
+	}
 	h.counters.packetsIn++
-	h.bits.add(arrival, uint64(8*(headerSize+len(pkt.Payload))))
+	bits := uint64(8 * (headerSize + len(pkt.Payload)))
+	h.bits.add(arrival, bits)
 
 	tr := &h.tracks[t]
+	tr.bits.add(arrival, bits)
 	b := &tr.buf
 	if !b.started {
 		b.started, b.next = true, pkt.SequenceNumber

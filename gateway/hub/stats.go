@@ -8,10 +8,13 @@ type Stats struct {
 	Live             bool
 	Since            time.Time // start of the current (or last) publish
 	Publisher        PublisherInfo
-	Width, Height    int           // from the last SPS; 0 until one is seen
-	Bitrate          float64       // bits/s over the last 2 s (input RTP packets, 12-byte header included)
-	FrameRate        float64       // frames/s over the last 2 s
-	KeyframeInterval time.Duration // between the last two keyframes
+	Width, Height    int           // from the last SPS (of the highest layer); 0 until one is seen
+	Bitrate          float64       // bits/s over the last 2 s (input RTP packets, 12-byte header included; every layer)
+	FrameRate        float64       // frames/s over the last 2 s (of the highest layer)
+	KeyframeInterval time.Duration // between the last two keyframes (of the highest layer)
+	// Layers describes the video layers of a simulcast publisher, highest
+	// first; empty without simulcast.
+	Layers []LayerStats
 
 	PacketsIn  uint64 // publisher packets written during sessions
 	PacketsOut uint64 // output packets released
@@ -26,6 +29,14 @@ type Stats struct {
 	Publishes       int // sessions started
 }
 
+// LayerStats describes one video layer of a simulcast publisher.
+type LayerStats struct {
+	Rid           string  // the publisher's name of the layer
+	Width, Height int     // from its last SPS; 0 until one is seen
+	Bitrate       float64 // bits/s over the last 2 s, as Stats.Bitrate
+	FrameRate     float64 // frames/s over the last 2 s
+}
+
 // Stats returns a snapshot of the hub; rates are measured up to the hub's
 // clock's now.
 func (h *Hub) Stats() Stats {
@@ -33,16 +44,27 @@ func (h *Hub) Stats() Stats {
 	defer h.mu.Unlock()
 	now := h.opts.Now()
 	c := h.counters
+	order := h.videoOrder()
+	var layers []LayerStats
+	if len(h.publisher.Layers) > 0 {
+		for _, t := range order {
+			tr := &h.tracks[t]
+			layers = append(layers, LayerStats{Rid: h.rid(t), Width: tr.video.width, Height: tr.video.height,
+				Bitrate: tr.bits.rate(now), FrameRate: tr.video.frames.rate(now)})
+		}
+	}
+	top := &h.tracks[order[0]].video
 	return Stats{
 		Channel:          h.channel,
 		Live:             h.live,
 		Since:            h.since,
 		Publisher:        h.publisher,
-		Width:            h.width,
-		Height:           h.height,
+		Width:            top.width,
+		Height:           top.height,
 		Bitrate:          h.bits.rate(now),
-		FrameRate:        h.frames.rate(now),
-		KeyframeInterval: h.keyframeInterval,
+		FrameRate:        top.frames.rate(now),
+		KeyframeInterval: top.keyframeInterval,
+		Layers:           layers,
 		PacketsIn:        c.packetsIn,
 		PacketsOut:       c.packetsOut,
 		Lost:             c.lost,

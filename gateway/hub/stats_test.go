@@ -104,8 +104,8 @@ func TestTracksDescribeTheOutput(t *testing.T) {
 	h, _, _ := newLiveHub(t)
 	got := h.Tracks()
 	want := []relaywire.TrackInfo{
-		{Flow: 154, Track: "video", SSRC: got[0].SSRC, PayloadType: 96, Codec: "H264", ClockRate: 90000, Fmtp: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"},
-		{Flow: 155, Track: "audio", SSRC: got[1].SSRC, PayloadType: 97, Codec: "OPUS", ClockRate: 48000, Channels: 2, Fmtp: "minptime=10;useinbandfec=1"},
+		{Flow: relaywire.FlowOf(77, hub.Video), Track: "video", SSRC: got[0].SSRC, PayloadType: 96, Codec: "H264", ClockRate: 90000, Fmtp: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"},
+		{Flow: relaywire.FlowOf(77, hub.Audio), Track: "audio", SSRC: got[1].SSRC, PayloadType: 97, Codec: "OPUS", ClockRate: 48000, Channels: 2, Fmtp: "minptime=10;useinbandfec=1"},
 	}
 	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("Tracks() = %+v, want %+v", got, want)

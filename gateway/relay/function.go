@@ -52,7 +52,7 @@ type forward struct {
 	hub       *hub.Hub
 	sub       *hub.Subscription
 	cancel    context.CancelFunc
-	keyframes keyframeLimit
+	keyframes [relaywire.NumTracks]keyframeLimit // per video layer
 }
 
 // refusal is a reason to close a connection before welcome.
@@ -219,7 +219,7 @@ func (f *function) serve(br *bufio.Reader) error {
 		case *relaywire.Unsubscribe:
 			f.unsubscribe(m.Channel)
 		case *relaywire.KeyframeRequest:
-			f.keyframeRequest(m.Channel)
+			f.keyframeRequest(m.Channel, m.Track)
 		case *relaywire.NACK:
 			f.s.metrics.nacks.Add(float64(len(m.Seqs)))
 			select {
@@ -335,18 +335,21 @@ func (f *function) hub(channel uint32) *hub.Hub {
 // on the control reader: the hub's request returns at once (a WHIP
 // publisher's PLI or FIR is one RTCP write, which the ingest throttles to
 // one a second).
-func (f *function) keyframeRequest(channel uint32) {
+func (f *function) keyframeRequest(channel uint32, t relaywire.Track) {
 	f.mu.Lock()
 	fw := f.subs[channel]
 	f.mu.Unlock()
 	switch {
+	case !t.IsVideo() || t >= relaywire.NumTracks:
+		f.s.metrics.keyframes.WithLabelValues("cannot").Inc()
+		f.log.Debug("relay: keyframe request for a track that is not video", "channel", channel, "track", t)
 	case fw == nil:
 		f.s.metrics.keyframes.WithLabelValues("unsubscribed").Inc()
 		f.log.Debug("relay: keyframe request for a channel not subscribed", "channel", channel)
-	case !fw.keyframes.allow(f.s.now()):
+	case !fw.keyframes[t].allow(f.s.now()):
 		f.s.metrics.keyframes.WithLabelValues("throttled").Inc()
 		f.log.Debug("relay: keyframe request over the limit", "channel", channel)
-	case fw.hub.RequestKeyframe():
+	case fw.hub.RequestKeyframe(t):
 		f.s.metrics.keyframes.WithLabelValues("asked").Inc()
 	default: // an FTL publisher, or none live: keyframes come when they come
 		f.s.metrics.keyframes.WithLabelValues("cannot").Inc()

@@ -9,13 +9,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"lightspeed/gateway/hub"
 	"lightspeed/shared/relaywire"
 )
 
 // askCounter is a publisher's keyframe requester that counts its calls.
 func askCounter(p *publisher) *atomic.Int64 {
 	var n atomic.Int64
-	p.pub.SetKeyframeRequester(func() { n.Add(1) })
+	p.pub.SetKeyframeRequester(func(hub.Track) { n.Add(1) })
 	return &n
 }
 

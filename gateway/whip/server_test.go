@@ -204,7 +204,7 @@ func TestOBSLikePublisherReachesTheHub(t *testing.T) {
 	// The hub asks through the publisher's requester (for a function or
 	// a viewer that needs a keyframe).
 	ts.clock.Advance(time.Second)
-	if !ts.hubs.Get(77).RequestKeyframe() {
+	if !ts.hubs.Get(77).RequestKeyframe(hub.Video) {
 		t.Fatal("the hub cannot ask the WHIP publisher")
 	}
 	if _, ok := p.waitKeyframeRequest(ctx).(*rtcp.PictureLossIndication); !ok {

@@ -357,7 +357,7 @@ func (s *session) start() {
 			AudioPayloadType: s.audioPT,
 		}
 		s.mu.Unlock()
-		s.pub.SetKeyframeRequester(func() { s.requestKeyframe("the channel needs one") })
+		s.pub.SetKeyframeRequester(func(hub.Track) { s.requestKeyframe("the channel needs one") })
 		s.pub.Start(info)
 		s.log.Info("whip: publisher connected", "remote", s.remote)
 	})
