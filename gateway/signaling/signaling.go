@@ -267,11 +267,13 @@ func (s *Signaling) known(channel uint32) bool {
 
 var errNoCapacity = errors.New("no function can take another viewer")
 
-// start picks a function for a viewer in region and opens a session on it.
-// A function that vanished meanwhile is skipped, up to three tries.
+// start picks a function for a viewer in region and opens a session on it,
+// pinned to the video layer of rid layer ("": the highest; see
+// checkLayer). A function that vanished meanwhile is skipped, up to three
+// tries.
 // release, when not nil, gives back the viewer's slot when the session
 // ends (it is not called when start fails).
-func (s *Signaling) start(ctx context.Context, kind, region string, channel uint32, offer string, release func()) (*session, error) {
+func (s *Signaling) start(ctx context.Context, kind, region string, channel uint32, offer, layer string, release func()) (*session, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.SessionTimeout)
 	defer cancel()
 	var tried []string
@@ -281,7 +283,7 @@ func (s *Signaling) start(ctx context.Context, kind, region string, channel uint
 			s.sessionErrors.WithLabelValues("no_capacity").Inc()
 			return nil, errNoCapacity
 		}
-		rs, err := s.cfg.Relay.StartSession(ctx, fn.ID, channel, offer, "")
+		rs, err := s.cfg.Relay.StartSession(ctx, fn.ID, channel, offer, layer)
 		if err != nil {
 			s.cfg.Picker.Release(fn.ID)
 			if errors.Is(err, relay.ErrFunctionGone) && ctx.Err() == nil {
@@ -298,7 +300,7 @@ func (s *Signaling) start(ctx context.Context, kind, region string, channel uint
 		s.viewers[channel]++
 		s.mu.Unlock()
 		s.sessionsStarted.WithLabelValues(kind).Inc()
-		s.log.Info("signaling: viewer session started", "session", rs.ID, "function", fn.ID, "channel", channel, "protocol", kind, "region", region)
+		s.log.Info("signaling: viewer session started", "session", rs.ID, "function", fn.ID, "channel", channel, "protocol", kind, "region", region, "layer", layer)
 		go s.watch(sess)
 		s.broadcastInfo()
 		return sess, nil

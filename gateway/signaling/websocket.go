@@ -18,6 +18,14 @@ import (
 // The original Lightspeed websocket protocol: every message is
 // {"event": name, "data": JSON}. The server offers; the page answers;
 // candidates flow both ways; "info" tells every page the viewer count.
+//
+// Two additions for simulcast, which pages that do not know them never
+// meet: a page may send {"event":"layer","data":"<rid>"} to pin its
+// session to a video layer ("" for the highest; ?layer=<rid> on the
+// websocket's URL pins it from the start), which the server confirms with
+// the same message; a layer it cannot take is answered
+// {"event":"error","data":{"event":"layer","message":"…"}} and changes
+// nothing.
 const (
 	wsMaxMessage   = 64 << 10
 	wsWriteTimeout = 5 * time.Second
@@ -127,6 +135,11 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusNotFound, "unknown channel %q", r.URL.Query().Get("channel"))
 		return
 	}
+	layer, why := queryLayer(r.URL.Query())
+	if why != "" {
+		httpError(w, http.StatusBadRequest, "%s", why)
+		return
+	}
 	// Refused before the upgrade: the page sees the status and nothing
 	// is held for it.
 	if !s.authorize(w, r, "websocket", channel, r.URL.Query().Get("token")) {
@@ -193,7 +206,11 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-c.done:
 			return
-		case <-msgs: // nothing to answer yet
+		case m := <-msgs: // only a layer to remember, for the session to come
+			if next, ok := c.takeLayer(s, m); ok {
+				layer = next
+				c.post("layer", layer)
+			}
 		case <-tick.C:
 		}
 	}
@@ -201,7 +218,7 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	go func() { <-c.done; cancel() }()
-	sess, err := s.start(ctx, "websocket", scheduler.RegionFromRequest(r), channel, "", nil)
+	sess, err := s.start(ctx, "websocket", scheduler.RegionFromRequest(r), channel, "", layer, nil)
 	if err != nil {
 		s.log.Warn("signaling: websocket session failed", "channel", channel, "err", err)
 		_ = conn.WriteControl(websocket.CloseMessage,
@@ -251,9 +268,43 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 				if err := s.cfg.Relay.AddCandidate(sess.ID, cand); err != nil {
 					return
 				}
+			case "layer":
+				next, ok := c.takeLayer(s, m)
+				if !ok {
+					continue
+				}
+				if next != layer {
+					if err := s.cfg.Relay.SetLayer(sess.ID, next); err != nil {
+						// The session is over: Done ends the page.
+						s.log.Info("signaling: layer not set", "session", sess.ID, "layer", next, "err", err)
+						c.post("error", wsError{Event: "layer", Message: "the session has ended"})
+						continue
+					}
+					s.log.Debug("signaling: viewer layer set", "session", sess.ID, "layer", next)
+					layer = next
+				}
+				c.post("layer", layer)
 			}
 		}
 	}
+}
+
+// takeLayer reads the layer of m, a page's message, when it is a "layer"
+// message: the rid, or "" for the highest layer, and true. A layer it
+// cannot take is answered with an "error" message (logged at debug level
+// only: a page may send many) and reported false, as any other message
+// is. The caller confirms a layer taken with a "layer" message.
+func (c *wsConn) takeLayer(s *Signaling, m wsMessage) (string, bool) {
+	if m.Event != "layer" {
+		return "", false
+	}
+	layer, why := messageLayer(m.Data)
+	if why != "" {
+		s.log.Debug("signaling: websocket sent a bad layer", "channel", c.channel, "why", why)
+		c.post("error", wsError{Event: "layer", Message: why})
+		return "", false
+	}
+	return layer, true
 }
 
 // tooManyCandidates ends a page's socket with a policy-violation close

@@ -110,6 +110,15 @@ func (s *Signaling) whepPost(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusNotFound, "unknown channel %q", r.PathValue("channel"))
 		return
 	}
+	// ?layer=<rid> pins the viewer to a layer of a simulcast publisher. A
+	// rid the channel does not have is no error: the function serves the
+	// highest layer until one of that rid comes.
+	layer, why := queryLayer(r.URL.Query())
+	if why != "" {
+		s.sessionErrors.WithLabelValues("bad_layer").Inc()
+		httpError(w, http.StatusBadRequest, "%s", why)
+		return
+	}
 	if !s.authorize(w, r, "whep", channel, bearer(r)) {
 		return
 	}
@@ -131,7 +140,7 @@ func (s *Signaling) whepPost(w http.ResponseWriter, r *http.Request) {
 	if release == nil {
 		return
 	}
-	sess, err := s.start(r.Context(), "whep", scheduler.RegionFromRequest(r), channel, offer, release)
+	sess, err := s.start(r.Context(), "whep", scheduler.RegionFromRequest(r), channel, offer, layer, release)
 	if err != nil {
 		release()
 	}
