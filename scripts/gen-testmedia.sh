@@ -5,6 +5,10 @@
 #               a keyframe every second, SPS and PPS before every IDR, no SEI,
 #               no AUD, one slice per frame, ~2 Mbit/s (many NAL units are
 #               larger than one FTL packet, so FU-A is exercised);
+#   video-360.h264, video-180.h264
+#               the same picture at 640x360 (~600 kbit/s) and 320x180
+#               (~200 kbit/s), keyframes on the same frames: the lower layers
+#               of a simulcast publisher;
 #   audio.ogg   Opus, 48 kHz stereo, 20 ms packets, 4 s of a sine tone, Ogg.
 #
 # The picture is ffmpeg's testsrc2 (moving pattern, timecode and frame
@@ -18,16 +22,22 @@ command -v ffmpeg >/dev/null || { echo "gen-testmedia.sh: ffmpeg is required" >&
 out="$(cd "$(dirname "$0")/.." && pwd)/shared/testkit/testmedia"
 seconds=4
 
-ffmpeg -hide_banner -loglevel error -y \
-	-f lavfi -i "testsrc2=size=1280x720:rate=30,noise=alls=12:allf=t" \
-	-t "$seconds" -an \
-	-c:v libx264 -profile:v baseline -pix_fmt yuv420p -preset veryfast \
-	-b:v 2M -maxrate 2.5M -bufsize 2M \
-	-g 30 -keyint_min 30 -sc_threshold 0 -bf 0 -threads 1 \
-	-x264-params "repeat-headers=1:slices=1:aud=0" \
-	-bsf:v "filter_units=remove_types=6|9" \
-	-fflags +bitexact -flags:v +bitexact \
-	-f h264 "$out/video.h264"
+# video SIZE BITRATE MAXRATE FILE
+video() {
+	ffmpeg -hide_banner -loglevel error -y \
+		-f lavfi -i "testsrc2=size=1280x720:rate=30,noise=alls=12:allf=t,scale=$1" \
+		-t "$seconds" -an \
+		-c:v libx264 -profile:v baseline -pix_fmt yuv420p -preset veryfast \
+		-b:v "$2" -maxrate "$3" -bufsize "$2" \
+		-g 30 -keyint_min 30 -sc_threshold 0 -bf 0 -threads 1 \
+		-x264-params "repeat-headers=1:slices=1:aud=0" \
+		-bsf:v "filter_units=remove_types=6|9" \
+		-fflags +bitexact -flags:v +bitexact \
+		-f h264 "$out/$4"
+}
+video 1280x720 2M 2.5M video.h264
+video 640x360 600k 750k video-360.h264
+video 320x180 200k 250k video-180.h264
 
 ffmpeg -hide_banner -loglevel error -y \
 	-f lavfi -i "sine=frequency=440:sample_rate=48000" \
@@ -36,4 +46,4 @@ ffmpeg -hide_banner -loglevel error -y \
 	-fflags +bitexact -flags:a +bitexact \
 	-f ogg "$out/audio.ogg"
 
-ls -l "$out/video.h264" "$out/audio.ogg"
+ls -l "$out/video.h264" "$out/video-360.h264" "$out/video-180.h264" "$out/audio.ogg"

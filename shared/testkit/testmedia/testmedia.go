@@ -4,8 +4,9 @@
 //
 // The media is made by scripts/gen-testmedia.sh: 4 s of H.264 constrained
 // baseline, 1280x720 at 30 fps with a keyframe every second and SPS and PPS
-// before every IDR, no SEI and no AUD, one slice per frame; and 4 s of
-// 48 kHz stereo Opus in 20 ms packets, in Ogg.
+// before every IDR, no SEI and no AUD, one slice per frame; the same
+// picture at 640x360 and 320x180, as the lower layers of a simulcast
+// publisher; and 4 s of 48 kHz stereo Opus in 20 ms packets, in Ogg.
 package testmedia
 
 import (
@@ -30,7 +31,11 @@ const (
 	Seconds         = 4  // length of the video
 )
 
-//go:embed video.h264 audio.ogg
+// LayerHeights are the heights of the simulcast layers Layers returns,
+// highest first; each is 16:9.
+var LayerHeights = [...]int{720, 360, 180}
+
+//go:embed video.h264 video-360.h264 video-180.h264 audio.ogg
 var files embed.FS
 
 // H264 returns the H.264 Annex B stream. The slice is a fresh copy.
@@ -52,6 +57,21 @@ func mustRead(name string) []byte {
 // start codes.
 func NALUnits() ([][]byte, error) {
 	return SplitH264(H264())
+}
+
+// Layers returns the NAL units of the three simulcast layers (as
+// NALUnits does), highest first (LayerHeights). Their keyframes fall on the
+// same frames.
+func Layers() ([][][]byte, error) {
+	var layers [][][]byte
+	for _, name := range []string{"video.h264", "video-360.h264", "video-180.h264"} {
+		nals, err := SplitH264(mustRead(name))
+		if err != nil {
+			return nil, fmt.Errorf("testmedia: %s: %w", name, err)
+		}
+		layers = append(layers, nals)
+	}
+	return layers, nil
 }
 
 // SplitH264 splits an H.264 Annex B stream into its NAL units, in order,

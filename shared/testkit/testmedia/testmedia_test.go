@@ -2,6 +2,7 @@ package testmedia
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"github.com/pion/webrtc/v3/pkg/media/oggreader"
@@ -20,6 +21,52 @@ const (
 func TestMediaIsSmallEnoughToCommit(t *testing.T) {
 	if n := len(H264()) + len(Opus()); n > 1500*1000 {
 		t.Errorf("test media is %d bytes, want < 1.5 MB", n)
+	}
+	if n := len(mustRead("video-360.h264")) + len(mustRead("video-180.h264")); n > 500*1000 {
+		t.Errorf("the lower layers are %d bytes, want < 500 kB", n)
+	}
+}
+
+// TestLayersAreThePictureAtThreeSizesWithKeyframesTogether: the simulcast
+// layers have the resolutions LayerHeights says, the same frames, and
+// their IDRs on the same frames, with SPS and PPS before each.
+func TestLayersAreThePictureAtThreeSizesWithKeyframesTogether(t *testing.T) {
+	layers, err := Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(layers) != len(LayerHeights) {
+		t.Fatalf("%d layers, want %d", len(layers), len(LayerHeights))
+	}
+	var idrs [][]int
+	for l, nals := range layers {
+		w, h := spsSize(t, nals[0])
+		if h != LayerHeights[l] || w != h*16/9 {
+			t.Errorf("layer %d is %dx%d, want %dx%d", l, w, h, LayerHeights[l]*16/9, LayerHeights[l])
+		}
+		var frames []int
+		frame := 0
+		for i, nal := range nals {
+			switch nal[0] & 0x1f {
+			case nalIDR:
+				if i < 2 || nals[i-2][0]&0x1f != nalSPS || nals[i-1][0]&0x1f != nalPPS {
+					t.Errorf("layer %d: IDR at frame %d is not preceded by SPS and PPS", l, frame)
+				}
+				frames = append(frames, frame)
+				frame++
+			case nalSlice:
+				frame++
+			}
+		}
+		if frame != Seconds*FrameRate {
+			t.Errorf("layer %d has %d frames, want %d", l, frame, Seconds*FrameRate)
+		}
+		idrs = append(idrs, frames)
+	}
+	for l := 1; l < len(idrs); l++ {
+		if !slices.Equal(idrs[l], idrs[0]) {
+			t.Errorf("layer %d has IDRs at frames %v, layer 0 at %v", l, idrs[l], idrs[0])
+		}
 	}
 }
 
