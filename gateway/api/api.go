@@ -5,6 +5,7 @@ package api
 import (
 	"encoding/json"
 	"log/slog"
+	"math"
 	"net/http"
 	"slices"
 	"time"
@@ -98,6 +99,7 @@ type Channel struct {
 	UptimeSeconds float64    `json:"uptime_seconds"`  // 0 when offline
 	Publisher     *Publisher `json:"publisher,omitempty"`
 	Video         *Video     `json:"video,omitempty"`
+	Layers        []Layer    `json:"layers,omitempty"` // a live simulcast publisher's video layers, highest first
 	Audio         *Audio     `json:"audio,omitempty"`
 	Viewers       int        `json:"viewers"`
 	Subscribers   int        `json:"subscribers"`
@@ -125,6 +127,15 @@ type Video struct {
 	BitrateBps         float64 `json:"bitrate_bps"`
 	FrameRate          float64 `json:"frame_rate"`
 	KeyframeIntervalMs int64   `json:"keyframe_interval_ms"`
+}
+
+// Layer is one video layer of a simulcast publisher: what a viewer may
+// pin with ?layer=<rid> (WHEP, the websocket and the viewer page).
+type Layer struct {
+	Rid     string `json:"rid"`     // the publisher's name of the layer, its RTP stream id
+	Width   int    `json:"width"`   // 0 until the layer's first SPS
+	Height  int    `json:"height"`  // 0 until the layer's first SPS
+	Bitrate int64  `json:"bitrate"` // bits/s over the last 2 s
 }
 
 // Audio is a channel's audio track.
@@ -196,6 +207,13 @@ func channelOf(st hub.Stats, now time.Time) Channel {
 	}
 	if st.Publisher.AudioCodec != "" {
 		ch.Audio = &Audio{Codec: st.Publisher.AudioCodec}
+	}
+	if st.Live {
+		// The layers of the publisher there is: none for a channel
+		// offline, whatever its last publisher had.
+		for _, l := range st.Layers {
+			ch.Layers = append(ch.Layers, Layer{Rid: l.Rid, Width: l.Width, Height: l.Height, Bitrate: int64(math.Round(l.Bitrate))})
+		}
 	}
 	return ch
 }
