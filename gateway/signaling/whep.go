@@ -111,8 +111,8 @@ func (s *Signaling) whepPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// ?layer=<rid> pins the viewer to a layer of a simulcast publisher. A
-	// rid the channel does not have is no error: the function serves the
-	// highest layer until one of that rid comes.
+	// rid the channel does not have is no error: the function falls back
+	// to the highest layer.
 	layer, why := queryLayer(r.URL.Query())
 	if why != "" {
 		s.sessionErrors.WithLabelValues("bad_layer").Inc()
