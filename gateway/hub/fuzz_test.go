@@ -8,6 +8,7 @@ import (
 	"github.com/pion/rtp"
 
 	"lightspeed/gateway/hub"
+	"lightspeed/shared/relaywire"
 )
 
 // The fuzz input is a program of operations, each a byte op followed by
@@ -17,7 +18,8 @@ import (
 //	op%16 == 1: Release, then a new Claim and Start
 //	op%16 == 2: advance the clock by the next byte in ms, ReleaseExpired
 //	op%16 == 3: add a FromKeyframe subscriber (at most two in all)
-//	otherwise:  a packet of track op&1 with marker op&2; arguments: seq
+//	otherwise:  a packet of track op&1 with marker op&2, of video layer
+//	            op>>4&3 (the publisher announces layers 0 to 2); arguments: seq
 //	            step (int8), timestamp step (×100), payload length (uint16,
 //	            mod 3000), the number k of payload bytes that follow; the
 //	            payload is those k bytes padded with a counting pattern,
@@ -97,17 +99,33 @@ func FuzzWriteRTP(f *testing.F) {
 		packetOp(hub.Video, false, -128, 0, 2999, []byte{0x7c}),
 		packetOp(hub.Video, false, 1, 0, 1400, []byte{0x18, 0, 4, 0x67, 0x42, 0x05, 0xdc, 0x05, 0x6f, 0x41}),
 	))
+	layerOp := func(l int, op []byte) []byte { op[0] |= byte(l) << 4; return op }
+	f.Add(program( // three layers (and a fourth the publisher did not announce), a late joiner
+		layerOp(0, packetOf(hub.Video, false, 0, 0, spsHigh1080)),
+		layerOp(0, packetOp(hub.Video, true, 1, 0, 2000, []byte{0x65})),
+		layerOp(1, packetOp(hub.Video, true, 0, 0, 900, []byte{0x65})),
+		packetOp(hub.Audio, false, 0, 0, 3, nil),
+		layerOp(2, packetOp(hub.Video, true, 0, 0, 300, []byte{0x41})),
+		layerOp(3, packetOp(hub.Video, true, 0, 0, 300, []byte{0x65})),
+		layerOp(2, packetOp(hub.Video, true, 1, 30, 300, []byte{0x65})),
+		[]byte{opJoin},
+		layerOp(1, packetOp(hub.Video, true, 1, 30, 900, []byte{0x41})),
+	))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		clk := &clock{t: t0}
 		r := hub.NewRegistry(testOptions(clk))
 		defer r.Close()
-		pub := claim(t, r, 1, hub.PublisherInfo{})
+		info := hub.PublisherInfo{Layers: []string{"0", "1", "2"}}
+		pub := claim(t, r, 1, info)
 		h := pub.Hub()
-		tracks := h.Tracks()
+		tracks := map[hub.Track]relaywire.TrackInfo{}
+		for _, ti := range h.Tracks() {
+			tracks[ti.Flow.Track()] = ti
+		}
 		subs := []*fuzzSub{{s: h.Subscribe(hub.SubscribeOptions{Capacity: 1024})}}
-		var seq [2]uint16
-		var ts [2]uint32
+		var seq [relaywire.NumTracks]uint16
+		var ts [relaywire.NumTracks]uint32
 		retrans := make([]byte, hub.MaxPacketSize)
 
 		for len(data) > 0 {
@@ -118,7 +136,7 @@ func FuzzWriteRTP(f *testing.F) {
 				pub.Release()
 			case op%16 == opStart:
 				pub.Release()
-				pub = claim(t, r, 1, hub.PublisherInfo{})
+				pub = claim(t, r, 1, info)
 			case op%16 == opWait:
 				if len(data) > 0 {
 					clk.Advance(time.Duration(data[0]) * time.Millisecond)
@@ -134,6 +152,9 @@ func FuzzWriteRTP(f *testing.F) {
 					return
 				}
 				tr := hub.Track(op & 1)
+				if tr == hub.Video {
+					tr = relaywire.LayerTrack(int(op >> 4 & 3))
+				}
 				seq[tr] += uint16(int8(data[0]))
 				ts[tr] += uint32(data[1]) * 100
 				n := (int(data[2])<<8 | int(data[3])) % 3000
@@ -149,8 +170,8 @@ func FuzzWriteRTP(f *testing.F) {
 					if len(p.Data) > hub.MaxPacketSize {
 						t.Fatalf("output packet of %d bytes", len(p.Data))
 					}
-					info := tracks[p.Track]
-					if p.rtp.SSRC != info.SSRC || p.rtp.PayloadType != info.PayloadType || p.rtp.SequenceNumber != p.Seq {
+					info, ok := tracks[p.Track]
+					if !ok || p.Track.Layer() > 2 || p.rtp.SSRC != info.SSRC || p.rtp.PayloadType != info.PayloadType || p.rtp.SequenceNumber != p.Seq {
 						t.Fatalf("output header %+v of %v", p.rtp.Header, p.Track)
 					}
 					if fs.seen[p.Track] && int16(p.Seq-fs.last[p.Track]) <= 0 {
@@ -173,6 +194,6 @@ func FuzzWriteRTP(f *testing.F) {
 // fuzzSub follows the output numbering one subscriber sees.
 type fuzzSub struct {
 	s    *hub.Subscription
-	seen [2]bool
-	last [2]uint16
+	seen [relaywire.NumTracks]bool
+	last [relaywire.NumTracks]uint16
 }
