@@ -113,10 +113,11 @@ type Channel struct {
 	Dropped       uint64     `json:"dropped"`
 }
 
-// Publisher describes who streams to a channel.
+// Publisher describes who streams to a channel: the software it names,
+// nothing that tells who or where the publisher is (the list is public:
+// no address, no key).
 type Publisher struct {
 	Software string `json:"software"`
-	Remote   string `json:"remote"`
 }
 
 // Video is a channel's video track.
@@ -196,7 +197,7 @@ func channelOf(st hub.Stats, now time.Time) Channel {
 	if st.Live {
 		ch.UptimeSeconds = now.Sub(st.Since).Seconds()
 	}
-	ch.Publisher = &Publisher{Software: st.Publisher.Software, Remote: st.Publisher.Remote}
+	ch.Publisher = &Publisher{Software: st.Publisher.Software}
 	ch.Video = &Video{
 		Codec:              st.Publisher.VideoCodec,
 		Width:              st.Width,

@@ -67,6 +67,9 @@ func TestChannelsListsLiveAndOfflineChannels(t *testing.T) {
 	if got[1].Live || got[1].Publisher != nil || got[1].Viewers != 8 {
 		t.Fatalf("offline channel: %+v", got[1])
 	}
+	if strings.Contains(body, "192.0.2.1") {
+		t.Errorf("the list tells the publisher's address: %s", body)
+	}
 }
 
 func TestMetricsAndHealth(t *testing.T) {
@@ -125,7 +128,7 @@ var (
 // TestChannelsListTheLayersOfASimulcastPublisher: a live simulcast
 // publisher's layers are listed highest first with their rid, resolution
 // and bitrate; a publisher without simulcast, or a channel offline, has
-// no "layers" at all.
+// no "layers" at all; nothing of a publisher's address is in the list.
 func TestChannelsListTheLayersOfASimulcastPublisher(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	var mu sync.Mutex
@@ -202,6 +205,9 @@ func TestChannelsListTheLayersOfASimulcastPublisher(t *testing.T) {
 	}
 	if listed[78] {
 		t.Errorf("channel 78 (no simulcast) has layers: %s", body)
+	}
+	if strings.Contains(body, "192.0.2.") || strings.Contains(body, "remote") {
+		t.Errorf("the list tells a publisher's address: %s", body)
 	}
 	if strings.Count(body, `"layers"`) != 1 {
 		t.Errorf("want one \"layers\" field, channel 77's: %s", body)
