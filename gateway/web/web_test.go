@@ -51,6 +51,7 @@ func TestRoutesAnswerWithStatusTypeAndPolicy(t *testing.T) {
 		{"head of root has no body but the same headers", "HEAD", "/", 200, "text/html; charset=utf-8", "no-cache", nil},
 		{"watch of a numeric channel is the page", "GET", "/watch/77", 200, "text/html; charset=utf-8", "no-cache", []string{"<video autoplay muted playsinline>"}},
 		{"watch with a viewer token is the page", "GET", "/watch/77?token=eyJhbGciOiJIUzI1NiJ9.e30.c2ln", 200, "text/html; charset=utf-8", "no-cache", []string{`src="/static/app.js"`, `data-role="notice-detail"`}},
+		{"watch pinned to a layer is the page", "GET", "/watch/77?layer=1", 200, "text/html; charset=utf-8", "no-cache", []string{`data-role="quality"`}},
 		{"watch of channel zero is the page", "GET", "/watch/0", 200, "text/html; charset=utf-8", "no-cache", nil},
 		{"watch of the largest channel id is the page", "GET", "/watch/4294967295", 200, "text/html; charset=utf-8", "no-cache", nil},
 		{"watch of a name is not found", "GET", "/watch/abc", 404, "text/html; charset=utf-8", "no-store", []string{"&#34;abc&#34; is not a channel", "numbers"}},
@@ -178,7 +179,7 @@ func TestEveryReferencedAssetIsServed(t *testing.T) {
 			check(page, m[1])
 		}
 	}
-	for _, want := range []string{"/static/app.js", "/static/player.js", "/static/whep.js", "/static/style.css", "/static/publish.js", "/static/whip.js", "/static/token.js"} {
+	for _, want := range []string{"/static/app.js", "/static/player.js", "/static/whep.js", "/static/style.css", "/static/publish.js", "/static/whip.js", "/static/token.js", "/static/quality.js"} {
 		if !checked[want] {
 			t.Errorf("%s was never reached from the pages", want)
 		}
@@ -322,6 +323,50 @@ func TestViewerScriptsKeepTheTokenInMemory(t *testing.T) {
 	whep := readScript(t, "static/whep.js")
 	if n := strings.Count(whep, "token"); !strings.Contains(whep, "headers.Authorization = `Bearer ${token}`") || strings.Count(whep, "${token}") != 1 {
 		t.Errorf("whep.js: want the token used once, as the Bearer token (%d mentions)", n)
+	}
+}
+
+// The quality menu of a simulcast channel: a <select> in the player's
+// controls, hidden until the channel lists more than one layer; the page
+// reads ?layer= from its address and writes the menu's choice back to it
+// (no new history entry). The node tests (testdata/js/quality.test.js,
+// menu.test.js) run the logic; this checks the markup and the wiring.
+func TestQualityMenuIsWired(t *testing.T) {
+	page := body(t, get(t, Handler(), "GET", "/watch/77", nil))
+	menu := regexp.MustCompile(`<select[^>]*\bdata-role="quality"[^>]*>`).FindString(page)
+	if menu == "" {
+		t.Fatal(`the player's template has no quality menu (<select data-role="quality">)`)
+	}
+	for _, want := range []string{" hidden", `aria-label="Quality"`} {
+		if !strings.Contains(menu, want) {
+			t.Errorf("the menu %s lacks %s", menu, want)
+		}
+	}
+	if !strings.Contains(page, `<link rel="modulepreload" href="/static/quality.js">`) {
+		t.Error("index.html does not preload quality.js")
+	}
+	app := codeOf(readScript(t, "static/app.js"))
+	for _, want := range []string{
+		"let layer = readLayer(location.search);",
+		"history.replaceState(history.state, \"\", location.pathname + withLayer(location.search, layer) + location.hash);",
+		"layer, onLayerChange: chooseLayer",
+	} {
+		if !strings.Contains(app, want) {
+			t.Errorf("app.js lacks %s", want)
+		}
+	}
+	if i, j := strings.Index(app, "takeToken()"), strings.Index(app, "readLayer("); j < i {
+		t.Error("app.js reads the layer before the token is out of the address")
+	}
+	player := codeOf(readScript(t, "static/player.js"))
+	for _, want := range []string{
+		`quality.addEventListener("change", () => this.setLayer(quality.value));`,
+		"return whepURL(this.channel, this.layer);",
+		"session = await whep.connect(pc, this.whepURL, {",
+	} {
+		if !strings.Contains(player, want) {
+			t.Errorf("player.js lacks %s", want)
+		}
 	}
 }
 

@@ -5,16 +5,25 @@
 // ("/watch/77?token=<jwt>"): it is taken out of the address bar first
 // thing and kept in memory for the player (see token.js).
 //
+// "?layer=<rid>" pins the video layer of a simulcast channel (the quality
+// menu's choice): it is no secret and stays in the address, which the
+// menu keeps in step with the choice (see quality.js).
+//
 // For automated tests, window.lightspeed reflects the player at all times
 // and <body data-state> follows its state.
 
 import { Player } from "./player.js";
 import { ChannelPoller, ChannelList } from "./channels.js";
 import { takeToken } from "./token.js";
+import { readLayer, withLayer } from "./quality.js";
 
 // Read once and removed from the address at once, on every page: only the
 // watch page uses it.
 const token = takeToken();
+
+// The layer to ask for ("" for the highest), from the address and then
+// from the quality menu; it carries over to the next channel played.
+let layer = readLayer(location.search);
 
 const poller = new ChannelPoller("/api/channels", 3000);
 let player = null;
@@ -52,13 +61,23 @@ window.lightspeed = {
   get message() {
     return player ? player.message : "";
   },
+  get layer() {
+    return player ? player.layer : layer;
+  },
 };
+
+// chooseLayer takes the quality menu's choice and writes it to the
+// address (replacing the history entry: a choice is not a page).
+function chooseLayer(next) {
+  layer = next;
+  history.replaceState(history.state, "", location.pathname + withLayer(location.search, layer) + location.hash);
+}
 
 function play(channel, token = "") {
   player?.destroy();
   const stage = document.getElementById("stage");
   stage.hidden = false;
-  player = new Player(stage, channel, { onStateChange: setState, token });
+  player = new Player(stage, channel, { onStateChange: setState, token, layer, onLayerChange: chooseLayer });
   setState(player.state);
   player.start();
 }

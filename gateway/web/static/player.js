@@ -2,12 +2,15 @@
 // reconnects by itself when the connection fails or video stops, waits
 // quietly while the channel is offline, and shows what it is doing. A
 // private channel's viewer token goes with every offer; when the server
-// refuses it the player says why and stops asking.
+// refuses it the player says why and stops asking. A channel with several
+// video layers (simulcast) gets a quality menu: a choice starts a new
+// session on that layer.
 
 import * as whep from "./whep.js";
 import * as format from "./format.js";
 import { summarize } from "./stats.js";
 import { describe, watchURL } from "./channels.js";
+import { qualityOptions, selectedOption, whepURL } from "./quality.js";
 
 const OFFLINE_RETRY_MS = 2000; // between offers while the channel is offline
 const DISCONNECTED_GRACE_MS = 3000; // "disconnected" may heal; "failed" does not
@@ -40,16 +43,18 @@ export class Backoff {
  * "offline", "error" or "denied" (the server refused the viewer token, or
  * its absence, of a private channel: the player has stopped);
  * onStateChange hears every change. token is the channel's viewer token,
- * "" for none.
+ * "" for none. layer is the rid of the video layer to ask for, "" for the
+ * highest; onLayerChange hears every choice made in the quality menu.
  */
 export class Player {
   #token; // the viewer token: in memory only, sent as the offer's Bearer token
 
-  constructor(root, channel, { onStateChange = () => {}, token = "" } = {}) {
+  constructor(root, channel, { onStateChange = () => {}, token = "", layer = "", onLayerChange = () => {} } = {}) {
     this.channel = channel;
     this.#token = token;
-    this.whepURL = `/api/whep/${encodeURIComponent(channel)}`;
+    this.layer = layer;
     this.onStateChange = onStateChange;
+    this.onLayerChange = onLayerChange;
 
     this.el = document.getElementById("player-template").content.firstElementChild.cloneNode(true);
     this.parts = {};
@@ -76,6 +81,26 @@ export class Player {
     this.parts.title.href = watchURL(channel);
     this.setupControls();
     this.setState("connecting");
+  }
+
+  /** whepURL is where the player asks for a session: its channel, on its layer. */
+  get whepURL() {
+    return whepURL(this.channel, this.layer);
+  }
+
+  /**
+   * setLayer asks for the video layer of rid layer ("" for the highest)
+   * from now on: a running player starts a new session on it at once,
+   * without waiting for the current one to fail.
+   */
+  setLayer(layer) {
+    if (layer === this.layer) return;
+    this.layer = layer;
+    this.onLayerChange(layer);
+    this.renderQuality();
+    if (!this.running || this.state === "denied") return;
+    this.backoff.reset();
+    this.connect("Switching quality…");
   }
 
   /** start connects and keeps the player connected until stop. */
@@ -138,13 +163,14 @@ export class Player {
     this.renderInfo();
   }
 
-  // connect makes one attempt at a session; its failures schedule the next.
-  async connect() {
+  // connect makes one attempt at a session; its failures schedule the
+  // next. text, if given, is what the notice says meanwhile.
+  async connect(text) {
     if (!this.running) return;
     this.teardown();
     const gen = ++this.gen;
     if (this.state !== "offline") {
-      this.setState("connecting", this.reconnects > 0 ? "Reconnecting…" : "Connecting…");
+      this.setState("connecting", text || (this.reconnects > 0 ? "Reconnecting…" : "Connecting…"));
     }
 
     let pc;
@@ -376,6 +402,28 @@ export class Player {
     const facts = info ? describe(info, { viewers: false }) : [];
     if (info?.publisher?.software) facts.push(info.publisher.software);
     details.textContent = facts.join(" · ");
+    this.renderQuality();
+  }
+
+  // renderQuality shows the quality menu while the channel is live with
+  // more than one layer. The list comes again every few seconds with new
+  // bitrates: the entries are relabelled in place, and rebuilt only when
+  // the layers themselves change.
+  renderQuality() {
+    const menu = this.parts.quality;
+    const options = this.live ? qualityOptions(this.info?.layers) : [];
+    menu.hidden = options.length === 0;
+    if (menu.hidden) return;
+    const same =
+      menu.options.length === options.length && options.every((o, i) => menu.options[i].value === o.value);
+    if (!same) {
+      menu.replaceChildren(...options.map((o) => new Option(o.label, o.value)));
+    } else {
+      options.forEach((o, i) => {
+        if (menu.options[i].text !== o.label) menu.options[i].text = o.label;
+      });
+    }
+    menu.value = selectedOption(options, this.layer);
   }
 
   renderStats() {
@@ -409,8 +457,9 @@ export class Player {
   }
 
   setupControls() {
-    const { unmute, fullscreen } = this.parts;
+    const { unmute, fullscreen, quality } = this.parts;
     const v = this.video;
+    quality.addEventListener("change", () => this.setLayer(quality.value));
     unmute.addEventListener("click", () => {
       v.muted = false;
       v.play().catch(() => {
