@@ -16,14 +16,17 @@ import (
 
 const maxSDP = 64 << 10 // largest offer or trickle fragment accepted
 
-// Handler returns the signaling routes: WHEP under /api/whep/ and the
-// Lightspeed websocket at /websocket.
+// Handler returns the signaling routes: WHEP under /api/whep/ (with the
+// layer extension, see whepLayer) and the Lightspeed websocket at
+// /websocket.
 func (s *Signaling) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/whep/{channel}", s.whepPost)
 	mux.HandleFunc("PATCH /api/whep/{channel}/{session}", s.whepPatch)
 	mux.HandleFunc("DELETE /api/whep/{channel}/{session}", s.whepDelete)
+	mux.HandleFunc("POST /api/whep/{channel}/{session}/layer", s.whepLayer)
 	mux.HandleFunc("OPTIONS /api/whep/", s.whepOptions)
+	mux.HandleFunc("OPTIONS /api/whep/{channel}/{session}/layer", s.whepOptions)
 	mux.HandleFunc("GET /websocket", s.serveWebsocket)
 	return mux
 }
@@ -39,7 +42,11 @@ func cors(w http.ResponseWriter) {
 
 func (s *Signaling) whepOptions(w http.ResponseWriter, r *http.Request) {
 	cors(w)
-	w.Header().Set("Accept-Post", "application/sdp")
+	if r.PathValue("session") != "" { // only the layer URL's route names it
+		w.Header().Set("Accept-Post", "application/json")
+	} else {
+		w.Header().Set("Accept-Post", "application/sdp")
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -154,7 +161,9 @@ func (s *Signaling) whepPost(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadGateway, "the media server refused the session: %v", err)
 		return
 	}
-	w.Header().Set("Location", fmt.Sprintf("/api/whep/%d/%s", channel, sess.ID))
+	location := fmt.Sprintf("/api/whep/%d/%s", channel, sess.ID)
+	w.Header().Set("Location", location)
+	w.Header().Add("Link", layerLink(location)) // added to any Link already set
 	w.Header().Set("Content-Type", "application/sdp")
 	w.Header().Set("ETag", `"`+sess.ID+`"`)
 	w.Header().Set("Lightspeed-Served-By", sess.servedBy) // the function's region and id: the page's stats show them
