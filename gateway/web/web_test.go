@@ -329,8 +329,10 @@ func TestViewerScriptsKeepTheTokenInMemory(t *testing.T) {
 // The quality menu of a simulcast channel: a <select> in the player's
 // controls, hidden until the channel lists more than one layer; the page
 // reads ?layer= from its address and writes the menu's choice back to it
-// (no new history entry). The node tests (testdata/js/quality.test.js,
-// menu.test.js) run the logic; this checks the markup and the wiring.
+// (no new history entry). Where the WHEP answer links the layer
+// extension, a choice is posted there and the session plays on. The node
+// tests (testdata/js/quality.test.js, menu.test.js, whep.test.js) run the
+// logic; this checks the markup and the wiring.
 func TestQualityMenuIsWired(t *testing.T) {
 	page := body(t, get(t, Handler(), "GET", "/watch/77", nil))
 	menu := regexp.MustCompile(`<select[^>]*\bdata-role="quality"[^>]*>`).FindString(page)
@@ -363,6 +365,9 @@ func TestQualityMenuIsWired(t *testing.T) {
 		`quality.addEventListener("change", () => this.setLayer(quality.value));`,
 		"return whepURL(this.channel, this.layer);",
 		"session = await whep.connect(pc, this.whepURL, {",
+		"onLayerURL: (u) => (layerURL = u),",
+		"await whep.selectLayer(url, sent);",
+		`v.addEventListener("resize", () => {`,
 	} {
 		if !strings.Contains(player, want) {
 			t.Errorf("player.js lacks %s", want)

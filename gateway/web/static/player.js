@@ -3,20 +3,23 @@
 // quietly while the channel is offline, and shows what it is doing. A
 // private channel's viewer token goes with every offer; when the server
 // refuses it the player says why and stops asking. A channel with several
-// video layers (simulcast) gets a quality menu: a choice starts a new
-// session on that layer.
+// video layers (simulcast) gets a quality menu: where the WHEP answer links
+// the layer extension, a choice switches the running session in place (the
+// PeerConnection and the picture stay; the new layer shows from its next
+// keyframe); elsewhere it starts a new session on that layer.
 
 import * as whep from "./whep.js";
 import * as format from "./format.js";
 import { summarize } from "./stats.js";
 import { describe, watchURL } from "./channels.js";
-import { qualityOptions, selectedOption, whepURL } from "./quality.js";
+import { layerSize, qualityOptions, selectedOption, whepURL } from "./quality.js";
 
 const OFFLINE_RETRY_MS = 2000; // between offers while the channel is offline
 const DISCONNECTED_GRACE_MS = 3000; // "disconnected" may heal; "failed" does not
 const STALL_MS = 5000; // no decoded frame this long on a live channel: start again
 const OFFLINE_STALL_MS = 2000; // no frame this long on a channel the API says is offline
 const TICK_MS = 1000;
+const SWITCH_NOTICE_MS = 3000; // "Switching quality…" at most this long, if no frame of a new size shows first
 
 /** Backoff is a delay that doubles on each use, from min to max. */
 export class Backoff {
@@ -68,6 +71,9 @@ export class Player {
     this.gen = 0; // bumped on every teardown: callbacks of older sessions see it and stop
     this.pc = null;
     this.session = null; // WHEP session URL
+    this.layerURL = null; // the session's WHEP layer extension URL; null when the server offers none
+    this.selecting = null; // the gen of the session whose layer request is out, if any
+    this.switching = null; // while a layer switched in place is awaited: { width, height, timer }
     this.backoff = new Backoff();
     this.retryTimer = 0;
     this.tickTimer = 0;
@@ -90,8 +96,10 @@ export class Player {
 
   /**
    * setLayer asks for the video layer of rid layer ("" for the highest)
-   * from now on: a running player starts a new session on it at once,
-   * without waiting for the current one to fail.
+   * from now on. A running session switches to it in place when the server
+   * linked the layer extension; otherwise (or when the switch is refused)
+   * a new session starts on it at once, without waiting for the current
+   * one to fail. Later sessions start on it either way.
    */
   setLayer(layer) {
     if (layer === this.layer) return;
@@ -99,8 +107,69 @@ export class Player {
     this.onLayerChange(layer);
     this.renderQuality();
     if (!this.running || this.state === "denied") return;
+    if (this.pc && this.layerURL) {
+      this.switchInPlace();
+      return;
+    }
     this.backoff.reset();
     this.connect("Switching quality…");
+  }
+
+  // switchInPlace asks the server for this.layer at the session's layer
+  // URL and shows "Switching quality…" until it shows. One request is out
+  // at a time: choices made meanwhile go in one more, the latest. A
+  // refusal (the session has ended, say) or a network error starts a new
+  // session on the layer.
+  async switchInPlace() {
+    this.beginSwitch();
+    const gen = this.gen;
+    if (this.selecting === gen) return; // the request out sends the latest choice when it is done
+    this.selecting = gen;
+    const url = this.layerURL;
+    try {
+      let sent;
+      do {
+        sent = this.layer;
+        await whep.selectLayer(url, sent);
+      } while (gen === this.gen && sent !== this.layer);
+    } catch (err) {
+      if (gen === this.gen && this.running) {
+        const why = err.message || err;
+        console.info(`lightspeed: channel ${this.channel}: layer not switched in place (${why}); starting a new session`);
+        this.backoff.reset();
+        this.connect("Switching quality…");
+      }
+    } finally {
+      if (this.selecting === gen) this.selecting = null;
+    }
+  }
+
+  // beginSwitch shows "Switching quality…" over the picture until a frame
+  // of another size than the one showing now arrives (the video's resize
+  // event) or SWITCH_NOTICE_MS pass. It shows nothing when the layer asked
+  // for is listed with the size showing now: there is no change to see.
+  beginSwitch() {
+    this.endSwitch();
+    const { videoWidth: width, videoHeight: height } = this.video;
+    const target = layerSize(this.info?.layers, this.layer);
+    if (target && width > 0 && target.width === width && target.height === height) return;
+    this.switching = { width, height, timer: setTimeout(() => this.endSwitch(), SWITCH_NOTICE_MS) };
+    this.renderSwitch();
+  }
+
+  // endSwitch hides "Switching quality…".
+  endSwitch() {
+    if (!this.switching) return;
+    clearTimeout(this.switching.timer);
+    this.switching = null;
+    this.renderSwitch();
+  }
+
+  // onResize hears the video's size change: a frame of a new size ends a
+  // switch.
+  onResize() {
+    const s = this.switching;
+    if (s && (this.video.videoWidth !== s.width || this.video.videoHeight !== s.height)) this.endSwitch();
   }
 
   /** start connects and keeps the player connected until stop. */
@@ -201,9 +270,11 @@ export class Player {
     });
 
     let session;
+    let layerURL = null;
     try {
       session = await whep.connect(pc, this.whepURL, {
         onServedBy: (s) => (this.servedBy = s),
+        onLayerURL: (u) => (layerURL = u),
         token: this.#token,
       });
     } catch (err) {
@@ -233,6 +304,7 @@ export class Player {
       return;
     }
     this.session = session;
+    this.layerURL = layerURL;
     this.lastProgressAt = performance.now();
     if (this.state !== "connecting") this.setState("connecting");
   }
@@ -267,6 +339,8 @@ export class Player {
   teardown() {
     this.gen++;
     clearTimeout(this.retryTimer);
+    this.endSwitch();
+    this.layerURL = null;
     if (this.pc) {
       this.pc.close();
       this.pc = null;
@@ -385,7 +459,22 @@ export class Player {
     this.parts["notice-detail"].textContent = detail;
     this.parts["notice-detail"].hidden = !detail;
     this.renderUnmute();
+    this.renderSwitch();
     if (changed) this.onStateChange(state);
+  }
+
+  // renderSwitch shows over a playing picture, which stays in view, that a
+  // layer switched in place is on its way; in the other states their own
+  // notice shows.
+  renderSwitch() {
+    const on = Boolean(this.switching);
+    this.parts.notice.dataset.switching = String(on && this.state === "playing");
+    if (this.state !== "playing") return;
+    this.parts.notice.hidden = !on;
+    this.parts.spinner.hidden = !on;
+    this.parts["notice-text"].textContent = on ? "Switching quality…" : "";
+    this.parts["notice-detail"].textContent = "";
+    this.parts["notice-detail"].hidden = true;
   }
 
   // renderUnmute offers sound while there is a picture to go with it.
@@ -474,8 +563,12 @@ export class Player {
     fullscreen.addEventListener("click", () => this.toggleFullscreen());
     this.screen.addEventListener("dblclick", () => this.toggleFullscreen());
 
-    // The element's size follows the stream: keep the facts current.
-    v.addEventListener("resize", () => this.renderStats());
+    // The element's size follows the stream: keep the facts current, and
+    // see a switched layer arrive.
+    v.addEventListener("resize", () => {
+      this.renderStats();
+      this.onResize();
+    });
 
     this.onKey = (e) => {
       if (e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey) return;

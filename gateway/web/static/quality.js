@@ -2,7 +2,9 @@
 // player asks for. A publisher may send up to four layers, each named by
 // its RTP stream id (rid); /api/channels lists a live channel's layers,
 // highest first, and the player asks for one with "?layer=<rid>" on its
-// WHEP URL. Without a choice ("") the server sends the highest.
+// WHEP URL, and, where the server offers the WHEP layer extension, with a
+// POST to the session's layer URL while it plays. Without a choice ("")
+// the server sends the highest.
 //
 // The choice is no secret: "?layer=<rid>" in the page's address pins it
 // at start and stays there, and a choice made in the menu is written back
@@ -98,6 +100,20 @@ export function qualityOptions(layers) {
  */
 export function selectedOption(options, layer) {
   return options.some((o) => o.value === layer) ? layer : AUTO.value;
+}
+
+/**
+ * layerSize is the picture size of the layer the server sends for layer
+ * ("": the highest; a rid the channel does not have also gets the
+ * highest), as the channel's layers list it: { width, height }, or null
+ * when the list has no such size (no layers, or one whose resolution is
+ * not known yet).
+ */
+export function layerSize(layers, layer) {
+  if (!Array.isArray(layers)) return null;
+  const listed = layers.filter((l) => l && validLayer(l.rid));
+  const l = listed.find((x) => x.rid === layer) || listed[0];
+  return l && l.width > 0 && l.height > 0 ? { width: l.width, height: l.height } : null;
 }
 
 // decode reads one form-encoded name or value; a malformed escape is

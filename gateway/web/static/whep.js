@@ -1,5 +1,6 @@
 // WHEP client (draft-ietf-wish-whep): one POST of the offer, one DELETE of
-// the session to leave. The offer goes at once, without waiting for ICE
+// the session to leave, and, where the server offers the draft's layer
+// extension, POSTs that choose the session's simulcast layer. The offer goes at once, without waiting for ICE
 // gathering, and no candidate is trickled: with no STUN or TURN server the
 // browser gathers only host candidates, which browsers hide behind mDNS
 // names a server cannot resolve. The server learns the browser's address
@@ -85,6 +86,66 @@ export function waitForGathering(pc, timeoutMs) {
   });
 }
 
+/** LAYER_REL is the link relation of the WHEP layer extension's URL. */
+export const LAYER_REL = "urn:ietf:params:whep:ext:core:layer";
+
+// The grammar of a Link header (RFC 8288), one piece at a time: a link's
+// <target>, one of its parameters (name, and a quoted or bare value), the
+// comma before the next link.
+const LINK_TARGET = /\s*<([^>]*)>/y;
+const LINK_PARAM = /\s*;\s*([^\s;,=]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;,]*)))?/y;
+const LINK_NEXT = /\s*,/y;
+
+/**
+ * parseLinks reads a Link header (several headers arrive joined by ", ")
+ * into [{ url, params }], url as written and params by lower-case name
+ * (the first of a name counts). It stops at the first piece it cannot
+ * read, keeping the links before it.
+ */
+export function parseLinks(header) {
+  const s = header || "";
+  const links = [];
+  let i = 0;
+  for (;;) {
+    LINK_TARGET.lastIndex = i;
+    const target = LINK_TARGET.exec(s);
+    if (!target) break;
+    const link = { url: target[1], params: {} };
+    i = LINK_TARGET.lastIndex;
+    for (;;) {
+      LINK_PARAM.lastIndex = i;
+      const p = LINK_PARAM.exec(s);
+      if (!p) break;
+      const name = p[1].toLowerCase();
+      if (!(name in link.params)) link.params[name] = p[2] !== undefined ? p[2].replace(/\\(.)/g, "$1") : p[3] || "";
+      i = LINK_PARAM.lastIndex;
+    }
+    links.push(link);
+    LINK_NEXT.lastIndex = i;
+    if (!LINK_NEXT.exec(s)) break;
+    i = LINK_NEXT.lastIndex;
+  }
+  return links;
+}
+
+/**
+ * layerURL returns the absolute URL of the layer extension a WHEP answer's
+ * Link header names (relative to base, the URL the offer went to), or null
+ * when it names none.
+ */
+export function layerURL(header, base) {
+  for (const link of parseLinks(header)) {
+    const rels = (link.params.rel || "").toLowerCase().split(/\s+/);
+    if (!rels.includes(LAYER_REL)) continue;
+    try {
+      return new URL(link.url, base).href;
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
+
 /**
  * connect makes the offer on pc, posts it to url and applies the answer.
  * It resolves to the absolute URL of the session (to DELETE when leaving),
@@ -94,9 +155,11 @@ export function waitForGathering(pc, timeoutMs) {
  * gatherTimeoutMs > 0 waits up to that long for ICE gathering first, for a
  * page given STUN or TURN servers whose candidates the server can use.
  * onServedBy, if given, gets the region and id of the function that
- * serves the session (the Lightspeed-Served-By header).
+ * serves the session (the Lightspeed-Served-By header). onLayerURL, if
+ * given, gets the absolute URL of the session's layer extension (see
+ * selectLayer), when the answer links one.
  */
-export async function connect(pc, url, { gatherTimeoutMs = 0, onServedBy, token = "" } = {}) {
+export async function connect(pc, url, { gatherTimeoutMs = 0, onServedBy, onLayerURL, token = "" } = {}) {
   await pc.setLocalDescription(await pc.createOffer());
   if (gatherTimeoutMs > 0) await waitForGathering(pc, gatherTimeoutMs);
 
@@ -124,6 +187,8 @@ export async function connect(pc, url, { gatherTimeoutMs = 0, onServedBy, token 
   if (servedBy && onServedBy) onServedBy(servedBy);
   const location = res.headers.get("Location");
   const session = location ? new URL(location, res.url || url).href : null;
+  const layer = layerURL(res.headers.get("Link"), res.url || url);
+  if (layer && onLayerURL) onLayerURL(layer);
   const answer = await res.text();
   try {
     await pc.setRemoteDescription({ type: "answer", sdp: answer });
@@ -132,6 +197,27 @@ export async function connect(pc, url, { gatherTimeoutMs = 0, onServedBy, token 
     throw err;
   }
   return session;
+}
+
+/**
+ * selectLayer asks the server, at the session's layer URL (see connect's
+ * onLayerURL), for the simulcast layer of rid layer ("" for the highest):
+ * the server switches the session's video at that layer's next keyframe,
+ * in the same PeerConnection. It resolves once the server has taken the
+ * choice, or rejects with HTTPError (404: the session has ended) or a
+ * network error. Like remove, it carries no viewer token: the session's
+ * URL names it.
+ */
+export async function selectLayer(url, layer) {
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ encodingId: layer }),
+    cache: "no-store",
+  });
+  if (!res.ok) {
+    throw new HTTPError(res.status, (await res.text()).trim().slice(0, 200));
+  }
 }
 
 /**

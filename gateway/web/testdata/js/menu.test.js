@@ -1,7 +1,8 @@
 // Tests of the player's quality menu (player.js with quality.js) against a
 // fake of the few DOM parts the player touches, run by web_test.go with
 // `node --test` in a copy where ../static holds the page's scripts. The
-// player is not started: no RTCPeerConnection is made.
+// player is not started: no RTCPeerConnection is made (a playing session
+// is set up by hand, see playing).
 import test from "node:test";
 import assert from "node:assert/strict";
 
@@ -57,8 +58,8 @@ class FakeOption {
 const ROLES = ["badge", "viewers", "notice", "spinner", "notice-text", "notice-detail", "stats", "stats-list",
   "unmute", "stats-toggle", "fullscreen", "quality", "title", "details"];
 
-// newPlayer makes a Player on a fake page; it returns the player and its
-// quality menu.
+// newPlayer makes a Player on a fake page; it returns the player, its
+// quality menu, its video and its parts by role.
 function newPlayer(t, options) {
   const parts = ROLES.map((r) => new FakeElement(r, r === "quality" ? "select" : "div"));
   const video = new FakeElement("", "video");
@@ -77,7 +78,10 @@ function newPlayer(t, options) {
   globalThis.Option = FakeOption;
   t.after(() => Object.assign(globalThis, saved));
   const player = new Player({ replaceChildren() {} }, 77, options);
-  return { player, menu: parts.find((p) => p.dataset.role === "quality") };
+  t.after(() => player.endSwitch()); // no notice timer outlives the test
+  const byRole = Object.fromEntries(parts.map((p) => [p.dataset.role, p]));
+  byRole.stats.hidden = true; // as in the template
+  return { player, menu: byRole.quality, video, parts: byRole };
 }
 
 const layers = [
@@ -162,5 +166,180 @@ test("a stopped or refused player takes the choice for later and connects to not
   player.running = true;
   player.state = "denied";
   player.setLayer("2");
+  assert.deepEqual(connects, []);
+});
+
+const LAYER_URL = "http://gw.test/api/whep/77/s1/layer";
+
+// playing makes the player's state that of a session playing at width ×
+// height whose WHEP answer linked the layer extension (layerURL; null:
+// none), without a PeerConnection: connect only records its calls, which
+// it returns.
+function playing(player, video, { layerURL = LAYER_URL, width = 1280, height = 720 } = {}) {
+  player.setInfo({ channel: 77, live: true, layers });
+  player.running = true;
+  player.gen = 7;
+  player.pc = { close() {} };
+  player.session = "http://gw.test/api/whep/77/s1";
+  player.layerURL = layerURL;
+  video.videoWidth = width;
+  video.videoHeight = height;
+  player.setState("playing");
+  const connects = [];
+  player.connect = (text) => connects.push([text, player.whepURL]);
+  return connects;
+}
+
+// fakeFetch records the requests of fetch and answers each with answer().
+function fakeFetch(t, answer = () => new Response(null, { status: 204 })) {
+  const sent = [];
+  t.mock.method(globalThis, "fetch", async (url, init) => {
+    sent.push({ url, method: init.method, type: init.headers["Content-Type"], body: JSON.parse(init.body) });
+    return answer();
+  });
+  return sent;
+}
+
+// settle lets the player's requests and their answers run.
+async function settle() {
+  for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+test("with the layer link a choice switches the running session in place", async (t) => {
+  const chosen = [];
+  const { player, menu, video, parts } = newPlayer(t, { onLayerChange: (l) => chosen.push(l) });
+  const connects = playing(player, video);
+  const sent = fakeFetch(t);
+  const pc = player.pc;
+
+  menu.value = "0";
+  menu.dispatch("change");
+  await settle();
+  assert.deepEqual(sent, [{ url: LAYER_URL, method: "POST", type: "application/json", body: { encodingId: "0" } }]);
+  assert.deepEqual(connects, [], "a new session was started");
+  assert.equal(player.pc, pc);
+  assert.equal(player.session, "http://gw.test/api/whep/77/s1");
+  assert.deepEqual(chosen, ["0"], "the address is not told");
+  assert.equal(player.whepURL, "/api/whep/77?layer=0", "a later session starts on the choice");
+  assert.equal(player.state, "playing");
+  assert.equal(parts.notice.hidden, false);
+  assert.equal(parts.notice.dataset.switching, "true", "the picture is not dimmed as for a state");
+  assert.equal(player.message, "Switching quality…");
+
+  // A frame of the old size changes nothing; the first of a new size ends it.
+  video.dispatch("resize");
+  assert.equal(parts.notice.hidden, false);
+  video.videoWidth = 320;
+  video.videoHeight = 180;
+  video.dispatch("resize");
+  assert.equal(parts.notice.hidden, true);
+  assert.equal(parts.notice.dataset.switching, "false");
+  assert.equal(player.switching, null);
+
+  // Auto asks for the highest with "".
+  menu.value = "";
+  menu.dispatch("change");
+  await settle();
+  assert.deepEqual(sent[1].body, { encodingId: "" });
+  assert.equal(player.whepURL, "/api/whep/77");
+  assert.deepEqual(chosen, ["0", ""]);
+  assert.deepEqual(connects, []);
+});
+
+test("without the layer link a choice starts a new session on the layer", async (t) => {
+  const { player, menu, video } = newPlayer(t);
+  const connects = playing(player, video, { layerURL: null });
+  const sent = fakeFetch(t);
+  menu.value = "1";
+  menu.dispatch("change");
+  await settle();
+  assert.deepEqual(connects, [["Switching quality…", "/api/whep/77?layer=1"]]);
+  assert.deepEqual(sent, []);
+});
+
+test("the notice goes after 3 s when no frame of a new size comes", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const { player, menu, video, parts } = newPlayer(t);
+  playing(player, video);
+  fakeFetch(t);
+  menu.value = "1";
+  menu.dispatch("change");
+  await settle();
+  t.mock.timers.tick(2999);
+  assert.equal(parts.notice.hidden, false);
+  assert.equal(player.message, "Switching quality…");
+  t.mock.timers.tick(1);
+  assert.equal(parts.notice.hidden, true);
+  assert.equal(player.state, "playing");
+});
+
+test("a state's notice takes the place of the switch's", async (t) => {
+  const { player, menu, video, parts } = newPlayer(t);
+  playing(player, video);
+  fakeFetch(t);
+  menu.value = "1";
+  menu.dispatch("change");
+  await settle();
+  player.setState("offline");
+  assert.equal(player.message, "Channel 77 is offline. Waiting for the stream…");
+  assert.equal(parts.notice.hidden, false);
+  assert.equal(parts.notice.dataset.switching, "false");
+});
+
+test("a layer listed at the size showing is asked for without a notice", async (t) => {
+  const { player, menu, video, parts } = newPlayer(t);
+  playing(player, video, { width: 640, height: 360 });
+  const sent = fakeFetch(t);
+  menu.value = "1"; // 640x360
+  menu.dispatch("change");
+  await settle();
+  assert.equal(sent.length, 1);
+  assert.equal(parts.notice.hidden, true);
+});
+
+test("choices made while a request is out go in one more, the latest", async (t) => {
+  const { player, menu, video, parts } = newPlayer(t);
+  const connects = playing(player, video, { width: 320, height: 180 });
+  const answers = [];
+  const sent = fakeFetch(t, () => new Promise((resolve) => answers.push(resolve)));
+  for (const rid of ["1", "0", "2"]) {
+    menu.value = rid;
+    menu.dispatch("change");
+  }
+  await settle();
+  assert.deepEqual(sent.map((r) => r.body.encodingId), ["1"]);
+  answers[0](new Response(null, { status: 204 }));
+  await settle();
+  assert.deepEqual(sent.map((r) => r.body.encodingId), ["1", "2"]);
+  answers[1](new Response(null, { status: 204 }));
+  await settle();
+  assert.equal(sent.length, 2);
+  assert.deepEqual(connects, []);
+  assert.equal(parts.notice.hidden, false, "the last choice's notice stays until its frame");
+});
+
+test("a refused switch starts a new session on the layer", async (t) => {
+  t.mock.method(console, "info", () => {});
+  const { player, menu, video } = newPlayer(t);
+  const connects = playing(player, video);
+  fakeFetch(t, () => new Response("the session has ended\n", { status: 404 }));
+  menu.value = "1";
+  menu.dispatch("change");
+  await settle();
+  assert.deepEqual(connects, [["Switching quality…", "/api/whep/77?layer=1"]]);
+});
+
+test("an answer for a session already gone starts nothing", async (t) => {
+  t.mock.method(console, "info", () => {});
+  const { player, menu, video } = newPlayer(t);
+  const connects = playing(player, video);
+  let answer;
+  fakeFetch(t, () => new Promise((resolve) => (answer = resolve)));
+  menu.value = "1";
+  menu.dispatch("change");
+  await settle();
+  player.gen++; // the session was torn down meanwhile
+  answer(new Response("no such session\n", { status: 404 }));
+  await settle();
   assert.deepEqual(connects, []);
 });

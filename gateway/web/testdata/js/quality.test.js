@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import {
   AUTO,
   layerLabel,
+  layerSize,
   qualityOptions,
   readLayer,
   selectedOption,
@@ -151,4 +152,14 @@ test("the layer stays in the address while the token is taken out of it", () => 
   assert.equal(takeToken({ pathname: u.pathname, search: u.search, hash: u.hash }, hist), "a.b.c");
   assert.deepEqual(hist.calls, ["/watch/77?layer=1"]);
   assert.equal(readLayer(hist.calls[0].slice(hist.calls[0].indexOf("?"))), "1");
+});
+
+test("the size of the layer the server sends for a choice", () => {
+  assert.deepEqual(layerSize(layers, "1"), { width: 640, height: 360 });
+  assert.deepEqual(layerSize(layers, ""), { width: 1280, height: 720 }, "Auto: the highest");
+  assert.deepEqual(layerSize(layers, "9"), { width: 1280, height: 720 }, "a rid the channel lacks: the highest");
+  assert.equal(layerSize([{ rid: "1", width: 0, height: 0 }, layers[2]], "1"), null, "not known yet");
+  assert.deepEqual(layerSize([{ rid: "a b", width: 1, height: 1 }, layers[1]], ""), { width: 640, height: 360 });
+  assert.equal(layerSize(undefined, ""), null);
+  assert.equal(layerSize([], "1"), null);
 });

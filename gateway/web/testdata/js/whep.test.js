@@ -4,7 +4,17 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 
-import { AuthError, connect, OfflineError, remove } from "../static/whep.js";
+import {
+  AuthError,
+  connect,
+  HTTPError,
+  LAYER_REL,
+  layerURL,
+  OfflineError,
+  parseLinks,
+  remove,
+  selectLayer,
+} from "../static/whep.js";
 
 // fakePC is a PeerConnection whose ICE gathering never completes.
 function fakePC() {
@@ -124,4 +134,91 @@ test("leaving deletes the session without the token, outliving the page", { time
   assert.equal(sent[0].init.method, "DELETE");
   assert.equal(sent[0].init.keepalive, true);
   assert.equal(sent[0].init.headers?.Authorization, undefined);
+});
+
+test("Link headers are read link by link, parameters and all", () => {
+  assert.deepEqual(
+    parseLinks(
+      '<stun:stun.example.net>; rel="ice-server", <turn:turn.example.net?transport=udp>; rel="ice-server"; ' +
+        'username="u, ser"; credential="p\\"w"; credential-type="password",' +
+        "</api/whep/77/s/layer>;REL=urn:ietf:params:whep:ext:core:layer",
+    ),
+    [
+      { url: "stun:stun.example.net", params: { rel: "ice-server" } },
+      {
+        url: "turn:turn.example.net?transport=udp",
+        params: { rel: "ice-server", username: "u, ser", credential: 'p"w', "credential-type": "password" },
+      },
+      { url: "/api/whep/77/s/layer", params: { rel: LAYER_REL } },
+    ],
+  );
+  assert.deepEqual(parseLinks(null), []);
+  assert.deepEqual(parseLinks("garbage"), []);
+  assert.deepEqual(
+    parseLinks('<a>; rel="x" junk, <b>; rel="y"'),
+    [{ url: "a", params: { rel: "x" } }],
+    "stops at what it cannot read",
+  );
+});
+
+test("the layer extension's URL is found among the links and made absolute", () => {
+  const base = "https://gw.test/api/whep/77?layer=1";
+  assert.equal(layerURL(`</api/whep/77/s1/layer>; rel="${LAYER_REL}"`, base), "https://gw.test/api/whep/77/s1/layer");
+  assert.equal(
+    layerURL(`<stun:stun.example.net>; rel="ice-server", <77/s1/layer>; rel="other ${LAYER_REL.toUpperCase()}"`, base),
+    "https://gw.test/api/whep/77/s1/layer",
+    "relative to the offer's URL; rel a list, its types in any case",
+  );
+  assert.equal(layerURL(`<https://other.test/l>; rel=${LAYER_REL}`, base), "https://other.test/l");
+  assert.equal(layerURL('<stun:stun.example.net>; rel="ice-server"', base), null);
+  assert.equal(layerURL(`<${LAYER_REL}>; rel="urn:ietf:params:whep:ext:core:server-sent-events"`, base), null);
+  assert.equal(layerURL(null, base), null);
+});
+
+test("connect reports the layer URL of the answer's Link, and nothing without one", { timeout: 5000 }, async (t) => {
+  const links = [
+    [
+      `<stun:stun.example.net>; rel="ice-server", </api/whep/77/session-1/layer>; rel="${LAYER_REL}"`,
+      "http://gw.test/api/whep/77/session-1/layer",
+    ],
+    ['<stun:stun.example.net>; rel="ice-server"', null],
+    [null, null],
+  ];
+  for (const [link, want] of links) {
+    t.mock.method(globalThis, "fetch", async () => {
+      const headers = new Headers({ Location: "/api/whep/77/session-1" });
+      if (link) headers.set("Link", link);
+      return new Response("v=0\r\nanswer\r\n", { status: 201, headers });
+    });
+    let got = null;
+    const session = await connect(fakePC(), "http://gw.test/api/whep/77", { onLayerURL: (u) => (got = u) });
+    assert.equal(session, "http://gw.test/api/whep/77/session-1");
+    assert.equal(got, want, String(link));
+  }
+});
+
+test("a layer is chosen with a JSON POST to the layer URL, without the token", { timeout: 5000 }, async (t) => {
+  const sent = [];
+  t.mock.method(globalThis, "fetch", async (url, init) => {
+    sent.push({ url, init });
+    return new Response(null, { status: sent.length === 1 ? 204 : 200 });
+  });
+  await selectLayer("http://gw.test/api/whep/77/s/layer", "1");
+  await selectLayer("http://gw.test/api/whep/77/s/layer", "");
+  assert.equal(sent.length, 2);
+  assert.equal(sent[0].url, "http://gw.test/api/whep/77/s/layer");
+  assert.equal(sent[0].init.method, "POST");
+  assert.deepEqual(sent[0].init.headers, { "Content-Type": "application/json" });
+  assert.equal(sent[0].init.body, '{"encodingId":"1"}');
+  assert.equal(sent[1].init.body, '{"encodingId":""}', "Auto: the highest");
+});
+
+test("a refused layer is an HTTPError with the status and the server's reason", { timeout: 5000 }, async (t) => {
+  t.mock.method(globalThis, "fetch", async () => new Response("the session has ended\n", { status: 404 }));
+  await assert.rejects(selectLayer("http://gw.test/l", "1"), (err) => {
+    assert.ok(err instanceof HTTPError);
+    assert.equal(err.status, 404);
+    assert.match(err.message, /the session has ended/);
+    return true;
+  });
 });
