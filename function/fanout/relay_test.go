@@ -26,7 +26,7 @@ func TestViewersPLIReachesThePublisherThroughTheRelay(t *testing.T) {
 	}
 	pub.Start(hub.PublisherInfo{Software: "test", VideoCodec: "H264", AudioCodec: "OPUS", VideoPayloadType: 96, AudioPayloadType: 97})
 	var asked atomic.Int64
-	pub.SetKeyframeRequester(func() { asked.Add(1) })
+	pub.SetKeyframeRequester(func(hub.Track) { asked.Add(1) })
 
 	cert, err := gwrelay.LoadOrCreateCert(t.TempDir())
 	if err != nil {
