@@ -400,8 +400,9 @@ func (c *Client) numberingOf(id relaywire.Flow) *numbering {
 
 // forgetNumbering drops the numbering of a channel's tracks; c.mu is held.
 func (c *Client) forgetNumbering(channel uint32) {
-	delete(c.numbers, relaywire.FlowOf(channel, relaywire.Video))
-	delete(c.numbers, relaywire.FlowOf(channel, relaywire.Audio))
+	for t := range relaywire.Track(relaywire.NumTracks) {
+		delete(c.numbers, relaywire.FlowOf(channel, t))
+	}
 }
 
 // wanted returns the channels to subscribe on every connection.

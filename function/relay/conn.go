@@ -361,9 +361,11 @@ func (cc *conn) startSubscribe(ch uint32) *chanSub {
 	s = &chanSub{answered: make(chan struct{})}
 	cc.subs[ch] = s
 	cc.mu.Unlock()
-	// Datagrams may come before subscribed: the flows exist from now on.
+	// Datagrams may come before subscribed: the flows of every track the
+	// answer may list (the audio and up to MaxLayers video layers) exist
+	// from now on. A flow that gets no packet costs a few words.
 	cc.fmu.Lock()
-	for _, t := range []relaywire.Track{relaywire.Video, relaywire.Audio} {
+	for t := range relaywire.Track(relaywire.NumTracks) {
 		id := relaywire.FlowOf(ch, t)
 		if cc.flows[id] == nil {
 			cc.flows[id] = newFlow(ch, t, cc.c.numberingOf(id))
@@ -408,8 +410,9 @@ func (cc *conn) unsubscribe(ch uint32) {
 
 func (cc *conn) removeFlows(ch uint32) {
 	cc.fmu.Lock()
-	delete(cc.flows, relaywire.FlowOf(ch, relaywire.Video))
-	delete(cc.flows, relaywire.FlowOf(ch, relaywire.Audio))
+	for t := range relaywire.Track(relaywire.NumTracks) {
+		delete(cc.flows, relaywire.FlowOf(ch, t))
+	}
 	cc.fmu.Unlock()
 }
 
