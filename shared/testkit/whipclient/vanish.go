@@ -4,4 +4,4 @@ package whipclient
 // crashes or loses its network mid-stream: the gateway is not told that
 // the session ended and learns it only from the connection. Stop Stream
 // before (its writes go nowhere after); Close after Vanish still DELETEs.
-func (p *Publisher) Vanish() error { return p.pc.Close() }
+func (p *Publisher) Vanish() error { return p.closePC() }

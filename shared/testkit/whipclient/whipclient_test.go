@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,25 +19,28 @@ import (
 )
 
 // answerer is a tiny WHIP endpoint for the tests: one session, a pion
-// PeerConnection that receives, notes the video frames and can ask for a
-// keyframe.
+// PeerConnection that receives, notes the video frames of each video
+// stream (by rid, "" without simulcast) and can ask for a keyframe.
 type answerer struct {
-	t      *testing.T
-	mu     sync.Mutex
-	pc     *webrtc.PeerConnection
-	frames []frame // as received, in order
-	ssrc   uint32
-	got    chan struct{} // a frame came
+	t         *testing.T
+	simulcast bool                // takes simulcast: the header extensions it needs
+	edit      func(string) string // if set, rewrites the answer
+	mu        sync.Mutex
+	pc        *webrtc.PeerConnection
+	frames    map[string][]frame // as received, in order
+	ssrc      map[string]uint32
+	got       chan struct{} // a frame came
 }
 
 // frame is a video frame as the answerer received it.
 type frame struct {
 	ts  uint32
 	key bool // its first packet carries an SPS or an IDR slice
+	end byte // the last byte of its last packet (with the marker), if it came
 }
 
 func newAnswerer(t *testing.T) (*answerer, *httptest.Server) {
-	a := &answerer{t: t, got: make(chan struct{}, 1024)}
+	a := &answerer{t: t, got: make(chan struct{}, 1024), frames: map[string][]frame{}, ssrc: map[string]uint32{}}
 	srv := httptest.NewServer(http.HandlerFunc(a.serve))
 	t.Cleanup(func() {
 		srv.Close()
@@ -59,6 +63,12 @@ func (a *answerer) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), 500)
 		return
 	}
+	if a.simulcast {
+		if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+	}
 	var se webrtc.SettingEngine
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
@@ -80,14 +90,14 @@ func (a *answerer) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		a.mu.Lock()
-		a.ssrc = uint32(track.SSRC())
+		a.ssrc[track.RID()] = uint32(track.SSRC())
 		a.mu.Unlock()
 		for {
 			p, _, err := track.ReadRTP()
 			if err != nil {
 				return
 			}
-			a.packet(p)
+			a.packet(track.RID(), p)
 		}
 	})
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(offer)}); err != nil {
@@ -108,31 +118,47 @@ func (a *answerer) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Location", "/session/1")
 	w.Header().Set("Content-Type", "application/sdp")
 	w.WriteHeader(http.StatusCreated)
-	io.WriteString(w, pc.LocalDescription().SDP)
+	sdp := pc.LocalDescription().SDP
+	if a.edit != nil {
+		sdp = a.edit(sdp)
+	}
+	io.WriteString(w, sdp)
 }
 
-// packet notes a video packet: a new timestamp starts a frame.
-func (a *answerer) packet(p *rtp.Packet) {
+// packet notes a video packet of the stream of rid: a new timestamp
+// starts a frame.
+func (a *answerer) packet(rid string, p *rtp.Packet) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if n := len(a.frames); n > 0 && a.frames[n-1].ts == p.Timestamp {
+	f := a.frames[rid]
+	if n := len(f); n > 0 && f[n-1].ts == p.Timestamp {
+		if p.Marker {
+			f[n-1].end = p.Payload[len(p.Payload)-1]
+		}
 		return
 	}
 	info, err := h264.Inspect(p.Payload)
-	a.frames = append(a.frames, frame{ts: p.Timestamp, key: err == nil && (info.HasSPS || info.NALType == h264.NALIDR)})
+	fr := frame{ts: p.Timestamp, key: err == nil && (info.HasSPS || info.NALType == h264.NALIDR)}
+	if p.Marker {
+		fr.end = p.Payload[len(p.Payload)-1]
+	}
+	a.frames[rid] = append(f, fr)
 	select {
 	case a.got <- struct{}{}:
 	default:
 	}
 }
 
-// waitFrames waits until n frames came.
-func (a *answerer) waitFrames(n int) []frame {
+// waitFrames waits until n frames came of the video without simulcast.
+func (a *answerer) waitFrames(n int) []frame { return a.waitLayerFrames("", n) }
+
+// waitLayerFrames waits until n frames of the layer of rid came.
+func (a *answerer) waitLayerFrames(rid string, n int) []frame {
 	a.t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
 		a.mu.Lock()
-		f := append([]frame(nil), a.frames...)
+		f := append([]frame(nil), a.frames[rid]...)
 		a.mu.Unlock()
 		if len(f) >= n {
 			return f
@@ -140,16 +166,19 @@ func (a *answerer) waitFrames(n int) []frame {
 		select {
 		case <-a.got:
 		case <-deadline:
-			a.t.Fatalf("%d video frames after 10 s, want %d", len(f), n)
+			a.t.Fatalf("%d video frames of %q after 10 s, want %d", len(f), rid, n)
 		}
 	}
 }
 
-// askKeyframe sends a PLI for the video track.
-func (a *answerer) askKeyframe() {
+// askKeyframe sends a PLI for the video track without simulcast.
+func (a *answerer) askKeyframe() { a.askLayerKeyframe("") }
+
+// askLayerKeyframe sends a PLI for the SSRC of the layer of rid.
+func (a *answerer) askLayerKeyframe(rid string) {
 	a.t.Helper()
 	a.mu.Lock()
-	pc, ssrc := a.pc, a.ssrc
+	pc, ssrc := a.pc, a.ssrc[rid]
 	a.mu.Unlock()
 	if err := pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}}); err != nil {
 		a.t.Fatal(err)
@@ -295,5 +324,113 @@ func TestWithoutKeyframeOnPLIKeyframesComeFromTheMedia(t *testing.T) {
 			t.Fatal("the PLI was not counted")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// layerMedia returns the test media from frame start as layer i sends it:
+// every slice's last byte is the layer's own.
+func layerMedia(t *testing.T, start, i int) [][]byte {
+	t.Helper()
+	nals := fromFrame(t, start)
+	out := make([][]byte, len(nals))
+	for j, nal := range nals {
+		out[j] = append([]byte(nil), nal...)
+		if typ := nal[0] & 0x1f; typ == 1 || typ == 5 {
+			out[j][len(nal)-1] = 0xa0 + byte(i)
+		}
+	}
+	return out
+}
+
+func TestSimulcastLayersSendTheirOwnMedia(t *testing.T) {
+	const start = 5 // 25 frames before the media's next keyframe
+	a, srv := newAnswerer(t)
+	a.simulcast = true
+	rids := []string{"q", "h", "f"}
+	asked := make(chan string, 16)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := Publish(ctx, Config{URL: srv.URL, Token: "77-secret", Loopback: true, KeyframeOnPLI: true, Layers: rids,
+		OnKeyframeRequest: func(rid string) { asked <- rid }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	offer := p.pc.LocalDescription().SDP
+	for _, want := range []string{"a=rid:q send\r\n", "a=rid:h send\r\n", "a=rid:f send\r\n", "a=simulcast:send q;h;f\r\n", midURI, ridURI} {
+		if !strings.Contains(offer, want) {
+			t.Errorf("the offer lacks %q", want)
+		}
+	}
+	opus, err := testmedia.OpusPackets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	media := [][][]byte{layerMedia(t, start, 0), layerMedia(t, start, 1), layerMedia(t, start, 2)}
+	streamCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.StreamLayers(streamCtx, media, opus)
+	}()
+	defer func() {
+		stop()
+		<-done
+		p.Close()
+	}()
+
+	// Each layer reaches the answerer as the track of its rid, with its
+	// own media.
+	for i, rid := range rids {
+		for k, f := range a.waitLayerFrames(rid, 3) {
+			if f.end != 0 && f.end != 0xa0+byte(i) {
+				t.Fatalf("layer %s: frame %d ends with %#x, layer %d's media ends its slices with %#x", rid, k, f.end, i, 0xa0+i)
+			}
+		}
+		if p.LayerSSRC(rid) == 0 {
+			t.Fatalf("layer %s: no SSRC", rid)
+		}
+	}
+
+	// A PLI for layer h's SSRC is counted for h, and makes h (only)
+	// skip to its next keyframe.
+	a.askLayerKeyframe("h")
+	select {
+	case rid := <-asked:
+		if rid != "h" {
+			t.Fatalf("the PLI for layer h was counted for layer %q", rid)
+		}
+	case <-ctx.Done():
+		t.Fatal("the PLI for layer h was not counted")
+	}
+	n := len(a.waitLayerFrames("h", 1))
+	if f := a.waitLayerFrames("h", n+6); firstKey(f) < 0 || firstKey(f) > n+5 {
+		t.Fatalf("layer h: first keyframe at frame %d of %d; the PLI was counted after frame %d", firstKey(f), len(f), n)
+	}
+	if q := a.waitLayerFrames("q", 1); len(q) < testmedia.KeyframeEvery-start && firstKey(q) >= 0 {
+		t.Fatalf("layer q has a keyframe at frame %d of its %d: the PLI was for layer h", firstKey(q), len(q))
+	}
+	for rid, want := range map[string]int64{"q": 0, "h": 1, "f": 0} {
+		if plis, firs := p.LayerKeyframeRequests(rid); plis != want || firs != 0 {
+			t.Errorf("layer %s: %d PLIs and %d FIRs, want %d PLIs", rid, plis, firs, want)
+		}
+	}
+	if plis, _ := p.KeyframeRequests(); plis != 1 {
+		t.Errorf("KeyframeRequests: %d PLIs, want 1", plis)
+	}
+}
+
+// TestSimulcastGivesUpOnAnAnswerOfFewerLayers: as OBS, a publisher of
+// layers gives up when the answer does not take every one.
+func TestSimulcastGivesUpOnAnAnswerOfFewerLayers(t *testing.T) {
+	a, srv := newAnswerer(t)
+	a.simulcast = true
+	a.edit = func(sdp string) string {
+		return strings.Replace(strings.Replace(sdp, "a=simulcast:recv q;h;f", "a=simulcast:recv q;h", 1), "a=rid:f recv\r\n", "", 1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := Publish(ctx, Config{URL: srv.URL, Token: "77-secret", Loopback: true, Layers: []string{"q", "h", "f"}})
+	if err == nil || !strings.Contains(err.Error(), "not all the layers offered") {
+		t.Fatalf("Publish: %v; want it to give up", err)
 	}
 }
