@@ -38,7 +38,7 @@ func (w *fakeWriter) Write(b []byte) (int, error) { return len(b), nil }
 // PeerConnection.
 func addFakeViewer(tb testing.TB, f *Fanout, id string, w webrtc.TrackLocalWriter) *viewer {
 	tb.Helper()
-	v, err := f.reserve(id, testChannel, relaywire.CandidateSet{})
+	v, err := f.reserve(id, testChannel, relaywire.CandidateSet{}, "")
 	if err != nil {
 		tb.Fatal(err)
 	}

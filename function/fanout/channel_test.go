@@ -47,14 +47,14 @@ func asRelayed(t relaywire.Track, pkt []byte) *relay.Packet {
 	}
 	return &relay.Packet{
 		Channel: testChannel, Track: t, Seq: d.Seq, Timestamp: d.Timestamp, Marker: d.Marker,
-		Keyframe: t == relaywire.Video && len(d.Payload) > 0 && d.Payload[0]&0x1f == 7,
+		Keyframe: t.IsVideo() && len(d.Payload) > 0 && d.Payload[0]&0x1f == 7,
 		Payload:  d.Payload,
 	}
 }
 
-func drainQueue(v *viewer) []entry {
-	var out []entry
-	var batch [16]entry
+func drainQueue(v *viewer) []job {
+	var out []job
+	var batch [16]job
 	for n := v.queue.pop(batch[:]); n > 0; n = v.queue.pop(batch[:]) {
 		out = append(out, batch[:n]...)
 	}

@@ -70,7 +70,7 @@ func TestViewerConnectsAfterLosingTheFirstDTLSDatagram(t *testing.T) {
 	})
 	offer := p.offer()
 	start := time.Now()
-	_, answer, err := h.f.StartSession(context.Background(), "lossy", testChannel, offer)
+	_, answer, err := h.f.StartSession(context.Background(), "lossy", testChannel, offer, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,11 +53,12 @@ type Upstream interface {
 	SendCandidate(session string, c relaywire.Candidate)
 	// SessionClosed tells the gateway that the fan-out ended a session.
 	SessionClosed(session, reason string)
-	// RequestKeyframe asks the gateway for a keyframe of a subscribed
-	// channel, for a viewer whose decoder needs one. It must not wait (the
-	// viewers' RTCP readers call it); false means the request was dropped
-	// (no connection to the gateway).
-	RequestKeyframe(channel uint32) bool
+	// RequestKeyframe asks the gateway for a keyframe of video track t (a
+	// layer) of a subscribed channel, for a viewer whose decoder needs one
+	// or that switches to that layer. It must not wait (the viewers' RTCP
+	// readers call it); false means the request was dropped (no connection
+	// to the gateway).
+	RequestKeyframe(channel uint32, t relaywire.Track) bool
 }
 
 // Config configures a Fanout. The zero value of a field means its default.
@@ -124,10 +125,11 @@ type Stats struct {
 	Retransmits      uint64 // of those, queued to be sent again
 	CacheMisses      uint64 // queued packets no longer in the cache when their turn came
 	PLIs, FIRs       uint64 // keyframe requests of viewers' decoders, as RTCP packets
-	// The viewers' RTCP packets with a PLI or FIR about their video, each
-	// handed to the relay client as a keyframe request of its channel, or
-	// throttled (one a second per channel), or dropped by the relay
-	// client (not connected).
+	// The viewers' RTCP packets with a PLI or FIR about their video and
+	// their switches to another video layer, each handed to the relay
+	// client as a keyframe request of the layer, or throttled (one a
+	// second per channel and layer), or dropped by the relay client (not
+	// connected).
 	KeyframesSent, KeyframesThrottled, KeyframesDropped uint64
 	SendCalls                                           uint64 // sendmmsg calls of the writers' batches
 	SendDatagrams                                       uint64 // datagrams those calls sent
@@ -238,7 +240,7 @@ func (f *Fanout) Addr() net.Addr { return f.conn.LocalAddr() }
 // track's cache and queues it for the channel's viewers; it never waits
 // for a viewer. Packets of channels without viewers are ignored.
 func (f *Fanout) WriteRTP(p *relay.Packet) {
-	if p.Track != relaywire.Video && p.Track != relaywire.Audio {
+	if p.Track >= relaywire.NumTracks {
 		return
 	}
 	ch := (*f.chans.Load())[p.Channel]

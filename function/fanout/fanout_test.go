@@ -48,7 +48,7 @@ func TestWHEPViewerReceivesEveryPacketFromItsFirstKeyframeOn(t *testing.T) {
 func TestViewerJoiningMidGOPStartsWithTheCachedKeyframe(t *testing.T) {
 	h := newHarness(t, Config{})
 	p := newPeer(t, viewerAPI(t, true))
-	typ, answer, err := h.f.StartSession(context.Background(), "late", testChannel, p.offer())
+	typ, answer, err := h.f.StartSession(context.Background(), "late", testChannel, p.offer(), "")
 	if err != nil || typ != "answer" {
 		t.Fatalf("StartSession: %q %v", typ, err)
 	}
@@ -76,7 +76,7 @@ func TestViewerJoiningMidGOPStartsWithTheCachedKeyframe(t *testing.T) {
 
 func TestWebsocketModeOffersSendonlyH264AndOpus(t *testing.T) {
 	h := newHarness(t, Config{})
-	typ, offer, err := h.f.StartSession(context.Background(), "ws-1", testChannel, "")
+	typ, offer, err := h.f.StartSession(context.Background(), "ws-1", testChannel, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,8 +213,8 @@ func TestViewersKeyframeRequestsReachTheRelayOnceASecondPerChannel(t *testing.T)
 			t.Fatalf("%s: keyframe requests sent %d, throttled %d, dropped %d; want %d, %d, %d",
 				when, s.KeyframesSent, s.KeyframesThrottled, s.KeyframesDropped, sent, throttled, dropped)
 		}
-		if got := h.up.keyframeRequests(); uint64(len(got)) != sent+dropped || slices.ContainsFunc(got, func(c uint32) bool { return c != testChannel }) {
-			t.Fatalf("%s: relay client asked for keyframes of %v, want channel %d %d times", when, got, testChannel, sent+dropped)
+		if got := h.up.keyframeRequests(); uint64(len(got)) != sent+dropped || slices.ContainsFunc(got, func(r keyframeReq) bool { return r != keyframeReq{testChannel, relaywire.Video} }) {
+			t.Fatalf("%s: relay client asked for keyframes of %v, want channel %d's video %d times", when, got, testChannel, sent+dropped)
 		}
 	}
 	pli := func(p *peer) rtcp.Packet { return &rtcp.PictureLossIndication{MediaSSRC: p.videoSSRC()} }
@@ -402,7 +402,7 @@ func TestCloseEndsEverySession(t *testing.T) {
 	h := newHarness(t, Config{})
 	p := newPeer(t, viewerAPI(t, true))
 	h.connectWHEP(p, "one")
-	_, offer, err := h.f.StartSession(context.Background(), "two", testChannel, "") // never answered
+	_, offer, err := h.f.StartSession(context.Background(), "two", testChannel, "", "") // never answered
 	if err != nil || offer == "" {
 		t.Fatal(err)
 	}
@@ -418,7 +418,7 @@ func TestCloseEndsEverySession(t *testing.T) {
 	if n := h.f.Viewers(testChannel); n != 0 {
 		t.Fatalf("Viewers = %d after Close", n)
 	}
-	if _, _, err := h.f.StartSession(context.Background(), "three", testChannel, ""); !errors.Is(err, ErrClosed) {
+	if _, _, err := h.f.StartSession(context.Background(), "three", testChannel, "", ""); !errors.Is(err, ErrClosed) {
 		t.Fatalf("StartSession after Close: %v, want ErrClosed", err)
 	}
 	h.f.WriteRTP(asRelayed(relaywire.Video, h.syn.keyframe()[0])) // ignored, no panic
@@ -429,31 +429,31 @@ func TestCloseEndsEverySession(t *testing.T) {
 func TestStartSessionFailures(t *testing.T) {
 	t.Run("at capacity it fails with ErrFull", func(t *testing.T) {
 		h := newHarness(t, Config{Capacity: 1})
-		if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, ""); err != nil {
+		if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, "", ""); err != nil {
 			t.Fatal(err)
 		}
-		_, _, err := h.f.StartSession(context.Background(), "b", testChannel, "")
+		_, _, err := h.f.StartSession(context.Background(), "b", testChannel, "", "")
 		if !errors.Is(err, ErrFull) {
 			t.Fatalf("err %v, want ErrFull", err)
 		}
 		h.f.CloseSession("a", "done")
-		if _, _, err := h.f.StartSession(context.Background(), "b", testChannel, ""); err != nil {
+		if _, _, err := h.f.StartSession(context.Background(), "b", testChannel, "", ""); err != nil {
 			t.Fatalf("after a session ended: %v", err)
 		}
 	})
 	t.Run("a session id is used once", func(t *testing.T) {
 		h := newHarness(t, Config{})
-		if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, ""); err != nil {
+		if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, "", ""); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, ""); !errors.Is(err, ErrSessionExists) {
+		if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, "", ""); !errors.Is(err, ErrSessionExists) {
 			t.Fatalf("err %v, want ErrSessionExists", err)
 		}
 	})
 	t.Run("a failed subscription fails the session and is retried by the next one", func(t *testing.T) {
 		h := newHarness(t, Config{})
 		h.up.err = errors.New("channel 77 has no stream")
-		_, _, err := h.f.StartSession(context.Background(), "a", testChannel, "")
+		_, _, err := h.f.StartSession(context.Background(), "a", testChannel, "", "")
 		if err == nil || !strings.Contains(err.Error(), "no stream") {
 			t.Fatalf("err %v", err)
 		}
@@ -463,7 +463,7 @@ func TestStartSessionFailures(t *testing.T) {
 		h.up.mu.Lock()
 		h.up.err = nil
 		h.up.mu.Unlock()
-		if _, _, err := h.f.StartSession(context.Background(), "b", testChannel, ""); err != nil {
+		if _, _, err := h.f.StartSession(context.Background(), "b", testChannel, "", ""); err != nil {
 			t.Fatal(err)
 		}
 		if subs, _, _ := h.up.calls(); len(subs) != 2 {
@@ -473,7 +473,7 @@ func TestStartSessionFailures(t *testing.T) {
 	t.Run("an offer that is not SDP fails and leaves nothing running", func(t *testing.T) {
 		base := runtime.NumGoroutine()
 		h := newHarness(t, Config{})
-		if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, "v=0 nonsense"); err == nil {
+		if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, "v=0 nonsense", ""); err == nil {
 			t.Fatal("no error")
 		}
 		if n := h.f.Load().Viewers; n != 0 {
@@ -496,11 +496,11 @@ func TestStartSessionFailures(t *testing.T) {
 
 func TestChannelStaysSubscribedForANewViewerWithinTheGrace(t *testing.T) {
 	h := newHarness(t, Config{UnsubscribeGrace: time.Hour})
-	if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, ""); err != nil {
+	if _, _, err := h.f.StartSession(context.Background(), "a", testChannel, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	h.f.CloseSession("a", "left")
-	if _, _, err := h.f.StartSession(context.Background(), "b", testChannel, ""); err != nil {
+	if _, _, err := h.f.StartSession(context.Background(), "b", testChannel, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	subs, unsubs, _ := h.up.calls()
@@ -511,7 +511,7 @@ func TestChannelStaysSubscribedForANewViewerWithinTheGrace(t *testing.T) {
 
 func TestRemoteCandidatesBeforeTheAnswerAreKept(t *testing.T) {
 	h := newHarness(t, Config{})
-	_, offer, err := h.f.StartSession(context.Background(), "ws", testChannel, "")
+	_, offer, err := h.f.StartSession(context.Background(), "ws", testChannel, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -567,7 +567,7 @@ func TestRemoteCandidatesAreBounded(t *testing.T) {
 		h := newHarness(t, Config{})
 		p := newPeer(t, viewerAPI(t, true))
 		offer := withCandidates(p.offer(), 1, relaywire.MaxCandidates+1)
-		if _, _, err := h.f.StartSession(context.Background(), "v", testChannel, offer); !errors.Is(err, ErrTooManyCandidates) {
+		if _, _, err := h.f.StartSession(context.Background(), "v", testChannel, offer, ""); !errors.Is(err, ErrTooManyCandidates) {
 			t.Fatalf("StartSession with %d addresses: %v", relaywire.MaxCandidates+1, err)
 		}
 		if err := h.f.AddCandidate("v", relaywire.Candidate{}); !errors.Is(err, ErrUnknownSession) {
@@ -576,7 +576,7 @@ func TestRemoteCandidatesAreBounded(t *testing.T) {
 	})
 	t.Run("trickled", func(t *testing.T) {
 		h := newHarness(t, Config{})
-		if _, _, err := h.f.StartSession(context.Background(), "ws", testChannel, ""); err != nil {
+		if _, _, err := h.f.StartSession(context.Background(), "ws", testChannel, "", ""); err != nil {
 			t.Fatal(err)
 		}
 		for port := 1; port <= relaywire.MaxCandidates; port++ {
@@ -599,7 +599,7 @@ func TestRemoteCandidatesAreBounded(t *testing.T) {
 	})
 	t.Run("queued before the SDP", func(t *testing.T) {
 		h := newHarness(t, Config{})
-		if _, _, err := h.f.StartSession(context.Background(), "ws", testChannel, ""); err != nil {
+		if _, _, err := h.f.StartSession(context.Background(), "ws", testChannel, "", ""); err != nil {
 			t.Fatal(err)
 		}
 		for i := range relaywire.MaxTrickle {
@@ -613,7 +613,7 @@ func TestRemoteCandidatesAreBounded(t *testing.T) {
 	})
 	t.Run("answer after trickled", func(t *testing.T) {
 		h := newHarness(t, Config{})
-		_, offer, err := h.f.StartSession(context.Background(), "ws", testChannel, "")
+		_, offer, err := h.f.StartSession(context.Background(), "ws", testChannel, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -720,7 +720,7 @@ func TestLoadCountsViewersAndEgress(t *testing.T) {
 
 func TestSDPPrefersTheChannelsProfile(t *testing.T) {
 	h := newHarness(t, Config{})
-	_, offer, err := h.f.StartSession(context.Background(), "ws", testChannel, "")
+	_, offer, err := h.f.StartSession(context.Background(), "ws", testChannel, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -739,7 +739,7 @@ func TestSDPPrefersTheChannelsProfile(t *testing.T) {
 
 func TestSessionNeverConnectedEndsAfterTheConnectTimeout(t *testing.T) {
 	h := newHarness(t, Config{ConnectTimeout: 50 * time.Millisecond, UnsubscribeGrace: time.Millisecond})
-	if _, _, err := h.f.StartSession(context.Background(), "silent", testChannel, ""); err != nil {
+	if _, _, err := h.f.StartSession(context.Background(), "silent", testChannel, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the unanswered session to end", func() bool {

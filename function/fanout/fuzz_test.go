@@ -22,6 +22,9 @@ import (
 //	op&8:    the hub's keyframe mark
 //	op&16:   the payload is 1201 bytes, over the cache's slots
 //	op>>5:   with a stream start, how many packets before it the stream begins
+//	op>>6:   the video layer (relaywire.LayerTrack)
+//
+// A second viewer is aimed at another layer every seventh packet.
 func fuzzProgram(ops ...[]byte) []byte {
 	var b []byte
 	for _, op := range ops {
@@ -45,14 +48,24 @@ func FuzzIngest(f *testing.F) {
 		ch := newChannel(testChannel)
 		v := newViewer(nil, "fuzz", ch, 8, testWriter())
 		ch.join(v)
-		seq := [2]uint16{100, 200}
+		sw := newViewer(nil, "switcher", ch, 8, testWriter())
+		ch.join(sw)
+		seq := [relaywire.NumTracks]uint16{100, 200, 300, 400, 500}
 		now := time.Unix(1000, 0)
 		buf := make([]byte, packetcache.MaxPayload)
 		big := make([]byte, packetcache.MaxPayload+1)
-		var out [8]entry
-		for len(prog) >= 3 {
+		var out [8]job
+		for i := 0; len(prog) >= 3; i++ {
 			op := prog[0]
 			tr := relaywire.Track(op & 1)
+			if tr == relaywire.Video {
+				tr = relaywire.LayerTrack(int(op >> 6))
+			}
+			if i%7 == 6 {
+				ch.mu.Lock()
+				ch.aim(sw, relaywire.LayerTrack(i/7%3))
+				ch.mu.Unlock()
+			}
 			seq[tr] += uint16(int8(prog[1]))
 			n := min(int(prog[2]), len(prog)-3)
 			payload := prog[3 : 3+n]
@@ -69,6 +82,9 @@ func FuzzIngest(f *testing.F) {
 
 			for i := range ch.media {
 				c := ch.media[i].cache
+				if c == nil {
+					continue
+				}
 				if from, n, ok := c.GOP(); ok {
 					m, held := c.Lookup(from)
 					if !held || !m.Keyframe() || n < 1 || n > c.Slots() {
@@ -76,11 +92,19 @@ func FuzzIngest(f *testing.F) {
 					}
 				}
 			}
-			for n := v.queue.pop(out[:]); n > 0; n = v.queue.pop(out[:]) {
-				for _, e := range out[:n] {
-					if m, ok := ch.load(e.track, e.seq, buf); ok && (m.Seq != e.seq || int(m.N) > packetcache.MaxPayload) {
-						t.Fatalf("queued %+v loads %+v", e, m)
+			for _, v := range []*viewer{v, sw} {
+				for n := v.queue.pop(out[:]); n > 0; n = v.queue.pop(out[:]) {
+					for _, e := range out[:n] {
+						if m, ok := ch.load(e.track, e.seq, buf); ok && (m.Seq != e.seq || int(m.N) > packetcache.MaxPayload) {
+							t.Fatalf("queued %+v loads %+v", e, m)
+						}
+						if e.track.IsVideo() && e.track != v.cur.track && (!v.hasPrev || e.track != v.prev.track) {
+							t.Fatalf("%s: queued %+v of a layer it does not get (now %d)", v.id, e, v.cur.track)
+						}
 					}
+				}
+				if v.queue.refs != [gens]int{} {
+					t.Fatalf("%s: refs %v with an empty queue", v.id, v.queue.refs)
 				}
 			}
 		}
@@ -114,7 +138,7 @@ func FuzzHandleRTCP(f *testing.F) {
 		if c.retransmits.Load() > c.nacked.Load() || c.retransmits.Load() > 16 {
 			t.Fatalf("retransmits %d of %d NACKed, queue of 16", c.retransmits.Load(), c.nacked.Load())
 		}
-		var out [32]entry
+		var out [32]job
 		if n := v.queue.pop(out[:]); uint64(n) != c.retransmits.Load() {
 			t.Fatalf("%d queued, %d counted", n, c.retransmits.Load())
 		}

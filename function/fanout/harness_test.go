@@ -69,8 +69,24 @@ type fakeUpstream struct {
 	closed       map[string]string
 	candidates   map[string][]relaywire.Candidate
 	err          error
-	keyframes    []uint32 // channels of RequestKeyframe, in call order
-	refuse       bool     // RequestKeyframe drops, as without a relay connection
+	keyframes    []keyframeReq // RequestKeyframe's calls, in order
+	refuse       bool          // RequestKeyframe drops, as without a relay connection
+	// layers are the channel's video layers, highest first, as the
+	// gateway lists them; none: one video track without a rid.
+	layers []testLayer
+}
+
+// keyframeReq is one call of RequestKeyframe.
+type keyframeReq struct {
+	channel uint32
+	track   relaywire.Track
+}
+
+// testLayer is a video layer of a simulcast channel.
+type testLayer struct {
+	rid   string
+	track relaywire.Track
+	fmtp  string // "": the default
 }
 
 func newFakeUpstream() *fakeUpstream {
@@ -84,12 +100,21 @@ func (u *fakeUpstream) Subscribe(_ context.Context, channel uint32) ([]relaywire
 	if u.err != nil {
 		return nil, u.err
 	}
-	return []relaywire.TrackInfo{
-		{Flow: relaywire.FlowOf(channel, relaywire.Video), Track: "video", Codec: "H264", PayloadType: 96, ClockRate: 90000,
-			Fmtp: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", SSRC: testVideoSSRC},
-		{Flow: relaywire.FlowOf(channel, relaywire.Audio), Track: "audio", Codec: "OPUS", PayloadType: 97, ClockRate: 48000,
-			Channels: 2, Fmtp: "minptime=10;useinbandfec=1", SSRC: testAudioSSRC},
-	}, nil
+	layers := u.layers
+	if len(layers) == 0 {
+		layers = []testLayer{{track: relaywire.Video}}
+	}
+	var tracks []relaywire.TrackInfo
+	for _, l := range layers {
+		fmtp := l.fmtp
+		if fmtp == "" {
+			fmtp = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+		}
+		tracks = append(tracks, relaywire.TrackInfo{Flow: relaywire.FlowOf(channel, l.track), Track: "video", Layer: l.rid,
+			Codec: "H264", PayloadType: 96, ClockRate: 90000, Fmtp: fmtp, SSRC: testVideoSSRC + uint32(l.track)})
+	}
+	return append(tracks, relaywire.TrackInfo{Flow: relaywire.FlowOf(channel, relaywire.Audio), Track: "audio", Codec: "OPUS", PayloadType: 97, ClockRate: 48000,
+		Channels: 2, Fmtp: "minptime=10;useinbandfec=1", SSRC: testAudioSSRC}), nil
 }
 
 func (u *fakeUpstream) Unsubscribe(channel uint32) {
@@ -110,15 +135,15 @@ func (u *fakeUpstream) SessionClosed(session, reason string) {
 	u.closed[session] = reason
 }
 
-func (u *fakeUpstream) RequestKeyframe(channel uint32) bool {
+func (u *fakeUpstream) RequestKeyframe(channel uint32, t relaywire.Track) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.keyframes = append(u.keyframes, channel)
+	u.keyframes = append(u.keyframes, keyframeReq{channel, t})
 	return !u.refuse
 }
 
-// keyframeRequests returns the channels of the keyframe requests so far.
-func (u *fakeUpstream) keyframeRequests() []uint32 {
+// keyframeRequests returns the keyframe requests so far.
+func (u *fakeUpstream) keyframeRequests() []keyframeReq {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return slices.Clone(u.keyframes)
@@ -149,6 +174,12 @@ type synth struct {
 
 func newSynth() *synth {
 	return &synth{rnd: rand.New(rand.NewPCG(1, 2)), vseq: 65500, vts: 1 << 31, aseq: 300, ats: 7}
+}
+
+// newLayerSynth is the synth of video layer i of a simulcast channel: its
+// own random bytes, sequence numbers and timestamps.
+func newLayerSynth(i int) *synth {
+	return &synth{rnd: rand.New(rand.NewPCG(uint64(10+i), 2)), vseq: uint16(65500 + 7919*i), vts: 1<<31 + uint32(1234567*i), aseq: 300, ats: 7}
 }
 
 func (s *synth) bytes(n int) []byte {
@@ -227,6 +258,7 @@ func (s *synth) audio() []byte {
 // sent is a packet the test wrote to the fan-out.
 type sent struct {
 	seq     uint16
+	ts      uint32
 	payload []byte
 }
 
@@ -236,7 +268,7 @@ type harness struct {
 	f    *Fanout
 	up   *fakeUpstream
 	syn  *synth
-	sent [2][]sent
+	sent [relaywire.NumTracks][]sent
 }
 
 func testLogger() *slog.Logger {
@@ -266,7 +298,7 @@ func (h *harness) write(t relaywire.Track, pkts ...[]byte) {
 		if err := p.Unmarshal(b); err != nil {
 			h.t.Fatal(err)
 		}
-		h.sent[t] = append(h.sent[t], sent{p.SequenceNumber, slices.Clone(p.Payload)})
+		h.sent[t] = append(h.sent[t], sent{p.SequenceNumber, p.Timestamp, slices.Clone(p.Payload)})
 		h.f.WriteRTP(asRelayed(t, b))
 	}
 }
@@ -514,8 +546,15 @@ func (p *peer) checkExactly(t relaywire.Track, want []sent) {
 // connected.
 func (h *harness) connectWHEP(p *peer, session string) {
 	h.t.Helper()
+	h.connectWHEPLayer(p, session, "")
+}
+
+// connectWHEPLayer starts a WHEP session for p pinned to the video layer
+// of rid layer and waits until it is connected.
+func (h *harness) connectWHEPLayer(p *peer, session, layer string) {
+	h.t.Helper()
 	connected := h.f.Stats().Connected
-	typ, answer, err := h.f.StartSession(context.Background(), session, testChannel, p.offer())
+	typ, answer, err := h.f.StartSession(context.Background(), session, testChannel, p.offer(), layer)
 	if err != nil {
 		h.t.Fatal(err)
 	}

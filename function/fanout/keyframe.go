@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"lightspeed/shared/relaywire"
 )
 
 // Keyframe requests. A viewer's decoder that lost its reference (or never
@@ -14,9 +16,9 @@ import (
 // requestKeyframe; nothing in it waits: the throttle is a lock held for a
 // comparison, and Upstream.RequestKeyframe only queues.
 //
-// Requests are aggregated per channel: the first goes at once, and those
-// that follow within keyframeInterval, from any viewer of the channel,
-// are dropped (counted as throttled), not sent when the interval is up. A
+// Requests are aggregated per channel and video layer (track): the first
+// goes at once, and those that follow within keyframeInterval, from any
+// viewer of the channel, are dropped (counted as throttled), not sent when the interval is up. A
 // keyframe serves every viewer of the channel, the one asked for arrives
 // within that second, and the WHIP ingest sends the publisher at most one
 // request a second itself, so a second request merged into the end of the
@@ -26,31 +28,33 @@ import (
 // and no goroutine per channel.
 
 // keyframeInterval is the least time between two keyframe requests the
-// fan-out hands on for one channel.
+// fan-out hands on for one video layer of one channel.
 const keyframeInterval = time.Second
 
-// keyframeGate throttles the keyframe requests of one channel. Its fields
-// are guarded by its mu: the RTCP readers of all the channel's viewers
-// take it.
+// keyframeGate throttles the keyframe requests of one channel, per video
+// layer. Its fields are guarded by its mu: the RTCP readers of all the
+// channel's viewers take it, and the layer switches.
 type keyframeGate struct {
 	mu   sync.Mutex
-	last time.Time // when the last request was handed on; zero: never
+	last [relaywire.NumTracks]time.Time // per track, when the last request was handed on; zero: never
 }
 
-// pass reports whether a request at now may be handed on, and if so
-// records it.
-func (g *keyframeGate) pass(now time.Time) bool {
+// pass reports whether a request for track t at now may be handed on,
+// and if so records it.
+func (g *keyframeGate) pass(t relaywire.Track, now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if !g.last.IsZero() && now.Sub(g.last) < keyframeInterval {
+	last := &g.last[t]
+	if !last.IsZero() && now.Sub(*last) < keyframeInterval {
 		return false
 	}
-	g.last = now
+	*last = now
 	return true
 }
 
 // keyframeCounters count the keyframe requests of the fan-out's viewers,
-// one per RTCP packet that carried a PLI or FIR about a viewer's video.
+// one per RTCP packet that carried a PLI or FIR about a viewer's video,
+// and one per switch of a viewer to another layer.
 type keyframeCounters struct {
 	sent      atomic.Uint64 // handed to the relay client
 	throttled atomic.Uint64 // dropped: another went for the channel less than keyframeInterval before
@@ -58,14 +62,15 @@ type keyframeCounters struct {
 }
 
 // requestKeyframe asks the gateway, through the relay client, for a
-// keyframe of ch, unless one was asked for within keyframeInterval. It is
-// called by the viewers' RTCP readers and never waits.
-func (f *Fanout) requestKeyframe(ch *channel) {
-	if !ch.keyframes.pass(f.now()) {
+// keyframe of video track t of ch, unless one was asked for within
+// keyframeInterval. It is called by the viewers' RTCP readers and by layer
+// switches, and never waits.
+func (f *Fanout) requestKeyframe(ch *channel, t relaywire.Track) {
+	if !ch.keyframes.pass(t, f.now()) {
 		f.keyframes.throttled.Add(1)
 		return
 	}
-	if f.up.RequestKeyframe(ch.id) {
+	if f.up.RequestKeyframe(ch.id, t) {
 		f.keyframes.sent.Add(1)
 	} else {
 		f.keyframes.dropped.Add(1)

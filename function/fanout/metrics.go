@@ -60,7 +60,7 @@ var fanoutMetrics = []fanoutMetric{
 // keyframeRequests counts the viewers' keyframe requests by what became
 // of them: one metric with a label, so it is not in fanoutMetrics.
 var keyframeRequests = prometheus.NewDesc("lightspeed_function_keyframe_requests_total",
-	"Viewers' RTCP packets asking for a keyframe (PLI or FIR about their video): sent to the gateway, throttled (one a second per channel), or dropped (no relay connection).",
+	"Keyframe requests of viewers (RTCP packets with a PLI or FIR about their video, and switches to another video layer): sent to the gateway, throttled (one a second per channel and layer), or dropped (no relay connection).",
 	[]string{"result"}, nil)
 
 // Describe sends the descriptors of the fan-out's metrics.

@@ -132,8 +132,11 @@ func (f *Fanout) reportTargets(dst []reportTarget) []reportTarget {
 
 // senderReports appends to pkts a sender report, as of now, for each of
 // the viewer's tracks that has written a packet: its SSRC, the NTP time of
-// now, the track's RTP timestamp of now (the channel's clock, the same for
-// every viewer) and the packets and payload octets written. The reports are
+// now, the track's RTP timestamp of now (the channel's clock of the track,
+// the same for every viewer of it; for video, that of the layer the viewer
+// gets, with the offsets of its switch to it: the timestamps the viewer
+// receives, so that lip sync holds across switches) and the packets and
+// payload octets written. The reports are
 // made in srs. now must be taken before the call, so that the counts
 // include every packet written before now.
 func (v *viewer) senderReports(now time.Time, srs *[2]rtcp.SenderReport, pkts []rtcp.Packet) []rtcp.Packet {
@@ -147,7 +150,7 @@ func (v *viewer) senderReports(now time.Time, srs *[2]rtcp.SenderReport, pkts []
 			continue
 		}
 		octets := v.counters.octets[t].Load()
-		ts, ok := v.ch.rtpTime(relaywire.Track(t), now)
+		ts, ok := v.ch.rtpTime(v, relaywire.Track(t), now)
 		if !ok {
 			continue
 		}

@@ -151,7 +151,7 @@ func TestSenderReportsCountWhatTheViewerReceivedOnTheStreamsClock(t *testing.T) 
 	}
 
 	// The viewer joins mid-GOP: its video starts with a burst.
-	_, answer, err := h.f.StartSession(context.Background(), "v", testChannel, p.offer())
+	_, answer, err := h.f.StartSession(context.Background(), "v", testChannel, p.offer(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestSenderReportsSkipAFailingViewerAndEndWithTheSession(t *testing.T) {
 	// "stuck" never takes its answer: its tracks are bound, but it has no
 	// SRTP, so writing its reports fails.
 	stuck := newPeer(t, viewerAPI(t, false))
-	if _, _, err := h.f.StartSession(context.Background(), "stuck", testChannel, stuck.offer()); err != nil {
+	if _, _, err := h.f.StartSession(context.Background(), "stuck", testChannel, stuck.offer(), ""); err != nil {
 		t.Fatal(err)
 	}
 	h.writeGOP(5)

@@ -78,15 +78,17 @@ var errSessionEnded = errors.New("session closed while starting")
 // an offer (WHEP) it answers it; with offer == "" (the Lightspeed
 // websocket) it makes a sendonly offer of H.264 video and Opus audio. Either
 // way it returns the SDP once ICE gathering completed, so the candidates are
-// inside and nothing is trickled. The channel is subscribed through the
-// Upstream when its first viewer arrives. StartSession fails with ErrFull
-// when the fan-out has Capacity sessions.
-func (f *Fanout) StartSession(ctx context.Context, session string, channel uint32, offer string) (sdpType, sdp string, err error) {
+// inside and nothing is trickled. The viewer's video is the channel's
+// video layer of rid layer, or its highest layer for "" or a rid the
+// channel does not have. The channel is subscribed through the Upstream
+// when its first viewer arrives. StartSession fails with ErrFull when the
+// fan-out has Capacity sessions.
+func (f *Fanout) StartSession(ctx context.Context, session string, channel uint32, offer, layer string) (sdpType, sdp string, err error) {
 	var remote relaywire.CandidateSet
 	if !remote.AddSDP(offer) {
 		return "", "", fmt.Errorf("fanout: session %s: the offer names more than %d addresses: %w", session, relaywire.MaxCandidates, ErrTooManyCandidates)
 	}
-	v, err := f.reserve(session, channel, remote)
+	v, err := f.reserve(session, channel, remote, layer)
 	if err != nil {
 		return "", "", fmt.Errorf("fanout: session %s: channel %d: %w", session, channel, err)
 	}
@@ -101,7 +103,7 @@ func (f *Fanout) StartSession(ctx context.Context, session string, channel uint3
 
 // reserve counts a new session against the capacity and its channel,
 // creating the channel on its first session.
-func (f *Fanout) reserve(session string, id uint32, remote relaywire.CandidateSet) (*viewer, error) {
+func (f *Fanout) reserve(session string, id uint32, remote relaywire.CandidateSet, layer string) (*viewer, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
@@ -129,6 +131,7 @@ func (f *Fanout) reserve(session string, id uint32, remote relaywire.CandidateSe
 	}
 	v := newViewer(f, session, ch, defaultQueueSize, f.pickWriter())
 	v.sess.remote = remote
+	v.sess.layer = layer
 	f.sessions[session] = v
 	return v, nil
 }
@@ -180,6 +183,7 @@ func (f *Fanout) negotiate(ctx context.Context, v *viewer, offer string) (string
 	if err := f.subscribe(ctx, v); err != nil {
 		return "", "", err
 	}
+	f.startLayer(v)
 	cert, err := f.certs.Get(time.Now())
 	if err != nil {
 		return "", "", err
@@ -259,6 +263,59 @@ func (f *Fanout) negotiate(ctx context.Context, v *viewer, offer string) (string
 		return "", "", errSessionEnded
 	}
 	return desc.Type.String(), desc.SDP, nil
+}
+
+// startLayer sets the video layer v starts with, once its channel's
+// subscription answered: the one its session pinned (or a SetLayer since
+// asked for), SetLayer aims v from then on.
+func (f *Fanout) startLayer(v *viewer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t := f.layerOf(v, v.sess.layer)
+	v.sess.layerSet = true
+	v.ch.mu.Lock()
+	v.cur.track, v.target = t, t
+	v.ch.mu.Unlock()
+}
+
+// layerOf is the video track of the layer of rid layer in v's channel:
+// the highest for "" and for a rid the channel does not have.
+func (f *Fanout) layerOf(v *viewer, rid string) relaywire.Track {
+	t, ok := v.ch.layer(rid)
+	if !ok {
+		f.log.Debug("fanout: the channel has no such video layer: the highest instead", "viewer", v.id, "channel", v.ch.id, "layer", rid, "track", t)
+	}
+	return t
+}
+
+// SetLayer pins a session's video to the channel's layer of rid layer (the
+// highest for "" or a rid the channel does not have). A viewer that was
+// sent video switches at the first packet of that layer's next keyframe,
+// which is asked for at once (within the channel's keyframe throttle);
+// its video stays one stream (see viewer). A viewer sent no video yet
+// starts with that layer.
+func (f *Fanout) SetLayer(session, layer string) error {
+	f.mu.Lock()
+	v := f.sessions[session]
+	if v == nil {
+		f.mu.Unlock()
+		return fmt.Errorf("fanout: session %s: %w", session, ErrUnknownSession)
+	}
+	if !v.sess.layerSet {
+		v.sess.layer = layer // the start layer, once the subscription answered
+		f.mu.Unlock()
+		return nil
+	}
+	t := f.layerOf(v, layer)
+	v.ch.mu.Lock()
+	wait := v.ch.aim(v, t)
+	v.ch.mu.Unlock()
+	f.mu.Unlock()
+	if wait {
+		f.log.Debug("fanout: viewer switches layer", "viewer", v.id, "channel", v.ch.id, "layer", layer, "track", t)
+		f.requestKeyframe(v.ch, t)
+	}
+	return nil
 }
 
 // attach hands v its PeerConnection and starts its goroutines, unless the

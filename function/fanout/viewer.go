@@ -24,9 +24,10 @@ import (
 //   - sess: the session's state, guarded by Fanout.mu. The session
 //     methods and pion's callbacks change it; no pion call is made with
 //     the lock held.
-//   - videoLive, burstFrom, burstLen: the channel's, guarded by
-//     channel.mu. The channel sets them when the viewer joins, and
-//     videoLive again as video comes; the starter reads the burst's range
+//   - videoLive, videoStarted, cur, prev, hasPrev, target and the
+//     burst's range: the channel's, guarded by channel.mu. The channel
+//     sets them when the viewer joins, as video comes and as the viewer
+//     is aimed at another layer; the starter reads the burst's range
 //     once joined is closed, which happens after the join.
 //   - out: the sending goroutine's scratch, no lock: the starter's until
 //     it hands the viewer to its writer (writer.add, under writer.mu), that
@@ -47,12 +48,21 @@ const srtpWait = 5 * time.Second
 // viewer is one viewer's session: its PeerConnection, its two tracks, its
 // queue and the goroutines that serve it (a starter that sends the burst,
 // a reader of the video sender's RTCP; then its writer of the pool).
+//
+// Its video track is fed from one video layer of the channel at a time
+// (the only one without simulcast). A switch to another layer waits for
+// a keyframe start of that layer and keeps the viewer's video one stream:
+// the same SSRC and payload type, sequence numbers that go on from the
+// last one, timestamps that go on by the wall-clock time. The new layer's
+// packets go out shifted by the offsets of the switch (layerMap), which
+// their queue entries name by a gen (queue.offs); the packets of the
+// layer a viewer started with go out as they are.
 type viewer struct {
 	// Fixed.
 	f      *Fanout
 	id     string
 	ch     *channel
-	tracks [2]*viewerTrack
+	tracks [2]*viewerTrack // by kind: relaywire.Video, relaywire.Audio
 	queue  *queue
 	w      *writer       // the writer that drains queue
 	joined chan struct{} // closed when the viewer joined the live stream
@@ -65,13 +75,55 @@ type viewer struct {
 	sess viewerSession // guarded by Fanout.mu
 
 	// The channel's, guarded by channel.mu.
-	videoLive bool   // live video packets are queued (from a keyframe on)
-	burstFrom uint16 // the cached keyframe's range at join: the burst
-	burstLen  int
+	videoLive    bool     // live video packets of cur.track are queued (from a keyframe on)
+	videoStarted bool     // video was queued (burst or live): a switch goes on from its numbering
+	cur          layerMap // the layer whose packets are queued, and how
+	// prev is the layer before the last switch, when hasPrev: the
+	// viewer's NACKs may name its packets.
+	prev    layerMap
+	hasPrev bool
+	// target is the layer the viewer is to get: cur.track, or the one it
+	// switches to at that layer's next keyframe.
+	target relaywire.Track
+	// The cached keyframe's range at join, of cur.track then: the burst.
+	burstTrack relaywire.Track
+	burstFrom  uint16
+	burstLen   int
 
 	out sendScratch // the sending goroutine's
 
 	counters viewerCounters
+}
+
+// layerMap is how a viewer's video maps onto one video layer: packet seq
+// of track goes out as seq+seqOff with timestamp ts+tsOff, with the
+// offsets of gen (0: none), from the viewer's sequence number from on
+// (set once video went out of it).
+type layerMap struct {
+	track  relaywire.Track
+	gen    uint8
+	seqOff uint16
+	tsOff  uint32
+	from   uint16
+}
+
+// goLive has v's live video of its layer queued from the packet of
+// sequence number seq (the layer's) on. Called with channel.mu held.
+func (v *viewer) goLive(seq uint16) {
+	v.videoLive = true
+	if !v.videoStarted {
+		v.videoStarted = true
+		v.cur.from = seq + v.cur.seqOff
+	}
+}
+
+// kindOf is the viewer track that sends the packets of track t: audio,
+// or video for every layer.
+func kindOf(t relaywire.Track) relaywire.Track {
+	if t == relaywire.Audio {
+		return relaywire.Audio
+	}
+	return relaywire.Video
 }
 
 // viewerSession is a viewer's session state, guarded by Fanout.mu.
@@ -83,14 +135,20 @@ type viewerSession struct {
 	route     netip.AddrPort            // the remote address routed to w's batch
 	pending   []webrtc.ICECandidateInit // remote candidates that came before it
 	remote    relaywire.CandidateSet    // the addresses its candidates name, in its SDP and trickled
+	// layer is the rid the session pinned (SessionStart.Layer, or a
+	// SetLayer before the start layer was set), until layerSet: the start
+	// layer is set (once the subscription answered) and SetLayer aims the
+	// viewer from then on.
+	layer    string
+	layerSet bool
 }
 
 // sendScratch is the header and payload buffer of the packet being sent,
 // so that sending allocates nothing.
 type sendScratch struct {
-	hdr       [2]rtp.Header
-	playout   [3]byte  // playout-delay min = max = 0
-	playoutID [2]uint8 // the extension id set in hdr[t].Extensions
+	hdr       [2]rtp.Header // by kind
+	playout   [3]byte       // playout-delay min = max = 0
+	playoutID [2]uint8      // the extension id set in hdr[t].Extensions
 	buf       [packetcache.MaxPayload]byte
 	srtpSeen  bool // pion wrote a packet or RTCP for the viewer: its SRTP is ready
 }
@@ -98,8 +156,8 @@ type sendScratch struct {
 // viewerCounters are a viewer's counts; they are added to the fan-out's
 // totals when the viewer retires.
 type viewerCounters struct {
-	// RTP packets written per track and their payload octets, as the
-	// track's sender reports count them: the writer adds, the reporter
+	// RTP packets written per track (kind) and their payload octets, as
+	// the track's sender reports count them: the writer adds, the reporter
 	// reads.
 	packets, octets [2]atomic.Uint64
 
@@ -215,7 +273,7 @@ func (v *viewer) sendBurst() bool {
 	if v.burstLen == 0 {
 		return true
 	}
-	clock := time.Duration(v.ch.clock(relaywire.Video))
+	clock := time.Duration(v.ch.clock(v.burstTrack))
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -227,7 +285,7 @@ func (v *viewer) sendBurst() bool {
 	)
 	for i := 0; i < v.burstLen; i++ {
 		seq := v.burstFrom + uint16(i)
-		m, ok := v.ch.load(relaywire.Video, seq, v.out.buf[:])
+		m, ok := v.ch.load(v.burstTrack, seq, v.out.buf[:])
 		if !ok {
 			continue
 		}
@@ -258,18 +316,21 @@ func (v *viewer) sendBurst() bool {
 	return true
 }
 
-// send writes packet seq of track t from the shared cache.
-func (v *viewer) send(t relaywire.Track, seq uint16) bool {
-	m, ok := v.ch.load(t, seq, v.out.buf[:])
+// send writes the packet of j from the shared cache, with j's offsets.
+func (v *viewer) send(j *job) bool {
+	m, ok := v.ch.load(j.track, j.seq, v.out.buf[:])
 	if !ok {
 		v.counters.misses.Add(1)
 		return true
 	}
-	return v.writeRTP(t, m, false)
+	m.Seq += j.dseq
+	m.TS += j.dts
+	return v.writeRTP(kindOf(j.track), m, false)
 }
 
-// writeRTP writes the payload in v.out.buf described by m with the viewer's
-// SSRC and payload type. It reports false when the session ended.
+// writeRTP writes the payload in v.out.buf described by m with the
+// viewer's SSRC and payload type of its track t (a kind: Video or Audio).
+// It reports false when the session ended.
 func (v *viewer) writeRTP(t relaywire.Track, m packetcache.Meta, burst bool) bool {
 	b := v.tracks[t].bound.Load()
 	if b == nil {
@@ -368,10 +429,10 @@ func (v *viewer) serveRTCP(t relaywire.Track, s *webrtc.RTPSender, buf []byte, l
 	}
 }
 
-// handleRTCP answers the generic NACKs about track t from the shared cache
-// (through the viewer's queue), and hands a PLI or FIR about the video to
-// the fan-out's keyframe requests of the channel (one per RTCP packet,
-// however many it carries).
+// handleRTCP answers the generic NACKs about track t (a kind) from the
+// shared cache (through the viewer's queue), and hands a PLI or FIR about
+// the video to the fan-out's keyframe requests of the viewer's layer (one
+// per RTCP packet, however many it carries).
 func (v *viewer) handleRTCP(t relaywire.Track, raw []byte) {
 	pkts, err := rtcp.Unmarshal(raw)
 	if err != nil {
@@ -388,15 +449,7 @@ func (v *viewer) handleRTCP(t relaywire.Track, raw []byte) {
 			if p.MediaSSRC != b.ssrc {
 				continue
 			}
-			for _, pair := range p.Nacks {
-				pair.Range(func(seq uint16) bool {
-					v.counters.nacked.Add(1)
-					if v.queue.push(entry{track: t, seq: seq}) {
-						v.counters.retransmits.Add(1)
-					}
-					return true
-				})
-			}
+			v.queueNACKs(t, p.Nacks)
 		case *rtcp.PictureLossIndication:
 			if p.MediaSSRC == b.ssrc {
 				v.counters.plis.Add(1)
@@ -410,6 +463,47 @@ func (v *viewer) handleRTCP(t relaywire.Track, raw []byte) {
 		}
 	}
 	if keyframe && t == relaywire.Video {
-		v.f.requestKeyframe(v.ch)
+		v.f.requestKeyframe(v.ch, v.ch.layerOf(v))
 	}
+}
+
+// queueNACKs queues the packets of track t (a kind) the viewer asked for
+// again, from the shared cache. A video sequence number is the viewer's:
+// it maps back to the layer and sequence number it was sent from through
+// the layer the viewer gets now or the one before the last switch (their
+// offsets are kept while NACKs may name them); one from before that is
+// dropped.
+func (v *viewer) queueNACKs(t relaywire.Track, pairs []rtcp.NackPair) {
+	if t == relaywire.Video {
+		// Held while the entries are queued: their gens stay.
+		v.ch.mu.RLock()
+		defer v.ch.mu.RUnlock()
+	}
+	for _, pair := range pairs {
+		pair.Range(func(seq uint16) bool {
+			v.counters.nacked.Add(1)
+			e, ok := entry{track: t, seq: seq}, true
+			if t == relaywire.Video {
+				e, ok = v.videoSource(seq)
+			}
+			if ok && v.queue.push(e) {
+				v.counters.retransmits.Add(1)
+			}
+			return true
+		})
+	}
+}
+
+// videoSource is the queue entry of the viewer's video packet seq, and
+// false for one sent before the previous layer (or before its stream
+// wrapped half the sequence space since). Called with channel.mu held.
+func (v *viewer) videoSource(seq uint16) (entry, bool) {
+	m := &v.cur
+	if v.hasPrev && int16(seq-v.cur.from) < 0 {
+		if int16(seq-v.prev.from) < 0 {
+			return entry{}, false
+		}
+		m = &v.prev
+	}
+	return entry{track: m.track, gen: m.gen, seq: seq - m.seqOff}, true
 }

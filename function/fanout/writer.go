@@ -122,7 +122,7 @@ const roundShare = 256
 // run is the writer goroutine.
 func (w *writer) run() {
 	var (
-		entries [roundShare]entry
+		entries [roundShare]job
 		round   []*viewer // this round's copy of w.viewers
 		turn    int       // where the next round starts in w.viewers
 	)
@@ -152,8 +152,8 @@ func (w *writer) run() {
 			default:
 			}
 			n := v.queue.pop(entries[:])
-			for _, e := range entries[:n] {
-				if !v.send(e.track, e.seq) {
+			for i := range entries[:n] {
+				if !v.send(&entries[i]) {
 					break
 				}
 			}

@@ -86,10 +86,16 @@ type Handler interface {
 	WriteRTP(p *Packet)
 	// StartSession starts a viewer session: with the viewer's offer it
 	// returns ("answer", sdp); with offer "" it returns ("offer", sdp). The
-	// SDP is complete (ICE gathering finished). It runs in its own
+	// SDP is complete (ICE gathering finished). layer is the rid of the
+	// video layer the viewer pins ("": the highest). It runs in its own
 	// goroutine; ctx ends when the gateway closes the session or the
 	// connection is lost.
-	StartSession(ctx context.Context, session string, channel uint32, offer string) (sdpType, sdp string, err error)
+	StartSession(ctx context.Context, session string, channel uint32, offer, layer string) (sdpType, sdp string, err error)
+	// SetLayer pins a session to the video layer of rid layer ("": the
+	// highest); the viewer switches at that layer's next keyframe. A
+	// session_layer that comes while StartSession runs is handed on once
+	// it returned.
+	SetLayer(session, layer string) error
 	// SetAnswer applies the viewer's answer to the offer StartSession made.
 	SetAnswer(session, sdp string) error
 	// AddCandidate adds a viewer's trickled ICE candidate.
@@ -432,16 +438,17 @@ func (c *Client) SessionClosed(session, reason string) {
 	}
 }
 
-// RequestKeyframe asks the gateway for a keyframe of a subscribed
-// channel, for a viewer whose decoder needs one; the fan-out throttles
-// these to one a second per channel. It never waits: the request is
-// queued for the connection's writer, and dropped (false, counted) when
-// there is no connection or keyframeQueue requests wait already (a
-// gateway that does not read its control stream).
-func (c *Client) RequestKeyframe(channel uint32) bool {
+// RequestKeyframe asks the gateway for a keyframe of video track t (a
+// layer) of a subscribed channel, for a viewer whose decoder needs one or
+// that switches to that layer; the fan-out throttles these to one a second
+// per channel and layer. It never waits: the request is queued for the
+// connection's writer, and dropped (false, counted) when there is no
+// connection or keyframeQueue requests wait already (a gateway that does
+// not read its control stream).
+func (c *Client) RequestKeyframe(channel uint32, t relaywire.Track) bool {
 	if cc := c.current(); cc != nil {
 		select {
-		case cc.keyframes <- channel:
+		case cc.keyframes <- relaywire.KeyframeRequest{Channel: channel, Track: t}:
 			return true
 		default:
 		}

@@ -38,11 +38,11 @@ type conn struct {
 	pending  map[string]*pendingSession
 	draining bool
 
-	keyframes chan uint32 // channels whose keyframe requests wait for sendKeyframes
-	inbox     chan []byte // received datagrams, waiting to be handed on
-	deliverMu sync.Mutex  // one packet handed on at a time; guards pkt
-	pkt       Packet      // the packet being handed on (the handler keeps none)
-	fmu       sync.Mutex  // guards flows
+	keyframes chan relaywire.KeyframeRequest // keyframe requests waiting for sendKeyframes
+	inbox     chan []byte                    // received datagrams, waiting to be handed on
+	deliverMu sync.Mutex                     // one packet handed on at a time; guards pkt
+	pkt       Packet                         // the packet being handed on (the handler keeps none)
+	fmu       sync.Mutex                     // guards flows
 	flows     map[relaywire.Flow]*flow
 }
 
@@ -68,6 +68,7 @@ type pendingSession struct {
 	cancel context.CancelFunc
 	closed bool // the gateway closed it meanwhile
 	reason string
+	layer  *string // the layer of a session_layer that came meanwhile, handed on after
 }
 
 // handshake runs hello, challenge, auth and welcome on a new connection.
@@ -134,7 +135,7 @@ func (c *Client) handshake(ctx context.Context, qc *quic.Conn, h Handler) (*conn
 		pending:   make(map[string]*pendingSession),
 		flows:     make(map[relaywire.Flow]*flow),
 		inbox:     make(chan []byte, inboxSize),
-		keyframes: make(chan uint32, keyframeQueue),
+		keyframes: make(chan relaywire.KeyframeRequest, keyframeQueue),
 	}, nil
 }
 
@@ -309,8 +310,8 @@ func (cc *conn) sendKeyframes() error {
 		select {
 		case <-cc.ctx.Done():
 			return errConnLost
-		case ch := <-cc.keyframes:
-			if err := cc.write(&relaywire.KeyframeRequest{Channel: ch}); err != nil {
+		case req := <-cc.keyframes:
+			if err := cc.write(&req); err != nil {
 				return err
 			}
 			cc.c.stats.keyframes.Add(1)
@@ -501,6 +502,8 @@ func (cc *conn) readControl() error {
 			}
 		case *relaywire.SessionClose:
 			cc.sessionClosed(m)
+		case *relaywire.SessionLayer:
+			cc.setLayer(m)
 		case *relaywire.Drain:
 			cc.mu.Lock()
 			cc.draining = true
@@ -539,10 +542,10 @@ func (cc *conn) startSession(m *relaywire.SessionStart) {
 	go func() {
 		defer cc.c.starts.Done()
 		defer cancel()
-		typ, sdp, err := cc.h.StartSession(ctx, m.Session, m.Channel, m.Offer)
+		typ, sdp, err := cc.h.StartSession(ctx, m.Session, m.Channel, m.Offer, m.Layer)
 		cc.mu.Lock()
 		delete(cc.pending, m.Session)
-		closed, reason := ps.closed, ps.reason
+		closed, reason, layer := ps.closed, ps.reason, ps.layer
 		cc.mu.Unlock()
 		if closed {
 			if err == nil {
@@ -557,8 +560,34 @@ func (cc *conn) startSession(m *relaywire.SessionStart) {
 		}
 		if werr := cc.write(reply); werr != nil && err == nil {
 			cc.h.CloseSession(m.Session, "relay disconnected")
+			return
+		}
+		if err == nil && layer != nil {
+			cc.handLayer(m.Session, *layer)
 		}
 	}()
+}
+
+// setLayer hands a session_layer to the handler, or keeps it for when
+// the session's StartSession returned (which the handler may not know of
+// yet).
+func (cc *conn) setLayer(m *relaywire.SessionLayer) {
+	cc.mu.Lock()
+	if ps := cc.pending[m.Session]; ps != nil {
+		layer := m.Layer
+		ps.layer = &layer
+		cc.mu.Unlock()
+		return
+	}
+	cc.mu.Unlock()
+	cc.handLayer(m.Session, m.Layer)
+}
+
+// handLayer calls Handler.SetLayer.
+func (cc *conn) handLayer(session, layer string) {
+	if err := cc.h.SetLayer(session, layer); err != nil {
+		cc.log.Debug("relay: set layer", "session", session, "layer", layer, "err", err)
+	}
 }
 
 // sessionClosed ends a session the gateway closed: a pending start is
