@@ -1,8 +1,11 @@
 package whip
 
 import (
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pion/sdp/v3"
 
 	"lightspeed/shared/relaywire"
 )
@@ -52,11 +55,16 @@ func FuzzParseSDPFrag(f *testing.F) {
 }
 
 // FuzzCheckOffer: any offer is read without panicking; a refusal is 400
-// or 406 with a message, and an accepted offer has H.264.
+// or 406 with a message, and an accepted offer has H.264. The offer pion
+// gets of an accepted one with simulcast lines has them only in the
+// simulcast video, one a=rid line and one a=simulcast:send entry per
+// layer, each a valid rid (pion panics on an empty entry).
 func FuzzCheckOffer(f *testing.F) {
 	f.Add(obsOffer)
 	f.Add(strings.Replace(obsOffer, "a=rtcp-fb:96 nack pli", "a=rtcp-fb:96 ccm fir", 1))
 	f.Add("v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 RTP/AVP 96\r\na=rtpmap:96 H264\r\n")
+	f.Add(obsSimulcastOffer)
+	f.Add(strings.Replace(obsSimulcastOffer, "a=simulcast:send 0;1;2", "a=simulcast:recv 9 send ~0;1,2,x", 1))
 	f.Fuzz(func(t *testing.T, text string) {
 		o, err := checkOffer(text)
 		if err != nil {
@@ -72,6 +80,45 @@ func FuzzCheckOffer(f *testing.F) {
 		var s relaywire.CandidateSet
 		if !s.AddSDP(text) {
 			t.Fatal("accepted an offer with too many candidate addresses")
+		}
+		if len(o.layers) > relaywire.MaxLayers || (len(o.layers) > 0 && o.sdp == "") {
+			t.Fatalf("accepted layers %q, offer for pion %q", o.layers, o.sdp)
+		}
+		if o.sdp == "" {
+			return
+		}
+		var d sdp.SessionDescription
+		if err := d.UnmarshalString(o.sdp); err != nil {
+			t.Fatalf("the offer for pion does not parse: %v", err)
+		}
+		sections := 0
+		for _, m := range d.MediaDescriptions {
+			var rids, lists []string
+			for _, a := range m.Attributes {
+				switch a.Key {
+				case "rid":
+					rids = append(rids, a.Value)
+				case "simulcast":
+					lists = append(lists, a.Value)
+				}
+			}
+			if rids == nil && lists == nil {
+				continue
+			}
+			sections++
+			want := make([]string, len(o.layers))
+			for i, rid := range o.layers {
+				if !validRid(rid) {
+					t.Fatalf("layer rid %q", rid)
+				}
+				want[i] = rid + " send"
+			}
+			if !slices.Equal(rids, want) || !slices.Equal(lists, []string{"send " + strings.Join(o.layers, ";")}) {
+				t.Fatalf("for pion: rids %q, simulcast %q; layers %q", rids, lists, o.layers)
+			}
+		}
+		if sections != min(len(o.layers), 1) {
+			t.Fatalf("simulcast lines in %d sections for layers %q", sections, o.layers)
 		}
 	})
 }

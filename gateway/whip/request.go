@@ -87,13 +87,22 @@ type offer struct {
 	// profiles are the H.264 profile-level-ids offered, to name them when
 	// none is one the gateway takes.
 	profiles []string
+	// layers are the rids of a simulcast publisher's video layers, in the
+	// order of its a=simulcast:send list (readSimulcast); empty without
+	// simulcast.
+	layers []string
+	// sdp is the offer as pion is to get it when it differs from the one
+	// that came (simulcastOffer): "" for an offer without a=rid or
+	// a=simulcast lines, which goes to pion unchanged.
+	sdp string
 }
 
 // checkOffer reads a publisher's SDP offer. It refuses (400) what is not a
 // WebRTC offer: malformed SDP, no ICE credentials or DTLS fingerprint, more
-// candidate addresses than relaywire.MaxCandidates; and (406) an offer
-// without H.264 in packetization mode 1 or without Opus that the
-// publisher sends, or with simulcast, which the gateway does not take yet.
+// candidate addresses than relaywire.MaxCandidates, malformed simulcast
+// (readSimulcast); and (406) an offer without H.264 in packetization mode
+// 1 or without Opus that the publisher sends, simulcast of more than
+// relaywire.MaxLayers layers, of audio, or of more than one video.
 func checkOffer(text string) (*offer, error) {
 	var d sdp.SessionDescription
 	if err := d.UnmarshalString(text); err != nil {
@@ -111,20 +120,38 @@ func checkOffer(text string) (*offer, error) {
 	}
 	o := &offer{videoFeedback: make(map[uint8]keyframeFeedback)}
 	hasOpus := false
-	for _, m := range d.MediaDescriptions {
+	simulcastAt := -1 // the media section of the simulcast video
+	anySimulcast := false
+	for i, m := range d.MediaDescriptions {
+		simulcast := hasSimulcast(m)
+		anySimulcast = anySimulcast || simulcast
 		if m.MediaName.Port.Value == 0 || !sends(m) {
 			continue
 		}
 		switch m.MediaName.Media {
 		case "video":
-			if hasAttr(m.Attributes, "simulcast") || hasAttr(m.Attributes, "rid") {
-				return nil, &offerError{406, "simulcast is not supported yet: turn simulcast off in the publisher"}
-			}
 			found := o.readVideo(m)
-			if found && o.videoSSRC == 0 {
-				o.videoSSRC = firstSSRC(m)
+			if !simulcast {
+				if found && o.videoSSRC == 0 {
+					o.videoSSRC = firstSSRC(m)
+				}
+				continue
 			}
+			if simulcastAt >= 0 {
+				return nil, &offerError{406, "the offer has simulcast on more than one video: the gateway takes the layers of one video"}
+			}
+			if !found {
+				return nil, &offerError{406, "the simulcast video has no H.264 (packetization-mode=1): the gateway takes H.264 video only"}
+			}
+			layers, err := readSimulcast(m)
+			if err != nil {
+				return nil, err
+			}
+			o.layers, simulcastAt = layers, i
 		case "audio":
+			if simulcast {
+				return nil, &offerError{406, "the offer has simulcast audio: the gateway takes simulcast video only"}
+			}
 			hasOpus = hasOpus || hasCodec(m, "opus", 48000)
 		}
 	}
@@ -136,6 +163,13 @@ func checkOffer(text string) (*offer, error) {
 		return nil, &offerError{406, "the offer has no H.264 video (packetization-mode=1): the gateway takes H.264 video only"}
 	case !hasOpus:
 		return nil, &offerError{406, "the offer has no Opus audio: the gateway takes Opus audio only"}
+	}
+	if anySimulcast {
+		sdpText, err := simulcastOffer(&d, simulcastAt, o.layers)
+		if err != nil {
+			return nil, &offerError{400, "the offer cannot be used: " + err.Error()}
+		}
+		o.sdp = sdpText
 	}
 	return o, nil
 }

@@ -2,9 +2,11 @@
 // later publish with: an HTTP endpoint that takes a publisher's SDP offer,
 // authenticated by its stream key as a Bearer token, answers it with every
 // candidate inside (OBS trickles nothing), receives the publisher's H.264
-// and Opus over one ICE UDP mux port shared by all publishers, and writes
-// every RTP packet into the channel's hub, as the FTL ingest does. It asks
-// the publisher for lost packets (NACK) and keyframes (PLI or FIR).
+// (one video, or up to four simulcast layers) and Opus over one ICE UDP
+// mux port shared by all publishers, and writes every RTP packet into the
+// channel's hub, as the FTL ingest does, each simulcast layer as a track
+// of its own. It asks the publisher for lost packets (NACK) and keyframes
+// (PLI or FIR, per layer).
 //
 // The design is in docs/whip.md.
 package whip
@@ -32,6 +34,7 @@ import (
 	"lightspeed/gateway/hub"
 	"lightspeed/gateway/keys"
 	"lightspeed/gateway/ratelimit"
+	"lightspeed/shared/relaywire"
 	"lightspeed/shared/webrtcapi"
 )
 
@@ -120,7 +123,8 @@ type Server struct {
 	routes   *http.ServeMux
 	conn     *net.UDPConn
 	mux      ice.UDPMux
-	api      *webrtc.API
+	api      *webrtc.API // of publishers without simulcast
+	simAPI   *webrtc.API // of simulcast publishers (newSimulcastAPI)
 	certs    webrtcapi.Certificates
 	loggers  webrtcapi.Loggers
 	loopback bool
@@ -166,7 +170,7 @@ func New(cfg Config, store KeyStore, hubs *hub.Registry) (*Server, error) {
 		sessions:  make(map[string]*session),
 		byChannel: make(map[uint32]*session),
 	}
-	s.api, err = webrtcapi.New(webrtcapi.Config{
+	apiCfg := webrtcapi.Config{
 		Mux:                    s.mux,
 		PublicIPs:              cfg.PublicIPs,
 		Loopback:               s.loopback,
@@ -174,7 +178,10 @@ func New(cfg Config, store KeyStore, hubs *hub.Registry) (*Server, error) {
 		ICEFailedTimeout:       cfg.ICEFailedTimeout,
 		ICEKeepalive:           cfg.ICEKeepalive,
 		Loggers:                loggers,
-	})
+	}
+	if s.api, err = webrtcapi.New(apiCfg); err == nil {
+		s.simAPI, err = newSimulcastAPI(apiCfg)
+	}
 	if err != nil {
 		s.mux.Close()
 		return nil, fmt.Errorf("whip: %w", err)
@@ -346,7 +353,12 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.result("created")
-	s.log.Info("whip: session created", "channel", key.Channel, "session", sess.id, "remote", remote, "software", sess.software)
+	if n := len(o.layers); n > 0 {
+		s.metrics.layers.WithLabelValues(strconv.Itoa(n)).Inc()
+		s.log.Info("whip: session created", "channel", key.Channel, "session", sess.id, "remote", remote, "software", sess.software, "layers", o.layers)
+	} else {
+		s.log.Info("whip: session created", "channel", key.Channel, "session", sess.id, "remote", remote, "software", sess.software)
+	}
 	w.Header().Set("Location", "/api/whip/session/"+sess.id)
 	w.Header().Set("Content-Type", "application/sdp")
 	w.Header().Set("ETag", `"`+sess.id+`"`)
@@ -498,15 +510,24 @@ func (s *Server) forget(sess *session) {
 }
 
 // RequestKeyframe asks the WHIP publisher of channel for a keyframe (PLI,
-// or FIR when that is all it offered). Requests to one publisher are at
-// least KeyframeInterval apart; it reports whether one was sent. A
-// channel without a WHIP publisher (none, or FTL, which cannot be asked)
-// returns false.
+// or FIR when that is all it offered) of each of its video layers.
+// Requests for one layer are at least KeyframeInterval apart; it reports
+// whether one was sent. A channel without a WHIP publisher (none, or FTL,
+// which cannot be asked) returns false.
 func (s *Server) RequestKeyframe(channel uint32) bool {
 	s.mu.Lock()
 	sess := s.byChannel[channel]
 	s.mu.Unlock()
-	return sess != nil && sess.requestKeyframe("requested")
+	if sess == nil {
+		return false
+	}
+	sent := false
+	for i := range sess.layerCount() {
+		if sess.requestKeyframe(relaywire.LayerTrack(i), "requested") {
+			sent = true
+		}
+	}
+	return sent
 }
 
 // Close ends every session, releasing their channels, closes the UDP port
@@ -554,7 +575,8 @@ type metrics struct {
 	results   *prometheus.CounterVec
 	ended     *prometheus.CounterVec
 	keyframes *prometheus.CounterVec
-	nacks     prometheus.Counter
+	nacks     *prometheus.CounterVec
+	layers    *prometheus.CounterVec
 	refused   *ratelimit.Refusals // lightspeed_http_refused_total{endpoint="whip"}
 }
 
@@ -567,12 +589,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lightspeed_whip_sessions_ended_total", Help: "WHIP sessions ended, by reason."}, []string{"reason"}),
 		keyframes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "lightspeed_whip_keyframe_requests_total", Help: "Keyframe requests sent to WHIP publishers, by kind (pli, fir)."}, []string{"kind"}),
-		nacks: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "lightspeed_whip_nacks_sent_total", Help: "Sequence numbers requested again from WHIP publishers."}),
+			Name: "lightspeed_whip_keyframe_requests_total", Help: "Keyframe requests sent to WHIP publishers, by kind (pli, fir) and video layer (0 to 3; 0 without simulcast)."}, []string{"kind", "layer"}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lightspeed_whip_nacks_sent_total", Help: "Sequence numbers requested again from WHIP publishers, by video layer (0 to 3; 0 without simulcast)."}, []string{"layer"}),
+		layers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lightspeed_whip_simulcast_sessions_total", Help: "WHIP sessions created with simulcast, by their number of video layers."}, []string{"layers"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.current, m.results, m.ended, m.keyframes, m.nacks} {
+		for _, c := range []prometheus.Collector{m.current, m.results, m.ended, m.keyframes, m.nacks, m.layers} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("whip: register metrics: %w", err)
 			}

@@ -71,6 +71,12 @@ type testServer struct {
 
 func newTestServer(t *testing.T, tweak func(*Config)) *testServer {
 	t.Helper()
+	return newTestServerHubs(t, tweak, hub.Options{Logger: quietLog})
+}
+
+// newTestServerHubs is newTestServer with hubs of the given options.
+func newTestServerHubs(t *testing.T, tweak func(*Config), hubOpts hub.Options) *testServer {
+	t.Helper()
 	ts := &testServer{clock: &clock{}, reg: prometheus.NewRegistry()}
 	cfg := Config{
 		UDPAddr:    "127.0.0.1:0",
@@ -81,7 +87,7 @@ func newTestServer(t *testing.T, tweak func(*Config)) *testServer {
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	ts.hubs = hub.NewRegistry(hub.Options{Logger: quietLog})
+	ts.hubs = hub.NewRegistry(hubOpts)
 	srv, err := New(cfg, keyMap{77: "s3cret", 78: "other"}, ts.hubs)
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +216,7 @@ func TestOBSLikePublisherReachesTheHub(t *testing.T) {
 	if _, ok := p.waitKeyframeRequest(ctx).(*rtcp.PictureLossIndication); !ok {
 		t.Fatal("the hub's RequestKeyframe did not send a PLI")
 	}
-	if n := testutil.ToFloat64(ts.srv.metrics.keyframes.WithLabelValues("pli")); n != 3 {
+	if n := testutil.ToFloat64(ts.srv.metrics.keyframes.WithLabelValues("pli", "0")); n != 3 {
 		t.Fatalf("%v PLIs counted, want 3", n)
 	}
 

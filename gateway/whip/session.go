@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,7 +70,9 @@ type session struct {
 	endOnce   sync.Once
 	readers   sync.WaitGroup // track and RTCP readers
 
-	nacked [nackMemory]atomic.Uint32 // NACKed video sequence numbers + 1, by seq % nackMemory
+	// nacked holds the NACKed sequence numbers + 1 of each video layer,
+	// by seq % nackMemory.
+	nacked [relaywire.MaxLayers][nackMemory]atomic.Uint32
 
 	created   time.Time    // set by newSession
 	lastMedia atomic.Int64 // unix nanoseconds of the newest RTP packet; 0: none yet
@@ -82,13 +85,22 @@ type session struct {
 	connectTimer *time.Timer
 	videoPT      uint8
 	audioPT      uint8
-	videoSSRC    uint32
-	taken        [2]bool // a track of the kind is forwarded
-	startPLI     bool    // the keyframe request of the start was sent
-	lastKeyframe time.Time
-	firSeq       uint8
+	audioTaken   bool         // an audio track is forwarded
+	layers       []videoLayer // one per video layer (its length is set by newSession and stays)
 	cands        relaywire.CandidateSet
 	trickled     int
+}
+
+// videoLayer is one layer of the publisher's video, written into the hub
+// as relaywire.LayerTrack of its index: the video of a publisher without
+// simulcast, or the RTP stream of one rid.
+type videoLayer struct {
+	rid          string // "" without simulcast
+	ssrc         uint32 // the publisher's SSRC of it; 0 until known (the offer's a=ssrc without simulcast, else its track)
+	taken        bool   // its track is forwarded
+	startPLI     bool   // the keyframe request of the start was sent
+	lastKeyframe time.Time
+	firSeq       uint8
 }
 
 // staleAfter is how long a session may go without media (or without
@@ -110,19 +122,54 @@ func (s *session) stale(now time.Time) bool {
 
 func newSession(s *Server, key keys.Key, pub *hub.Publisher, o *offer, remote, software string) *session {
 	id := newID()
-	return &session{
-		created:   time.Now(),
-		srv:       s,
-		id:        id,
-		key:       key,
-		pub:       pub,
-		offer:     o,
-		remote:    remote,
-		software:  software,
-		log:       s.log.With("channel", key.Channel, "session", id),
-		done:      make(chan struct{}),
-		videoSSRC: o.videoSSRC,
+	layers := []videoLayer{{ssrc: o.videoSSRC}}
+	if len(o.layers) > 0 {
+		layers = make([]videoLayer, len(o.layers))
+		for i, rid := range o.layers {
+			layers[i].rid = rid
+		}
 	}
+	return &session{
+		created:  time.Now(),
+		srv:      s,
+		id:       id,
+		key:      key,
+		pub:      pub,
+		offer:    o,
+		remote:   remote,
+		software: software,
+		log:      s.log.With("channel", key.Channel, "session", id),
+		done:     make(chan struct{}),
+		layers:   layers,
+	}
+}
+
+// layerCount is the number of the publisher's video layers: 1 without
+// simulcast.
+func (s *session) layerCount() int { return len(s.layers) }
+
+// layerOf returns the index of the video layer of rid ("" without
+// simulcast), or -1. Called with mu held.
+func (s *session) layerOf(rid string) int {
+	for i := range s.layers {
+		if s.layers[i].rid == rid {
+			return i
+		}
+	}
+	return -1
+}
+
+// layerOfSSRC returns the index of the video layer the publisher sends
+// with ssrc, or -1.
+func (s *session) layerOfSSRC(ssrc uint32) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.layers {
+		if s.layers[i].ssrc == ssrc && s.layers[i].taken {
+			return i
+		}
+	}
+	return -1
 }
 
 // negotiate creates the PeerConnection, answers the offer and returns the
@@ -132,7 +179,14 @@ func (s *session) negotiate(ctx context.Context, offerSDP string) (string, error
 	if err != nil {
 		return "", err
 	}
-	pc, err := s.srv.api.NewPeerConnection(webrtc.Configuration{
+	api := s.srv.api
+	if len(s.offer.layers) > 0 {
+		api = s.srv.simAPI
+	}
+	if s.offer.sdp != "" {
+		offerSDP = s.offer.sdp // its simulcast as the gateway takes it
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{
 		BundlePolicy: webrtc.BundlePolicyMaxBundle,
 		Certificates: []webrtc.Certificate{cert},
 	})
@@ -236,16 +290,22 @@ func (s *Server) interceptors() (*interceptor.Chain, error) {
 
 // accepted checks that the answer took H.264 video and Opus audio (pion
 // leaves out codecs its MediaEngine does not have, such as an H.264
-// profile it does not know) and returns their payload types.
+// profile it does not know) and, of a simulcast offer, every layer, and
+// returns their payload types.
 func (s *session) accepted(answer string) (videoPT, audioPT uint8, err error) {
 	var d sdp.SessionDescription
 	if err := d.UnmarshalString(answer); err != nil {
 		return 0, 0, fmt.Errorf("own answer: %w", err)
 	}
 	var video, audio bool
+	var recv []string // the layers the answer takes
 	for _, m := range d.MediaDescriptions {
 		if m.MediaName.Port.Value == 0 {
 			continue
+		}
+		if v, ok := m.Attribute("simulcast"); ok && recv == nil {
+			list, _ := strings.CutPrefix(v, "recv ")
+			recv = strings.Split(list, ";")
 		}
 		for _, f := range m.MediaName.Formats {
 			pt, err := strconv.ParseUint(f, 10, 7)
@@ -268,6 +328,8 @@ func (s *session) accepted(answer string) (videoPT, audioPT uint8, err error) {
 			strings.Join(s.offer.profiles, ", "))}
 	case !audio:
 		return 0, 0, &offerError{406, "the offered Opus cannot be received: the gateway takes Opus at 48 kHz, 2 channels"}
+	case !slices.Equal(recv, s.offer.layers):
+		return 0, 0, fmt.Errorf("the answer takes the simulcast layers %q, not the offered %q", recv, s.offer.layers)
 	}
 	return videoPT, audioPT, nil
 }
@@ -334,7 +396,9 @@ func (s *session) onState(st webrtc.PeerConnectionState) {
 		}
 		s.mu.Unlock()
 		s.start()
-		s.keyframeAtStart()
+		for i := range s.layers {
+			s.keyframeAtStart(i)
+		}
 	case webrtc.PeerConnectionStateDisconnected:
 		s.log.Info("whip: publisher unreachable, waiting for it", "remote", s.remote)
 	case webrtc.PeerConnectionStateFailed:
@@ -355,45 +419,58 @@ func (s *session) start() {
 			AudioCodec:       relaywire.AudioCodec,
 			VideoPayloadType: s.videoPT,
 			AudioPayloadType: s.audioPT,
+			Layers:           slices.Clone(s.offer.layers),
 		}
 		s.mu.Unlock()
-		s.pub.SetKeyframeRequester(func(hub.Track) { s.requestKeyframe("the channel needs one") })
+		s.pub.SetKeyframeRequester(func(t hub.Track) { s.requestKeyframe(t, "the channel needs one") })
 		s.pub.Start(info)
-		s.log.Info("whip: publisher connected", "remote", s.remote)
+		if len(info.Layers) > 0 {
+			s.log.Info("whip: publisher connected", "remote", s.remote, "layers", info.Layers)
+		} else {
+			s.log.Info("whip: publisher connected", "remote", s.remote)
+		}
 	})
 }
 
-// keyframeAtStart sends the session's first keyframe request, once, when
-// the video SSRC is known (from the offer, or from the first packet).
-func (s *session) keyframeAtStart() {
+// keyframeAtStart sends the first keyframe request of video layer i,
+// once, when its SSRC is known (from the offer without simulcast, else
+// from its track).
+func (s *session) keyframeAtStart(i int) {
 	s.mu.Lock()
-	if s.startPLI || s.videoSSRC == 0 || !s.connected {
+	l := &s.layers[i]
+	if l.startPLI || l.ssrc == 0 || !s.connected {
 		s.mu.Unlock()
 		return
 	}
-	s.startPLI = true
+	l.startPLI = true
 	s.mu.Unlock()
-	s.requestKeyframe("start")
+	s.requestKeyframe(relaywire.LayerTrack(i), "start")
 }
 
 // requestKeyframe sends a PLI (or FIR when the publisher offered only
-// that) unless one went out less than KeyframeInterval ago. It reports
-// whether it sent one.
-func (s *session) requestKeyframe(why string) bool {
+// that) for the SSRC of video track t (a layer of the publisher's) unless
+// one went out for it less than KeyframeInterval ago. It reports whether
+// it sent one.
+func (s *session) requestKeyframe(t hub.Track, why string) bool {
+	if !t.IsVideo() || t.Layer() >= len(s.layers) {
+		return false
+	}
+	i := t.Layer()
 	now := s.srv.cfg.Now()
 	s.mu.Lock()
-	if s.ended || !s.connected || s.videoSSRC == 0 ||
-		(!s.lastKeyframe.IsZero() && now.Sub(s.lastKeyframe) < s.srv.cfg.KeyframeInterval) {
+	l := &s.layers[i]
+	if s.ended || !s.connected || l.ssrc == 0 ||
+		(!l.lastKeyframe.IsZero() && now.Sub(l.lastKeyframe) < s.srv.cfg.KeyframeInterval) {
 		s.mu.Unlock()
 		return false
 	}
-	s.lastKeyframe = now
-	ssrc := s.videoSSRC
+	l.lastKeyframe = now
+	ssrc, rid := l.ssrc, l.rid
 	var pkt rtcp.Packet = &rtcp.PictureLossIndication{MediaSSRC: ssrc}
 	kind := "pli"
 	if s.offer.videoFeedback[s.videoPT] == feedbackFIR {
-		s.firSeq++
-		pkt = &rtcp.FullIntraRequest{MediaSSRC: ssrc, FIR: []rtcp.FIREntry{{SSRC: ssrc, SequenceNumber: s.firSeq}}}
+		l.firSeq++
+		pkt = &rtcp.FullIntraRequest{MediaSSRC: ssrc, FIR: []rtcp.FIREntry{{SSRC: ssrc, SequenceNumber: l.firSeq}}}
 		kind = "fir"
 	}
 	pc := s.pc
@@ -402,8 +479,8 @@ func (s *session) requestKeyframe(why string) bool {
 		s.log.Debug("whip: keyframe request not sent", "err", err)
 		return false
 	}
-	s.srv.metrics.keyframes.WithLabelValues(kind).Inc()
-	s.log.Debug("whip: keyframe requested", "kind", kind, "why", why)
+	s.srv.metrics.keyframes.WithLabelValues(kind, strconv.Itoa(i)).Inc()
+	s.log.Debug("whip: keyframe requested", "kind", kind, "layer", i, "rid", rid, "why", why)
 	return true
 }
 
@@ -415,15 +492,20 @@ func (s *session) writeRTCP(pkts []rtcp.Packet, _ interceptor.Attributes) (int, 
 		if !ok {
 			continue
 		}
+		// The NACK generator asks for the streams bound with nack
+		// feedback: video layers, each taken before it is bound.
+		i := s.layerOfSSRC(n.MediaSSRC)
 		count := 0
 		for _, pair := range n.Nacks {
 			for _, seq := range pair.PacketList() {
-				s.nacked[seq%nackMemory].Store(uint32(seq) + 1)
+				if i >= 0 {
+					s.nacked[i][seq%nackMemory].Store(uint32(seq) + 1)
+				}
 				count++
 			}
 		}
 		s.pub.AddNACKs(count)
-		s.srv.metrics.nacks.Add(float64(count))
+		s.srv.metrics.nacks.WithLabelValues(strconv.Itoa(max(i, 0))).Add(float64(count))
 	}
 	s.mu.Lock()
 	pc := s.pc
@@ -434,42 +516,44 @@ func (s *session) writeRTCP(pkts []rtcp.Packet, _ interceptor.Attributes) (int, 
 	return len(pkts), nil
 }
 
-// onTrack forwards the first H.264 video track and the first Opus audio
-// track of the publisher into the hub; any other track is read and
+// onTrack forwards the publisher's H.264 video layers and its first Opus
+// audio track into the hub: without simulcast the first H.264 track, with
+// simulcast the track of each offered rid. Any other track is read and
 // dropped.
 func (s *session) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
 	codec := track.Codec()
+	rid := track.RID()
 	t := hub.Track(255)
-	switch {
-	case track.Kind() == webrtc.RTPCodecTypeVideo && strings.EqualFold(codec.MimeType, webrtc.MimeTypeH264):
-		t = hub.Video
-	case track.Kind() == webrtc.RTPCodecTypeAudio && strings.EqualFold(codec.MimeType, webrtc.MimeTypeOpus):
-		t = hub.Audio
-	}
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
 		return
 	}
-	if t > hub.Audio || s.taken[t] {
+	switch {
+	case track.Kind() == webrtc.RTPCodecTypeVideo && strings.EqualFold(codec.MimeType, webrtc.MimeTypeH264):
+		if i := s.layerOf(rid); i >= 0 && !s.layers[i].taken {
+			s.layers[i].taken, s.layers[i].ssrc = true, uint32(track.SSRC())
+			s.videoPT = uint8(codec.PayloadType)
+			t = relaywire.LayerTrack(i)
+		}
+	case track.Kind() == webrtc.RTPCodecTypeAudio && strings.EqualFold(codec.MimeType, webrtc.MimeTypeOpus) && !s.audioTaken:
+		s.audioTaken = true
+		s.audioPT = uint8(codec.PayloadType)
+		t = hub.Audio
+	}
+	if t == 255 {
 		s.mu.Unlock()
-		s.log.Info("whip: extra track ignored", "kind", track.Kind().String(), "codec", codec.MimeType, "ssrc", uint32(track.SSRC()))
+		s.log.Info("whip: extra track ignored", "kind", track.Kind().String(), "codec", codec.MimeType, "rid", rid, "ssrc", uint32(track.SSRC()))
 		go discard(track)
 		return
-	}
-	s.taken[t] = true
-	if t == hub.Video {
-		s.videoSSRC, s.videoPT = uint32(track.SSRC()), uint8(track.PayloadType())
-	} else {
-		s.audioPT = uint8(track.PayloadType())
 	}
 	chain := s.chain
 	s.readers.Add(2)
 	s.mu.Unlock()
 
 	s.start()
-	if t == hub.Video {
-		s.keyframeAtStart()
+	if t.IsVideo() {
+		s.keyframeAtStart(t.Layer())
 	}
 	fb := make([]interceptor.RTCPFeedback, len(codec.RTCPFeedback))
 	for i, f := range codec.RTCPFeedback {
@@ -478,14 +562,19 @@ func (s *session) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPReceive
 	info := &interceptor.StreamInfo{
 		ID:           track.ID(),
 		SSRC:         uint32(track.SSRC()),
-		PayloadType:  uint8(track.PayloadType()),
+		PayloadType:  uint8(codec.PayloadType),
 		MimeType:     codec.MimeType,
 		ClockRate:    codec.ClockRate,
 		Channels:     codec.Channels,
 		SDPFmtpLine:  codec.SDPFmtpLine,
 		RTCPFeedback: fb,
 	}
+	// A simulcast layer's RTCP (its sender reports) comes on a stream of
+	// its own; receiver.Read reads the first track's.
 	rtcpIn := chain.BindRTCPReader(interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		if rid != "" {
+			return receiver.ReadSimulcast(b, rid)
+		}
 		return receiver.Read(b)
 	}))
 	go func() {
@@ -495,7 +584,11 @@ func (s *session) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPReceive
 	in := chain.BindRemoteStream(info, interceptor.RTPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
 		return track.Read(b)
 	}))
-	s.log.Info("whip: track", "kind", t.String(), "codec", codec.MimeType, "payload_type", uint8(track.PayloadType()), "ssrc", uint32(track.SSRC()))
+	if rid != "" {
+		s.log.Info("whip: track", "kind", t.String(), "rid", rid, "codec", codec.MimeType, "payload_type", uint8(codec.PayloadType), "ssrc", uint32(track.SSRC()))
+	} else {
+		s.log.Info("whip: track", "kind", t.String(), "codec", codec.MimeType, "payload_type", uint8(codec.PayloadType), "ssrc", uint32(track.SSRC()))
+	}
 	defer s.readers.Done()
 	s.forward(t, in)
 }
@@ -518,8 +611,8 @@ func (s *session) forward(t hub.Track, in interceptor.RTPReader) {
 		if err := pkt.Unmarshal(buf[:n]); err != nil {
 			continue
 		}
-		if t == hub.Video {
-			slot := &s.nacked[pkt.SequenceNumber%nackMemory]
+		if t.IsVideo() {
+			slot := &s.nacked[t.Layer()][pkt.SequenceNumber%nackMemory]
 			if slot.CompareAndSwap(uint32(pkt.SequenceNumber)+1, 0) {
 				s.pub.AddRecovered(1)
 			}
