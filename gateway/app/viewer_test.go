@@ -147,6 +147,14 @@ type recorder struct {
 	gaps      int
 	progress  chan struct{}
 	maxPacket int
+	// the video timestamps consumed: the last, and how often one went back
+	videoTS     uint32
+	videoTSBack int
+	// frames whose last packet never came before the next frame's first
+	// (a layer switch cuts the old layer's frame in progress): a
+	// receiver's frame assembler drops them
+	inFragment bool
+	cutFrames  int
 }
 
 func newRecorder(t *testing.T) *recorder {
@@ -199,12 +207,23 @@ func (r *recorder) onRTP(kind string, p *rtp.Packet) {
 func (r *recorder) consume(kind string, p *rtp.Packet) {
 	switch kind {
 	case "video":
+		if r.started && int32(p.Timestamp-r.videoTS) < 0 {
+			r.videoTSBack++
+		}
 		if !r.started {
 			info, err := h264.Inspect(p.Payload)
 			if err != nil || !info.Keyframe || !info.Start {
 				return
 			}
 			r.started = true
+		}
+		if r.inFragment && p.Timestamp != r.videoTS {
+			r.cutFrames++
+			r.depack = codecs.H264Packet{}
+		}
+		r.videoTS = p.Timestamp
+		if len(p.Payload) > 1 && p.Payload[0]&0x1f == 28 { // FU-A: in a NAL unit until its end bit
+			r.inFragment = p.Payload[1]&0x40 == 0
 		}
 		out, err := r.depack.Unmarshal(p.Payload)
 		if err != nil {
@@ -279,8 +298,8 @@ func (r *recorder) check(t *testing.T, what string) {
 	if !isRunOf(r.opus, opus) {
 		t.Errorf("%s: the %d Opus packets received are not a contiguous run of the source", what, len(r.opus))
 	}
-	if r.gaps != 0 {
-		t.Errorf("%s: %d sequence gaps", what, r.gaps)
+	if r.gaps != 0 || r.cutFrames != 0 {
+		t.Errorf("%s: %d sequence gaps, %d frames cut short", what, r.gaps, r.cutFrames)
 	}
 	if r.maxPacket > 1200 {
 		t.Errorf("%s: a %d-byte RTP packet", what, r.maxPacket)

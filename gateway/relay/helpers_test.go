@@ -202,7 +202,7 @@ func (r *recorder) onStart(start func(ctx context.Context, session string, chann
 	r.startMu.Unlock()
 }
 
-func (r *recorder) StartSession(ctx context.Context, session string, channel uint32, offer string) (string, string, error) {
+func (r *recorder) StartSession(ctx context.Context, session string, channel uint32, offer, _ string) (string, string, error) {
 	r.startMu.Lock()
 	start := r.start
 	r.startMu.Unlock()
@@ -211,6 +211,8 @@ func (r *recorder) StartSession(ctx context.Context, session string, channel uin
 	}
 	return start(ctx, session, channel, offer)
 }
+
+func (r *recorder) SetLayer(string, string) error { return nil }
 
 func (r *recorder) SetAnswer(session, sdp string) error {
 	r.answers <- [2]string{session, sdp}

@@ -46,7 +46,7 @@ func TestFunctionsKeyframeRequestReachesThePublisherOfItsChannel(t *testing.T) {
 	// One control stream carries the three in order: once 77's has reached
 	// its publisher, 78's (not subscribed) and 79's were handled.
 	for _, ch := range []uint32{78, 79, 77} {
-		if !f.RequestKeyframe(ch) {
+		if !f.RequestKeyframe(ch, relaywire.Video) {
 			t.Fatalf("request for channel %d dropped while connected", ch)
 		}
 	}
@@ -64,7 +64,7 @@ func TestFunctionsKeyframeRequestReachesThePublisherOfItsChannel(t *testing.T) {
 	}
 
 	f.stop()
-	if f.RequestKeyframe(77) {
+	if f.RequestKeyframe(77, relaywire.Video) {
 		t.Error("a request without a connection was queued")
 	}
 	if s := f.Stats(); s.KeyframeDrops != 1 {
