@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -204,8 +205,10 @@ func (f *Fanout) negotiate(ctx context.Context, v *viewer, offer string) (string
 			pc.Close()
 			return "", "", fmt.Errorf("add %s transceiver: %w", track.ID(), err)
 		}
-		// The codec that matches the channel's stream comes first in the SDP.
-		if err := tr.SetCodecPreferences(track.prefs); err != nil {
+		// The codec that matches the channel's stream comes first in the
+		// SDP, under the payload type the viewer's offer gave it (none in
+		// the preferences: pion takes the negotiated one).
+		if err := tr.SetCodecPreferences(anyPayloadType(track.prefs)); err != nil {
 			pc.Close()
 			return "", "", fmt.Errorf("%s codec preferences: %w", track.ID(), err)
 		}
@@ -546,4 +549,19 @@ func (f *Fanout) expire(ch *channel, gen int) {
 	delete(f.unsubscribing, ch.id)
 	f.mu.Unlock()
 	close(done)
+}
+
+// anyPayloadType returns codec preferences without their payload types:
+// pion then answers each codec with the payload type of the viewer's offer
+// (its own when it makes the offer). The MediaEngine's payload types are
+// not the browsers' (Chrome and pion give 106 to 42e01f and 127 to
+// 4d001f): an answer that used ours would name a codec under a payload
+// type the viewer gave another, and a viewer that holds to its own
+// numbering receives nothing.
+func anyPayloadType(prefs []webrtc.RTPCodecParameters) []webrtc.RTPCodecParameters {
+	out := slices.Clone(prefs)
+	for i := range out {
+		out[i].PayloadType = 0
+	}
+	return out
 }
