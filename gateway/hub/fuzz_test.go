@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
 
 	"lightspeed/gateway/hub"
 	"lightspeed/shared/relaywire"
@@ -196,4 +197,93 @@ type fuzzSub struct {
 	s    *hub.Subscription
 	seen [relaywire.NumTracks]bool
 	last [relaywire.NumTracks]uint16
+}
+
+// FuzzRecut feeds FU-A fragments of arbitrary sizes, some lost, to the
+// re-cutter: one NAL unit per frame, each frame 4 bytes of the input (NAL
+// unit size, fragment size, which of its first 8 fragments are lost).
+// Every output packet fits; a NAL unit whose fragments all came out
+// depacketizes to itself, in at most as many packets as fragments or
+// ceil(data / 1186), whichever is more; the numbering never goes back.
+func FuzzRecut(f *testing.F) {
+	f.Add([]byte{0x13, 0x88, 128, 0, 0x4e, 0x20, 128, 4, 0x01, 0x00, 10, 0})
+	f.Add([]byte{0x04, 0x00, 255, 0, 0x27, 0x10, 1, 0x81, 0x00, 0x10, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, pub, clk := newLiveHub(t)
+		s := subscribe(t, h, hub.SubscribeOptions{Capacity: 1 << 14})
+		type frame struct {
+			nal      []byte
+			complete bool
+			frags    int
+		}
+		var frames []frame
+		var seq uint16
+		firstTS := -1 // the publisher timestamp of the first packet written
+		for i := 0; len(data) >= 4 && i < 16; i++ {
+			size := 2 + (int(data[0])<<8|int(data[1]))%12000
+			fragSize := 100 + int(data[2])*5 // at most 1,375: a held packet is at most 1,500 bytes
+			lost := data[3]
+			data = data[4:]
+			n := nal(5, size, byte(i))
+			fr := frame{nal: n, complete: true}
+			for k, rest, start := 0, n[1:], true; len(rest) > 0; k, start = k+1, false {
+				c := min(fragSize, len(rest))
+				hdr := n[0] & 0x1f
+				if start {
+					hdr |= 0x80
+				}
+				if c == len(rest) {
+					hdr |= 0x40
+				}
+				p := append([]byte{n[0]&0xe0 | 28, hdr}, rest[:c]...)
+				rest = rest[c:]
+				fr.frags++
+				if k < 8 && lost&(1<<k) != 0 {
+					fr.complete = false
+				} else {
+					if firstTS < 0 {
+						firstTS = i * 3000
+					}
+					pub.WriteRTP(hub.Video, pkt(seq, uint32(i)*3000, len(rest) == 0, p), clk.t)
+				}
+				seq++
+			}
+			frames = append(frames, fr)
+		}
+		h.ReleaseExpired(clk.Advance(time.Second))
+		pub.Release()
+		got := drain(t, s)
+		byTS := map[uint32][]out{}
+		for i, p := range got {
+			if len(p.Data) > hub.MaxPacketSize {
+				t.Fatalf("a packet of %d bytes", len(p.Data))
+			}
+			if i > 0 && int16(p.Seq-got[i-1].Seq) <= 0 {
+				t.Fatalf("seq %d after %d", p.Seq, got[i-1].Seq)
+			}
+			ts := p.Timestamp - got[0].Timestamp + uint32(firstTS) // the publisher's
+			byTS[ts] = append(byTS[ts], p)
+		}
+		for i, fr := range frames {
+			if !fr.complete {
+				continue
+			}
+			pkts := byTS[uint32(i)*3000]
+			var depack codecs.H264Packet
+			var stream []byte
+			for _, p := range pkts {
+				b, err := depack.Unmarshal(p.rtp.Payload)
+				if err != nil {
+					t.Fatalf("frame %d: %v", i, err)
+				}
+				stream = append(stream, b...)
+			}
+			if !bytes.Equal(stream, annexB(fr.nal)) {
+				t.Fatalf("frame %d (%d bytes in %d fragments) does not depacketize to itself", i, len(fr.nal), fr.frags)
+			}
+			if len(pkts) > max(fr.frags, fuaCount(len(fr.nal))) {
+				t.Fatalf("frame %d: %d packets for %d fragments of a %d-byte NAL unit", i, len(pkts), fr.frags, len(fr.nal))
+			}
+		}
+	})
 }

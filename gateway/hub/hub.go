@@ -216,6 +216,7 @@ func (h *Hub) endPublish(p *Publisher) {
 	}
 	for i := range h.tracks {
 		h.flush(&h.tracks[i])
+		h.flushCarry(&h.tracks[i])
 	}
 	h.armTimer(h.opts.Now())
 	h.gop.invalidate() // the next session starts with its own keyframe

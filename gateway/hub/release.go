@@ -41,6 +41,32 @@ type track struct {
 
 	bits  rateWindow // input bits, RTP header included
 	video videoInfo  // what Stats reports of a video layer
+
+	carry carry // the FU-A NAL unit being re-cut (video)
+}
+
+// FU-A header bits and sizes (RFC 6184).
+const (
+	fuStart    = 0x80
+	fuEnd      = 0x40
+	fuTypeMask = 0x1f
+	fuaHeader  = 2
+	// fuaData is the NAL unit bytes one output FU-A packet carries.
+	fuaData = maxPayloadSize - fuaHeader
+)
+
+// carry is the NAL unit a track is re-cutting from FU-A fragments that
+// did not fit (docs/hub.md, "Release"): its FU indicator and type, and the
+// data bytes received and not yet sent.
+type carry struct {
+	open     bool   // a NAL unit is being cut
+	ind, typ byte   // FU indicator; FU header's type bits
+	start    bool   // the S bit is still to send
+	ts       uint32 // the publisher timestamp of its fragments
+	outTS    uint32 // its output timestamp
+	keyframe bool   // the next packet sent carries the keyframe mark
+	n        int
+	data     [fuaData]byte
 }
 
 // videoInfo is what the hub learned of a video layer from its stream.
@@ -121,6 +147,9 @@ func (h *Hub) release(tr *track, ts uint32, marker bool, payload []byte, arrival
 	}
 
 	keyframe := h.inspectVideo(tr, ts, marker, payload, arrival)
+	if h.recut(tr, ts, outTS, marker, payload, keyframe) {
+		return
+	}
 	h.frag.Reset(payload, maxPayloadSize)
 	sent := false
 	for {
@@ -138,6 +167,67 @@ func (h *Hub) release(tr *track, ts uint32, marker bool, payload []byte, arrival
 		h.counters.lost++
 		tr.seq++
 	}
+}
+
+// recut re-cuts an FU-A fragment that does not fit, or one that continues
+// the NAL unit the track is re-cutting, into full-size packets through the
+// track's carry, and reports whether it took the payload. Anything else
+// first sends what the carry holds.
+func (h *Hub) recut(tr *track, ts, outTS uint32, marker bool, payload []byte, keyframe bool) bool {
+	c := &tr.carry
+	isFUA := len(payload) > fuaHeader && payload[0]&fuTypeMask == h264.NALFUA
+	continues := isFUA && c.open && payload[0] == c.ind && payload[1]&fuTypeMask == c.typ &&
+		payload[1]&fuStart == 0 && ts == c.ts
+	if !continues {
+		h.flushCarry(tr)
+		if !isFUA || len(payload) <= maxPayloadSize {
+			return false
+		}
+		*c = carry{open: true, ind: payload[0], typ: payload[1] & fuTypeMask,
+			start: payload[1]&fuStart != 0, ts: ts, outTS: outTS}
+	}
+	c.keyframe = c.keyframe || keyframe
+	end := payload[1]&fuEnd != 0
+	data := payload[fuaHeader:]
+	for len(data) > 0 {
+		k := copy(c.data[c.n:], data)
+		c.n += k
+		data = data[k:]
+		if c.n == fuaData && (len(data) > 0 || !end) {
+			h.sendCarry(tr, false, false)
+		}
+	}
+	if end {
+		h.sendCarry(tr, true, marker)
+		c.open = false
+	}
+	return true
+}
+
+// flushCarry sends what the track's carry holds, as a fragment without
+// the end bit, and closes it: the NAL unit will not continue.
+func (h *Hub) flushCarry(tr *track) {
+	c := &tr.carry
+	if c.open && c.n > 0 {
+		h.sendCarry(tr, false, false)
+	}
+	c.open = false
+}
+
+// sendCarry sends the carry's bytes as one FU-A packet.
+func (h *Hub) sendCarry(tr *track, end, marker bool) {
+	c := &tr.carry
+	hdr := c.typ
+	if c.start {
+		hdr |= fuStart
+	}
+	if end {
+		hdr |= fuEnd
+	}
+	h.out[headerSize], h.out[headerSize+1] = c.ind, hdr
+	copy(h.out[headerSize+fuaHeader:], c.data[:c.n])
+	h.emit(tr, headerSize+fuaHeader+c.n, c.outTS, marker, c.keyframe)
+	c.start, c.keyframe, c.n = false, false, 0
 }
 
 // inspectVideo follows access units and reports whether payload starts a

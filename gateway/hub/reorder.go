@@ -160,6 +160,7 @@ func (h *Hub) writeRTP(p *Publisher, t Track, pkt *rtp.Packet, arrival time.Time
 // pkt starts the new numbering.
 func (h *Hub) restart(tr *track, pkt *rtp.Packet, arrival time.Time) {
 	h.flush(tr)
+	h.flushCarry(tr)
 	h.counters.discontinuities++
 	h.log.Info("hub: publisher sequence discontinuity", "track", tr.kind,
 		"expected", tr.buf.next, "got", pkt.SequenceNumber)
@@ -188,6 +189,7 @@ func (h *Hub) drain(tr *track) {
 // skip gives up on the missing packets before the first held one: they
 // count as lost and leave as many output sequence numbers unused.
 func (h *Hub) skip(tr *track) {
+	h.flushCarry(tr) // before the gap
 	b := &tr.buf
 	n := 0
 	for b.head() == nil && n < reorderSize {
