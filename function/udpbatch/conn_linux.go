@@ -28,6 +28,7 @@ type batchMsgs struct {
 	iovs  [batchSize]unix.Iovec
 	names [batchSize]unix.RawSockaddrInet6 // room for either family
 	oob   [batchSize][cmsgMax]byte
+	from  [batchSize]int // where each message's datagrams start in the order sent
 	segs  [batchSize]int // datagrams of each message
 }
 
@@ -51,71 +52,73 @@ func openSendSocket(conn *net.UDPConn) sendSocket {
 
 func (s sendSocket) close() {}
 
-// send sends the batch: runs of datagrams to one address become segmented
-// sends, and everything leaves in as few sendmmsg calls as the kernel
-// takes.
-func (b *Batch) send() {
+// gso reports whether runs go as segmented sends.
+func (c *Conn) gso() bool { return c.out.fd >= 0 && !c.noGSO.Load() }
+
+// send sends the datagrams at the positions of order, in that order:
+// runs of datagrams to one address become segmented sends, and
+// everything leaves in as few sendmmsg calls as the kernel takes.
+func (b *Batch) send(order []int16) {
 	c := b.c
 	if c.out.fd < 0 {
-		b.sendEach(0, b.n)
+		b.sendEach(order)
 		return
 	}
-	gso := !c.noGSO.Load()
+	gso := c.gso()
 	m := &b.msgs
 	nmsg := 0
-	for i := 0; i < b.n; {
+	for i := 0; i < len(order); {
 		j := i + 1
 		if gso {
-			j = b.runEnd(i)
+			j = b.runEnd(order, i)
 		}
 		h := &m.hdrs[nmsg].hdr
 		*h = unix.Msghdr{}
 		for k := i; k < j; k++ {
+			p := order[k]
 			iov := &m.iovs[k]
-			iov.Base = &b.slots[k*slotSize]
-			iov.SetLen(b.lens[k])
+			iov.Base = &b.slots[int(b.slot[p])*slotSize]
+			iov.SetLen(b.lens[p])
 		}
 		h.Iov = &m.iovs[i]
 		h.SetIovlen(j - i)
-		h.Name, h.Namelen = putSockaddr(&m.names[nmsg], b.keys[i])
+		h.Name, h.Namelen = putSockaddr(&m.names[nmsg], b.keys[order[i]])
 		if j-i > 1 {
-			oob := gsoCmsg(m.oob[nmsg][:], b.lens[i])
+			oob := gsoCmsg(m.oob[nmsg][:], b.lens[order[i]])
 			h.Control = &oob[0]
 			h.SetControllen(len(oob))
 		}
-		m.segs[nmsg] = j - i
+		m.from[nmsg], m.segs[nmsg] = i, j-i
 		nmsg++
 		i = j
 	}
-	first, sent := 0, 0 // messages sent; datagrams they held
-	for first < nmsg {
+	for first := 0; first < nmsg; {
 		n, err := sendmmsg(c.out.fd, m.hdrs[first:nmsg])
 		c.calls.Add(1)
+		c.messages.Add(uint64(n))
 		for k := first; k < first+n; k++ {
 			c.datagrams.Add(uint64(m.segs[k]))
 			if m.segs[k] > 1 {
 				c.segmented.Add(uint64(m.segs[k]))
 			}
 		}
-		sent += b.segsOf(first, first+n)
 		first += n
 		if err == nil {
 			continue
 		}
 		// Message first failed: an unreachable address, a full socket
 		// buffer (then WriteTo waits for room), or a kernel or device
-		// without UDP GSO. Its datagrams go one by one (a GSO refusal
-		// turns GSO off); the rest still goes.
-		if errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-			if m.segs[first] > 1 {
-				c.noGSO.Store(true)
-			}
+		// without UDP GSO. Its datagrams go one by one; if they all
+		// went, the kernel refused the segmented send: GSO is turned
+		// off. The rest still goes.
+		from, segs := m.from[first], m.segs[first]
+		sent := b.sendEach(order[from : from+segs])
+		if segs > 1 && sent == segs && (errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
+			c.noGSO.Store(true)
 		}
-		b.sendEach(sent, sent+m.segs[first])
-		sent += m.segs[first]
 		first++
 	}
-	for k := range m.iovs[:b.n] {
+	for k := range m.iovs[:len(order)] {
 		m.iovs[k].Base = nil
 	}
 	for k := range m.hdrs[:nmsg] {
@@ -123,25 +126,20 @@ func (b *Batch) send() {
 	}
 }
 
-// segsOf counts the datagrams of messages [from, to).
-func (b *Batch) segsOf(from, to int) int {
-	n := 0
-	for _, s := range b.msgs.segs[from:to] {
-		n += s
-	}
-	return n
-}
-
-// sendEach sends datagrams [from, to) of the batch one by one.
-func (b *Batch) sendEach(from, to int) {
+// sendEach sends the datagrams at the positions of order one by one and
+// returns how many were sent.
+func (b *Batch) sendEach(order []int16) int {
 	c := b.c
-	for k := from; k < to; k++ {
-		if _, err := c.UDPConn.WriteTo(b.slot(k), b.addrs[k]); err != nil {
+	sent := 0
+	for _, i := range order {
+		if _, err := c.UDPConn.WriteTo(b.slotOf(i), b.addrs[i]); err != nil {
 			c.errors.Add(1)
 		} else {
 			c.datagrams.Add(1)
+			sent++
 		}
 	}
+	return sent
 }
 
 // sendmmsg sends msgs on fd and returns how many were sent, or the error

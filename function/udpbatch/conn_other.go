@@ -15,15 +15,19 @@ func openSendSocket(*net.UDPConn) sendSocket { return sendSocket{} }
 
 func (sendSocket) close() {}
 
-// send sends the batch datagram by datagram.
-func (b *Batch) send() {
+// gso reports whether runs go as segmented sends: never here.
+func (c *Conn) gso() bool { return false }
+
+// send sends the datagrams at the positions of order one by one.
+func (b *Batch) send(order []int16) {
 	c := b.c
-	for k := range b.n {
-		if _, err := c.UDPConn.WriteTo(b.slot(k), b.addrs[k]); err != nil {
+	for _, i := range order {
+		if _, err := c.UDPConn.WriteTo(b.slotOf(i), b.addrs[i]); err != nil {
 			c.errors.Add(1)
 		} else {
 			c.datagrams.Add(1)
 		}
 	}
-	c.calls.Add(uint64(b.n))
+	c.calls.Add(uint64(len(order)))
+	c.messages.Add(uint64(len(order)))
 }
