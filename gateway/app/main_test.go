@@ -29,5 +29,6 @@ func TestMain(m *testing.M) {
 		os.Exit(serveWHIPStack())
 	}
 	playPrivateStack() // privateStackRole: plays it and exits when re-executed as it
+	playSimulcastStack()
 	stackRole.Main(m, serveStack)
 }
