@@ -65,6 +65,10 @@ type session struct {
 	software string
 	log      *slog.Logger
 	done     chan struct{} // closed when end has finished
+	ending   chan struct{} // closed when end begins
+	// allLayers is closed when every simulcast layer's track has come:
+	// their RTCP readers start then (see onTrack).
+	allLayers chan struct{}
 
 	startOnce sync.Once
 	endOnce   sync.Once
@@ -130,17 +134,19 @@ func newSession(s *Server, key keys.Key, pub *hub.Publisher, o *offer, remote, s
 		}
 	}
 	return &session{
-		created:  time.Now(),
-		srv:      s,
-		id:       id,
-		key:      key,
-		pub:      pub,
-		offer:    o,
-		remote:   remote,
-		software: software,
-		log:      s.log.With("channel", key.Channel, "session", id),
-		done:     make(chan struct{}),
-		layers:   layers,
+		created:   time.Now(),
+		srv:       s,
+		id:        id,
+		key:       key,
+		pub:       pub,
+		offer:     o,
+		remote:    remote,
+		software:  software,
+		log:       s.log.With("channel", key.Channel, "session", id),
+		done:      make(chan struct{}),
+		ending:    make(chan struct{}),
+		allLayers: make(chan struct{}),
+		layers:    layers,
 	}
 }
 
@@ -535,6 +541,9 @@ func (s *session) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPReceive
 			s.layers[i].taken, s.layers[i].ssrc = true, uint32(track.SSRC())
 			s.videoPT = uint8(codec.PayloadType)
 			t = relaywire.LayerTrack(i)
+			if rid != "" && !slices.ContainsFunc(s.layers, func(l videoLayer) bool { return !l.taken }) {
+				close(s.allLayers)
+			}
 		}
 	case track.Kind() == webrtc.RTPCodecTypeAudio && strings.EqualFold(codec.MimeType, webrtc.MimeTypeOpus) && !s.audioTaken:
 		s.audioTaken = true
@@ -579,6 +588,17 @@ func (s *session) onTrack(track *webrtc.TrackRemote, receiver *webrtc.RTPReceive
 	}))
 	go func() {
 		defer s.readers.Done()
+		if rid != "" {
+			// pion's ReadSimulcast copies the receiver's track entries
+			// without its lock while the next layer's track fills one in
+			// (a data race): a layer's RTCP is read once every layer has
+			// come.
+			select {
+			case <-s.allLayers:
+			case <-s.ending:
+				return
+			}
+		}
 		s.readRTCP(rtcpIn)
 	}()
 	in := chain.BindRemoteStream(info, interceptor.RTPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
@@ -680,6 +700,7 @@ func (s *session) endAsync(reason, result string) {
 // the session. result labels the sessions-ended metric.
 func (s *session) end(reason, result string) {
 	s.endOnce.Do(func() {
+		close(s.ending)
 		s.mu.Lock()
 		s.ended = true
 		pc, chain, timer := s.pc, s.chain, s.connectTimer
