@@ -106,6 +106,12 @@ func (p *Pair) setUp(ctx context.Context, i int) error {
 		{"-n", p.B, "addr", "add", p.AddrB.String() + "/24", "dev", p.VethB},
 		{"-n", p.A, "link", "set", "lo", "up"},
 		{"-n", p.B, "link", "set", "lo", "up"},
+		// No IPv6 link-local address: it would stay tentative for a
+		// second after the link is up, and its coming valid is a network
+		// change that makes Chromium fail the requests it has in flight
+		// (ERR_NETWORK_CHANGED).
+		{"-n", p.A, "link", "set", p.VethA, "addrgenmode", "none"},
+		{"-n", p.B, "link", "set", p.VethB, "addrgenmode", "none"},
 		{"-n", p.A, "link", "set", p.VethA, "up"},
 		{"-n", p.B, "link", "set", p.VethB, "up"},
 		{"-n", p.A, "route", "add", "default", "via", p.AddrB.String()},

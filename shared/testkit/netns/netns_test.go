@@ -161,6 +161,8 @@ func TestNewMakesTwoConfiguredNamespacesAndCloseRemovesThem(t *testing.T) {
 	} {
 		if out := ipOutput(t, "-n", side.ns, "addr", "show", "dev", side.dev); !strings.Contains(out, "inet "+side.addr+"/24") || !strings.Contains(out, "UP") {
 			t.Errorf("%s: veth %s not up with %s/24:\n%s", side.ns, side.dev, side.addr, out)
+		} else if strings.Contains(out, "inet6") {
+			t.Errorf("%s: veth %s has an IPv6 address (its coming valid is a network change to browsers):\n%s", side.ns, side.dev, out)
 		}
 		if out := ipOutput(t, "-n", side.ns, "link", "show", "dev", "lo"); !strings.Contains(out, "UP") {
 			t.Errorf("%s: lo not up:\n%s", side.ns, out)

@@ -83,6 +83,9 @@ func (s *Star) setUp(ctx context.Context, i int, labels []string) error {
 			[]string{"-n", s.Center, "addr", "add", leaf.CenterAddr.String() + "/24", "dev", vc},
 			[]string{"-n", leaf.NS, "addr", "add", leaf.Addr.String() + "/24", "dev", vl},
 			[]string{"-n", leaf.NS, "link", "set", "lo", "up"},
+			// No IPv6 link-local address (see Pair.setUp).
+			[]string{"-n", s.Center, "link", "set", vc, "addrgenmode", "none"},
+			[]string{"-n", leaf.NS, "link", "set", vl, "addrgenmode", "none"},
 			[]string{"-n", s.Center, "link", "set", vc, "up"},
 			[]string{"-n", leaf.NS, "link", "set", vl, "up"},
 			[]string{"-n", leaf.NS, "route", "add", "default", "via", leaf.CenterAddr.String()},
