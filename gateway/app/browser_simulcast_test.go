@@ -1,13 +1,11 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -239,7 +237,6 @@ func TestBrowserSwitchesSimulcastLayersInPlace(t *testing.T) {
 	if want := "http://" + pair.AddrA.String() + ":"; !strings.HasPrefix(base, want) {
 		t.Fatalf("the stack serves on %s, want %s…", base, want)
 	}
-	waitAddressesSettled(t, ctx, pair.B)
 	b := browser.StartForTest(t, ctx, browser.Options{Netns: pair.B, Extra: []string{"--window-size=1280,900"}})
 
 	tab := openPage(t, ctx, b, base+"/watch/77")
@@ -347,34 +344,5 @@ func waitSize(t *testing.T, ctx context.Context, tab *browser.Tab, width, height
 		defer cancel()
 		tab.Eval(rctx, "[window.lightspeed.videoWidth, window.lightspeed.videoHeight]", &size)
 		t.Fatalf("%s: the video never was %dx%d (it is %dx%d): %v", what, width, height, size[0], size[1], err)
-	}
-}
-
-// waitAddressesSettled waits, at most 10 s, until namespace ns has no
-// tentative IPv6 address. The kernel gives the veth end a link-local
-// address as the link comes up and makes it valid about a second later,
-// after duplicate address detection; Chromium takes that for a network
-// change and fails the requests in flight with ERR_NETWORK_CHANGED, which
-// can leave the page without its scripts when it loads at that moment.
-func waitAddressesSettled(t *testing.T, ctx context.Context, ns string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	start := time.Now()
-	for waited := false; ; waited = true {
-		out, err := exec.CommandContext(ctx, "ip", "-n", ns, "-6", "addr", "show", "tentative").CombinedOutput()
-		if err == nil && len(bytes.TrimSpace(out)) == 0 {
-			if waited {
-				t.Logf("namespace %s: waited %v for its addresses to settle", ns, time.Since(start).Round(time.Millisecond))
-			}
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("namespace %s still has a tentative address: %v: %s", ns, err, out)
-		case <-tick.C:
-		}
 	}
 }
