@@ -34,9 +34,11 @@ type watcher struct {
 	gotKey    chan struct{} // closed at the first whole keyframe
 
 	video, audio seqCount
-	frames       *frameLog // as the viewer's reader got them
-	arrivals     *frameLog // as the kernel queued them on the socket
-	key          keyCheck  // owned by the video reader goroutine
+	tracks       [2]trackCount // video, audio: media bytes and the packets they need
+	wire         wireCount     // the datagrams the viewer's socket received
+	frames       *frameLog     // as the viewer's reader got them
+	arrivals     *frameLog     // as the kernel queued them on the socket
+	key          keyCheck      // owned by the video reader goroutine
 }
 
 // newWatcher returns a watcher that is not playing yet.
@@ -47,7 +49,7 @@ func newWatcher(epoch time.Time) *watcher {
 // play opens the viewer on url (WHEP) and waits until it is connected.
 func (w *watcher) play(ctx context.Context, p *player, url string) error {
 	posted := func() { w.posted.Store(int64(time.Since(w.epoch))) }
-	v, err := p.play(ctx, url, posted, w.packet, w.arrivals)
+	v, err := p.play(ctx, url, posted, w.packet, w.arrivals, &w.wire)
 	if err != nil {
 		return err
 	}
@@ -92,8 +94,10 @@ func (w *watcher) packet(video bool, h rtpHeader) {
 	w.bytes.Add(uint64(12 + len(h.payload)))
 	if !video {
 		w.audio.add(h.seq)
+		w.tracks[1].add(h.ts, mediaBytes(false, h.payload))
 		return
 	}
+	w.tracks[0].add(h.ts, mediaBytes(true, h.payload))
 	now := time.Since(w.epoch)
 	w.firstPkt.CompareAndSwap(0, int64(now))
 	w.video.add(h.seq)

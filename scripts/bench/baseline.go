@@ -23,6 +23,9 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"lightspeed/shared/testkit/viewer"
 )
@@ -41,6 +44,8 @@ import (
 type baselineAddrs struct {
 	WHEP string `json:"whep"` // the WHEP endpoint URL
 	RTP  string `json:"rtp"`  // where it reads plain RTP (PT 96 video, 97 audio)
+	// Its Go runtime's metrics (Prometheus text), for its heap.
+	Metrics string `json:"metrics"`
 }
 
 // serveBaseline is the baseline child's main: it serves until SIGTERM.
@@ -62,13 +67,22 @@ func serveBaseline() error {
 		return err
 	}
 	b := &baselineServer{video: video, audio: audio, sessions: map[string]*webrtc.PeerConnection{}}
-	srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second}
+	// The Go runtime's metrics, as the function serves them, so that the
+	// bench reads the same heap figures of both; nothing of the original
+	// relay's work.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector())
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/", b)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	go b.readRTP(udp)
 
 	addrs, _ := json.Marshal(baselineAddrs{
-		WHEP: fmt.Sprintf("http://%s/api/whep/77", ln.Addr()),
-		RTP:  udp.LocalAddr().String(),
+		WHEP:    fmt.Sprintf("http://%s/api/whep/77", ln.Addr()),
+		RTP:     udp.LocalAddr().String(),
+		Metrics: fmt.Sprintf("http://%s/metrics", ln.Addr()),
 	})
 	fmt.Printf("%s\n", addrs)
 

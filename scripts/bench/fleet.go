@@ -249,7 +249,7 @@ func runFleet(ctx context.Context, cfg config, log *slog.Logger) (_ *FleetReport
 	if fb.player, err = newPlayer(fb.epoch); err != nil {
 		return nil, err
 	}
-	if fb.clip, _, err = loadClips(); err != nil {
+	if fb.clip, _, err = loadClips("2m"); err != nil {
 		return nil, err
 	}
 	if fb.dir, err = os.MkdirTemp("", "lightspeed-bench-"); err != nil {

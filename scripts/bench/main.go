@@ -48,6 +48,13 @@
 //     once the function has dropped the channel, and one viewer POSTs as
 //     soon as the channel is live: its time to first frame, and when the
 //     publisher sent its first keyframe.
+//   - Per viewer, per second of stream: the marginal CPU of the function,
+//     of the gateway and of both (µs per viewer-second; with -embedded the
+//     gateway's one process), viewers per core from it, heap and RSS per
+//     added viewer, the bytes the viewers' sockets received (SRTP plus 28
+//     bytes of IPv4 and UDP a datagram) against the media they carried,
+//     and the RTP packets against those the media needs at 1,200 bytes
+//     (per track, each frame's bytes ÷ 1,188, rounded up).
 //   - Loss: sequence numbers never received during the window, per viewer
 //     and track.
 //   - Saturation: the machine's busy CPU time (/proc/stat) over the window;
@@ -64,6 +71,13 @@
 // allocating. Still, a pion viewer costs nearly as much CPU per packet as
 // the server, so on a small machine the viewers and the server fill it
 // together; the report's last line says at about how many viewers.
+//
+// -clip 2.5m plays a 2.5 Mbit/s clip instead of the committed test media
+// (both 720p30, a keyframe every second); -runs N measures the steps N
+// times, each with a fresh stack, and prints each figure's median and
+// range; -embedded runs the function inside the gateway.
+//
+//	go run ./scripts/bench -viewers 50,100 -keyint-test=false -runs 3 -clip 2.5m -baseline
 //
 // -ingest whip publishes over WHIP instead (shared/testkit/whipclient,
 // as OBS's WHIP output: POST /api/whip with the stream key as Bearer
@@ -298,6 +312,9 @@ type config struct {
 	ingest     string // ingestFTL or ingestWHIP
 	whipPLI    bool   // the WHIP publisher answers keyframe requests
 	coldRuns   int    // publisher restarts with a viewer joining at once
+	clip       string // the clip the steps play: a key of clipFiles
+	runs       int    // times the steps are measured, each with a fresh stack
+	embedded   bool   // the function runs inside the gateway, one process
 
 	browser        bool // glass-to-glass in Chromium instead of the fan-out steps
 	browserViewers int
@@ -338,6 +355,9 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.ingest, "ingest", ingestFTL, "how the bench's publisher publishes: ftl, or whip (POST /api/whip, as OBS 30+ does)")
 	fs.BoolVar(&cfg.whipPLI, "whip-pli", true, "with -ingest whip: the publisher answers a keyframe request at once with the clip's next keyframe, as an encoder would; false: keyframes only where the clip has them")
 	fs.IntVar(&cfg.coldRuns, "cold-runs", 5, "with -keyint-test: times the publisher restarts in the middle of a GOP and one viewer joins as soon as the channel is live (0: none)")
+	fs.StringVar(&cfg.clip, "clip", "2m", "the clip the publisher plays, 720p30 with a keyframe every second: 2m (the committed test media, ~2 Mbit/s) or 2.5m (scripts/bench/testdata/video-2.5m.h264)")
+	fs.IntVar(&cfg.runs, "runs", 1, "measure the steps this many times, each with a fresh stack and baseline, and report the median of each figure and its range")
+	fs.BoolVar(&cfg.embedded, "embedded", false, "run the function inside the gateway (LS_EMBEDDED_FUNCTION=true, one process) instead of as a process of its own")
 	fs.StringVar(&cfg.attach, "attach", "", "use the running gateway at this HTTP address (host:port) instead of starting one")
 	fs.StringVar(&cfg.ftlAddr, "ftl", "", "with -attach: the gateway's FTL control address (default: the -attach host, port 8084)")
 	fs.StringVar(&cfg.streamKey, "key", "", "with -attach: the stream key to publish with, <channel>-<secret>")
@@ -398,6 +418,18 @@ func parseFlags(args []string) (config, error) {
 	if cfg.duration <= 0 {
 		return cfg, errors.New("-duration must be positive")
 	}
+	if _, ok := clipFiles[cfg.clip]; !ok {
+		return cfg, fmt.Errorf("-clip: %q is none of %s", cfg.clip, strings.Join(clipNames(), ", "))
+	}
+	if cfg.runs < 1 {
+		return cfg, errors.New("-runs must be at least 1")
+	}
+	if cfg.embedded && cfg.cpuProfile != "" {
+		return cfg, errors.New("-cpuprofile runs the function as a process of its own: it does not go with -embedded")
+	}
+	if cfg.embedded && cfg.attach != "" {
+		return cfg, errors.New("-embedded starts the stack: with -attach give the same pid to -function-pid and -gateway-pid")
+	}
 	if cfg.attach != "" {
 		if cfg.streamKey == "" {
 			return cfg, errors.New("-attach needs -key")
@@ -422,7 +454,7 @@ func parseFlags(args []string) (config, error) {
 // fanoutFlags are the flags of the fan-out steps, which -browser does not
 // run.
 var fanoutFlags = []string{"viewers", "settle", "keyint-test", "joins", "baseline", "parallel", "cpuprofile",
-	"attach", "ftl", "key", "function-pid", "gateway-pid", "cold-runs"}
+	"attach", "ftl", "key", "function-pid", "gateway-pid", "cold-runs", "clip", "runs", "embedded"}
 
 // browserFlags checks the flags of -browser; set holds the flags given.
 func browserFlags(cfg config, set map[string]bool) (config, error) {
@@ -464,27 +496,60 @@ type bench struct {
 // before it grows: an hour at 30 fps.
 const frameCapacity = 30 * 3600
 
-// run measures everything cfg asks for. The report holds what was
-// measured even when an error ends the run early.
+// run measures everything cfg asks for: the steps -runs times, each
+// with a fresh stack, and the joins and cold starts once, in the last
+// run. The report holds what was measured even when an error ends the
+// run early.
 func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err error) {
 	b := &bench{cfg: cfg, epoch: time.Now(), log: log}
 	if b.player, err = newPlayer(b.epoch); err != nil {
 		return nil, err
 	}
-	rep := &Report{Machine: machine(), Mode: "started", Ingest: cfg.ingest}
+	rep := &Report{Machine: machine(), Mode: "started", Ingest: cfg.ingest, Runs: max(cfg.runs, 1)}
 	if cfg.ingest == ingestWHIP {
 		rep.WHIPAnswersPLI = &cfg.whipPLI
 	}
-	gop1, gop4, err := loadClips()
+	gop1, gop4, err := loadClips(cfg.clip)
 	if err != nil {
 		return nil, err
 	}
+	rep.Clip = gop1.describe()
 	dir, err := os.MkdirTemp("", "lightspeed-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	defer os.RemoveAll(dir)
+	defer func() {
+		rep.Medians = summarize(rep.Rows)
+		rep.Ratios = ratios(rep.Rows)
+		rep.Limits = limits(rep.runRows(rep.Runs), rep.Machine.CPUs)
+	}()
+	if cfg.attach == "" {
+		log.Info("building gateway and function")
+		if err := build(ctx, dir, "./gateway", "./function"); err != nil {
+			return rep, err
+		}
+	}
+	for i := 1; i <= rep.Runs; i++ {
+		if rep.Runs > 1 {
+			log.Info("run", "run", i, "of", rep.Runs)
+		}
+		runDir := filepath.Join(dir, fmt.Sprintf("run%d", i))
+		if err := os.Mkdir(runDir, 0o755); err != nil {
+			return rep, fmt.Errorf("bench: %w", err)
+		}
+		if err := b.runOnce(ctx, rep, dir, runDir, i, i == rep.Runs, gop1, gop4); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
 
+// runOnce measures the steps once (run of rep.Runs) with a stack of its
+// own, binaries from bin, its data and logs in dir; the last run also
+// measures the joins and cold starts.
+func (b *bench) runOnce(ctx context.Context, rep *Report, bin, dir string, run int, last bool, gop1, gop4 clip) (err error) {
+	cfg, log := b.cfg, b.log
 	var (
 		httpAddr, ftlAddr, key = cfg.attach, cfg.ftlAddr, cfg.streamKey
 		channel                = uint32(77)
@@ -496,32 +561,38 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 		profile := ""
 		if cfg.cpuProfile != "" {
 			if profile, err = filepath.Abs(cfg.cpuProfile); err != nil {
-				return nil, fmt.Errorf("bench: %w", err)
+				return fmt.Errorf("bench: %w", err)
 			}
 		}
 		st, err = startStack(ctx, log, stackOptions{
 			dir:       dir,
+			bin:       bin,
 			epoch:     b.epoch,
 			capacity:  slices.Max(cfg.viewers) + cfg.joins + 10,
 			profileFn: profile,
 			channel:   channel,
+			embedded:  cfg.embedded,
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		defer st.close()
 		httpAddr, ftlAddr, key = st.httpAddr, st.ftlAddr, st.key
-		ours.pid, ours.gatewayPID, ours.profile = st.function.pid(), st.gateway.pid(), profile != ""
+		ours.pid, ours.gatewayPID, ours.profile = st.gateway.pid(), st.gateway.pid(), profile != ""
+		if st.function != nil {
+			ours.pid = st.function.pid()
+		}
 		ours.metrics = st.metricsURL
 	} else {
 		rep.Mode = "attached"
 		c, _, _ := strings.Cut(key, "-")
 		n, err := strconv.ParseUint(c, 10, 32)
 		if err != nil {
-			return nil, fmt.Errorf("bench: -key: channel %q: %w", c, err)
+			return fmt.Errorf("bench: -key: channel %q: %w", c, err)
 		}
 		channel = uint32(n)
 	}
+	rep.Processes = processes(&ours, st != nil)
 	ours.whep = fmt.Sprintf("http://%s/api/whep/%d", httpAddr, channel)
 	ours.sent = func() sentFrames { return sentFrames(sent.Load().snapshot()) }
 
@@ -586,7 +657,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 	log.Info("publishing", "clip", gop1.name, "channel", channel, "gateway", httpAddr, "ingest", cfg.ingest)
 	pub, err := startPublisher(gop1, true)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer func() {
 		if pub != nil {
@@ -596,7 +667,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 	}()
 	// Let the gateway measure the stream before it is described.
 	if err := sleep(ctx, 2*time.Second); err != nil {
-		return rep, err
+		return err
 	}
 	if c, err := readChannel(ctx, httpAddr, channel); err == nil && c.Video != nil {
 		rep.Stream = Stream{BitrateBps: c.Video.BitrateBps, KeyframeIntervalMs: c.Video.KeyframeIntervalMs, PeakKbps: peakKbps(gop1)}
@@ -609,19 +680,20 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 	log.Info("measuring the function with no viewers", "for", idleFor)
 	idle, err := b.measureIdle(ctx, ours, idleFor)
 	if err != nil {
-		return rep, err
+		return err
 	}
-	if err := b.steps(ctx, rep, ours, idle); err != nil {
-		return rep, err
+	if err := b.steps(ctx, rep, ours, idle, run); err != nil {
+		return err
 	}
 
 	if cfg.baseline {
-		if err := b.runBaseline(ctx, rep, dir, ours.whep, idleFor); err != nil {
-			return rep, err
+		if err := b.runBaseline(ctx, rep, dir, ours.whep, idleFor, run); err != nil {
+			return err
 		}
 	}
-	rep.Ratios = ratios(rep.Rows)
-	rep.Limits = limits(rep.Rows, rep.Machine.CPUs)
+	if !last {
+		return nil
+	}
 
 	if cfg.keyintTest {
 		for i, c := range []clip{gop1, gop4} {
@@ -630,21 +702,21 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 				err := stopPublisher(pub)
 				pub = nil
 				if err != nil {
-					return rep, err
+					return err
 				}
 				if pub, err = startPublisher(c, true); err != nil {
-					return rep, err
+					return err
 				}
 				// Let the first keyframe of the new stream reach the
 				// caches.
 				if err := sleep(ctx, time.Second); err != nil {
-					return rep, err
+					return err
 				}
 			}
 			log.Info("joins at random points of the GOP", "keyint", c.keyint, "joins", cfg.joins)
 			rep.TTFF = append(rep.TTFF, b.joins(ctx, "lightspeed", ours.whep, c.keyint, cfg.joins))
 			if ctx.Err() != nil {
-				return rep, ctx.Err()
+				return ctx.Err()
 			}
 		}
 	}
@@ -652,16 +724,38 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (_ *Report, err erro
 		err := stopPublisher(pub)
 		pub = nil
 		if err != nil {
-			return rep, err
+			return err
 		}
 		log.Info("publisher restarts in the middle of a GOP, a viewer joining at once", "runs", cfg.coldRuns)
 		cold, err := b.coldStarts(ctx, ours, gop1, cfg.coldRuns, startPublisher, stopPublisher)
 		rep.Cold = &cold
 		if err != nil {
-			return rep, err
+			return err
 		}
 	}
-	return rep, nil
+	return nil
+}
+
+// processes says how the stack t runs, for the report; a function
+// embedded in its gateway (attached with the same pid for both) is one
+// process, so t's gateway is then dropped, not counted twice.
+func processes(t *target, started bool) string {
+	switch {
+	case started && t.pid == t.gatewayPID:
+		t.gatewayPID = 0
+		return "the gateway with its embedded function (LS_EMBEDDED_FUNCTION=true), one process; fn is the whole process, gateway and function"
+	case started:
+		return "the gateway (LS_EMBEDDED_FUNCTION=false) and one function, separate processes; fn is the function, fn+gw the two together " +
+			"(an embedded function does the same work in the gateway's process, the relay between them still on loopback)"
+	case t.pid != 0 && t.pid == t.gatewayPID:
+		t.gatewayPID = 0
+		return fmt.Sprintf("attached: the function embedded in the gateway, one process (pid %d); fn is the whole process", t.pid)
+	case t.pid != 0 && t.gatewayPID != 0:
+		return fmt.Sprintf("attached: the function (pid %d) and the gateway (pid %d), separate processes; fn+gw is the two together", t.pid, t.gatewayPID)
+	case t.pid != 0:
+		return fmt.Sprintf("attached: the function (pid %d); the gateway's CPU unknown (-gateway-pid)", t.pid)
+	}
+	return "attached: no process given (-function-pid), so no CPU or memory figures"
 }
 
 // loopbackHost reports whether the host of addr (host:port) is a
@@ -680,7 +774,7 @@ func loopbackHost(addr string) bool {
 
 // steps measures t with each number of viewers, adding viewers from one
 // step to the next, and closes them at the end.
-func (b *bench) steps(ctx context.Context, rep *Report, t target, idle idleFigures) error {
+func (b *bench) steps(ctx context.Context, rep *Report, t target, idle idleFigures, run int) error {
 	a := &audience{epoch: b.epoch, player: b.player, url: t.whep, parallel: b.cfg.parallel}
 	defer a.close()
 	var prev *Row
@@ -689,6 +783,7 @@ func (b *bench) steps(ctx context.Context, rep *Report, t target, idle idleFigur
 		if err != nil {
 			return err
 		}
+		row.Run = run
 		if prev != nil {
 			slopes(&row, prev)
 		}
@@ -714,7 +809,7 @@ func slopes(row, prev *Row) {
 
 // runBaseline starts the baseline, measures it like the function, and
 // stops it.
-func (b *bench) runBaseline(ctx context.Context, rep *Report, dir, whep string, idleFor time.Duration) error {
+func (b *bench) runBaseline(ctx context.Context, rep *Report, dir, whep string, idleFor time.Duration, run int) error {
 	b.log.Info("starting the baseline")
 	bl, err := startBaseline(ctx, dir, b.epoch, whep)
 	if err != nil {
@@ -722,15 +817,16 @@ func (b *bench) runBaseline(ctx context.Context, rep *Report, dir, whep string, 
 	}
 	defer bl.close()
 	t := target{
-		stack: "baseline",
-		pid:   bl.proc.pid(),
-		whep:  bl.addrs.WHEP,
-		sent:  func() sentFrames { return sentFrames(bl.feed.frames.snapshot()) },
+		stack:   "baseline",
+		pid:     bl.proc.pid(),
+		whep:    bl.addrs.WHEP,
+		metrics: bl.addrs.Metrics,
+		sent:    func() sentFrames { return sentFrames(bl.feed.frames.snapshot()) },
 	}
 	b.log.Info("measuring the baseline with no viewers", "for", idleFor)
 	idle, err := b.measureIdle(ctx, t, idleFor)
 	if err != nil {
 		return err
 	}
-	return b.steps(ctx, rep, t, idle)
+	return b.steps(ctx, rep, t, idle, run)
 }

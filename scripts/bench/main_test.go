@@ -88,8 +88,24 @@ func TestSmallRunMeasuresEveryFigure(t *testing.T) {
 		r.Memory.StackInuse == 0 || r.Memory.Goroutines < 26 || r.Relay == nil {
 		t.Errorf("lightspeed's function figures: send %+v, memory %+v, relay %+v; want them read", r.Send, r.Memory, r.Relay)
 	}
-	if r := rep.Rows[1]; r.Send != nil || r.Memory != nil || r.Relay != nil {
-		t.Errorf("the baseline has no function metrics, but got send %+v, memory %+v, relay %+v", r.Send, r.Memory, r.Relay)
+	// The baseline serves its Go runtime's metrics only.
+	if r := rep.Rows[1]; r.Send != nil || r.Memory == nil || r.Memory.HeapInuse == 0 || r.Relay != nil {
+		t.Errorf("the baseline's metrics: send %+v, memory %+v, relay %+v; want its memory only", r.Send, r.Memory, r.Relay)
+	}
+	// The per-viewer figures, both stacks; the gateway's only for
+	// lightspeed's.
+	for i, r := range rep.Rows {
+		p := r.PerViewer
+		if p.WireBytes <= p.MediaBytes || p.MediaBytes == 0 || p.OverheadPercent <= 0 || p.Needed == 0 || p.PacketsPerNeeded == 0 ||
+			p.Packets == 0 || p.HeapKB == nil || p.TotalMicros == 0 || p.ControlBytes == 0 {
+			t.Errorf("%s: per-viewer figures %+v: want them measured", r.Stack, p)
+		}
+		if (p.GatewayMicros != nil) != (i == 0) {
+			t.Errorf("%s: gateway per viewer %v", r.Stack, p.GatewayMicros)
+		}
+	}
+	if rep.Clip.Name != "2m" || rep.Clip.Width != 1280 || rep.Processes == "" || rep.Runs != 1 || len(rep.Medians) != 2 {
+		t.Errorf("clip %+v, processes %q, %d runs, %d medians", rep.Clip, rep.Processes, rep.Runs, len(rep.Medians))
 	}
 	if len(rep.Ratios) != 1 {
 		t.Errorf("%d ratios, want 1", len(rep.Ratios))
@@ -210,6 +226,16 @@ func TestParseFlags(t *testing.T) {
 		{"attach defaults the FTL port", []string{"-attach", "127.0.0.1:8080", "-key", "77-x"}, "", func(c config) bool { return c.ftlAddr == "127.0.0.1:8084" }},
 		{"profiling needs the started stack", []string{"-attach", "h:1", "-key", "77-x", "-cpuprofile", "f"}, "-cpuprofile needs the stack", nil},
 		{"no arguments", []string{"extra"}, "unexpected argument", nil},
+		{"the committed test media and one run by default", nil, "", func(c config) bool { return c.clip == "2m" && c.runs == 1 }},
+		{"-clip 2.5m and -runs are taken", []string{"-clip", "2.5m", "-runs", "3"}, "", func(c config) bool { return c.clip == "2.5m" && c.runs == 3 }},
+		{"an unknown clip", []string{"-clip", "4k"}, `-clip: "4k" is none of 2.5m, 2m`, nil},
+		{"at least one run", []string{"-runs", "0"}, "-runs must be at least 1", nil},
+		{"browser plays its own media", []string{"-browser", "-clip", "2.5m"}, "-clip does not go with it", nil},
+		{"browser has no runs", []string{"-browser", "-runs", "2"}, "-runs does not go with it", nil},
+		{"-embedded runs the function in the gateway", []string{"-embedded"}, "", func(c config) bool { return c.embedded }},
+		{"an embedded function is not profiled", []string{"-embedded", "-cpuprofile", "f"}, "does not go with -embedded", nil},
+		{"attached, embedded is said with pids", []string{"-embedded", "-attach", "h:1", "-key", "77-x"}, "same pid to -function-pid and -gateway-pid", nil},
+		{"fleet has no -runs of the steps", []string{"-fleet", "-runs", "2"}, "-fleet does not go with -runs", nil},
 
 		{"the publisher uses FTL by default, with cold starts", nil, "", func(c config) bool {
 			return c.ingest == ingestFTL && c.coldRuns == 5
@@ -509,7 +535,7 @@ func TestKernelTime(t *testing.T) {
 }
 
 func TestKeyframesOfTheClips(t *testing.T) {
-	gop1, gop4, err := loadClips()
+	gop1, gop4, err := loadClips("2m")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -567,7 +593,7 @@ func TestRatiosAndLimits(t *testing.T) {
 // TestFromFrameStartsInTheMiddleOfTheGOP checks the clip of the cold
 // starts: it begins at the frame asked for and holds every frame once.
 func TestFromFrameStartsInTheMiddleOfTheGOP(t *testing.T) {
-	gop1, gop4, err := loadClips()
+	gop1, gop4, err := loadClips("2m")
 	if err != nil {
 		t.Fatal(err)
 	}

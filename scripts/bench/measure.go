@@ -32,16 +32,23 @@ type target struct {
 // idleFigures are a target's costs with the stream running and no
 // viewers.
 type idleFigures struct {
-	Cores float64 // CPU seconds per second
-	RSS   int64
+	Cores        float64 // CPU seconds per second
+	RSS          int64
+	GatewayCores float64  // the gateway's, when it is a process of its own
+	Heap         *float64 // Go heap in use at the end; nil when unknown
 }
 
-// measureIdle reads the target's CPU and memory over d with no viewers.
+// measureIdle reads the target's CPU and memory, and its gateway's CPU,
+// over d with no viewers.
 func (b *bench) measureIdle(ctx context.Context, t target, d time.Duration) (idleFigures, error) {
 	if t.pid == 0 {
 		return idleFigures{}, nil
 	}
+	var ga, gz procSample
 	a, err := readProc(t.pid)
+	if err == nil && t.gatewayPID != 0 {
+		ga, err = readProc(t.gatewayPID)
+	}
 	if err != nil {
 		return idleFigures{}, err
 	}
@@ -50,10 +57,18 @@ func (b *bench) measureIdle(ctx context.Context, t target, d time.Duration) (idl
 		return idleFigures{}, err
 	}
 	z, err := readProc(t.pid)
+	if err == nil && t.gatewayPID != 0 {
+		gz, err = readProc(t.gatewayPID)
+	}
 	if err != nil {
 		return idleFigures{}, err
 	}
-	return idleFigures{Cores: (z.CPU - a.CPU).Seconds() / time.Since(start).Seconds(), RSS: z.RSS}, nil
+	secs := time.Since(start).Seconds()
+	idle := idleFigures{Cores: (z.CPU - a.CPU).Seconds() / secs, RSS: z.RSS, GatewayCores: (gz.CPU - ga.CPU).Seconds() / secs}
+	if f := b.functionMetrics(ctx, t); f != nil && f.mem != nil {
+		idle.Heap = &f.mem.HeapInuse
+	}
+	return idle, nil
 }
 
 // reading is everything the bench reads at the start and the end of a
@@ -65,6 +80,7 @@ type reading struct {
 	udpDrops               uint64
 	seq                    [][2]seqReading // per viewer: video, audio
 	bytes                  uint64
+	flow                   flow // summed over the viewers
 }
 
 func (b *bench) read(t target, a *audience) (reading, error) {
@@ -92,6 +108,14 @@ func (b *bench) read(t target, a *audience) (reading, error) {
 	for _, w := range a.watchers {
 		r.seq = append(r.seq, [2]seqReading{w.video.read(), w.audio.read()})
 		r.bytes += w.bytes.Load()
+		r.flow.RTP += w.wire.rtp.Load()
+		r.flow.RTPBytes += w.wire.rtpBytes.Load()
+		r.flow.Other += w.wire.other.Load()
+		r.flow.OtherBytes += w.wire.otherBytes.Load()
+		for k := range 2 {
+			r.flow.Media[k] += w.tracks[k].media.Load()
+			r.flow.Needed[k] += w.tracks[k].needed.Load()
+		}
 	}
 	return r, nil
 }
@@ -144,7 +168,9 @@ func (b *bench) step(ctx context.Context, t target, a *audience, n int, idle idl
 		return row, err
 	}
 	if f1 := b.functionMetrics(ctx, t); f0 != nil && f1 != nil {
-		row.Send = f1.send.since(f0.send)
+		if f0.send != nil && f1.send != nil {
+			row.Send = f1.send.since(f0.send)
+		}
 		row.Memory, row.Relay = f1.mem, f1.relay
 	}
 	if profiling {
@@ -215,6 +241,19 @@ func (b *bench) figures(row *Row, t target, a *audience, r0, r1 reading, idle id
 	row.OtherCores = round(max(0, row.MachineBusyCores-accounted/window), 2)
 	if row.Saturated {
 		row.Note = "saturated, not trusted"
+	}
+	if t.pid != 0 {
+		c := windowCounts{
+			viewers: row.Playing, seconds: window,
+			cpu: (r1.server.CPU - r0.server.CPU).Seconds(), idleCores: idle.Cores,
+			hasGateway: t.gatewayPID != 0, gatewayCPU: (r1.gateway.CPU - r0.gateway.CPU).Seconds(), gatewayIdle: idle.GatewayCores,
+			rss: r1.server.RSS, idleRSS: idle.RSS,
+			delivered: row.Delivered, flow: r1.flow.sub(r0.flow),
+		}
+		if row.Memory != nil && idle.Heap != nil {
+			c.hasHeap, c.heap, c.idleHeap = true, row.Memory.HeapInuse, *idle.Heap
+		}
+		row.PerViewer = perViewer(c)
 	}
 
 	// Latency: each frame a viewer received in the window against the
@@ -344,7 +383,7 @@ type functionFigures struct {
 }
 
 // functionMetrics reads the target's metrics once; nil when it has none
-// or they cannot be read.
+// or they cannot be read. What the target does not export is nil.
 func (b *bench) functionMetrics(ctx context.Context, t target) *functionFigures {
 	m := b.scrape(ctx, t,
 		"lightspeed_function_sendmmsg_calls_total", "lightspeed_function_batched_datagrams_total",
@@ -354,24 +393,32 @@ func (b *bench) functionMetrics(ctx context.Context, t target) *functionFigures 
 	if m == nil {
 		return nil
 	}
-	return &functionFigures{
-		send: &sendFigures{
+	// The baseline has the Go runtime's metrics only.
+	f := &functionFigures{}
+	if _, ok := m["lightspeed_function_sendmmsg_calls_total"]; ok {
+		f.send = &sendFigures{
 			Calls:     uint64(m["lightspeed_function_sendmmsg_calls_total"]),
 			Datagrams: uint64(m["lightspeed_function_batched_datagrams_total"]),
 			Segmented: uint64(m["lightspeed_function_segmented_datagrams_total"]),
 			Errors:    uint64(m["lightspeed_function_send_errors_total"]),
-		},
-		mem: &memFigures{m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"]},
-		relay: &relayFigures{
+		}
+	}
+	if _, ok := m["go_memstats_heap_inuse_bytes"]; ok {
+		f.mem = &memFigures{m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"]}
+	}
+	if _, ok := m["lightspeed_relay_client_lost_total"]; ok {
+		f.relay = &relayFigures{
 			Lost:      uint64(m["lightspeed_relay_client_lost_total"]),
 			Recovered: uint64(m["lightspeed_relay_client_recovered_total"]),
 			Late:      uint64(m["lightspeed_relay_client_late_total"]),
-		},
+		}
 	}
+	return f
 }
 
-// scrape reads the named unlabelled samples of the target's metrics; nil
-// when it has none or they cannot be read.
+// scrape reads the named unlabelled samples of the target's metrics (or
+// labelled function="embedded", an embedded function's); nil when it has
+// none or they cannot be read.
 func (b *bench) scrape(ctx context.Context, t target, names ...string) map[string]float64 {
 	if t.metrics == "" {
 		return nil
@@ -392,6 +439,8 @@ func (b *bench) scrape(ctx context.Context, t target, names ...string) map[strin
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		name, value, ok := strings.Cut(sc.Text(), " ")
+		// A function embedded in the gateway labels its own.
+		name = strings.TrimSuffix(name, `{function="embedded"}`)
 		if !ok || !slices.Contains(names, name) {
 			continue
 		}

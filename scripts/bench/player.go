@@ -42,11 +42,12 @@ type packetFunc func(video bool, h rtpHeader)
 // play offers to receive video and audio, POSTs the offer to url
 // (calling posted right before), applies the answer and returns; the
 // connection completes in the background. The kernel's receive times of
-// video packets go to arrivals.
-func (p *player) play(ctx context.Context, url string, posted func(), onPacket packetFunc, arrivals *frameLog) (*viewer.Viewer, error) {
+// video packets go to arrivals; every datagram the viewer's socket
+// receives is counted in wire.
+func (p *player) play(ctx context.Context, url string, posted func(), onPacket packetFunc, arrivals *frameLog, wire *wireCount) (*viewer.Viewer, error) {
 	v, err := viewer.WHEP(ctx, url, viewer.Options{
 		Loopback:     true,
-		Net:          stampNet{Net: p.net, epoch: p.epoch, arrivals: arrivals},
+		Net:          stampNet{Net: p.net, epoch: p.epoch, arrivals: arrivals, wire: wire},
 		NoMDNS:       true, // one socket and two goroutines less per viewer
 		ReplayWindow: srtpWindow,
 		BeforePost:   posted,

@@ -7,10 +7,14 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/pion/rtp"
 
+	"lightspeed/shared/h264"
 	"lightspeed/shared/testkit/ftlclient"
 	"lightspeed/shared/testkit/testmedia"
 	"lightspeed/shared/testkit/whipclient"
@@ -22,34 +26,116 @@ import (
 //go:embed testdata/gop4.h264
 var gop4H264 []byte
 
+// video25H264 is 4 s of 720p30 H.264 at 2.5 Mbit/s with a keyframe every
+// second, made like the committed test media (see README.md beside it).
+//
+//go:embed testdata/video-2.5m.h264
+var video25H264 []byte
+
 // clip is media the publisher loops: H.264 NAL units and 20 ms Opus
 // packets.
 type clip struct {
 	name   string
+	file   string // where its video comes from, from the repository's root
 	keyint time.Duration
 	nals   [][]byte
 	opus   [][]byte
 }
 
-// loadClips returns the committed test media (a keyframe every second)
-// and the 4 s-GOP clip, both with the committed Opus audio (repeated to
-// the video's length).
-func loadClips() (gop1, gop4 clip, err error) {
+// The clips -clip chooses from: each is 4 s of 720p30 with a keyframe
+// every second, looped with the committed Opus audio.
+var clipFiles = map[string]string{
+	"2m":   "shared/testkit/testmedia/video.h264",
+	"2.5m": "scripts/bench/testdata/video-2.5m.h264",
+}
+
+// clipNames are the values of -clip, in order.
+func clipNames() []string { return slices.Sorted(maps.Keys(clipFiles)) }
+
+// loadClips returns the clip -clip names ("" for the default, 2m), with
+// a keyframe every second, and the 4 s-GOP clip, both with the committed
+// Opus audio (repeated to the video's length).
+func loadClips(name string) (gop1, gop4 clip, err error) {
 	opus, err := testmedia.OpusPackets()
 	if err != nil {
 		return gop1, gop4, fmt.Errorf("bench: test media: %w", err)
 	}
-	nals, err := testmedia.NALUnits()
-	if err != nil {
-		return gop1, gop4, fmt.Errorf("bench: test media: %w", err)
+	var nals [][]byte
+	switch name {
+	case "", "2m": // the default
+		name = "2m"
+		nals, err = testmedia.NALUnits()
+	case "2.5m":
+		nals, err = testmedia.SplitH264(video25H264)
+	default:
+		err = fmt.Errorf("unknown clip %q (%s)", name, strings.Join(clipNames(), ", "))
 	}
-	gop1 = clip{name: "gop1", keyint: time.Second, nals: nals, opus: opus}
+	if err != nil {
+		return gop1, gop4, fmt.Errorf("bench: clip %s: %w", name, err)
+	}
+	gop1 = clip{name: name, file: clipFiles[name], keyint: time.Second, nals: nals, opus: opus}
 	nals4, err := testmedia.SplitH264(gop4H264)
 	if err != nil {
 		return gop1, gop4, fmt.Errorf("bench: gop4.h264: %w", err)
 	}
-	gop4 = clip{name: "gop4", keyint: 4 * time.Second, nals: nals4, opus: append(append([][]byte(nil), opus...), opus...)}
+	gop4 = clip{name: "gop4", file: "scripts/bench/testdata/gop4.h264", keyint: 4 * time.Second, nals: nals4,
+		opus: append(append([][]byte(nil), opus...), opus...)}
 	return gop1, gop4, nil
+}
+
+// ClipInfo describes the clip the publisher played, from its bytes.
+type ClipInfo struct {
+	Name               string  `json:"name"` // the -clip value
+	File               string  `json:"file"`
+	Width              int     `json:"width"`
+	Height             int     `json:"height"`
+	FPS                int     `json:"fps"`
+	Seconds            float64 `json:"seconds"`              // the video's length: frames ÷ fps
+	VideoBitrateBps    float64 `json:"video_bitrate_bps"`    // NAL unit bytes (no start codes) × 8 ÷ Seconds
+	AudioBitrateBps    float64 `json:"audio_bitrate_bps"`    // Opus packet bytes × 8 ÷ their length (20 ms each)
+	KeyframeIntervalMs int64   `json:"keyframe_interval_ms"` // frames from one keyframe to the next ÷ fps
+}
+
+// clipFPS is the frame rate of every clip the bench plays.
+const clipFPS = 30
+
+// describe returns what the clip is: its size from its first SPS, its
+// bitrates and its keyframe interval (the shortest between two
+// keyframes; 0 with fewer than two).
+func (c clip) describe() ClipInfo {
+	info := ClipInfo{Name: c.name, File: c.file, FPS: clipFPS}
+	var videoBytes, audioBytes int
+	for _, nal := range c.nals {
+		videoBytes += len(nal)
+		if info.Width == 0 && len(nal) > 0 && nal[0]&0x1f == h264.NALSPS {
+			if sps, err := h264.ParseSPS(nal); err == nil {
+				info.Width, info.Height = sps.Width, sps.Height
+			}
+		}
+	}
+	for _, p := range c.opus {
+		audioBytes += len(p)
+	}
+	keys := keyframes(c.nals)
+	if len(keys) > 0 {
+		info.Seconds = float64(len(keys)) / clipFPS
+		info.VideoBitrateBps = round(float64(videoBytes)*8/info.Seconds, 0)
+	}
+	if len(c.opus) > 0 {
+		info.AudioBitrateBps = round(float64(audioBytes)*8/(float64(len(c.opus))*0.020), 0)
+	}
+	last, gap := -1, 0
+	for i, key := range keys {
+		if !key {
+			continue
+		}
+		if last >= 0 && (gap == 0 || i-last < gap) {
+			gap = i - last
+		}
+		last = i
+	}
+	info.KeyframeIntervalMs = int64(gap) * 1000 / clipFPS
+	return info
 }
 
 // fromFrame returns c playing from its frame k on (frames cut as

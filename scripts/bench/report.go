@@ -19,13 +19,23 @@ type Report struct {
 	Ingest  string  `json:"ingest"` // how the publisher published: "ftl" or "whip"
 	// WHIPAnswersPLI says whether the WHIP publisher answered keyframe
 	// requests at once (-whip-pli); nil with FTL.
-	WHIPAnswersPLI *bool   `json:"whip_answers_pli,omitempty"`
-	Stream         Stream  `json:"stream"`
-	Rows           []Row   `json:"rows"`
-	Ratios         []Ratio `json:"ratios,omitempty"`
-	TTFF           []TTFF  `json:"ttff,omitempty"`
-	Cold           *Cold   `json:"cold,omitempty"`
-	Limits         string  `json:"limits,omitempty"`
+	WHIPAnswersPLI *bool `json:"whip_answers_pli,omitempty"`
+	// Clip is what the publisher played, to both stacks: the baseline is
+	// fed the function's output of it.
+	Clip   ClipInfo `json:"clip"`
+	Stream Stream   `json:"stream"`
+	// Processes says how the measured stack runs, and so what the
+	// per-viewer CPU figures add up.
+	Processes string `json:"processes"`
+	// Runs is how many times the steps were measured (-runs); Rows holds
+	// every run's rows, Medians each figure's median over the runs.
+	Runs    int       `json:"runs"`
+	Rows    []Row     `json:"rows"`
+	Medians []Summary `json:"medians,omitempty"`
+	Ratios  []Ratio   `json:"ratios,omitempty"`
+	TTFF    []TTFF    `json:"ttff,omitempty"`
+	Cold    *Cold     `json:"cold,omitempty"`
+	Limits  string    `json:"limits,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -44,6 +54,7 @@ type Stream struct {
 
 // Row is one measurement window: one stack with a number of viewers.
 type Row struct {
+	Run        int    `json:"run"`     // 1, 2, … of -runs
 	Stack      string `json:"stack"`   // "lightspeed" or "baseline"
 	Viewers    int    `json:"viewers"` // asked for
 	Playing    int    `json:"playing"` // connected during the window
@@ -101,16 +112,24 @@ type Row struct {
 	// Time to first frame of the viewers that joined for this row, all at
 	// once (keyframe interval of the running stream).
 	TTFFMs Percentiles `json:"ttff_ms"`
+
+	// What one viewer costs, per second of stream.
+	PerViewer PerViewer `json:"per_viewer"`
 }
 
-// Ratio compares the marginal CPU per delivered packet of the two stacks
-// at one number of viewers.
+// Ratio compares the marginal CPU of the two stacks at one number of
+// viewers in one run: per delivered packet and per viewer-second (the
+// fan-out process's).
 type Ratio struct {
-	Viewers           int     `json:"viewers"`
-	Lightspeed        float64 `json:"lightspeed_us_per_packet"`
-	Baseline          float64 `json:"baseline_us_per_packet"`
-	LightspeedPerBase float64 `json:"lightspeed_per_baseline"`
-	Trusted           bool    `json:"trusted"` // neither window was saturated
+	Run                 int     `json:"run"`
+	Viewers             int     `json:"viewers"`
+	Lightspeed          float64 `json:"lightspeed_us_per_packet"`
+	Baseline            float64 `json:"baseline_us_per_packet"`
+	LightspeedPerBase   float64 `json:"lightspeed_per_baseline"`
+	LightspeedPerViewer float64 `json:"lightspeed_us_per_viewer_second"`
+	BaselinePerViewer   float64 `json:"baseline_us_per_viewer_second"`
+	PerViewerRatio      float64 `json:"lightspeed_per_baseline_per_viewer"`
+	Trusted             bool    `json:"trusted"` // neither window was saturated
 }
 
 // machine describes this machine.
@@ -127,7 +146,7 @@ func machine() Machine {
 	return m
 }
 
-// ratios pairs the rows of the two stacks by viewers.
+// ratios pairs the rows of the two stacks by run and viewers.
 func ratios(rows []Row) []Ratio {
 	var out []Ratio
 	for _, a := range rows {
@@ -135,14 +154,21 @@ func ratios(rows []Row) []Ratio {
 			continue
 		}
 		for _, b := range rows {
-			if b.Stack == "baseline" && b.Viewers == a.Viewers && b.MarginalMicrosPerPacket > 0 {
-				out = append(out, Ratio{
-					Viewers:           a.Viewers,
-					Lightspeed:        a.MarginalMicrosPerPacket,
-					Baseline:          b.MarginalMicrosPerPacket,
-					LightspeedPerBase: round(a.MarginalMicrosPerPacket/b.MarginalMicrosPerPacket, 3),
-					Trusted:           !a.Saturated && !b.Saturated,
-				})
+			if b.Stack == "baseline" && b.Run == a.Run && b.Viewers == a.Viewers && b.MarginalMicrosPerPacket > 0 {
+				r := Ratio{
+					Run:                 a.Run,
+					Viewers:             a.Viewers,
+					Lightspeed:          a.MarginalMicrosPerPacket,
+					Baseline:            b.MarginalMicrosPerPacket,
+					LightspeedPerBase:   round(a.MarginalMicrosPerPacket/b.MarginalMicrosPerPacket, 3),
+					LightspeedPerViewer: a.PerViewer.FunctionMicros,
+					BaselinePerViewer:   b.PerViewer.FunctionMicros,
+					Trusted:             !a.Saturated && !b.Saturated,
+				}
+				if b.PerViewer.FunctionMicros > 0 {
+					r.PerViewerRatio = round(a.PerViewer.FunctionMicros/b.PerViewer.FunctionMicros, 3)
+				}
+				out = append(out, r)
 			}
 		}
 	}
@@ -174,25 +200,24 @@ func limits(rows []Row, cpus int) string {
 		saturation*100, cpus, math.Floor(budget/perViewer), 100*top.BenchCores/n/perViewer)
 }
 
-// print writes the report as tables.
-func (r *Report) print(w io.Writer) {
-	fmt.Fprintf(w, "\nmachine: %d cores, %s, %s; stack %s\n", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, r.Mode)
-	pace := "video unpaced (every packet sent at once)"
-	if r.Stream.PeakKbps > 0 {
-		pace = fmt.Sprintf("video paced at %d kbit/s after a 100 ms burst, as OBS's FTL SDK does", r.Stream.PeakKbps)
-	}
-	if r.Ingest == ingestWHIP {
-		pace = "published over WHIP (whipclient), each frame's packets at once"
-		if r.WHIPAnswersPLI != nil && *r.WHIPAnswersPLI {
-			pace += ", a keyframe request answered with the next keyframe at once"
-		} else {
-			pace += ", keyframes only where the clip has them"
+// runRows are the rows of one run (1, 2, …); a report without runs
+// counts as one.
+func (r *Report) runRows(run int) []Row {
+	var out []Row
+	for _, x := range r.Rows {
+		if x.Run == run || (run == 1 && x.Run == 0) {
+			out = append(out, x)
 		}
 	}
-	fmt.Fprintf(w, "stream: %.2f Mbit/s, keyframe every %d ms, %s\n\n", r.Stream.BitrateBps/1e6, r.Stream.KeyframeIntervalMs, pace)
+	return out
+}
+
+// printRows writes one run's rows: the per-packet table, the function's
+// sends and memory.
+func printRows(w io.Writer, rows []Row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "stack\tviewers\tpkt/s/viewer\tµs/pkt\tmarginal µs/pkt\tviewers/core\tKB/viewer\tlatency p50/p95/p99 ms\t(reader p99)\tttff p50/p95 ms\tloss\tbusy cores (fn/gw/viewers/other)\tnote\t")
-	for _, x := range r.Rows {
+	for _, x := range rows {
 		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.2f / %.2f / %.2f\t(%.2f)\t%.0f / %.0f\t%d (%.2f%%)\t%.2f (%.2f/%.2f/%.2f/%.2f)\t%s\t\n",
 			x.Stack, x.Playing, x.PacketsPerViewerSecond, x.MicrosPerPacket, x.MarginalMicrosPerPacket,
 			x.ViewersPerCore, x.KBPerViewer, x.LatencyMs.P50, x.LatencyMs.P95, x.LatencyMs.P99, x.ReaderLatencyMs.P99,
@@ -200,7 +225,7 @@ func (r *Report) print(w io.Writer) {
 			x.MachineBusyCores, x.ServerCores, x.GatewayCores, x.BenchCores, x.OtherCores, x.Note)
 	}
 	tw.Flush()
-	for _, x := range r.Rows {
+	for _, x := range rows {
 		if x.Send == nil || x.Send.Calls == 0 {
 			continue
 		}
@@ -209,8 +234,8 @@ func (r *Report) print(w io.Writer) {
 			100*float64(x.Send.Segmented)/float64(max(x.Send.Datagrams, 1)), x.Send.Errors)
 	}
 	var prev *Row
-	for i := range r.Rows {
-		x := &r.Rows[i]
+	for i := range rows {
+		x := &rows[i]
 		if x.Memory == nil {
 			continue
 		}
@@ -229,17 +254,48 @@ func (r *Report) print(w io.Writer) {
 		fmt.Fprintln(w)
 		prev = x
 	}
-	if len(r.Ratios) > 0 {
-		fmt.Fprintln(w, "\nlightspeed vs baseline (marginal µs per delivered packet):")
-		for _, x := range r.Ratios {
-			trust := ""
-			if !x.Trusted {
-				trust = " (saturated, not trusted)"
-			}
-			fmt.Fprintf(w, "  %4d viewers: %.2f vs %.2f µs = %.2f× the baseline's cost (%.1f× cheaper)%s\n",
-				x.Viewers, x.Lightspeed, x.Baseline, x.LightspeedPerBase, 1/x.LightspeedPerBase, trust)
+}
+
+// print writes the report as tables.
+func (r *Report) print(w io.Writer) {
+	fmt.Fprintf(w, "\nmachine: %d cores, %s, %s; stack %s\n", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, r.Mode)
+	pace := "video unpaced (every packet sent at once)"
+	if r.Stream.PeakKbps > 0 {
+		pace = fmt.Sprintf("video paced at %d kbit/s after a 100 ms burst, as OBS's FTL SDK does", r.Stream.PeakKbps)
+	}
+	if r.Ingest == ingestWHIP {
+		pace = "published over WHIP (whipclient), each frame's packets at once"
+		if r.WHIPAnswersPLI != nil && *r.WHIPAnswersPLI {
+			pace += ", a keyframe request answered with the next keyframe at once"
+		} else {
+			pace += ", keyframes only where the clip has them"
 		}
 	}
+	fmt.Fprintf(w, "stream: %.2f Mbit/s, keyframe every %d ms, %s\n", r.Stream.BitrateBps/1e6, r.Stream.KeyframeIntervalMs, pace)
+	if c := r.Clip; c.Name != "" {
+		fmt.Fprintf(w, "clip: %s (%s), %dx%d at %d fps, %.0f s looped, H.264 %.2f Mbit/s + Opus %.0f kbit/s, a keyframe every %d ms; played to every stack measured\n",
+			c.Name, c.File, c.Width, c.Height, c.FPS, c.Seconds, c.VideoBitrateBps/1e6, c.AudioBitrateBps/1e3, c.KeyframeIntervalMs)
+	}
+	if r.Processes != "" {
+		fmt.Fprintf(w, "processes: %s\n", r.Processes)
+	}
+	runs := max(r.Runs, 1)
+	for run := 1; run <= runs; run++ {
+		rows := r.runRows(run)
+		if len(rows) == 0 {
+			continue
+		}
+		if runs > 1 {
+			fmt.Fprintf(w, "\nrun %d of %d:\n", run, runs)
+		}
+		fmt.Fprintln(w)
+		printRows(w, rows)
+	}
+	if runs > 1 {
+		printMedians(w, r.Medians, runs)
+	}
+	printPerViewer(w, r.Medians, runs)
+	printRatios(w, r.Medians, runs)
 	if len(r.TTFF) > 0 {
 		fmt.Fprintln(w, "\ntime to first frame, joins at random points of the GOP (WHEP POST → whole keyframe):")
 		for _, x := range r.TTFF {

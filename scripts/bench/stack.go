@@ -175,20 +175,27 @@ type stack struct {
 
 // stackOptions say how to start a stack.
 type stackOptions struct {
-	dir        string // holds the binaries, data dir and logs
+	dir        string // holds the data dir and logs, and the binaries unless bin is set
+	bin        string // holds the gateway and function already built; "": build them into dir
 	epoch      time.Time
 	capacity   int    // the function's capacity
 	profileFn  string // when set, the function runs from the bench binary and writes its CPU profile here
 	channel    uint32 // of the stream key
 	functionUp time.Duration
+	embedded   bool // the function runs inside the gateway (LS_EMBEDDED_FUNCTION=true), not as a process of its own
 }
 
-// startStack builds and starts a gateway (no embedded function) and one
-// function, and waits until the function has joined the gateway.
+// startStack builds (unless o.bin has them) and starts a gateway (no
+// embedded function) and one function, or with o.embedded the gateway
+// with its embedded function, and waits until the function has joined
+// the gateway.
 func startStack(ctx context.Context, log *slog.Logger, o stackOptions) (_ *stack, err error) {
-	log.Info("building gateway and function")
-	if err := build(ctx, o.dir, "./gateway", "./function"); err != nil {
-		return nil, err
+	if o.bin == "" {
+		log.Info("building gateway and function")
+		if err := build(ctx, o.dir, "./gateway", "./function"); err != nil {
+			return nil, err
+		}
+		o.bin = o.dir
 	}
 	tcp, udp, err := loopbackPorts(2, 2)
 	if err != nil {
@@ -215,7 +222,7 @@ func startStack(ctx context.Context, log *slog.Logger, o stackOptions) (_ *stack
 	}()
 
 	data := filepath.Join(o.dir, "data")
-	s.gateway, err = startChild("gateway", o.dir, filepath.Join(o.dir, "gateway"), []string{
+	gwEnv := []string{
 		"LS_FTL_ADDR=" + s.ftlAddr,
 		"LS_FTL_MEDIA_ADDR=" + media,
 		fmt.Sprintf("LS_FTL_ANNOUNCE_PORT=%d", s.tap.Port()),
@@ -226,15 +233,31 @@ func startStack(ctx context.Context, log *slog.Logger, o stackOptions) (_ *stack
 		"LS_RELAY_ADDR=" + relay,
 		"LS_DATA_DIR=" + data,
 		"LS_STREAM_KEY=" + s.key,
-		"LS_EMBEDDED_FUNCTION=false",
+		fmt.Sprintf("LS_EMBEDDED_FUNCTION=%t", o.embedded),
 		"LS_REGION=ams",
 		"LS_LOG_LEVEL=warn",
-	}, nil)
+	}
+	if o.embedded {
+		// The function's settings below, on the gateway; its metrics
+		// are the gateway's, labelled function="embedded".
+		gwEnv = append(gwEnv,
+			"LS_WEBRTC_UDP_ADDR=127.0.0.1:0",
+			"LS_PUBLIC_IPS=127.0.0.1",
+			fmt.Sprintf("LS_FUNCTION_CAPACITY=%d", o.capacity))
+	}
+	s.gateway, err = startChild("gateway", o.dir, filepath.Join(o.bin, "gateway"), gwEnv, nil)
 	if err != nil {
 		return nil, err
 	}
 	if err := waitHTTP(ctx, s.gateway, "http://"+s.httpAddr+"/healthz", "ok"); err != nil {
 		return nil, err
+	}
+	if o.embedded {
+		s.metricsURL = "http://" + s.httpAddr + "/metrics"
+		if err := waitHTTP(ctx, s.gateway, s.metricsURL, "\nlightspeed_relay_functions 1\n"); err != nil {
+			return nil, err
+		}
+		return s, nil
 	}
 
 	mtcp, _, err := loopbackPorts(1, 0)
@@ -255,7 +278,7 @@ func startStack(ctx context.Context, log *slog.Logger, o stackOptions) (_ *stack
 		fmt.Sprintf("LS_CAPACITY=%d", o.capacity),
 		"LS_LOG_LEVEL=warn",
 	}
-	fnPath := filepath.Join(o.dir, "function")
+	fnPath := filepath.Join(o.bin, "function")
 	if o.profileFn != "" {
 		if fnPath, err = os.Executable(); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)

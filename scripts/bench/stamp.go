@@ -23,10 +23,14 @@ const opusPT = 111
 // in the socket for the viewer's goroutines to read it; on a busy
 // machine that wait, not the server, makes most of the delay, so the
 // server's latency is measured to the kernel's stamp.
+//
+// The sockets also count every datagram they receive (wire), SRTP apart
+// from the rest.
 type stampNet struct {
 	*stdnet.Net
 	epoch    time.Time
 	arrivals *frameLog
+	wire     *wireCount // nil: not counted
 }
 
 // ListenUDP implements transport.Net.
@@ -43,13 +47,12 @@ func (n stampNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPCo
 	if err != nil {
 		return c, nil
 	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
-	}); err != nil || serr != nil {
-		return c, nil
-	}
-	return &stampedConn{UDPConn: uc, epoch: n.epoch, arrivals: n.arrivals}, nil
+	// Without timestamps (an error here) the socket still counts: its
+	// packets carry no SCM_TIMESTAMPNS, so none is noted.
+	raw.Control(func(fd uintptr) {
+		syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
+	})
+	return &stampedConn{UDPConn: uc, epoch: n.epoch, arrivals: n.arrivals, wire: n.wire}, nil
 }
 
 // stampedConn is a viewer's UDP socket with kernel receive times. Pion
@@ -58,6 +61,7 @@ type stampedConn struct {
 	*net.UDPConn
 	epoch    time.Time
 	arrivals *frameLog
+	wire     *wireCount
 	oob      [128]byte
 	from     netip.AddrPort
 	fromAddr *net.UDPAddr // from as a net.Addr, kept so reading allocates nothing
@@ -69,6 +73,7 @@ func (c *stampedConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	if err != nil {
 		return n, nil, err
 	}
+	c.wire.datagram(b[:n])
 	if at, ok := kernelTime(c.oob[:oobn]); ok {
 		c.stamp(b[:n], at)
 	}
