@@ -9,7 +9,9 @@ import (
 
 // Who owns what in the writers. A writer's f, batch and wake are fixed at
 // newWriters; its mu guards the viewers it serves (added by their
-// starters, removed by the writer goroutine) and whether it stopped. What
+// starters, removed by the writer goroutine), whether a round is being
+// written (set as the round takes the viewers, cleared once its batch was
+// sent) and whether it stopped. What
 // one round works on (its copy of the viewers, the entries taken from a
 // queue, where the next round starts) lives on the writer goroutine's
 // stack. Fanout.mu guards how many viewers each writer was given
@@ -20,7 +22,8 @@ import (
 // writer is one of the pool's writer goroutines. It owns a share of the
 // viewers: when woken it takes up to a batch of entries from each of its
 // viewers' queues and writes them, all in one round of its send batch, so
-// that what it wrote leaves in a few sendmmsg calls (see udpbatch.Conn).
+// that what it wrote leaves in a few sendmmsg calls, each viewer's
+// packets of a frame as one segmented send (see udpbatch.Conn).
 // A viewer's packets are written by one writer only, in queue order. Nothing in the write
 // path waits for a viewer (pion's SRTP write and the UDP socket never
 // block on a peer), so sharing a writer costs a viewer nothing but its
@@ -32,6 +35,7 @@ type writer struct {
 
 	mu      sync.Mutex
 	viewers []*viewer // viewers past their burst
+	busy    bool      // a round is being written: it took the viewers, and is not over
 	stopped bool
 }
 
@@ -139,6 +143,7 @@ func (w *writer) run() {
 		w.mu.Lock()
 		round = rotated(round[:0], w.viewers, turn)
 		turn++
+		w.busy = true
 		w.mu.Unlock()
 
 		more := false
@@ -160,6 +165,9 @@ func (w *writer) run() {
 			more = more || n == len(entries)
 		}
 		w.batch.EndRound()
+		w.mu.Lock()
+		w.busy = false
+		w.mu.Unlock()
 		clear(round)
 		if more {
 			w.poke()
