@@ -81,6 +81,11 @@ func run(args []string, out, errOut io.Writer) error {
 			fmt.Fprintln(out, keys.WHIPInstructions(k, publicURL(cfg)))
 		}
 	}
+	if cfg.EmbedFunction {
+		// The function's heap is most of the process's: collect as a
+		// function does.
+		functionapp.TuneGC()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	g, err := app.New(cfg, store, log)
