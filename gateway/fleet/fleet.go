@@ -382,6 +382,11 @@ func (f *Fleet) reconcile(ctx context.Context, now time.Time) {
 		f.mu.Unlock()
 		return // the provider's machines are not known yet: starting more could double them
 	}
+	// Every member's load is this round's before any decision reads a
+	// region's (spare): the members are a map, in no order.
+	for _, m := range f.members {
+		f.see(m, conns, now)
+	}
 	for _, m := range f.members {
 		acts = append(acts, f.observe(m, conns, now)...)
 	}
@@ -497,9 +502,9 @@ type action struct {
 	reason string
 }
 
-// observe follows one member against the relay's connections at now and
-// returns what to do about it; f.mu is held.
-func (f *Fleet) observe(m *member, conns map[string]relay.Function, now time.Time) []action {
+// see takes what the relay's connections at now tell of one member: its
+// load, and that a starting one is ready; f.mu is held.
+func (f *Fleet) see(m *member, conns map[string]relay.Function, now time.Time) {
 	c, connected := conns[m.m.ID]
 	if connected {
 		m.lastSeen, m.viewers, m.capacity, m.udpAddr = now, c.Viewers, c.Capacity, c.MediaAddr
@@ -514,6 +519,12 @@ func (f *Fleet) observe(m *member, conns map[string]relay.Function, now time.Tim
 			m.idleSince = now
 		}
 	}
+}
+
+// observe decides what to do about one member, seen at now (see); f.mu is
+// held.
+func (f *Fleet) observe(m *member, conns map[string]relay.Function, now time.Time) []action {
+	_, connected := conns[m.m.ID]
 	switch m.state {
 	case StateStarting:
 		if now.Sub(m.since) >= f.cfg.ConnectTimeout {
