@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -55,6 +56,21 @@ type wsConn struct {
 	send    chan []byte // bounded; a page that cannot keep up is closed
 	once    sync.Once
 	done    chan struct{}
+	// The viewer count is a state, not an event: the newest is written,
+	// once the page is ready for it, and a burst of joins never fills
+	// send with counts.
+	viewers   atomic.Int64
+	infoReady chan struct{} // one slot: a count waits to be written
+}
+
+// postInfo tells the page its channel's viewer count ("info"): the newest
+// count replaces one not yet written.
+func (c *wsConn) postInfo(n int) {
+	c.viewers.Store(int64(n))
+	select {
+	case c.infoReady <- struct{}{}:
+	default: // a count is waiting: it will be this one
+	}
 }
 
 var upgrader = websocket.Upgrader{
@@ -93,6 +109,14 @@ func (c *wsConn) writeLoop() {
 		case <-c.done:
 			return
 		case msg := <-c.send:
+			_ = c.conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+			if err := c.conn.WriteMessage(websocket.TextMessage, msg); err != nil {
+				c.close()
+				return
+			}
+		case <-c.infoReady:
+			raw, _ := json.Marshal(map[string]int64{"no_connections": c.viewers.Load()})
+			msg, _ := json.Marshal(wsMessage{Event: "info", Data: raw})
 			_ = c.conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
 			if err := c.conn.WriteMessage(websocket.TextMessage, msg); err != nil {
 				c.close()
@@ -163,7 +187,8 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	alive := func() error { return conn.SetReadDeadline(time.Now().Add(wsReadTimeout)) }
 	_ = alive()
 	conn.SetPongHandler(func(string) error { return alive() })
-	c := &wsConn{conn: conn, channel: channel, send: make(chan []byte, wsSendQueue), done: make(chan struct{})}
+	c := &wsConn{conn: conn, channel: channel, send: make(chan []byte, wsSendQueue), done: make(chan struct{}),
+		infoReady: make(chan struct{}, 1)}
 	s.mu.Lock()
 	s.sockets[c] = struct{}{}
 	s.mu.Unlock()
@@ -174,7 +199,7 @@ func (s *Signaling) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		c.close()
 	}()
 	go c.writeLoop()
-	c.post("info", map[string]int{"no_connections": s.Viewers(channel)})
+	c.postInfo(s.Viewers(channel))
 
 	// Read in the background so a closed page is noticed while waiting.
 	msgs := make(chan wsMessage)
@@ -330,6 +355,6 @@ func (s *Signaling) broadcastInfo() {
 	}
 	s.mu.Unlock()
 	for _, c := range socks {
-		c.post("info", map[string]int{"no_connections": counts[c.channel]})
+		c.postInfo(counts[c.channel])
 	}
 }
