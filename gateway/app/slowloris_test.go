@@ -701,9 +701,8 @@ func slowlorisWebsocket(t *testing.T) *lorisCase {
 	live := wsLiveDeadline + slowlorisMargin + time.Second
 	wa, la := waiting.HTTPAddr().String(), g.HTTPAddr().String()
 	const path = "/websocket?channel=77"
-	// Live pages open a few at a time: each new session tells every page
-	// the viewer count, and a burst of them, on a small machine, fills
-	// the queues of pages that read them all (see the report).
+	// Live pages open a few at a time, as a small machine can start their
+	// sessions (each is a PeerConnection on the function).
 	groups := []slowlorisGroup{
 		{Kind: "ws", Addr: wa, N: slowlorisIdle, Path: path, GiveUp: offline},
 		{Kind: "ws", Addr: wa, N: slowlorisDrip, Path: path, Drip: true, GiveUp: offline},
