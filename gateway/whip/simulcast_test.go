@@ -397,7 +397,7 @@ func answerWith(t *testing.T, ts *testServer, api *webrtc.API, offer string) str
 }
 
 // TestSimulcastAPIAnswersAsTheSharedOne: the API of simulcast sessions
-// (newSimulcastAPI, which repeats webrtcapi.New's settings) answers an
+// (newSimulcastAPI: webrtcapi.New's with more header extensions) answers an
 // offer without simulcast as the shared one does, and differs only by the
 // simulcast header extensions when they are offered.
 func TestSimulcastAPIAnswersAsTheSharedOne(t *testing.T) {

@@ -37,6 +37,11 @@ type Config struct {
 	// fan-out): its SRTP keeps no replay window, since there is no media
 	// to check. An endpoint that receives media leaves it false.
 	SendOnly bool
+	// VideoHeaderExtensions are RTP header extensions (URIs) the API takes
+	// for video besides playout-delay: a simulcast receiver's sdes:mid,
+	// sdes:rtp-stream-id and sdes:repaired-rtp-stream-id, which pion
+	// answers only when its MediaEngine has them.
+	VideoHeaderExtensions []string
 
 	ICEDisconnectedTimeout time.Duration // default 5 s
 	ICEFailedTimeout       time.Duration // default 10 s
@@ -71,8 +76,10 @@ func New(cfg Config) (*webrtc.API, error) {
 	if err := me.RegisterCodec(opusCodec, webrtc.RTPCodecTypeAudio); err != nil {
 		return nil, fmt.Errorf("webrtcapi: register opus: %w", err)
 	}
-	if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: PlayoutDelayURI}, webrtc.RTPCodecTypeVideo); err != nil {
-		return nil, fmt.Errorf("webrtcapi: register playout-delay: %w", err)
+	for _, uri := range append([]string{PlayoutDelayURI}, cfg.VideoHeaderExtensions...) {
+		if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: uri}, webrtc.RTPCodecTypeVideo); err != nil {
+			return nil, fmt.Errorf("webrtcapi: register header extension %s: %w", uri, err)
+		}
 	}
 	ir := &interceptor.Registry{}
 
