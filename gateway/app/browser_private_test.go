@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -33,29 +32,12 @@ const (
 	token78Prefix = "TOKEN78 "
 )
 
-// playPrivateStack plays privateStackRole, and exits, when the binary was
-// re-executed as that role; otherwise it returns.
-func playPrivateStack() {
-	if netns.Role() == privateStackRole.Name {
-		os.Exit(servePrivateStack())
-	}
-}
-
-// servePrivateStack plays privateStackRole: a gateway with its embedded
+// runPrivateStack plays privateStackRole: a gateway with its embedded
 // function on the veth address of namespace A, whose key store (in the
 // data directory) has channel 77, private, and a publisher streaming the
 // test media to 77 with its key. It prints a viewer token for channel 77
 // and one for channel 78, signed with the data directory's token key,
 // then the ready line once 77 is live, and serves until SIGTERM.
-func servePrivateStack() int {
-	return privateStackRole.Serve(slog.LevelInfo, func(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
-		if err := runPrivateStack(ctx, log, p); err != nil {
-			return fmt.Errorf("private stack: %w", err)
-		}
-		return nil
-	})
-}
-
 func runPrivateStack(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
 	cfg := nsStackConfig(p)
 	cfg.StreamKey = "" // the key store of the data directory

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -31,15 +30,7 @@ var simulcastStackRole = stackrole.Role{
 // layers: testmedia.Layers() in order (720p, 360p, 180p).
 var simulcastRids = []string{"0", "1", "2"}
 
-// playSimulcastStack plays simulcastStackRole, and exits, when the binary
-// was re-executed as that role; otherwise it returns.
-func playSimulcastStack() {
-	if netns.Role() == simulcastStackRole.Name {
-		os.Exit(serveSimulcastStack())
-	}
-}
-
-// serveSimulcastStack plays simulcastStackRole: a gateway with its
+// runSimulcastStack plays simulcastStackRole: a gateway with its
 // embedded function on the veth address of namespace A (nsStackConfig),
 // and a whipclient publisher with rids 0, 1 and 2 streaming the test
 // media's three layers and its Opus in real time, looping, to the
@@ -47,15 +38,6 @@ func playSimulcastStack() {
 // once channel 77 is live with three layers of known size, and serves
 // until SIGTERM; then the publisher leaves (DELETE) before the gateway
 // stops.
-func serveSimulcastStack() int {
-	return simulcastStackRole.Serve(slog.LevelInfo, func(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
-		if err := runSimulcastStack(ctx, log, p); err != nil {
-			return fmt.Errorf("simulcast stack: %w", err)
-		}
-		return nil
-	})
-}
-
 func runSimulcastStack(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
 	layers, err := testmedia.Layers()
 	if err != nil {

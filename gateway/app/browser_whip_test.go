@@ -24,30 +24,25 @@ var whipStackRole = stackrole.Role{
 	DataDirVar: "LS_TEST_WHIP_STACK_DATA_DIR",
 }
 
-// serveWHIPStack plays whipStackRole: a gateway with its embedded
+// runWHIPStack plays whipStackRole: a gateway with its embedded
 // function, its HTTP, WebRTC and WHIP sockets on the veth address of
 // namespace A, and testKey as channel 77's key. It prints the ready line
 // as soon as its sockets are bound (nothing is live until a browser
 // publishes) and serves until SIGTERM.
-func serveWHIPStack() int {
-	return whipStackRole.Serve(slog.LevelInfo, func(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
-		cfg := nsStackConfig(p)
-		k, err := keys.Parse(cfg.StreamKey)
-		if err != nil {
-			return err
-		}
-		g, err := New(cfg, keys.NewStatic(k), log)
-		if err != nil {
-			return fmt.Errorf("whip stack: %w", err)
-		}
-		// The line stackrole.WaitReady waits for. The listener is bound:
-		// the browser's first request waits for Run to accept it.
-		fmt.Printf("READY http://%s\n", g.HTTPAddr())
-		if err := g.Run(ctx); err != nil {
-			return fmt.Errorf("whip stack: %w", err)
-		}
-		return nil
-	})
+func runWHIPStack(ctx context.Context, log *slog.Logger, p stackrole.Params) error {
+	cfg := nsStackConfig(p)
+	k, err := keys.Parse(cfg.StreamKey)
+	if err != nil {
+		return err
+	}
+	g, err := New(cfg, keys.NewStatic(k), log)
+	if err != nil {
+		return err
+	}
+	// The line stackrole.WaitReady waits for. The listener is bound:
+	// the browser's first request waits for Run to accept it.
+	fmt.Printf("READY http://%s\n", g.HTTPAddr())
+	return g.Run(ctx)
 }
 
 // publishReportJS describes the publish page and its PeerConnection.
